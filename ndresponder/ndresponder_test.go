@@ -1,0 +1,173 @@
+package ndresponder
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/kgswitch/kgswitch/netpkt"
+	"github.com/mdlayher/ndp"
+)
+
+var (
+	guestMAC  = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
+	answerMAC = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1}
+	hoa       = netip.MustParseAddr("2001:db8:2000::10")
+	guestLL   = netip.MustParseAddr("fe80::5054:ff:fe00:10")
+	routerLL  = netip.MustParseAddr("fe80::1")
+	routerGUA = netip.MustParseAddr("2001:db8:2000::fffe")
+	peer      = netip.MustParseAddr("2001:db8:2000::2")
+)
+
+func testResponder(t testing.TB) *Responder {
+	r, err := New(HomeLink{
+		Prefix:          netip.MustParsePrefix("2001:db8:2000::/64"),
+		RouterLinkLocal: routerLL,
+		RouterAddrs:     []netip.Addr{routerGUA},
+	}, answerMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// nsFrame builds a Neighbor Solicitation frame as a guest would send it.
+func nsFrame(t testing.TB, src, target netip.Addr, hopLimit uint8) []byte {
+	ns := &ndp.NeighborSolicitation{TargetAddress: target}
+	dst := netpkt.SolicitedNode(target)
+	if !src.IsUnspecified() {
+		ns.Options = []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: guestMAC}}
+	}
+	msg, err := ndp.MarshalMessageChecksum(ns, src, dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := make([]byte, netpkt.EthernetLen+netpkt.IPv6Len, 100)
+	netpkt.PutEthernet(f, netpkt.MulticastMAC(dst), guestMAC, netpkt.EtherTypeIPv6)
+	netpkt.PutIPv6(f[netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, hopLimit, src, dst)
+	return append(f, msg...)
+}
+
+func owns(a netip.Addr) bool { return a == hoa || a == guestLL }
+
+func TestRespond(t *testing.T) {
+	tests := []struct {
+		name       string
+		src        netip.Addr
+		target     netip.Addr
+		want       Decision
+		wantRouter bool
+	}{
+		{"default router", hoa, routerLL, Answered, true},
+		{"default router from link-local", guestLL, routerLL, Answered, true},
+		{"router global address", hoa, routerGUA, Answered, true},
+		{"other home host", hoa, peer, Answered, false},
+		{"own home address", hoa, hoa, IgnoredOwnAddress, false},
+		{"own link-local", hoa, guestLL, IgnoredOwnAddress, false},
+		{"DAD for own address", netip.IPv6Unspecified(), hoa, IgnoredDAD, false},
+		{"DAD for another address", netip.IPv6Unspecified(), peer, IgnoredDAD, false},
+		{"off-link target", hoa, netip.MustParseAddr("2001:db8:1000::100"), IgnoredOffLink, false},
+		{"other link-local", hoa, netip.MustParseAddr("fe80::99"), IgnoredOffLink, false},
+	}
+	r := testResponder(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, got, err := r.Respond(nil, nsFrame(t, tt.src, tt.target, 255), Guest{MAC: guestMAC, Owns: owns})
+			if err != nil {
+				t.Fatalf("Respond: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("got decision = %v, want %v", got, tt.want)
+			}
+			if tt.want != Answered {
+				if len(out) != 0 {
+					t.Fatalf("got %d reply bytes for %v, want none", len(out), got)
+				}
+				return
+			}
+			eth := netpkt.Ethernet(out)
+			if eth.Dst().String() != guestMAC.String() || eth.Src().String() != answerMAC.String() {
+				t.Errorf("got MACs %v -> %v, want %v -> %v", eth.Src(), eth.Dst(), answerMAC, guestMAC)
+			}
+			ip, err := netpkt.ParseIPv6(eth.Payload())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ip.HopLimit() != 255 || ip.Dst() != tt.src || ip.Src() != tt.target {
+				t.Errorf("got IPv6 %v -> %v hop limit %d, want %v -> %v hop limit 255", ip.Src(), ip.Dst(), ip.HopLimit(), tt.target, tt.src)
+			}
+			if !netpkt.VerifyChecksum(ip.Src(), ip.Dst(), netpkt.ProtoICMPv6, ip.Payload()) {
+				t.Errorf("NA checksum does not verify")
+			}
+			m, err := ndp.ParseMessage(ip.Payload())
+			if err != nil {
+				t.Fatal(err)
+			}
+			na, ok := m.(*ndp.NeighborAdvertisement)
+			if !ok {
+				t.Fatalf("got %T, want *ndp.NeighborAdvertisement", m)
+			}
+			if na.TargetAddress != tt.target || !na.Solicited || na.Override || na.Router != tt.wantRouter {
+				t.Errorf("got NA target %v S=%v O=%v R=%v, want target %v S=true O=false R=%v", na.TargetAddress, na.Solicited, na.Override, na.Router, tt.target, tt.wantRouter)
+			}
+			if len(na.Options) != 1 || na.Options[0].(*ndp.LinkLayerAddress).Addr.String() != answerMAC.String() {
+				t.Errorf("got options %v, want target link-layer address %v", na.Options, answerMAC)
+			}
+		})
+	}
+}
+
+func TestRespondRejects(t *testing.T) {
+	r := testResponder(t)
+	good := nsFrame(t, hoa, routerLL, 255)
+	badHop := nsFrame(t, hoa, routerLL, 64)
+	badSum := append([]byte(nil), good...)
+	badSum[len(badSum)-1] ^= 0xff
+	truncated := good[:len(good)-4]
+	notNS := append([]byte(nil), good...)
+	notNS[netpkt.EthernetLen+netpkt.IPv6Len] = 128 // echo request
+	for _, tt := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"empty", nil},
+		{"short", good[:10]},
+		{"hop limit not 255", badHop},
+		{"bad checksum", badSum},
+		{"truncated", truncated},
+		{"echo request", notNS},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, _, err := r.Respond(nil, tt.frame, Guest{MAC: guestMAC, Owns: owns})
+			if err == nil || len(out) != 0 {
+				t.Fatalf("got err = %v, %d reply bytes, want an error and no reply", err, len(out))
+			}
+		})
+	}
+}
+
+func TestNewRejectsBadLink(t *testing.T) {
+	if _, err := New(HomeLink{Prefix: netip.MustParsePrefix("10.0.0.0/8"), RouterLinkLocal: routerLL}, answerMAC); err == nil {
+		t.Error("got nil error for an IPv4 prefix")
+	}
+	if _, err := New(HomeLink{Prefix: netip.MustParsePrefix("2001:db8::/64"), RouterLinkLocal: routerGUA}, answerMAC); err == nil {
+		t.Error("got nil error for a global router address")
+	}
+}
+
+func FuzzRespond(f *testing.F) {
+	f.Add(nsFrame(f, hoa, routerLL, 255))
+	f.Add(nsFrame(f, netip.IPv6Unspecified(), hoa, 255))
+	r := testResponder(f)
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		out, d, err := r.Respond(nil, frame, Guest{MAC: guestMAC, Owns: owns})
+		if err != nil && len(out) != 0 {
+			t.Fatalf("reply together with error %v", err)
+		}
+		if d == Answered && err == nil {
+			if _, err := netpkt.ParseIPv6(out[netpkt.EthernetLen:]); err != nil {
+				t.Fatalf("answer is not a valid IPv6 packet: %v", err)
+			}
+		}
+	})
+}
