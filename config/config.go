@@ -1,0 +1,294 @@
+// Package config reads and validates kgswitch's TOML configuration. Validation is
+// strict (unknown keys, bad addresses and duplicates are errors) because a daemon
+// that guesses at an operator's intent can steer the wrong VM's traffic.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Defaults an operator gets when a key is left out.
+const (
+	DefaultOVSRunDir       = "/var/run/openvswitch"
+	DefaultBridge          = "br0"
+	DefaultInternalPort    = "kgs0"
+	DefaultControlSocket   = "/run/kgswitch/kgswitch.sock"
+	DefaultBindingLifetime = 10 * time.Minute
+)
+
+// Config is the daemon's whole configuration.
+type Config struct {
+	// Bridge is the OVS bridge the VM ports are on.
+	Bridge string
+	// OVSRunDir holds db.sock and <bridge>.mgmt.
+	OVSRunDir string
+	// Uplink is the bridge port facing the host's LAN.
+	Uplink string
+	// CareOfAddress is this host's address on its LAN; Binding Updates are sent from it.
+	CareOfAddress netip.Addr
+	// InternalPort is the OVS internal port kgswitch creates and reads guest frames from.
+	InternalPort string
+	// ControlSocket is where `kgswitch add-port` and `kgswitch status` reach the daemon.
+	ControlSocket string
+	// BindingLifetime is the lifetime requested in Binding Updates.
+	BindingLifetime time.Duration
+	HomeNetworks    []HomeNetwork
+	VMs             []VM
+}
+
+// HomeNetwork describes a home link and its Home Agent.
+type HomeNetwork struct {
+	Prefix          netip.Prefix
+	HomeAgent       netip.Addr
+	RouterLinkLocal netip.Addr
+	RouterAddrs     []netip.Addr
+}
+
+// VM binds a port to a home address.
+type VM struct {
+	Port        string
+	HomeAddress netip.Addr
+	// MAC may be nil: then the interface's external_ids:attached-mac is used.
+	MAC  net.HardwareAddr
+	Home HomeNetwork
+}
+
+type fileConfig struct {
+	Bridge          string            `toml:"bridge"`
+	OVSRunDir       string            `toml:"ovs_rundir"`
+	Uplink          string            `toml:"uplink"`
+	CareOfAddress   string            `toml:"care_of_address"`
+	InternalPort    string            `toml:"internal_port"`
+	ControlSocket   string            `toml:"control_socket"`
+	BindingLifetime string            `toml:"binding_lifetime"`
+	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
+	VMs             []fileVM          `toml:"vm"`
+}
+
+type fileHomeNetwork struct {
+	Prefix          string   `toml:"prefix"`
+	HomeAgent       string   `toml:"home_agent"`
+	RouterLinkLocal string   `toml:"router_link_local"`
+	RouterAddrs     []string `toml:"router_addresses"`
+}
+
+type fileVM struct {
+	Port            string `toml:"port"`
+	HomeAddress     string `toml:"home_address"`
+	MAC             string `toml:"mac"`
+	HomeAgent       string `toml:"home_agent"`
+	HomePrefix      string `toml:"home_prefix"`
+	RouterLinkLocal string `toml:"router_link_local"`
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse validates a configuration given as TOML text.
+func Parse(text string) (*Config, error) {
+	var f fileConfig
+	md, err := toml.Decode(text, &f)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+		}
+		return nil, err
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	c := &Config{
+		Bridge:          or(f.Bridge, DefaultBridge),
+		OVSRunDir:       or(f.OVSRunDir, DefaultOVSRunDir),
+		Uplink:          f.Uplink,
+		InternalPort:    or(f.InternalPort, DefaultInternalPort),
+		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
+		BindingLifetime: DefaultBindingLifetime,
+	}
+	if !strings.HasPrefix(c.OVSRunDir, "/") {
+		return nil, fmt.Errorf("ovs_rundir %q: must be an absolute path (OVS sockets need one)", c.OVSRunDir)
+	}
+	if c.Uplink == "" {
+		return nil, errors.New("uplink: missing (the bridge port facing this host's LAN)")
+	}
+	if c.CareOfAddress, err = parseAddr("care_of_address", f.CareOfAddress); err != nil {
+		return nil, err
+	}
+	if !c.CareOfAddress.IsGlobalUnicast() {
+		return nil, fmt.Errorf("care_of_address %v: must be a global unicast address", c.CareOfAddress)
+	}
+	if f.BindingLifetime != "" {
+		d, err := time.ParseDuration(f.BindingLifetime)
+		if err != nil || d < 4*time.Second || d > 262140*time.Second {
+			return nil, fmt.Errorf("binding_lifetime %q: want a duration from 4s to 262140s", f.BindingLifetime)
+		}
+		c.BindingLifetime = d
+	}
+	for i, fh := range f.HomeNetworks {
+		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
+		if err != nil {
+			return nil, fmt.Errorf("home_network[%d]: %w", i, err)
+		}
+		for _, o := range c.HomeNetworks {
+			if o.Prefix.Overlaps(h.Prefix) {
+				return nil, fmt.Errorf("home_network[%d]: prefix %v overlaps %v", i, h.Prefix, o.Prefix)
+			}
+		}
+		c.HomeNetworks = append(c.HomeNetworks, h)
+	}
+	for i, fv := range f.VMs {
+		hoa, err := parseAddr("home_address", fv.HomeAddress)
+		if err != nil {
+			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+		}
+		vm, err := c.NewVM(fv.Port, hoa, fv.MAC, fv.HomeAgent, fv.HomePrefix, fv.RouterLinkLocal)
+		if err != nil {
+			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+		}
+		if err := c.AddVM(vm); err != nil {
+			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+		}
+	}
+	return c, nil
+}
+
+// NewVM validates one VM binding. Home Agent, prefix and router may be left empty
+// when a configured home_network contains the home address.
+func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, routerLL string) (VM, error) {
+	vm := VM{Port: port, HomeAddress: hoa}
+	if port == "" {
+		return vm, errors.New("port: missing")
+	}
+	if !hoa.Is6() || !hoa.IsGlobalUnicast() || hoa.Is4In6() {
+		return vm, fmt.Errorf("home_address %v: must be a global unicast IPv6 address", hoa)
+	}
+	if mac != "" {
+		m, err := ParseMAC(mac)
+		if err != nil {
+			return vm, err
+		}
+		vm.MAC = m
+	}
+	if homeAgent == "" && prefix == "" && routerLL == "" {
+		for _, h := range c.HomeNetworks {
+			if h.Prefix.Contains(hoa) {
+				vm.Home = h
+				return vm, nil
+			}
+		}
+		return vm, fmt.Errorf("home_address %v: no home_network contains it; give home_agent, home_prefix and router_link_local", hoa)
+	}
+	h, err := parseHome(prefix, homeAgent, routerLL, nil)
+	if err != nil {
+		return vm, err
+	}
+	if !h.Prefix.Contains(hoa) {
+		return vm, fmt.Errorf("home_address %v is outside home_prefix %v", hoa, h.Prefix)
+	}
+	vm.Home = h
+	return vm, nil
+}
+
+// AddVM adds vm unless its port, home address or MAC is already taken.
+func (c *Config) AddVM(vm VM) error {
+	for _, o := range c.VMs {
+		switch {
+		case o.Port == vm.Port:
+			return fmt.Errorf("port %s: already bound to %v", vm.Port, o.HomeAddress)
+		case o.HomeAddress == vm.HomeAddress:
+			return fmt.Errorf("home_address %v: already used by port %s", vm.HomeAddress, o.Port)
+		case o.MAC != nil && vm.MAC != nil && o.MAC.String() == vm.MAC.String():
+			return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
+		}
+	}
+	c.VMs = append(c.VMs, vm)
+	return nil
+}
+
+// ParseMAC accepts a unicast 48-bit MAC address.
+func ParseMAC(s string) (net.HardwareAddr, error) {
+	m, err := net.ParseMAC(s)
+	if err != nil || len(m) != 6 {
+		return nil, fmt.Errorf("mac %q: not a 48-bit MAC address", s)
+	}
+	if m[0]&1 != 0 {
+		return nil, fmt.Errorf("mac %v: multicast, a VM's MAC must be unicast", m)
+	}
+	return m, nil
+}
+
+func parseHome(prefix, homeAgent, routerLL string, routerAddrs []string) (HomeNetwork, error) {
+	var h HomeNetwork
+	p, err := netip.ParsePrefix(prefix)
+	if err != nil || !p.Addr().Is6() {
+		return h, fmt.Errorf("home prefix %q: not an IPv6 prefix", prefix)
+	}
+	h.Prefix = p.Masked()
+	if h.HomeAgent, err = parseAddr("home_agent", homeAgent); err != nil {
+		return h, err
+	}
+	if !h.Prefix.Contains(h.HomeAgent) {
+		return h, fmt.Errorf("home_agent %v is outside the home prefix %v", h.HomeAgent, h.Prefix)
+	}
+	if h.RouterLinkLocal, err = parseAddr("router_link_local", routerLL); err != nil {
+		return h, err
+	}
+	if !h.RouterLinkLocal.IsLinkLocalUnicast() {
+		return h, fmt.Errorf("router_link_local %v: not a link-local address", h.RouterLinkLocal)
+	}
+	for _, s := range routerAddrs {
+		a, err := parseAddr("router_addresses", s)
+		if err != nil {
+			return h, err
+		}
+		h.RouterAddrs = append(h.RouterAddrs, a)
+	}
+	return h, nil
+}
+
+func parseAddr(key, s string) (netip.Addr, error) {
+	if s == "" {
+		return netip.Addr{}, fmt.Errorf("%s: missing", key)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+		return netip.Addr{}, fmt.Errorf("%s %q: not an IPv6 address", key, s)
+	}
+	return a, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// BridgeTarget is the OpenFlow management socket of the bridge.
+func (c *Config) BridgeTarget() string { return "unix:" + c.OVSRunDir + "/" + c.Bridge + ".mgmt" }
+
+// OVSDBEndpoint is the OVSDB socket.
+func (c *Config) OVSDBEndpoint() string { return "unix:" + c.OVSRunDir + "/db.sock" }

@@ -1,0 +1,78 @@
+package config
+
+import (
+	"net/netip"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+const base = `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+`
+
+func TestExampleConfigLoads(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	c, err := Load(filepath.Join(filepath.Dir(file), "..", "configs", "kgswitch.toml"))
+	if err != nil {
+		t.Fatalf("configs/kgswitch.toml: %v", err)
+	}
+	if len(c.VMs) != 1 || c.VMs[0].Port != "vnet3" || c.VMs[0].HomeAddress != netip.MustParseAddr("2001:db8:2000::10") {
+		t.Fatalf("got VMs %+v, want vnet3 with 2001:db8:2000::10", c.VMs)
+	}
+	vm := c.VMs[0]
+	if vm.Home.HomeAgent != netip.MustParseAddr("2001:db8:2000::1") || vm.Home.RouterLinkLocal != netip.MustParseAddr("fe80::1") || vm.MAC.String() != "52:54:00:00:00:10" {
+		t.Errorf("got VM %+v", vm)
+	}
+	if c.BindingLifetime != 10*time.Minute || c.BridgeTarget() != "unix:/var/run/openvswitch/br0.mgmt" {
+		t.Errorf("got lifetime %v target %v", c.BindingLifetime, c.BridgeTarget())
+	}
+}
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		text    string
+		wantErr string // substring; "" = valid
+	}{
+		{"minimal", base, ""},
+		{"vm from home network", base + "[[vm]]\nport = \"vnet3\"\nhome_address = \"2001:db8:2000::10\"\n", ""},
+		{"vm inline home", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:5::10\"\nhome_agent = \"2001:db8:5::1\"\nhome_prefix = \"2001:db8:5::/64\"\nrouter_link_local = \"fe80::1\"\n", ""},
+		{"syntax error has line", "bridge = \n" + base, "line 1"},
+		{"unknown key", "brdige = \"br0\"\n" + base, "unknown key brdige"},
+		{"bad care-of", strings.Replace(base, "2001:db8:3000::3", "10.0.0.1", 1), "care_of_address"},
+		{"missing uplink", strings.Replace(base, "uplink = \"eth0\"", "", 1), "uplink: missing"},
+		{"relative rundir", "ovs_rundir = \"run\"\n" + base, "absolute"},
+		{"bad lifetime", "binding_lifetime = \"1s\"\n" + base, "binding_lifetime"},
+		{"HA outside prefix", strings.Replace(base, "home_agent = \"2001:db8:2000::1\"", "home_agent = \"2001:db8:9::1\"", 1), "outside"},
+		{"router not link-local", strings.Replace(base, "fe80::1", "2001:db8:2000::fffe", 1), "link-local"},
+		{"vm without home", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:7::10\"\n", "no home_network"},
+		{"bad hoa", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:2000::zz\"\n", "not an IPv6 address"},
+		{"bad mac", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"01:00:5e:00:00:01\"\n", "multicast"},
+		{"duplicate hoa", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::10\"\n", "already used by port a"},
+		{"duplicate port", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::11\"\n", "already bound"},
+		{"duplicate mac", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"52:54:00:00:00:10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:10\"\n", "mac 52:54:00:00:00:10"},
+		{"overlapping home networks", base + "[[home_network]]\nprefix = \"2001:db8:2000::/48\"\nhome_agent = \"2001:db8:2000::1\"\nrouter_link_local = \"fe80::1\"\n", "overlaps"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(tt.text)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got error %v, want none", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
