@@ -1,0 +1,303 @@
+package mipv6
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Retransmission constants, RFC 6275 §12.
+const (
+	// InitialBindackTimeoutFirstReg is the first wait for a BA of a first home
+	// registration: the Home Agent runs DAD (about 1 s) before it answers.
+	InitialBindackTimeoutFirstReg = 1500 * time.Millisecond
+	// InitialBindackTimeout is the first wait for later Binding Updates.
+	InitialBindackTimeout = 1 * time.Second
+	// MaxBindackTimeout caps the doubling of the retransmission timer.
+	MaxBindackTimeout = 32 * time.Second
+	// MaxUpdateRate is the most Binding Updates sent to one Home Agent per second.
+	MaxUpdateRate = 3
+	// failedRetry is how long a binding rejected for a reason the operator must fix
+	// (wrong Home Agent, wrong prefix, prohibited) waits before trying again, so a
+	// fix on the Home Agent side is picked up without a restart.
+	failedRetry = 60 * time.Second
+)
+
+// State is where a binding is in its life (RFC 6275 §11.7.1).
+type State int
+
+// Binding states.
+const (
+	StateIdle          State = iota // nothing sent yet
+	StateRegistering                // BU sent, waiting for a successful BA
+	StateBound                      // Home Agent accepted; tunnel in use
+	StateRefreshing                 // bound, refresh BU outstanding
+	StateDeregistering              // lifetime-0 BU outstanding
+	StateDeregistered               // Home Agent confirmed de-registration
+	StateFailed                     // Home Agent refused; Reason says why
+)
+
+func (s State) String() string {
+	switch s {
+	case StateIdle:
+		return "idle"
+	case StateRegistering:
+		return "registering"
+	case StateBound:
+		return "bound"
+	case StateRefreshing:
+		return "refreshing"
+	case StateDeregistering:
+		return "deregistering"
+	case StateDeregistered:
+		return "deregistered"
+	case StateFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// Reasons a Binding Acknowledgement is dropped by Binding.HandleBA.
+var (
+	ErrBAWrongSender   = errors.New("mipv6: binding ack not from the registered home agent")
+	ErrBAWrongHome     = errors.New("mipv6: binding ack for another home address")
+	ErrBANotExpected   = errors.New("mipv6: binding ack with no binding update outstanding")
+	ErrBAWrongSequence = errors.New("mipv6: binding ack does not match the outstanding sequence number")
+)
+
+// Binding is the mobile node's Binding Update List entry for one home
+// registration (RFC 6275 §11.1), kept on the VM's behalf. It does no I/O and
+// reads no clock: callers pass the time in and send the Binding Updates it
+// returns, which makes every transition testable with a fake clock.
+type Binding struct {
+	HomeAddress netip.Addr
+	HomeAgent   netip.Addr
+	CareOf      netip.Addr
+	// Lifetime is the lifetime requested; the Home Agent may grant less.
+	Lifetime time.Duration
+
+	state    State
+	seq      uint16 // sequence number of the last BU sent
+	firstReg bool   // no binding accepted yet by this Home Agent via this Binding
+	sentAt   time.Time
+	timeout  time.Duration // current retransmission timeout
+	due      time.Time     // when Tick must run next; zero = never
+	expires  time.Time     // end of the granted lifetime
+	granted  time.Duration
+	status   uint8
+	reason   string
+	recent   [MaxUpdateRate]time.Time // send times, for the rate limit
+	sends    uint64
+	dereg    bool
+}
+
+// NewBinding returns an idle binding. initialSeq should be random: a VM that moved
+// from another foreign host meets the Home Agent's memory of a sequence number this
+// host never saw, and a random start makes a collision (status 135) unlikely; the
+// status-135 path recovers either way.
+func NewBinding(hoa, ha, coa netip.Addr, lifetime time.Duration, initialSeq uint16) *Binding {
+	return &Binding{HomeAddress: hoa, HomeAgent: ha, CareOf: coa, Lifetime: lifetime, seq: initialSeq - 1, firstReg: true}
+}
+
+// Register starts (or restarts) home registration from CareOf and returns the
+// first Binding Update.
+func (b *Binding) Register(now time.Time) (BUPacket, bool) {
+	b.state = StateRegistering
+	b.dereg = false
+	b.timeout = InitialBindackTimeout
+	if b.firstReg {
+		b.timeout = InitialBindackTimeoutFirstReg
+	}
+	return b.send(now)
+}
+
+// Deregister sends a lifetime-0 Binding Update from coa: the VM's home address when
+// it is back on its home link (RFC 6275 §11.5.4).
+func (b *Binding) Deregister(now time.Time, coa netip.Addr) (BUPacket, bool) {
+	b.CareOf = coa
+	b.state = StateDeregistering
+	b.dereg = true
+	b.timeout = InitialBindackTimeout
+	return b.send(now)
+}
+
+func (b *Binding) lifetimeUnits() uint16 {
+	if b.dereg {
+		return 0
+	}
+	u := b.Lifetime / (4 * time.Second)
+	if u > 0xffff {
+		u = 0xffff
+	}
+	if u < 1 {
+		u = 1
+	}
+	return uint16(u)
+}
+
+// send emits the next BU unless the rate limit forbids it now, in which case the
+// BU is deferred to when it allows.
+func (b *Binding) send(now time.Time) (BUPacket, bool) {
+	if oldest := b.recent[b.sends%MaxUpdateRate]; b.sends >= MaxUpdateRate && now.Sub(oldest) < time.Second {
+		b.due = oldest.Add(time.Second)
+		return BUPacket{}, false
+	}
+	b.recent[b.sends%MaxUpdateRate] = now
+	b.sends++
+	b.seq++
+	b.sentAt = now
+	b.due = now.Add(b.timeout)
+	return BUPacket{
+		Src:         b.CareOf,
+		Dst:         b.HomeAgent,
+		HomeAddress: b.HomeAddress,
+		Sequence:    b.seq,
+		Flags:       FlagA | FlagH,
+		Lifetime:    b.lifetimeUnits(),
+	}, true
+}
+
+// HandleBA applies a Binding Acknowledgement. A BA that does not belong to this
+// binding returns one of the ErrBA* errors and changes nothing. It returns a
+// Binding Update to send at once when the Home Agent asked for one (status 135).
+func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
+	switch {
+	case ba.Src != b.HomeAgent:
+		return BUPacket{}, false, ErrBAWrongSender
+	case ba.HomeAddress != b.HomeAddress:
+		return BUPacket{}, false, ErrBAWrongHome
+	case b.state != StateRegistering && b.state != StateRefreshing && b.state != StateDeregistering:
+		return BUPacket{}, false, ErrBANotExpected
+	}
+	if ba.Status == StatusSequenceOutOfWindow {
+		// The BA carries the Home Agent's last accepted number, not ours (§11.7.3):
+		// continue after it and resend at once.
+		b.status, b.reason = ba.Status, StatusString(ba.Status)
+		b.seq = ba.Sequence
+		bu, ok := b.send(now)
+		return bu, ok, nil
+	}
+	if ba.Sequence != b.seq {
+		return BUPacket{}, false, ErrBAWrongSequence
+	}
+	b.status, b.reason = ba.Status, StatusString(ba.Status)
+	if !StatusSuccess(ba.Status) {
+		b.state = StateFailed
+		b.due = now.Add(retryAfter(ba.Status))
+		return BUPacket{}, false, nil
+	}
+	if b.dereg {
+		b.state = StateDeregistered
+		b.firstReg = true
+		b.due = time.Time{}
+		return BUPacket{}, false, nil
+	}
+	b.state = StateBound
+	b.firstReg = false
+	b.granted = time.Duration(ba.Lifetime) * 4 * time.Second
+	// The Home Agent's lifetime started when it accepted, after we sent: count
+	// from our send time so the refresh is never late.
+	b.expires = b.sentAt.Add(b.granted)
+	b.due = b.sentAt.Add(refreshAfter(b.granted))
+	return BUPacket{}, false, nil
+}
+
+// refreshAfter is when a binding granted lifetime g is refreshed: with a quarter of
+// it left, but at least one retransmission cycle of slack for short lifetimes.
+func refreshAfter(g time.Duration) time.Duration {
+	slack := g / 4
+	if slack < 2*InitialBindackTimeout && g > 4*InitialBindackTimeout {
+		slack = 2 * InitialBindackTimeout
+	}
+	return g - slack
+}
+
+// retryAfter is the retry policy for a refused registration, by status:
+//   - 134 (DAD failed): the VM may still be answering on its home link while it
+//     leaves; try again soon.
+//   - 128, 130 (unspecified, insufficient resources): transient on the Home Agent.
+//   - everything else (129 prohibited, 131/133 not a Home Agent for us, 132 not home
+//     subnet, 139/140 registration type, nonce errors): configuration the operator
+//     must fix; retry rarely so a fix is picked up without a restart.
+func retryAfter(status uint8) time.Duration {
+	switch status {
+	case StatusDADFailed:
+		return InitialBindackTimeoutFirstReg
+	case StatusUnspecified, StatusInsufficientResources:
+		return 4 * time.Second
+	}
+	return failedRetry
+}
+
+// Tick runs the binding's timers: retransmission, refresh, retry after failure.
+// It returns a Binding Update to send, if one is due.
+func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
+	if b.due.IsZero() || now.Before(b.due) {
+		return BUPacket{}, false
+	}
+	switch b.state {
+	case StateRegistering, StateRefreshing, StateDeregistering:
+		if now.Sub(b.sentAt) >= b.timeout {
+			b.timeout *= 2
+			if b.timeout > MaxBindackTimeout {
+				b.timeout = MaxBindackTimeout
+			}
+		}
+		if b.state == StateRefreshing && !b.expires.IsZero() && !now.Before(b.expires) {
+			b.state = StateRegistering // lapsed: the Home Agent no longer tunnels
+		}
+		return b.send(now)
+	case StateBound:
+		b.state = StateRefreshing
+		b.timeout = InitialBindackTimeout
+		return b.send(now)
+	case StateFailed:
+		return b.Register(now)
+	}
+	b.due = time.Time{}
+	return BUPacket{}, false
+}
+
+// RefreshNow sends a refresh at once, as on a Binding Refresh Request (§11.7.4).
+func (b *Binding) RefreshNow(now time.Time) (BUPacket, bool) {
+	if b.state != StateBound && b.state != StateRefreshing {
+		return BUPacket{}, false
+	}
+	b.state = StateRefreshing
+	b.timeout = InitialBindackTimeout
+	return b.send(now)
+}
+
+// Due returns when Tick must next be called; zero means no timer is running.
+func (b *Binding) Due() time.Time { return b.due }
+
+// Tunnelling reports whether the Home Agent holds a live binding for the care-of
+// address, so packets may go through the tunnel.
+func (b *Binding) Tunnelling(now time.Time) bool {
+	return (b.state == StateBound || b.state == StateRefreshing) && now.Before(b.expires)
+}
+
+// Snapshot is a binding's state for status output.
+type Snapshot struct {
+	State        State
+	Reason       string // name of the last BA status, e.g. "not home subnet"
+	Status       uint8
+	Sequence     uint16
+	HomeAddress  netip.Addr
+	HomeAgent    netip.Addr
+	CareOf       netip.Addr
+	Granted      time.Duration
+	LifetimeLeft time.Duration
+	Sent         uint64
+}
+
+// Snapshot reports the binding's state at now.
+func (b *Binding) Snapshot(now time.Time) Snapshot {
+	s := Snapshot{State: b.state, Reason: b.reason, Status: b.status, Sequence: b.seq,
+		HomeAddress: b.HomeAddress, HomeAgent: b.HomeAgent, CareOf: b.CareOf, Granted: b.granted, Sent: b.sends}
+	if b.Tunnelling(now) {
+		s.LifetimeLeft = b.expires.Sub(now)
+	}
+	return s
+}

@@ -1,0 +1,275 @@
+package mipv6
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var (
+	tHoA = netip.MustParseAddr("2001:db8:2000::10")
+	tHA  = netip.MustParseAddr("2001:db8:2000::1")
+	tCoA = netip.MustParseAddr("2001:db8:3000::3")
+	t0   = time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+)
+
+func ack(bu BUPacket, status uint8, lifetime uint16) BAPacket {
+	return BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: status, Sequence: bu.Sequence, Lifetime: lifetime}
+}
+
+func TestFirstRegistration(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 100)
+	bu, ok := b.Register(t0)
+	if !ok {
+		t.Fatal("Register sent nothing")
+	}
+	want := BUPacket{Src: tCoA, Dst: tHA, HomeAddress: tHoA, Sequence: 100, Flags: FlagA | FlagH, Lifetime: 150}
+	if bu != want {
+		t.Fatalf("got BU %+v, want %+v", bu, want)
+	}
+	if got := b.Due().Sub(t0); got != InitialBindackTimeoutFirstReg {
+		t.Errorf("got first retransmission after %v, want %v", got, InitialBindackTimeoutFirstReg)
+	}
+	if b.Tunnelling(t0) {
+		t.Error("tunnelling before any BA")
+	}
+	if _, _, err := b.HandleBA(t0.Add(time.Second), ack(bu, StatusAccepted, 150)); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(t0.Add(time.Second)); s.State != StateBound || s.Reason != "accepted" || s.Granted != 600*time.Second {
+		t.Fatalf("got %+v, want bound/accepted/600s", s)
+	}
+	if !b.Tunnelling(t0.Add(time.Second)) {
+		t.Error("not tunnelling after status 0")
+	}
+}
+
+func TestStatusOneIsSuccess(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	if _, _, err := b.HandleBA(t0, ack(bu, StatusAcceptedPrefixDiscovery, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Tunnelling(t0) {
+		t.Fatal("status 1 did not bind")
+	}
+}
+
+func TestRetransmissionBackoff(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 7)
+	bu, _ := b.Register(t0)
+	now := t0
+	var gaps []time.Duration
+	last := now
+	seqs := []uint16{bu.Sequence}
+	for i := 0; i < 8; i++ {
+		now = b.Due()
+		bu2, ok := b.Tick(now)
+		if !ok {
+			t.Fatalf("retransmission %d not sent at %v", i, now)
+		}
+		gaps = append(gaps, now.Sub(last))
+		last = now
+		seqs = append(seqs, bu2.Sequence)
+	}
+	want := []time.Duration{1500 * time.Millisecond, 3 * time.Second, 6 * time.Second, 12 * time.Second, 24 * time.Second, 32 * time.Second, 32 * time.Second, 32 * time.Second}
+	for i := range want {
+		if gaps[i] != want[i] {
+			t.Errorf("retransmission %d: got gap %v, want %v", i, gaps[i], want[i])
+		}
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Errorf("got sequence %d after %d, want +1", seqs[i], seqs[i-1])
+		}
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	sent := 0
+	for i := 0; i < 10; i++ {
+		now := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+		bu, ok := b.Register(now)
+		if ok {
+			sent++
+			// 135 asks for an immediate resend: the limit must hold there too.
+			ba := ack(bu, StatusSequenceOutOfWindow, 0)
+			if _, ok2, _ := b.HandleBA(now, ba); ok2 {
+				sent++
+			}
+		}
+	}
+	if sent > MaxUpdateRate {
+		t.Fatalf("got %d BUs within 100 ms, want at most %d", sent, MaxUpdateRate)
+	}
+	if due := b.Due(); due.Sub(t0) != time.Second {
+		t.Errorf("got deferred send at %v, want one second after the first", due.Sub(t0))
+	}
+}
+
+func TestSequenceOutOfWindow(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 5)
+	bu, _ := b.Register(t0)
+	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 40000}
+	bu2, ok, err := b.HandleBA(t0.Add(time.Millisecond), ba)
+	if err != nil || !ok {
+		t.Fatalf("got ok %v err %v, want an immediate resend", ok, err)
+	}
+	if bu2.Sequence != 40001 {
+		t.Fatalf("got sequence %d, want 40001 (the BA's plus one)", bu2.Sequence)
+	}
+	_ = bu
+	if _, _, err := b.HandleBA(t0.Add(2*time.Millisecond), ack(bu2, StatusAccepted, 150)); err != nil || !b.Tunnelling(t0.Add(2*time.Millisecond)) {
+		t.Fatalf("binding not established after resend: %v", err)
+	}
+}
+
+func TestSequenceWraps(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 0xffff)
+	bu, _ := b.Register(t0)
+	bu2, _ := b.Tick(b.Due())
+	if bu.Sequence != 0xffff || bu2.Sequence != 0 {
+		t.Fatalf("got sequences %d, %d, want 65535, 0", bu.Sequence, bu2.Sequence)
+	}
+}
+
+func TestFailureStatuses(t *testing.T) {
+	for _, tt := range []struct {
+		status uint8
+		reason string
+		retry  time.Duration
+	}{
+		{StatusNotHomeSubnet, "not home subnet", failedRetry},
+		{StatusNotHomeAgent, "not home agent for this mobile node", failedRetry},
+		{StatusDADFailed, "duplicate address detection failed", InitialBindackTimeoutFirstReg},
+		{StatusProhibited, "administratively prohibited", failedRetry},
+		{StatusUnspecified, "reason unspecified", 4 * time.Second},
+		{StatusInsufficientResources, "insufficient resources", 4 * time.Second},
+		{StatusRegistrationTypeChange, "registration type change disallowed", failedRetry},
+	} {
+		t.Run(tt.reason, func(t *testing.T) {
+			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+			bu, _ := b.Register(t0)
+			if _, _, err := b.HandleBA(t0, ack(bu, tt.status, 0)); err != nil {
+				t.Fatal(err)
+			}
+			s := b.Snapshot(t0)
+			if s.State != StateFailed || s.Status != tt.status {
+				t.Fatalf("got %v status %d, want failed %d", s.State, s.Status, tt.status)
+			}
+			if s.Reason != StatusString(tt.status) || s.Reason == "" {
+				t.Errorf("got reason %q, want %q", s.Reason, StatusString(tt.status))
+			}
+			if got := b.Due().Sub(t0); got != tt.retry {
+				t.Errorf("got retry after %v, want %v", got, tt.retry)
+			}
+			if b.Tunnelling(t0) {
+				t.Error("tunnelling after a refusal")
+			}
+			if _, ok := b.Tick(b.Due()); !ok {
+				t.Error("no retry BU when the retry timer fired")
+			}
+		})
+	}
+}
+
+func TestRefreshBeforeGrantedLifetime(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	// The Home Agent grants 40 s, not the 600 s asked for.
+	b.HandleBA(t0.Add(time.Second), ack(bu, StatusAccepted, 10))
+	due := b.Due()
+	if got := due.Sub(t0); got != 30*time.Second {
+		t.Fatalf("got refresh at %v, want 30s (3/4 of the granted 40s)", got)
+	}
+	if _, ok := b.Tick(due.Add(-time.Millisecond)); ok {
+		t.Fatal("refresh sent early")
+	}
+	bu2, ok := b.Tick(due)
+	if !ok || bu2.Lifetime != 150 || bu2.Sequence != bu.Sequence+1 {
+		t.Fatalf("got refresh %+v ok %v", bu2, ok)
+	}
+	if got := b.Snapshot(due).State; got != StateRefreshing {
+		t.Fatalf("got state %v, want refreshing", got)
+	}
+	if !b.Tunnelling(due) {
+		t.Error("stopped tunnelling while the old binding is still alive")
+	}
+	if _, _, err := b.HandleBA(due, ack(bu2, StatusAccepted, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Due().Sub(due); got != 30*time.Second {
+		t.Errorf("got next refresh after %v, want 30s", got)
+	}
+}
+
+func TestRefreshLapses(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 8*time.Second, 1)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 2)) // 8 s granted
+	now := t0
+	for i := 0; i < 5 && now.Before(t0.Add(9*time.Second)); i++ {
+		now = b.Due()
+		b.Tick(now)
+	}
+	if b.Tunnelling(t0.Add(8 * time.Second)) {
+		t.Error("still tunnelling at the end of the granted lifetime")
+	}
+}
+
+func TestRefreshNow(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	if _, ok := b.RefreshNow(t0); ok {
+		t.Fatal("refresh of an unbound binding")
+	}
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	if bu2, ok := b.RefreshNow(t0.Add(5 * time.Second)); !ok || bu2.Sequence != bu.Sequence+1 {
+		t.Fatalf("got %+v %v, want an immediate refresh", bu2, ok)
+	}
+}
+
+func TestDeregistration(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	d, ok := b.Deregister(t0.Add(time.Minute), tHoA)
+	if !ok || d.Lifetime != 0 || d.Src != tHoA || d.HomeAddress != tHoA {
+		t.Fatalf("got %+v, want lifetime 0 from the home address", d)
+	}
+	if _, _, err := b.HandleBA(t0.Add(time.Minute), BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d.Sequence}); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(t0.Add(time.Minute)); s.State != StateDeregistered || !b.Due().IsZero() {
+		t.Fatalf("got %v due %v, want deregistered with no timer", s.State, b.Due())
+	}
+}
+
+func TestBAValidation(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	good := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Sequence: 1}
+	if _, _, err := b.HandleBA(t0, good); !errors.Is(err, ErrBANotExpected) {
+		t.Errorf("BA before any BU: got %v, want ErrBANotExpected", err)
+	}
+	b.Register(t0)
+	for _, tt := range []struct {
+		name string
+		mod  func(*BAPacket)
+		want error
+	}{
+		{"wrong sender", func(p *BAPacket) { p.Src = netip.MustParseAddr("2001:db8:2000::66") }, ErrBAWrongSender},
+		{"wrong home", func(p *BAPacket) { p.HomeAddress = netip.MustParseAddr("2001:db8:2000::11") }, ErrBAWrongHome},
+		{"wrong sequence", func(p *BAPacket) { p.Sequence = 2 }, ErrBAWrongSequence},
+	} {
+		ba := good
+		tt.mod(&ba)
+		if _, _, err := b.HandleBA(t0, ba); !errors.Is(err, tt.want) {
+			t.Errorf("%s: got %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	if s := b.Snapshot(t0); s.State != StateRegistering {
+		t.Fatalf("dropped BAs changed state to %v", s.State)
+	}
+}
