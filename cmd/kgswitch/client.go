@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kgswitch/kgswitch/config"
+	vswitch "github.com/kgswitch/kgswitch/switch"
+)
+
+func cmdAddPort(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("add-port", "add-port PORT --hoa ADDR [flags]", stderr)
+	hoa := fs.String("hoa", "", "the VM's IPv6 home `address` (required)")
+	mac := fs.String("mac", "", "the guest's `MAC`; default: the interface's external_ids:attached-mac")
+	ha := fs.String("home-agent", "", "Home Agent `address`; default: from the home_network containing --hoa")
+	prefix := fs.String("home-prefix", "", "home link `prefix`, e.g. 2001:db8:2000::/64; default: as --home-agent")
+	router := fs.String("router", "", "home router's link-local `address`; default: as --home-agent")
+	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+	// Go's flag package stops at the first positional argument: accept the port
+	// name first (as documented) by parsing the rest after it.
+	var port string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		port, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if port == "" && fs.NArg() > 0 {
+		port = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if port == "" {
+		return usageErr("missing PORT (the OVS interface name, e.g. vnet3)")
+	}
+	if *hoa == "" {
+		return usageErr("missing --hoa")
+	}
+	if a, err := netip.ParseAddr(*hoa); err != nil || !a.Is6() || a.Is4In6() || !a.IsGlobalUnicast() {
+		return usageErr("--hoa %q: not a global IPv6 address", *hoa)
+	}
+	if *mac != "" {
+		if _, err := config.ParseMAC(*mac); err != nil {
+			return usageErr("--mac: %v", err)
+		}
+	}
+	if (*ha != "" || *prefix != "" || *router != "") && (*ha == "" || *prefix == "" || *router == "") {
+		return usageErr("--home-agent, --home-prefix and --router go together")
+	}
+	body, _ := json.Marshal(vswitch.AddPortRequest{Port: port, HomeAddress: *hoa, MAC: *mac, HomeAgent: *ha, HomePrefix: *prefix, RouterLL: *router})
+	var out struct{}
+	if err := call(*socket, http.MethodPost, "/v1/ports", body, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s bound to %s\n", port, *hoa)
+	return nil
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("status", "status [--json]", stderr)
+	asJSON := fs.Bool("json", false, "print JSON for scripts instead of a table")
+	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	var st []vswitch.PortStatus
+	if err := call(*socket, http.MethodGet, "/v1/status", nil, &st); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tHOME ADDRESS\tWHERE\tBINDING\tREASON\tCARE-OF\tHOME AGENT\tSEQ\tLIFETIME\tTO HA pkts/bytes\tFROM HA pkts/bytes\tDROPS")
+	for _, p := range st {
+		drops := []string{}
+		for k, v := range p.Drops {
+			drops = append(drops, fmt.Sprintf("%s=%d", k, v))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0fs\t%d/%d\t%d/%d\t%s\n", p.Port, p.HomeAddress, p.Location,
+			dash(p.BindingState), dash(p.Reason), dash(p.CareOf), p.HomeAgent, p.Sequence, p.LifetimeLeftSec,
+			p.ToTunnelPackets, p.ToTunnelBytes, p.FromTunnelPackets, p.FromTunnelBytes, dash(strings.Join(drops, ",")))
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// call sends one request to the daemon; daemon-side refusals come back as
+// exitErrors carrying the status the daemon chose.
+func call(socket, method, path string, body []byte, out any) error {
+	req, err := http.NewRequest(method, "http://kgswitch"+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := controlClient(socket).Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the kgswitch daemon at %s (is `kgswitch run` running?): %w", socket, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Error == "" {
+			return fmt.Errorf("daemon answered %s", resp.Status)
+		}
+		return &exitError{code: e.Code, err: fmt.Errorf("%s", e.Error)}
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}

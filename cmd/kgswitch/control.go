@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	vswitch "github.com/kgswitch/kgswitch/switch"
+)
+
+// The control protocol is JSON over HTTP on a unix socket: easy to drive from
+// curl --unix-socket as well as from the CLI.
+
+type apiError struct {
+	Error string `json:"error"`
+	// Code is the exit status the CLI should use: 2 for rejected input.
+	Code int `json:"code"`
+}
+
+func serveControl(ctx context.Context, path string, sw *vswitch.Switch, log *slog.Logger) (*http.Server, error) {
+	// A socket file left by a daemon that died is stale; one that answers is not.
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("another kgswitch is already listening on %s", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/ports", func(w http.ResponseWriter, r *http.Request) {
+		var req vswitch.AddPortRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error(), Code: 2})
+			return
+		}
+		if err := sw.AddPort(r.Context(), req); err != nil {
+			code, status := 1, http.StatusInternalServerError
+			if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
+				code, status = 2, http.StatusBadRequest
+			}
+			writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+			return
+		}
+		log.Info("port bound by add-port", "port", req.Port, "hoa", req.HomeAddress)
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := sw.Status(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error(), Code: 1})
+			return
+		}
+		writeJSON(w, http.StatusOK, st)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
+	go srv.Serve(ln)
+	return srv, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// controlClient talks to a running daemon.
+func controlClient(path string) *http.Client {
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}},
+	}
+}

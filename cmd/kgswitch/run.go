@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/kgswitch/kgswitch/config"
+	"github.com/kgswitch/kgswitch/ovsctl"
+	vswitch "github.com/kgswitch/kgswitch/switch"
+)
+
+// newFlagSet returns a flag set whose --help prints usage and exits 0, and
+// whose parse errors exit 2.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: kgswitch %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return &exitError{code: 0, err: errHelp}
+		}
+		return &exitError{code: 2, err: errHelp}
+	}
+	return nil
+}
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlagSet("run", "run --config FILE [flags]", stderr)
+	cfgPath := fs.String("config", "/etc/kgswitch/kgswitch.toml", "TOML configuration `file` (see configs/kgswitch.toml)")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	logger, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	db, err := ovsctl.Dial(ctx, cfg.OVSDBEndpoint(), logger)
+	if err != nil {
+		return fmt.Errorf("connect to OVSDB at %s: %w", cfg.OVSDBEndpoint(), err)
+	}
+	defer db.Close()
+	uplink, err := vswitch.OpenUplink()
+	if err != nil {
+		return err
+	}
+	defer uplink.Close()
+	sw := vswitch.New(cfg, vswitch.Deps{
+		DB:       db,
+		Flows:    ovsctl.NewFlows(cfg.BridgeTarget(), logger),
+		OpenPort: vswitch.OpenInternalPort,
+		Uplink:   uplink,
+		Logger:   logger,
+	})
+	if err := os.MkdirAll(filepath.Dir(cfg.ControlSocket), 0o755); err != nil {
+		return err
+	}
+	srv, err := serveControl(ctx, cfg.ControlSocket, sw, logger)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
+	err = sw.Run(ctx)
+	logger.Info("kgswitch stopped; flows and bindings stay in place for the next start")
+	return err
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}

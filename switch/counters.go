@@ -1,0 +1,64 @@
+package vswitch
+
+import (
+	"fmt"
+	"sync/atomic"
+)
+
+// DropReason says why the datapath dropped a frame.
+type DropReason int
+
+// Drop reasons, each with its own counter so an operator can tell a hostile
+// guest from a misconfigured Home Agent.
+const (
+	DropMalformed       DropReason = iota // frame or packet too short or inconsistent
+	DropNotIPv6                           // guest sent ARP, IPv4, ... (the pseudo home link is IPv6 only)
+	DropBadSource                         // guest used an IPv6 source that is not its home address
+	DropLinkLocal                         // link-local unicast cannot cross the tunnel
+	DropAbsorbed                          // multicast, RS, MLD, NA: kept on the pseudo home link
+	DropNDIgnored                         // a solicitation the home link would not answer either
+	DropNotBound                          // no binding with the Home Agent yet
+	DropTooBig                            // larger than the tunnel MTU; a Packet Too Big went back
+	DropWriteError                        // the internal port or uplink refused the frame
+	DropUnknownSource                     // frame from neither a known guest nor the tunnel
+	DropUnknownHome                       // tunnelled packet for a home address not served here
+	DropBadTunnelSource                   // tunnelled packet not from the guest's Home Agent
+	DropSignalQueueFull                   // control loop behind; signalling packet dropped
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{
+	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
+	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
+}
+
+func (r DropReason) String() string {
+	if r >= 0 && r < numDropReasons {
+		return dropNames[r]
+	}
+	return fmt.Sprintf("drop(%d)", int(r))
+}
+
+// Counters are a port's (or the datapath's) packet counters; all atomic, so the
+// control loop reads them while the datapath writes.
+type Counters struct {
+	ToTunnelPackets   atomic.Uint64
+	ToTunnelBytes     atomic.Uint64
+	FromTunnelPackets atomic.Uint64
+	FromTunnelBytes   atomic.Uint64
+	NDAnswered        atomic.Uint64
+	Drops             [numDropReasons]atomic.Uint64
+}
+
+func (c *Counters) drop(r DropReason) { c.Drops[r].Add(1) }
+
+// DropMap returns the non-zero drop counters by reason name.
+func (c *Counters) DropMap() map[string]uint64 {
+	m := map[string]uint64{}
+	for i := range c.Drops {
+		if v := c.Drops[i].Load(); v > 0 {
+			m[DropReason(i).String()] = v
+		}
+	}
+	return m
+}

@@ -1,0 +1,245 @@
+package vswitch
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/kgswitch/kgswitch/ndresponder"
+	"github.com/kgswitch/kgswitch/netpkt"
+)
+
+// FrameConn is kgswitch's OVS internal port: whole Ethernet frames in and out.
+// ReadFrame blocks until a frame arrives or the conn is closed.
+type FrameConn interface {
+	ReadFrame(b []byte) (int, error)
+	WriteFrame(b []byte) error
+	Close() error
+}
+
+// Uplink hands complete IPv6 packets (header included) to the host's IPv6 stack,
+// which routes them and resolves the next hop.
+type Uplink interface {
+	WriteIPv6(pkt []byte, dst netip.Addr) error
+	Close() error
+}
+
+// headroom is kept in front of every received frame so the outer IPv6 header
+// of the tunnel fits before the guest's packet without moving it.
+const headroom = netpkt.IPv6Len - netpkt.EthernetLen
+
+// maxFrame bounds what the internal port delivers (a 64 KiB GSO frame at most).
+const maxFrame = 65536 + netpkt.EthernetLen
+
+// guest is the datapath's view of one VM on a foreign host. Fields other than the
+// counters and ownLL are immutable once published; a change publishes a new guest.
+type guest struct {
+	port     string
+	mac      [6]byte
+	hoa      netip.Addr
+	ha       netip.Addr
+	tunnel   bool // the Home Agent accepted the binding
+	nd       *ndresponder.Responder
+	ptbFrom  netip.Addr
+	counters *Counters
+	// ownLL holds link-local addresses the guest was seen using; the ND responder
+	// must never answer for them. Only the datapath goroutine touches it.
+	ownLL *[]netip.Addr
+}
+
+func (g *guest) owns(a netip.Addr) bool {
+	if a == g.hoa {
+		return true
+	}
+	for _, o := range *g.ownLL {
+		if o == a {
+			return true
+		}
+	}
+	return false
+}
+
+// fib is an immutable snapshot of the forwarding state.
+type fib struct {
+	coa       netip.Addr
+	mtu       int // largest inner packet the tunnel carries
+	routerMAC net.HardwareAddr
+	byMAC     map[[6]byte]*guest
+	byHoA     map[netip.Addr]*guest
+}
+
+// Datapath moves frames between the internal port and the tunnels.
+type Datapath struct {
+	conn   FrameConn
+	uplink Uplink
+	fib    atomic.Pointer[fib]
+	// signal receives copies of Mobility Header packets addressed to the care-of
+	// address, for the control loop; when it is full they are dropped and counted.
+	signal chan []byte
+	global Counters
+}
+
+func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
+	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64)}
+	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
+	return d
+}
+
+// Run processes frames until ctx ends or the conn fails.
+func (d *Datapath) Run(ctx context.Context) error {
+	buf := make([]byte, headroom+maxFrame)
+	out := make([]byte, 0, 2048)
+	for {
+		n, err := d.conn.ReadFrame(buf[headroom:])
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		out = d.handle(buf, n, out[:0])
+	}
+}
+
+// handle processes the frame at buf[headroom:headroom+n]. out is scratch space
+// for replies built from scratch; it is returned for reuse.
+func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
+	frame := buf[headroom : headroom+n]
+	f := d.fib.Load()
+	if len(frame) < netpkt.EthernetLen {
+		d.global.drop(DropMalformed)
+		return out
+	}
+	eth := netpkt.Ethernet(frame)
+	if g := f.byMAC[[6]byte(eth.Src())]; g != nil {
+		return d.fromGuest(f, g, buf, n, out)
+	}
+	if eth.EtherType() != netpkt.EtherTypeIPv6 {
+		d.global.drop(DropUnknownSource)
+		return out
+	}
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil {
+		d.global.drop(DropMalformed)
+		return out
+	}
+	if ip.Dst() != f.coa {
+		d.global.drop(DropUnknownSource)
+		return out
+	}
+	if ip.NextHeader() == netpkt.ProtoIPv6 {
+		d.fromTunnel(f, buf, ip)
+		return out
+	}
+	// Everything else OpenFlow sends here for the care-of address is signalling
+	// (Mobility Header, possibly behind a type 2 routing header).
+	select {
+	case d.signal <- append([]byte(nil), ip...):
+	default:
+		d.global.drop(DropSignalQueueFull)
+	}
+	return out
+}
+
+func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []byte {
+	frame := buf[headroom : headroom+n]
+	eth := netpkt.Ethernet(frame)
+	if eth.EtherType() != netpkt.EtherTypeIPv6 {
+		g.counters.drop(DropNotIPv6)
+		return out
+	}
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil {
+		g.counters.drop(DropMalformed)
+		return out
+	}
+	src, dst := ip.Src(), ip.Dst()
+	if src.IsLinkLocalUnicast() && !g.owns(src) && len(*g.ownLL) < 8 {
+		*g.ownLL = append(*g.ownLL, src)
+	}
+	if ip.NextHeader() == netpkt.ProtoICMPv6 && len(ip.Payload()) > 0 {
+		switch ip.Payload()[0] {
+		case 135: // Neighbor Solicitation
+			reply, decision, err := g.nd.Respond(out, frame, ndresponder.Guest{MAC: eth.Src(), Owns: g.owns})
+			if err != nil {
+				g.counters.drop(DropMalformed)
+				return out
+			}
+			if decision != ndresponder.Answered {
+				g.counters.drop(DropNDIgnored)
+				return out
+			}
+			if err := d.conn.WriteFrame(reply); err != nil {
+				g.counters.drop(DropWriteError)
+			} else {
+				g.counters.NDAnswered.Add(1)
+			}
+			return reply[:0]
+		case 133, 136, 130, 131, 132, 143:
+			// Router Solicitations, the guest's own NAs and MLD stay on the pseudo
+			// home link: nothing beyond it may see them.
+			g.counters.drop(DropAbsorbed)
+			return out
+		}
+	}
+	switch {
+	case dst.IsMulticast():
+		g.counters.drop(DropAbsorbed)
+		return out
+	case src != g.hoa:
+		g.counters.drop(DropBadSource)
+		return out
+	case dst.IsLinkLocalUnicast():
+		g.counters.drop(DropLinkLocal)
+		return out
+	case !g.tunnel:
+		g.counters.drop(DropNotBound)
+		return out
+	}
+	if len(ip) > f.mtu {
+		out = appendPacketTooBig(out, frame, len(ip), f.mtu, f.routerMAC, g.ptbFrom)
+		if err := d.conn.WriteFrame(out); err != nil {
+			g.counters.drop(DropWriteError)
+		}
+		g.counters.drop(DropTooBig)
+		return out[:0]
+	}
+	pkt := encapsulate(buf, headroom+netpkt.EthernetLen, len(ip), f.coa, g.ha)
+	if err := d.uplink.WriteIPv6(pkt, g.ha); err != nil {
+		g.counters.drop(DropWriteError)
+		return out
+	}
+	g.counters.ToTunnelPackets.Add(1)
+	g.counters.ToTunnelBytes.Add(uint64(len(ip)))
+	return out
+}
+
+func (d *Datapath) fromTunnel(f *fib, buf []byte, outer netpkt.IPv6) {
+	inner, err := decapsulate(outer)
+	if err != nil {
+		d.global.drop(DropMalformed)
+		return
+	}
+	g := f.byHoA[inner.Dst()]
+	if g == nil {
+		d.global.drop(DropUnknownHome)
+		return
+	}
+	if outer.Src() != g.ha {
+		g.counters.drop(DropBadTunnelSource)
+		return
+	}
+	// decapsulate allows no extension headers, so the inner packet starts right
+	// after the outer header; the guest's Ethernet header overwrites the outer
+	// header's last 14 bytes and nothing moves.
+	start := headroom + netpkt.EthernetLen + netpkt.IPv6Len - netpkt.EthernetLen
+	frame := buf[start : start+netpkt.EthernetLen+len(inner)]
+	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
+	if err := d.conn.WriteFrame(frame); err != nil {
+		g.counters.drop(DropWriteError)
+		return
+	}
+	g.counters.FromTunnelPackets.Add(1)
+	g.counters.FromTunnelBytes.Add(uint64(len(inner)))
+}

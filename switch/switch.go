@@ -1,0 +1,536 @@
+package vswitch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/digitalocean/go-openvswitch/ovs"
+	"github.com/kgswitch/kgswitch/config"
+	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/ndresponder"
+	"github.com/kgswitch/kgswitch/ovsctl"
+)
+
+// OVSDB is what the control loop needs of the OVS database.
+type OVSDB interface {
+	Events() <-chan ovsctl.Event
+	Interface(name string) (ovsctl.Interface, bool)
+	EnsureInternalPort(ctx context.Context, bridge, name string) error
+}
+
+// FlowTable is what the control loop needs of the bridge's OpenFlow tables.
+type FlowTable interface {
+	Replace(cookie uint64, flows []*ovs.Flow) error
+	Delete(cookie uint64) error
+	SetNoFlood(port string, on bool) error
+}
+
+// PortOpener opens the internal port once OVS has created its network device,
+// and returns it with the device's MAC address.
+type PortOpener func(ctx context.Context, name string) (FrameConn, net.HardwareAddr, error)
+
+// Deps are the Switch's connections to the world.
+type Deps struct {
+	DB       OVSDB
+	Flows    FlowTable
+	OpenPort PortOpener
+	Uplink   Uplink
+	Logger   *slog.Logger
+	// Now and RandSeq default to the wall clock and a random number generator.
+	Now     func() time.Time
+	RandSeq func() uint16
+}
+
+// Errors AddPort returns; the CLI maps them to exit statuses.
+var (
+	ErrUnknownPort = errors.New("no such interface on the bridge")
+	ErrInvalid     = errors.New("invalid binding")
+)
+
+// tunnelMTU is the largest inner packet the tunnel carries over a 1500-byte
+// uplink: one IPv6 header of overhead.
+const tunnelMTU = 1500 - 40
+
+// Switch is the control loop: it owns every piece of per-VM state, and only its
+// goroutine (Run) touches it; other goroutines reach it through requests.
+type Switch struct {
+	cfg  *config.Config
+	deps Deps
+	log  *slog.Logger
+
+	dp        *Datapath
+	routerMAC net.HardwareAddr
+	kgPort    int // OpenFlow port of the internal port
+	ports     map[string]*vmPort
+	requests  chan func()
+	buBuf     []byte
+}
+
+// vmPort is one configured VM.
+type vmPort struct {
+	vm       config.VM
+	ofport   int // 0 while the port is not on this host's bridge
+	foreign  bool
+	since    time.Time // when the port appeared here
+	binding  *mipv6.Binding
+	counters *Counters
+	ownLL    *[]netip.Addr
+	nd       *ndresponder.Responder
+	mac      net.HardwareAddr
+	err      string // why the port could not be served, for status
+}
+
+// New returns a Switch for cfg. Nothing happens until Run.
+func New(cfg *config.Config, deps Deps) *Switch {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.RandSeq == nil {
+		deps.RandSeq = randSeq
+	}
+	s := &Switch{cfg: cfg, deps: deps, log: deps.Logger, ports: map[string]*vmPort{}, requests: make(chan func())}
+	for _, vm := range cfg.VMs {
+		s.ports[vm.Port] = s.newPort(vm)
+	}
+	return s
+}
+
+func (s *Switch) newPort(vm config.VM) *vmPort {
+	return &vmPort{vm: vm, counters: &Counters{}, ownLL: new([]netip.Addr)}
+}
+
+// Run runs the control loop until ctx ends. On return, flows and bindings stay
+// as they are: the VMs are still there and a restarted daemon takes over.
+func (s *Switch) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dpErr := make(chan error, 1)
+	defer func() {
+		if s.dp != nil {
+			s.dp.conn.Close()
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	events := s.deps.DB.Events()
+	for {
+		s.armTimer(timer)
+		var signal chan []byte
+		if s.dp != nil {
+			signal = s.dp.signal
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("OVSDB event stream ended")
+			}
+			s.handleEvent(ctx, ev, dpErr)
+		case pkt := <-signal:
+			s.handleSignal(pkt)
+		case fn := <-s.requests:
+			fn()
+		case <-timer.C:
+			s.tick()
+		case err := <-dpErr:
+			return fmt.Errorf("datapath: %w", err)
+		}
+	}
+}
+
+func (s *Switch) armTimer(t *time.Timer) {
+	next := time.Time{}
+	for _, p := range s.ports {
+		if p.binding == nil {
+			continue
+		}
+		if d := p.binding.Due(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
+			next = d
+		}
+	}
+	wait := time.Hour
+	if !next.IsZero() {
+		wait = next.Sub(s.deps.Now())
+		if wait < 0 {
+			wait = 0
+		}
+	}
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(wait)
+}
+
+func (s *Switch) handleEvent(ctx context.Context, ev ovsctl.Event, dpErr chan error) {
+	p := s.ports[ev.Iface.Name]
+	if p == nil {
+		return
+	}
+	switch ev.Kind {
+	case ovsctl.Removed:
+		if p.ofport != 0 {
+			s.log.Info("port left this host", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+			s.deactivate(p)
+		}
+	default:
+		if ev.Iface.OFPort > 0 && p.ofport == 0 {
+			p.ofport = ev.Iface.OFPort
+			p.since = s.deps.Now()
+			if err := s.activate(ctx, p, ev.Iface, dpErr); err != nil {
+				p.err = err.Error()
+				s.log.Error("cannot serve VM", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "err", err)
+			}
+		}
+	}
+}
+
+// activate starts serving a VM whose port just appeared on this host.
+func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface, dpErr chan error) error {
+	p.err = ""
+	p.mac = p.vm.MAC
+	if p.mac == nil {
+		m, err := config.ParseMAC(iface.ExternalIDs["attached-mac"])
+		if err != nil {
+			return fmt.Errorf("no MAC for %s: configure one or set external_ids:attached-mac (%v)", p.vm.Port, err)
+		}
+		p.mac = m
+	}
+	if p.vm.Home.Prefix.Contains(s.cfg.CareOfAddress) {
+		p.foreign = false
+		s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+		return nil
+	}
+	p.foreign = true
+	if err := s.ensureDatapath(ctx, dpErr); err != nil {
+		return err
+	}
+	nd, err := ndresponder.New(ndresponder.HomeLink{
+		Prefix: p.vm.Home.Prefix, RouterLinkLocal: p.vm.Home.RouterLinkLocal, RouterAddrs: p.vm.Home.RouterAddrs,
+	}, s.routerMAC)
+	if err != nil {
+		return err
+	}
+	p.nd = nd
+	if err := s.deps.Flows.Replace(portCookie(p.vm.Port), s.portFlows(p)); err != nil {
+		return fmt.Errorf("install flows: %w", err)
+	}
+	if err := s.deps.Flows.SetNoFlood(p.vm.Port, true); err != nil {
+		return fmt.Errorf("keep LAN floods off %s: %w", p.vm.Port, err)
+	}
+	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
+	s.publish()
+	s.log.Info("VM is away from home: registering with its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
+		"home_agent", p.vm.Home.HomeAgent, "care_of", s.cfg.CareOfAddress)
+	if bu, ok := p.binding.Register(s.deps.Now()); ok {
+		s.sendBU(bu)
+	}
+	return nil
+}
+
+func (s *Switch) deactivate(p *vmPort) {
+	p.ofport = 0
+	if !p.foreign {
+		return
+	}
+	if err := s.deps.Flows.Delete(portCookie(p.vm.Port)); err != nil {
+		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+	}
+	// The VM runs elsewhere now; the next host registers its own care-of address,
+	// so no de-registration is sent from here.
+	p.binding = nil
+	p.foreign = false
+	s.publish()
+}
+
+// ensureDatapath creates and opens the internal port the first time a VM is
+// served on this host, and installs the flows that bring tunnel and signalling
+// packets for the care-of address to it.
+func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
+	if s.dp != nil {
+		return nil
+	}
+	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
+	if !ok || uplink.OFPort <= 0 {
+		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
+	}
+	if err := s.deps.DB.EnsureInternalPort(ctx, s.cfg.Bridge, s.cfg.InternalPort); err != nil {
+		return fmt.Errorf("create internal port %s: %w", s.cfg.InternalPort, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if i, ok := s.deps.DB.Interface(s.cfg.InternalPort); ok && i.OFPort > 0 {
+			s.kgPort = i.OFPort
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("internal port %s got no OpenFlow port number within 10s", s.cfg.InternalPort)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, mac, err := s.deps.OpenPort(ctx, s.cfg.InternalPort)
+	if err != nil {
+		return fmt.Errorf("open internal port %s: %w", s.cfg.InternalPort, err)
+	}
+	s.routerMAC = mac
+	s.dp = newDatapath(conn, s.deps.Uplink)
+	s.publish()
+	if err := s.deps.Flows.Replace(ovsctl.Cookie, s.globalFlows(uplink.OFPort)); err != nil {
+		return fmt.Errorf("install tunnel flows: %w", err)
+	}
+	go func() {
+		if err := s.dp.Run(ctx); err != nil {
+			dpErr <- err
+		}
+	}()
+	return nil
+}
+
+// portCookie gives each port's flows a cookie of their own under kgswitch's
+// prefix, so one VM's flows are replaced without touching another's.
+func portCookie(port string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(port))
+	c := h.Sum64() &^ ovsctl.CookieMask
+	if c == 0 {
+		c = 1 // cookie ovsctl.Cookie itself is the host-wide flows'
+	}
+	return ovsctl.Cookie | c
+}
+
+func (s *Switch) portFlows(p *vmPort) []*ovs.Flow {
+	return []*ovs.Flow{
+		// Everything the guest sends goes to kgswitch; nothing reaches the foreign LAN.
+		{Priority: 200, InPort: p.ofport, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		// A frame with another source MAC is spoofed.
+		{Priority: 190, InPort: p.ofport, Actions: []ovs.Action{ovs.Drop()}},
+		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
+	}
+}
+
+func (s *Switch) globalFlows(uplinkPort int) []*ovs.Flow {
+	coa := s.cfg.CareOfAddress.String()
+	return []*ovs.Flow{
+		// Tunnel and Mobility Header packets for the care-of address bypass the host
+		// kernel, which has neither ip6_tunnel nor MIP6 and would answer them with
+		// Parameter Problems.
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		// What kgswitch sends goes only where a port flow says.
+		{Priority: 100, InPort: s.kgPort, Actions: []ovs.Action{ovs.Drop()}},
+	}
+}
+
+// publish gives the datapath a new snapshot of the forwarding state.
+func (s *Switch) publish() {
+	if s.dp == nil {
+		return
+	}
+	now := s.deps.Now()
+	f := &fib{coa: s.cfg.CareOfAddress, mtu: tunnelMTU, routerMAC: s.routerMAC,
+		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}}
+	for _, p := range s.ports {
+		if !p.foreign || p.binding == nil {
+			continue
+		}
+		g := &guest{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, ha: p.vm.Home.HomeAgent,
+			tunnel: p.binding.Tunnelling(now), nd: p.nd, ptbFrom: p.vm.Home.RouterLinkLocal,
+			counters: p.counters, ownLL: p.ownLL}
+		f.byMAC[g.mac] = g
+		f.byHoA[g.hoa] = g
+	}
+	s.dp.fib.Store(f)
+}
+
+func (s *Switch) sendBU(bu mipv6.BUPacket) {
+	s.buBuf = mipv6.AppendBUPacket(s.buBuf[:0], bu)
+	if err := s.deps.Uplink.WriteIPv6(s.buBuf, bu.Dst); err != nil {
+		s.log.Warn("send Binding Update", "hoa", bu.HomeAddress, "home_agent", bu.Dst, "err", err)
+		return
+	}
+	s.log.Debug("sent Binding Update", "hoa", bu.HomeAddress, "seq", bu.Sequence, "lifetime_s", int(bu.Lifetime)*4)
+}
+
+func (s *Switch) handleSignal(pkt []byte) {
+	ba, err := mipv6.ParseBAPacket(pkt)
+	if err != nil {
+		s.dp.global.drop(DropMalformed)
+		s.log.Debug("dropped signalling packet", "err", err)
+		return
+	}
+	now := s.deps.Now()
+	for _, p := range s.ports {
+		if p.binding == nil || p.vm.HomeAddress != ba.HomeAddress {
+			continue
+		}
+		was := p.binding.Tunnelling(now)
+		bu, send, err := p.binding.HandleBA(now, ba)
+		if err != nil {
+			p.counters.drop(DropMalformed)
+			s.log.Warn("dropped Binding Acknowledgement", "port", p.vm.Port, "err", err)
+			return
+		}
+		snap := p.binding.Snapshot(now)
+		s.log.Info("Binding Acknowledgement", "port", p.vm.Port, "hoa", ba.HomeAddress, "status", ba.Status,
+			"reason", snap.Reason, "state", snap.State.String(), "lifetime_s", int(ba.Lifetime)*4, "after", now.Sub(p.since).String())
+		if send {
+			s.sendBU(bu)
+		}
+		if p.binding.Tunnelling(now) != was {
+			s.publish()
+		}
+		return
+	}
+	s.log.Debug("Binding Acknowledgement for an unknown home address", "hoa", ba.HomeAddress)
+}
+
+func (s *Switch) tick() {
+	now := s.deps.Now()
+	changed := false
+	for _, p := range s.ports {
+		if p.binding == nil {
+			continue
+		}
+		was := p.binding.Tunnelling(now)
+		if bu, ok := p.binding.Tick(now); ok {
+			s.sendBU(bu)
+		}
+		changed = changed || p.binding.Tunnelling(now) != was
+	}
+	// Lapsed bindings stop tunnelling even when no timer changed them.
+	if changed || s.dp != nil {
+		s.publish()
+	}
+}
+
+// do runs fn in the control loop and waits for it.
+func (s *Switch) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.requests <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AddPortRequest binds a port to a home address on the running daemon.
+type AddPortRequest struct {
+	Port        string `json:"port"`
+	HomeAddress string `json:"home_address"`
+	MAC         string `json:"mac,omitempty"`
+	HomeAgent   string `json:"home_agent,omitempty"`
+	HomePrefix  string `json:"home_prefix,omitempty"`
+	RouterLL    string `json:"router_link_local,omitempty"`
+}
+
+// AddPort binds a port that exists on the bridge to a home address, and serves
+// it at once.
+func (s *Switch) AddPort(ctx context.Context, req AddPortRequest) error {
+	var err error
+	if e := s.do(ctx, func() { err = s.addPort(ctx, req) }); e != nil {
+		return e
+	}
+	return err
+}
+
+func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
+	iface, ok := s.deps.DB.Interface(req.Port)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownPort, req.Port)
+	}
+	hoa, err := netip.ParseAddr(req.HomeAddress)
+	if err != nil {
+		return fmt.Errorf("%w: home address %q: %v", ErrInvalid, req.HomeAddress, err)
+	}
+	if old := s.ports[req.Port]; old != nil && old.vm.HomeAddress == hoa {
+		return nil // already bound the same way: nothing to do
+	}
+	vm, err := s.cfg.NewVM(req.Port, hoa, req.MAC, req.HomeAgent, req.HomePrefix, req.RouterLL)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := s.cfg.AddVM(vm); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	p := s.newPort(vm)
+	s.ports[vm.Port] = p
+	if iface.OFPort > 0 {
+		s.handleEvent(ctx, ovsctl.Event{Kind: ovsctl.Added, Iface: iface}, nil)
+		if p.err != "" {
+			return errors.New(p.err)
+		}
+	}
+	return nil
+}
+
+// PortStatus is one VM's state for `kgswitch status`.
+type PortStatus struct {
+	Port              string            `json:"port"`
+	HomeAddress       string            `json:"home_address"`
+	MAC               string            `json:"mac,omitempty"`
+	Location          string            `json:"location"` // "home", "foreign" or "absent"
+	BindingState      string            `json:"binding_state,omitempty"`
+	Reason            string            `json:"reason,omitempty"`
+	CareOf            string            `json:"care_of,omitempty"`
+	HomeAgent         string            `json:"home_agent"`
+	Sequence          uint16            `json:"sequence,omitempty"`
+	LifetimeLeftSec   float64           `json:"lifetime_left_s,omitempty"`
+	ToTunnelPackets   uint64            `json:"to_tunnel_packets"`
+	ToTunnelBytes     uint64            `json:"to_tunnel_bytes"`
+	FromTunnelPackets uint64            `json:"from_tunnel_packets"`
+	FromTunnelBytes   uint64            `json:"from_tunnel_bytes"`
+	NDAnswered        uint64            `json:"nd_answered"`
+	Drops             map[string]uint64 `json:"drops,omitempty"`
+	Error             string            `json:"error,omitempty"`
+}
+
+// Status reports every configured VM, sorted by port name.
+func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
+	var out []PortStatus
+	err := s.do(ctx, func() {
+		now := s.deps.Now()
+		for _, p := range s.ports {
+			st := PortStatus{Port: p.vm.Port, HomeAddress: p.vm.HomeAddress.String(), HomeAgent: p.vm.Home.HomeAgent.String(),
+				Location: "absent", Error: p.err,
+				ToTunnelPackets: p.counters.ToTunnelPackets.Load(), ToTunnelBytes: p.counters.ToTunnelBytes.Load(),
+				FromTunnelPackets: p.counters.FromTunnelPackets.Load(), FromTunnelBytes: p.counters.FromTunnelBytes.Load(),
+				NDAnswered: p.counters.NDAnswered.Load(), Drops: p.counters.DropMap()}
+			if p.mac != nil {
+				st.MAC = p.mac.String()
+			}
+			if p.ofport != 0 {
+				st.Location = "home"
+				if p.foreign {
+					st.Location = "foreign"
+				}
+			}
+			if p.binding != nil {
+				snap := p.binding.Snapshot(now)
+				st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
+				st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
+			}
+			out = append(out, st)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
+	return out, err
+}
