@@ -1,0 +1,11 @@
+// Package mipv6 encodes and decodes the Mobile IPv6 wire format of RFC 6275:
+// the Mobility Header and its messages (Binding Update, Binding
+// Acknowledgement, Binding Error, Binding Refresh Request), mobility options,
+// the Home Address destination option and the type 2 routing header.
+//
+// The package does no I/O. Message types are byte-slice views in the style of
+// gVisor's header package, so inspecting a packet neither copies nor
+// allocates; the packet-level helpers (AppendBUPacket, ParseBAPacket, ...)
+// build and parse whole IPv6 packets without allocating when the caller's
+// buffer has room.
+package mipv6

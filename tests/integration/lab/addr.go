@@ -1,0 +1,67 @@
+package lab
+
+import (
+	"net"
+	"net/netip"
+)
+
+// The lab's addresses, as in the "Lab addressing" table of DESIGN.md. They are
+// variables only because netip values cannot be constants; nothing may change
+// them.
+var (
+	// CNPrefix is the prefix of the link between the correspondent node and
+	// the router.
+	CNPrefix = netip.MustParsePrefix("2001:db8:1000::/64")
+	// CNAddr is the correspondent node's address on the cn link.
+	CNAddr = netip.MustParseAddr("2001:db8:1000::100")
+	// RouterCNAddr is the router's address on the cn link and cn's default
+	// gateway.
+	RouterCNAddr = netip.MustParseAddr("2001:db8:1000::1")
+
+	// RouterLinkLocal is the router's link-local address on both the home
+	// and the foreign link; every node on those links routes through it.
+	RouterLinkLocal = netip.MustParseAddr("fe80::1")
+
+	// HomePrefix is the home link's prefix (RFC 6275, section 2: the home
+	// subnet prefix).
+	HomePrefix = netip.MustParsePrefix("2001:db8:2000::/64")
+	// RouterHomeAddr is the router's global address on the home link.
+	RouterHomeAddr = netip.MustParseAddr("2001:db8:2000::fffe")
+	// HAAddr is the lab Home Agent's address on the home link.
+	HAAddr = netip.MustParseAddr("2001:db8:2000::1")
+	// HostAAddr is hostA's own address (on its OVS bridge br0).
+	HostAAddr = netip.MustParseAddr("2001:db8:2000::2")
+	// HoA is the guest's home address (RFC 6275, section 2).
+	HoA = netip.MustParseAddr("2001:db8:2000::10")
+
+	// ForeignPrefix is the foreign link's prefix.
+	ForeignPrefix = netip.MustParsePrefix("2001:db8:3000::/64")
+	// RouterForeignAddr is the router's global address on the foreign link.
+	RouterForeignAddr = netip.MustParseAddr("2001:db8:3000::1")
+	// CareOfAddr is hostB's own address (on its OVS bridge br0), the care-of
+	// address of a guest that runs on hostB (RFC 6275, section 2).
+	CareOfAddr = netip.MustParseAddr("2001:db8:3000::3")
+
+	// GuestMAC is the MAC address of the guest's interface eth0.
+	GuestMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0x10}
+	// GuestLinkLocal is the guest's link-local address, formed from GuestMAC
+	// as a modified EUI-64 interface identifier (RFC 4291, appendix A).
+	GuestLinkLocal = netip.MustParseAddr("fe80::5054:ff:fe00:10")
+)
+
+// Interface and bridge names that users of the lab need to know. Names are
+// per network namespace, so they need not be unique across labs.
+const (
+	// Bridge is the OVS bridge on hostA and hostB; its LOCAL port is a tap
+	// device of the same name that carries the host's address.
+	Bridge = "br0"
+	// GuestPort is the host side of the guest's veth: an OVS port of the
+	// bridge on whichever host the guest runs (see Lab.GuestHost).
+	GuestPort = "vnet3"
+	// Uplink is the name of the host uplink (an OVS port of br0) in hostA and
+	// hostB, and of the only interface in cn, ha and vm.
+	Uplink = "eth0"
+)
+
+// Nodes lists every node name that NS, Command, Run and Start accept.
+var Nodes = []string{"sw", "cn", "rtr", "ha", "hostA", "hostB", "vm"}

@@ -1,0 +1,365 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sysctls applied to each namespace right after it is created, before any
+// interface exists, so that every interface inherits them through "default".
+// No node autoconfigures from Router Advertisements (none are sent anyway),
+// and no address waits for Duplicate Address Detection: automatic link-local
+// addresses would otherwise be tentative for a second after each link comes
+// up.
+var (
+	baseSysctls = []string{
+		"net.ipv6.conf.all.accept_ra=0",
+		"net.ipv6.conf.default.accept_ra=0",
+		"net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.accept_dad=0",
+	}
+	nodeSysctls = map[string][]string{
+		// The switch namespace only bridges: its bridges and ports must not
+		// speak IPv6 themselves (MLD reports, link-local addresses).
+		"sw":  {"net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"},
+		"rtr": {"net.ipv6.conf.all.forwarding=1"},
+		// The lab Home Agent forwards decapsulated traffic and answers
+		// Neighbor Solicitations for bound home addresses (proxy ND).
+		"ha": {
+			"net.ipv6.conf.all.forwarding=1",
+			"net.ipv6.conf.all.proxy_ndp=1",
+			"net.ipv6.conf.default.proxy_ndp=1",
+		},
+		// A live-migrated VM's NIC never loses carrier, so its neighbour
+		// cache survives the move. The guest's veth does lose carrier while
+		// MoveGuest moves its peer; keep the kernel from flushing the cache
+		// then.
+		"vm": {
+			"net.ipv6.conf.default.addr_gen_mode=0", // EUI-64: GuestLinkLocal
+			"net.ipv6.conf.all.ndisc_evict_nocarrier=0",
+			"net.ipv6.conf.default.ndisc_evict_nocarrier=0",
+		},
+	}
+)
+
+// veth is one veth pair, each end created directly in its namespace so that
+// nothing ever appears in the root namespace.
+type veth struct {
+	node1, name1 string
+	node2, name2 string
+	mac1         string // optional MAC of end 1
+}
+
+var veths = []veth{
+	{node1: "cn", name1: "eth0", node2: "rtr", name2: "cn0"},
+	{node1: "rtr", name1: "home0", node2: "sw", name2: "rtr-home"},
+	{node1: "rtr", name1: "fgn0", node2: "sw", name2: "rtr-fgn"},
+	{node1: "ha", name1: "eth0", node2: "sw", name2: "ha"},
+	{node1: "hostA", name1: Uplink, node2: "sw", name2: "hostA"},
+	{node1: "hostB", name1: Uplink, node2: "sw", name2: "hostB"},
+	{node1: "vm", name1: "eth0", node2: "hostA", name2: GuestPort, mac1: "52:54:00:00:00:10"},
+}
+
+// bridgePorts maps each port in sw to its bridge.
+var bridgePorts = map[string]string{
+	"rtr-home": "home",
+	"ha":       "home",
+	"hostA":    "home",
+	"rtr-fgn":  "foreign",
+	"hostB":    "foreign",
+}
+
+// ipConfig is, per node, the `ip` commands (without -n) that give it its
+// addresses and routes, run after all links exist.
+var ipConfig = map[string][][]string{
+	"cn": {
+		{"addr", "add", "2001:db8:1000::100/64", "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", "2001:db8:1000::1", "dev", "eth0"},
+	},
+	"rtr": {
+		{"addr", "add", "2001:db8:1000::1/64", "dev", "cn0", "nodad"},
+		{"addr", "add", "2001:db8:2000::fffe/64", "dev", "home0", "nodad"},
+		{"addr", "add", "fe80::1/64", "dev", "home0", "nodad"},
+		{"addr", "add", "2001:db8:3000::1/64", "dev", "fgn0", "nodad"},
+		{"addr", "add", "fe80::1/64", "dev", "fgn0", "nodad"},
+	},
+	"ha": {
+		{"addr", "add", "2001:db8:2000::1/64", "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", "fe80::1", "dev", "eth0"},
+	},
+	"hostA": {
+		{"addr", "add", "2001:db8:2000::2/64", "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+	},
+	"hostB": {
+		{"addr", "add", "2001:db8:3000::3/64", "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+	},
+	"vm": {
+		{"addr", "add", "2001:db8:2000::10/64", "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", "fe80::1", "dev", "eth0"},
+	},
+}
+
+func (l *Lab) build(ctx context.Context) error {
+	start := time.Now()
+	dir, err := tempDir(l.ID)
+	if err != nil {
+		return err
+	}
+	l.Dir = dir
+	l.logf("lab %s: dir %s", l.ID, dir)
+
+	for _, node := range Nodes {
+		if err := l.addNetns(ctx, node); err != nil {
+			return err
+		}
+	}
+	// Per-node configuration is independent between nodes, so run it in
+	// parallel: it is mostly waiting for short-lived ip/sysctl processes.
+	if err := l.eachNode(func(node string) error {
+		return l.sysctl(ctx, node, append(append([]string{}, baseSysctls...), nodeSysctls[node]...)...)
+	}); err != nil {
+		return err
+	}
+	for _, b := range []string{"home", "foreign"} {
+		if err := l.ipn(ctx, "sw", "link", "add", b, "type", "bridge",
+			"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"); err != nil {
+			return err
+		}
+		if err := l.ipn(ctx, "sw", "link", "set", b, "up"); err != nil {
+			return err
+		}
+	}
+	for _, v := range veths {
+		args := []string{"link", "add", v.name1, "netns", l.NS(v.node1)}
+		if v.mac1 != "" {
+			args = append(args, "address", v.mac1)
+		}
+		args = append(args, "type", "veth", "peer", "name", v.name2, "netns", l.NS(v.node2))
+		if _, err := run(exec.CommandContext(ctx, l.tools.ip, args...), "lab"); err != nil {
+			return err
+		}
+	}
+
+	l.ovs = map[string]*OVSHost{
+		"hostA": l.newOVSHost("hostA"),
+		"hostB": l.newOVSHost("hostB"),
+	}
+	if err := l.eachNode(func(node string) error {
+		switch node {
+		case "hostA", "hostB":
+			return l.buildHost(ctx, node)
+		default:
+			return l.buildPlainNode(ctx, node)
+		}
+	}); err != nil {
+		return err
+	}
+	if err := l.eachNode(func(node string) error {
+		return l.waitLinksUp(ctx, node, l.vethEnds(node)...)
+	}); err != nil {
+		return err
+	}
+	l.logf("lab %s: built in %v", l.ID, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// eachNode runs f for every node concurrently and joins the errors.
+func (l *Lab) eachNode(f func(node string) error) error {
+	errs := make([]error, len(Nodes))
+	var wg sync.WaitGroup
+	for i, node := range Nodes {
+		wg.Go(func() { errs[i] = f(node) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (l *Lab) addNetns(ctx context.Context, node string) error {
+	ns := l.NS(node)
+	// Recorded first: an interrupted `ip netns add` may still have made it.
+	l.mu.Lock()
+	l.netns = append(l.netns, ns)
+	l.mu.Unlock()
+	if _, err := run(exec.CommandContext(ctx, l.tools.ip, "netns", "add", ns), "lab"); err != nil {
+		return err
+	}
+	return l.ipn(ctx, node, "link", "set", "lo", "up")
+}
+
+// buildPlainNode configures a node without OVS: TX checksum offload off and
+// link up on every veth end, then addresses and routes.
+func (l *Lab) buildPlainNode(ctx context.Context, node string) error {
+	for _, dev := range l.vethEnds(node) {
+		if err := l.ethtoolTxOff(ctx, node, dev); err != nil {
+			return err
+		}
+		if node == "sw" {
+			if err := l.ipn(ctx, node, "link", "set", dev, "master", bridgePorts[dev]); err != nil {
+				return err
+			}
+		}
+		if err := l.ipn(ctx, node, "link", "set", dev, "up"); err != nil {
+			return err
+		}
+	}
+	return l.configureIP(ctx, node)
+}
+
+// buildHost starts the host's OVS, creates br0 with the userspace datapath,
+// attaches the uplink (and, on hostA, the guest's port) and gives br0 the
+// host's address.
+func (l *Lab) buildHost(ctx context.Context, node string) error {
+	h := l.ovs[node]
+	if err := h.start(ctx); err != nil {
+		return err
+	}
+	for _, dev := range l.vethEnds(node) {
+		if err := l.attachPort(ctx, node, dev); err != nil {
+			return err
+		}
+	}
+	if err := l.ipn(ctx, node, "link", "set", Bridge, "up"); err != nil {
+		return err
+	}
+	return l.configureIP(ctx, node)
+}
+
+// attachPort readies a veth end in a host's namespace and adds it to br0. The
+// host kernel would otherwise see (and answer) IPv6 arriving on the port too,
+// because the userspace datapath reads ports with AF_PACKET rather than
+// stealing frames from the kernel.
+func (l *Lab) attachPort(ctx context.Context, node, dev string) error {
+	if err := l.sysctl(ctx, node, "net.ipv6.conf."+dev+".disable_ipv6=1"); err != nil {
+		return err
+	}
+	if err := l.ethtoolTxOff(ctx, node, dev); err != nil {
+		return err
+	}
+	if err := l.ipn(ctx, node, "link", "set", dev, "up"); err != nil {
+		return err
+	}
+	_, err := l.ovs[node].Vsctl(ctx, "--may-exist", "add-port", Bridge, dev)
+	return err
+}
+
+func (l *Lab) configureIP(ctx context.Context, node string) error {
+	for _, args := range ipConfig[node] {
+		if err := l.ipn(ctx, node, args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitLinksUp waits until every dev in node is operationally up. The kernel
+// applies a carrier change asynchronously (linkwatch, up to a second later),
+// and until then the device's queueing discipline is noop, which drops every
+// frame sent through it: without the wait, the first packets after New or
+// MoveGuest would be lost.
+func (l *Lab) waitLinksUp(ctx context.Context, node string, devs ...string) error {
+	const timeout = 5 * time.Second
+	deadline := time.Now().Add(timeout)
+	for {
+		out, err := run(exec.CommandContext(ctx, l.tools.ip, "-n", l.NS(node), "-o", "link", "show"), node)
+		if err != nil {
+			return err
+		}
+		down := linksNotUp(out, devs)
+		if len(down) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: links %v not up after %v:\n%s", node, down, timeout, out)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// linksNotUp returns those of devs that `ip -o link show` output does not
+// list with operational state UP.
+func linksNotUp(ipOut string, devs []string) []string {
+	up := make(map[string]bool)
+	for _, line := range strings.Split(ipOut, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		for i := 2; i+1 < len(f); i++ {
+			if f[i] == "state" {
+				up[name] = f[i+1] == "UP"
+				break
+			}
+		}
+	}
+	var down []string
+	for _, d := range devs {
+		if !up[d] {
+			down = append(down, d)
+		}
+	}
+	return down
+}
+
+// vethEnds lists the veth ends created in node.
+func (l *Lab) vethEnds(node string) []string {
+	var devs []string
+	for _, v := range veths {
+		if v.node1 == node {
+			devs = append(devs, v.name1)
+		}
+		if v.node2 == node {
+			devs = append(devs, v.name2)
+		}
+	}
+	return devs
+}
+
+// ipn runs `ip -n NS args...`.
+func (l *Lab) ipn(ctx context.Context, node string, args ...string) error {
+	_, err := run(exec.CommandContext(ctx, l.tools.ip, append([]string{"-n", l.NS(node)}, args...)...), node)
+	return err
+}
+
+func (l *Lab) sysctl(ctx context.Context, node string, settings ...string) error {
+	_, err := l.Run(ctx, node, append([]string{l.tools.sysctl, "-q", "-w"}, settings...)...)
+	return err
+}
+
+// ethtoolTxOff turns TX checksum offload off: the veth would otherwise hand
+// frames with partial checksums to the userspace datapath, which forwards
+// them as they are, and TCP through OVS breaks.
+func (l *Lab) ethtoolTxOff(ctx context.Context, node, dev string) error {
+	_, err := l.Run(ctx, node, l.tools.ethtool, "-K", dev, "tx", "off")
+	return err
+}
+
+// newOVSHost describes host's OVS; start brings it up.
+func (l *Lab) newOVSHost(host string) *OVSHost {
+	dir := filepath.Join(l.Dir, host)
+	return &OVSHost{
+		Host:   host,
+		NS:     l.NS(host),
+		RunDir: dir,
+		DBSock: "unix:" + filepath.Join(dir, "db.sock"),
+		Bridge: Bridge,
+		lab:    l,
+	}
+}
+
+// errMissing formats a Preflight failure.
+func errMissing(what, hint string) error {
+	return fmt.Errorf("%s missing (%s)", what, hint)
+}

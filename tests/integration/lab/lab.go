@@ -1,0 +1,322 @@
+// Package lab builds the kgswitch network-namespace lab: a correspondent node,
+// a router, a home link and a foreign link (Linux bridges in one namespace), a
+// Home Agent namespace, two hypervisor hosts each running its own Open vSwitch
+// with the userspace datapath, and a guest whose interface is a port of one
+// host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
+//
+// The package does not depend on package testing, so integration tests, the
+// demo and benchmarks share it. Everything a Lab creates carries its ID
+// ("kg<pid>x<n>"): network namespaces are named ID-node and the temp dir
+// starts with ID, so labs of parallel processes never collide, and
+// CleanupStale can tell labs whose process died.
+//
+// # OVS internal ports under the userspace datapath
+//
+// With datapath_type=netdev, ovs-vswitchd creates every internal port (the
+// bridge's LOCAL port br0 and ports such as kgswitch's kgs0) as a tap device
+// in the network namespace it runs in. What that takes, as found in this lab:
+//   - ovs-vswitchd runs inside the host's namespace (so the taps land there)
+//     and /dev/net/tun exists; no kernel openvswitch module is needed.
+//   - The taps are created administratively down: `ip link set DEV up`.
+//     While an internal port is down, OVS drops what it outputs there, and an
+//     AF_PACKET socket on it fails with ENETDOWN.
+//   - An AF_PACKET socket bound to the tap sees exactly what OpenFlow outputs
+//     to the port, and what it sends enters the bridge with in_port = that
+//     port. The host kernel also receives what OVS outputs there, so a port
+//     meant only for a userspace program should have IPv6 disabled
+//     (net.ipv6.conf.DEV.disable_ipv6=1); the NORMAL action floods to it too.
+//   - Taps have no TX checksum offload. veths do, and need `ethtool -K DEV tx
+//     off`: the userspace datapath forwards frames with partial checksums as
+//     they are, which breaks TCP.
+//
+// Non-internal ports (the veths here) are read by ovs-vswitchd with AF_PACKET,
+// so the host kernel still sees every frame arriving on them; the lab disables
+// IPv6 on OVS-attached veths (eth0, vnet3 in hostA/hostB) so that only br0
+// takes part in IPv6, as with the kernel datapath. A port's netdev must exist
+// in the namespace of ovs-vswitchd when it is added, which is why MoveGuest
+// deletes the port before it moves the device and adds it again afterwards.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Options configures New.
+type Options struct {
+	// Logf, when not nil, receives a line for each step of building and
+	// tearing down the lab.
+	Logf func(format string, args ...any)
+}
+
+// Lab is one instance of the lab. Its methods are safe for concurrent use.
+type Lab struct {
+	// ID is the prefix of every netns name and of Dir: "kg<pid>x<n>".
+	ID string
+	// Dir is the lab's temp dir (absolute); OVS run dirs live below it.
+	Dir string
+
+	logf  func(format string, args ...any)
+	ovs   map[string]*OVSHost
+	tools tools
+
+	mu        sync.Mutex
+	netns     []string // created so far, in creation order
+	procs     []*exec.Cmd
+	guestHost string
+	closed    bool
+	closeErr  error
+}
+
+// labSeq numbers the labs of this process so that several may coexist.
+var labSeq atomic.Int64
+
+// New builds the whole lab: namespaces, links, addresses, routes and one OVS
+// per host, with the guest attached to hostA. On error it removes whatever it
+// had created before returning.
+func New(ctx context.Context, opt Options) (*Lab, error) {
+	t, err := findTools()
+	if err != nil {
+		return nil, err
+	}
+	l := &Lab{
+		ID:        fmt.Sprintf("kg%dx%d", os.Getpid(), labSeq.Add(1)-1),
+		logf:      opt.Logf,
+		tools:     t,
+		guestHost: "hostA",
+	}
+	if l.logf == nil {
+		l.logf = func(string, ...any) {}
+	}
+	if err := l.build(ctx); err != nil {
+		if cerr := l.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup after failed build: %w", cerr))
+		}
+		return nil, fmt.Errorf("lab %s: %w", l.ID, err)
+	}
+	return l, nil
+}
+
+// NS returns the name of node's network namespace, or "" if node is not one
+// of Nodes.
+func (l *Lab) NS(node string) string {
+	for _, n := range Nodes {
+		if n == node {
+			return l.ID + "-" + node
+		}
+	}
+	return ""
+}
+
+// Command returns a command that runs argv inside node's namespace
+// (`ip netns exec NS argv...`). For an unknown node, the command's Err is set
+// so that running it fails.
+func (l *Lab) Command(ctx context.Context, node string, argv ...string) *exec.Cmd {
+	ns := l.NS(node)
+	cmd := exec.CommandContext(ctx, l.tools.ip, append([]string{"netns", "exec", ns}, argv...)...)
+	if ns == "" {
+		cmd.Err = fmt.Errorf("lab: unknown node %q", node)
+	} else if len(argv) == 0 {
+		cmd.Err = errors.New("lab: empty command")
+	}
+	return cmd
+}
+
+// Run runs argv inside node's namespace and returns its combined output. The
+// error, if any, includes the command and its output.
+func (l *Lab) Run(ctx context.Context, node string, argv ...string) (string, error) {
+	return run(l.Command(ctx, node, argv...), node)
+}
+
+// Start starts argv in the background inside node's namespace, with stdout
+// and stderr appended to logPath. ctx bounds the process's life as in
+// exec.CommandContext. Close kills the process (its whole process group) if it
+// still runs and reaps it; a caller that wants the exit status calls Wait on
+// the returned command before Close.
+func (l *Lab) Start(ctx context.Context, node string, logPath string, argv ...string) (*exec.Cmd, error) {
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lab: start %s: %w", strings.Join(argv, " "), err)
+	}
+	defer f.Close() // the child has its own copy
+	cmd := l.Command(ctx, node, argv...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so Close also reaches anything it forks.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 3 * time.Second
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("lab: start on a closed lab")
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("lab: start %s in %s: %w", strings.Join(argv, " "), node, err)
+	}
+	l.procs = append(l.procs, cmd)
+	l.logf("lab %s: started %s in %s (pid %d), log %s", l.ID, strings.Join(argv, " "), node, cmd.Process.Pid, logPath)
+	return cmd, nil
+}
+
+// OVS returns the Open vSwitch of host ("hostA" or "hostB"), or nil.
+func (l *Lab) OVS(host string) *OVSHost { return l.ovs[host] }
+
+// GuestHost returns the host ("hostA" or "hostB") whose bridge vnet3, the
+// guest's port, is currently attached to.
+func (l *Lab) GuestHost() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.guestHost
+}
+
+// MoveGuest moves the guest's port from one host to the other, as a live
+// migration does with the VM's tap: it deletes vnet3 from from's bridge, moves
+// the netdev into to's namespace, turns TX checksum offload off, brings it up
+// and adds it to to's bridge. The guest's own namespace is left untouched, so
+// its addresses, routes and neighbour cache survive as they would in a
+// migrated VM. (Its eth0 loses carrier for the moment of the move; the lab
+// builds the guest with ndisc_evict_nocarrier=0 so that this does not flush
+// its neighbour cache.)
+func (l *Lab) MoveGuest(ctx context.Context, from, to string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	src, dst := l.ovs[from], l.ovs[to]
+	switch {
+	case src == nil || dst == nil || from == to:
+		return fmt.Errorf("lab: move guest from %q to %q: want hostA and hostB", from, to)
+	case l.guestHost != from:
+		return fmt.Errorf("lab: move guest from %s: it is on %s", from, l.guestHost)
+	}
+	start := time.Now()
+	if _, err := src.Vsctl(ctx, "--if-exists", "del-port", Bridge, GuestPort); err != nil {
+		return err
+	}
+	// From here on the port is no longer on from's bridge.
+	l.guestHost = ""
+	if err := l.ipn(ctx, from, "link", "set", GuestPort, "netns", l.NS(to)); err != nil {
+		return err
+	}
+	if err := l.attachPort(ctx, to, GuestPort); err != nil {
+		return err
+	}
+	l.guestHost = to
+	if err := l.waitLinksUp(ctx, to, GuestPort); err != nil {
+		return err
+	}
+	if err := l.waitLinksUp(ctx, "vm", "eth0"); err != nil {
+		return err
+	}
+	l.logf("lab %s: moved %s from %s to %s in %v", l.ID, GuestPort, from, to, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// Close tears the lab down: it kills the processes started with Start, the OVS
+// daemons and any other process still inside the lab's namespaces (say, one
+// run with Command and left running),
+// deletes the namespaces (and with them every veth and tap) and removes Dir.
+// It is idempotent; later calls return the first call's result.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return l.closeErr
+	}
+	l.closed = true
+	procs := l.procs
+	netns := l.netns
+	l.mu.Unlock()
+
+	start := time.Now()
+	var errs []error
+	for _, cmd := range procs {
+		stopCmd(cmd)
+	}
+	for _, name := range []string{"hostA", "hostB"} {
+		if h := l.ovs[name]; h != nil {
+			if err := h.stop(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for i := len(netns) - 1; i >= 0; i-- {
+		if err := l.removeNetns(netns[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if l.Dir != "" {
+		if err := os.RemoveAll(l.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	l.mu.Lock()
+	l.closeErr = errors.Join(errs...)
+	l.mu.Unlock()
+	l.logf("lab %s: closed in %v", l.ID, time.Since(start).Round(time.Millisecond))
+	return l.closeErr
+}
+
+// removeNetns kills whatever still runs in netns name and deletes it. A
+// namespace lives on while a process is inside it, so killing comes first.
+func (l *Lab) removeNetns(name string) error {
+	killNetnsProcs(l.tools.ip, name)
+	out, err := exec.Command(l.tools.ip, "netns", "del", name).CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "No such file") {
+		return fmt.Errorf("ip netns del %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// stopCmd ends a command started by Start: SIGTERM to its process group, then
+// SIGKILL if it lingers, then reaps it.
+func stopCmd(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	pgid := cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+// run runs cmd and returns its combined output, with an error that names the
+// command and includes the output.
+func run(cmd *exec.Cmd, where string) (string, error) {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %s: %w: %s", where, strings.Join(cmd.Args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// tempDir creates the lab's temp dir. Unix socket paths are limited to 107
+// bytes, so a long $TMPDIR falls back to /tmp.
+func tempDir(id string) (string, error) {
+	base := os.TempDir()
+	if len(base) > 40 {
+		base = "/tmp"
+	}
+	d, err := os.MkdirTemp(base, id+"-")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(d)
+}

@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestOfctlArgs(t *testing.T) {
+	const target = "unix:/run/x/br0.mgmt"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"command only", []string{"dump-flows"}, []string{"dump-flows", target}},
+		{"command and flow", []string{"add-flow", "priority=1,actions=drop"}, []string{"add-flow", target, "priority=1,actions=drop"}},
+		{"short option with value", []string{"-O", "OpenFlow13", "dump-flows", "table=0"}, []string{"-O", "OpenFlow13", "dump-flows", target, "table=0"}},
+		{"long option", []string{"--protocols=OpenFlow13", "--names", "dump-ports-desc"}, []string{"--protocols=OpenFlow13", "--names", "dump-ports-desc", target}},
+		{"options only", []string{"--strict"}, []string{"--strict", target}},
+		{"empty", nil, []string{target}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := ofctlArgs(tc.args, target)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("ofctlArgs(%q) mismatch (-want +got):\n%s", tc.args, diff)
+			}
+		})
+	}
+}
+
+func TestLinksNotUp(t *testing.T) {
+	const out = `1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+2: eth0@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 52:54:00:00:00:10 brd ff:ff:ff:ff:ff:ff link-netns kg1x0-hostA
+4: vnet3@if2: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noop state LOWERLAYERDOWN mode DEFAULT group default qlen 1000\    link/ether aa:bb:cc:dd:ee:ff brd ff:ff:ff:ff:ff:ff
+5: br0: <BROADCAST,MULTICAST,PROMISC,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UNKNOWN mode DEFAULT group default qlen 1000\    link/ether aa:bb:cc:dd:ee:01 brd ff:ff:ff:ff:ff:ff
+`
+	for _, tc := range []struct {
+		devs []string
+		want []string
+	}{
+		{[]string{"eth0"}, nil},
+		{[]string{"eth0", "vnet3"}, []string{"vnet3"}},
+		{[]string{"br0", "missing"}, []string{"br0", "missing"}},
+	} {
+		if diff := cmp.Diff(tc.want, linksNotUp(out, tc.devs)); diff != "" {
+			t.Errorf("linksNotUp(%q) mismatch (-want +got):\n%s", tc.devs, diff)
+		}
+	}
+}
+
+func TestOwnerPID(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		wantPID int
+		wantOK  bool
+	}{
+		{"kg1234x0-cn", 1234, true},
+		{"kg1234x17-hostA", 1234, true},
+		{"kg1234x0-123456789", 1234, true},
+		{"kg1234-cn", 0, false},
+		{"kgx0-cn", 0, false},
+		{"kg1234x0", 0, false},
+		{"xkg1234x0-cn", 0, false},
+		{"ns1", 0, false},
+	} {
+		pid, ok := ownerPID(tc.name)
+		if pid != tc.wantPID || ok != tc.wantOK {
+			t.Errorf("ownerPID(%q) = %d, %v, want %d, %v", tc.name, pid, ok, tc.wantPID, tc.wantOK)
+		}
+	}
+}
+
+func TestProcessAlive(t *testing.T) {
+	if !processAlive(os.Getpid()) {
+		t.Errorf("processAlive(own pid) = false, want true")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if processAlive(cmd.Process.Pid) {
+		t.Errorf("processAlive(reaped pid %d) = true, want false", cmd.Process.Pid)
+	}
+	// A zombie counts as dead: detached OVS daemons are reaped by init, not
+	// by us, so Close must not wait for that.
+	zombie := exec.Command("true")
+	if err := zombie.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer zombie.Wait()
+	for i := 0; processAlive(zombie.Process.Pid); i++ {
+		if i > 1000 {
+			t.Fatalf("processAlive(zombie %d) still true", zombie.Process.Pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestNSAndCommand(t *testing.T) {
+	l := &Lab{ID: "kg1x2", tools: tools{ip: "/usr/sbin/ip"}}
+	for _, node := range Nodes {
+		if got, want := l.NS(node), "kg1x2-"+node; got != want {
+			t.Errorf("NS(%q) = %q, want %q", node, got, want)
+		}
+	}
+	if got := l.NS("nosuch"); got != "" {
+		t.Errorf("NS(nosuch) = %q, want \"\"", got)
+	}
+	cmd := l.Command(context.Background(), "vm", "ip", "addr")
+	if got, want := strings.Join(cmd.Args, " "), "/usr/sbin/ip netns exec kg1x2-vm ip addr"; got != want {
+		t.Errorf("Command args = %q, want %q", got, want)
+	}
+	if err := l.Command(context.Background(), "nosuch", "true").Run(); err == nil {
+		t.Errorf("Command(nosuch).Run() = nil, want an error")
+	}
+}
+
+// TestInterfaceNames checks what the kernel would reject late: interface
+// names must fit IFNAMSIZ (15 bytes) and be unique within each namespace.
+func TestInterfaceNames(t *testing.T) {
+	seen := make(map[string]bool)
+	add := func(node, dev string) {
+		if len(dev) > 15 {
+			t.Errorf("interface %s in %s: %d bytes, want <= 15", dev, node, len(dev))
+		}
+		if seen[node+"/"+dev] {
+			t.Errorf("interface %s created twice in %s", dev, node)
+		}
+		seen[node+"/"+dev] = true
+	}
+	for _, v := range veths {
+		add(v.node1, v.name1)
+		add(v.node2, v.name2)
+	}
+	for port, br := range bridgePorts {
+		if !seen["sw/"+port] {
+			t.Errorf("bridge port %s (of %s) is no veth end in sw", port, br)
+		}
+	}
+}
