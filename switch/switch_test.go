@@ -1,0 +1,484 @@
+package vswitch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/digitalocean/go-openvswitch/ovs"
+	"github.com/kgswitch/kgswitch/config"
+	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/netpkt"
+	"github.com/kgswitch/kgswitch/ovsctl"
+	"github.com/mdlayher/ndp"
+)
+
+var (
+	hoa      = netip.MustParseAddr("2001:db8:2000::10")
+	ha       = netip.MustParseAddr("2001:db8:2000::1")
+	coa      = netip.MustParseAddr("2001:db8:3000::3")
+	cn       = netip.MustParseAddr("2001:db8:1000::100")
+	routerLL = netip.MustParseAddr("fe80::1")
+	guestMAC = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
+	kgMAC    = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1}
+	lanMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+)
+
+const testConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+[[vm]]
+port = "vnet3"
+home_address = "2001:db8:2000::10"
+mac = "52:54:00:00:00:10"
+`
+
+// fakeConn is the internal port: the test injects frames and reads what
+// kgswitch writes.
+type fakeConn struct {
+	in     chan []byte
+	out    chan []byte
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeConn() *fakeConn {
+	return &fakeConn{in: make(chan []byte, 16), out: make(chan []byte, 16), closed: make(chan struct{})}
+}
+
+func (c *fakeConn) ReadFrame(b []byte) (int, error) {
+	select {
+	case f := <-c.in:
+		return copy(b, f), nil
+	case <-c.closed:
+		return 0, errors.New("closed")
+	}
+}
+
+func (c *fakeConn) WriteFrame(b []byte) error {
+	c.out <- append([]byte(nil), b...)
+	return nil
+}
+
+func (c *fakeConn) Close() error { c.once.Do(func() { close(c.closed) }); return nil }
+
+type sent struct {
+	pkt []byte
+	dst netip.Addr
+}
+
+type fakeUplink struct{ out chan sent }
+
+func (u *fakeUplink) WriteIPv6(pkt []byte, dst netip.Addr) error {
+	u.out <- sent{append([]byte(nil), pkt...), dst}
+	return nil
+}
+func (u *fakeUplink) Close() error { return nil }
+
+type fakeDB struct {
+	mu     sync.Mutex
+	ifaces map[string]ovsctl.Interface
+	events chan ovsctl.Event
+}
+
+func (d *fakeDB) Events() <-chan ovsctl.Event { return d.events }
+func (d *fakeDB) Interface(name string) (ovsctl.Interface, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	i, ok := d.ifaces[name]
+	return i, ok
+}
+func (d *fakeDB) EnsureInternalPort(_ context.Context, bridge, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ifaces[name] = ovsctl.Interface{Name: name, Type: "internal", OFPort: 9}
+	return nil
+}
+func (d *fakeDB) add(i ovsctl.Interface) {
+	d.mu.Lock()
+	d.ifaces[i.Name] = i
+	d.mu.Unlock()
+	d.events <- ovsctl.Event{Kind: ovsctl.Added, Iface: i}
+}
+
+type fakeFlows struct {
+	mu      sync.Mutex
+	flows   map[uint64][]*ovs.Flow
+	noFlood map[string]bool
+}
+
+func (f *fakeFlows) Replace(cookie uint64, fl []*ovs.Flow) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flows[cookie] = fl
+	return nil
+}
+func (f *fakeFlows) Delete(cookie uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.flows, cookie)
+	return nil
+}
+func (f *fakeFlows) SetNoFlood(port string, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noFlood[port] = on
+	return nil
+}
+func (f *fakeFlows) text() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for _, fl := range f.flows {
+		for _, x := range fl {
+			b, _ := x.MarshalText()
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
+
+type harness struct {
+	sw     *Switch
+	conn   *fakeConn
+	uplink *fakeUplink
+	db     *fakeDB
+	flows  *fakeFlows
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newHarness(t *testing.T, cfgText string) *harness {
+	t.Helper()
+	cfg, err := config.Parse(cfgText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{
+		conn:   newFakeConn(),
+		uplink: &fakeUplink{out: make(chan sent, 16)},
+		db:     &fakeDB{ifaces: map[string]ovsctl.Interface{"eth0": {Name: "eth0", OFPort: 1}}, events: make(chan ovsctl.Event, 16)},
+		flows:  &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}},
+		done:   make(chan error, 1),
+	}
+	h.sw = New(cfg, Deps{
+		DB: h.db, Flows: h.flows, Uplink: h.uplink,
+		OpenPort: func(context.Context, string) (FrameConn, net.HardwareAddr, error) { return h.conn, kgMAC, nil },
+		RandSeq:  func() uint16 { return 1000 },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- h.sw.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-h.done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return h
+}
+
+func (h *harness) nextSent(t *testing.T) sent {
+	t.Helper()
+	select {
+	case s := <-h.uplink.out:
+		return s
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing sent to the uplink")
+	}
+	return sent{}
+}
+
+func (h *harness) nextFrame(t *testing.T) []byte {
+	t.Helper()
+	select {
+	case f := <-h.conn.out:
+		return f
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing written to the internal port")
+	}
+	return nil
+}
+
+func (h *harness) noFrame(t *testing.T) {
+	t.Helper()
+	select {
+	case f := <-h.conn.out:
+		t.Fatalf("unexpected frame to the internal port: % x", f)
+	case s := <-h.uplink.out:
+		t.Fatalf("unexpected packet to the uplink for %v", s.dst)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// ethFrame wraps an IPv6 packet for the internal port.
+func ethFrame(dst, src net.HardwareAddr, ip []byte) []byte {
+	f := make([]byte, netpkt.EthernetLen, netpkt.EthernetLen+len(ip))
+	netpkt.PutEthernet(f, dst, src, netpkt.EtherTypeIPv6)
+	return append(f, ip...)
+}
+
+func udpPacket(src, dst netip.Addr, payload int) []byte {
+	p := make([]byte, netpkt.IPv6Len+8+payload)
+	netpkt.PutIPv6(p, 8+payload, 17, 64, src, dst)
+	for i := range payload {
+		p[netpkt.IPv6Len+8+i] = byte(i)
+	}
+	return p
+}
+
+// bind brings vnet3 up on the (foreign) host and completes its registration.
+func (h *harness) bind(t *testing.T) mipv6.BUPacket {
+	t.Helper()
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	s := h.nextSent(t)
+	if s.dst != ha {
+		t.Fatalf("got BU to %v, want %v", s.dst, ha)
+	}
+	bu, err := mipv6.ParseBUPacket(s.pkt)
+	if err != nil {
+		t.Fatalf("BU does not parse: %v", err)
+	}
+	ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Status: 0, Sequence: bu.Sequence, Lifetime: bu.Lifetime})
+	h.conn.in <- ethFrame(kgMAC, lanMAC, ba)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := h.sw.Status(context.Background())
+		if len(st) == 1 && st[0].BindingState == "bound" {
+			return bu
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("binding not bound: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestForeignPortRegistersAndTunnels(t *testing.T) {
+	h := newHarness(t, testConfig)
+	bu := h.bind(t)
+	if bu.Src != coa || bu.HomeAddress != hoa || bu.Flags != mipv6.FlagA|mipv6.FlagH || bu.Sequence != 1000 || bu.Lifetime != 150 {
+		t.Errorf("got BU %+v", bu)
+	}
+	flows := h.flows.text()
+	for _, want := range []string{
+		"priority=200,in_port=3,dl_src=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:9",
+		"priority=190,in_port=3,table=0,idle_timeout=0,actions=drop",
+		"priority=200,in_port=9,dl_dst=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:3",
+		"priority=200,ipv6,in_port=1,ipv6_dst=2001:db8:3000::3,nw_proto=41,table=0,idle_timeout=0,actions=output:9",
+		"priority=200,ipv6,in_port=1,ipv6_dst=2001:db8:3000::3,nw_proto=135,table=0,idle_timeout=0,actions=output:9",
+	} {
+		found := false
+		for _, f := range flows {
+			found = found || bytes.Contains([]byte(f), []byte(want))
+		}
+		if !found {
+			t.Errorf("flow %q not installed; have %q", want, flows)
+		}
+	}
+	if !h.flows.noFlood["vnet3"] {
+		t.Error("vnet3 not set no-flood")
+	}
+
+	// Guest -> CN goes into the tunnel, unchanged inside.
+	inner := udpPacket(hoa, cn, 100)
+	h.conn.in <- ethFrame(lanMAC, guestMAC, inner)
+	s := h.nextSent(t)
+	outer, err := netpkt.ParseIPv6(s.pkt)
+	if err != nil || s.dst != ha || outer.Src() != coa || outer.Dst() != ha || outer.NextHeader() != 41 || outer.HopLimit() != 64 {
+		t.Fatalf("got tunnel packet %v -> %v nh %d hl %d (err %v)", outer.Src(), outer.Dst(), outer.NextHeader(), outer.HopLimit(), err)
+	}
+	if !bytes.Equal(outer.Payload(), inner) {
+		t.Error("inner packet changed in the tunnel")
+	}
+
+	// HA -> guest: decapsulated and addressed to the guest's MAC.
+	back := udpPacket(cn, hoa, 50)
+	tun := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(back))
+	netpkt.PutIPv6(tun, len(back), 41, 64, ha, coa)
+	tun = append(tun, back...)
+	h.conn.in <- ethFrame(kgMAC, lanMAC, tun)
+	f := h.nextFrame(t)
+	eth := netpkt.Ethernet(f)
+	if eth.Dst().String() != guestMAC.String() || eth.Src().String() != kgMAC.String() || !bytes.Equal(eth.Payload(), back) {
+		t.Fatalf("got frame %v -> %v, payload equal %v", eth.Src(), eth.Dst(), bytes.Equal(eth.Payload(), back))
+	}
+
+	st, _ := h.sw.Status(context.Background())
+	if st[0].ToTunnelPackets != 1 || st[0].FromTunnelPackets != 1 || st[0].Location != "foreign" || st[0].LifetimeLeftSec <= 0 {
+		t.Errorf("got status %+v", st[0])
+	}
+}
+
+func TestGuestFramesDroppedWithReason(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	spoofed := udpPacket(netip.MustParseAddr("2001:db8:2000::99"), cn, 10)
+	h.conn.in <- ethFrame(lanMAC, guestMAC, spoofed)
+	mld := udpPacket(hoa, netip.MustParseAddr("ff02::16"), 10)
+	h.conn.in <- ethFrame(netpkt.MulticastMAC(netip.MustParseAddr("ff02::16")), guestMAC, mld)
+	arp := make([]byte, 60)
+	netpkt.PutEthernet(arp, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, guestMAC, 0x0806)
+	h.conn.in <- arp
+	h.conn.in <- guestMAC // 6 bytes: not even an Ethernet header
+	h.noFrame(t)
+	// Unknown MAC and a tunnel packet from someone other than the Home Agent.
+	h.conn.in <- ethFrame(kgMAC, net.HardwareAddr{2, 9, 9, 9, 9, 9}, udpPacket(hoa, cn, 10))
+	back := udpPacket(cn, hoa, 50)
+	tun := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(back))
+	netpkt.PutIPv6(tun, len(back), 41, 64, netip.MustParseAddr("2001:db8:6666::1"), coa)
+	h.conn.in <- ethFrame(kgMAC, lanMAC, append(tun, back...))
+	h.noFrame(t)
+	st, _ := h.sw.Status(context.Background())
+	for reason, want := range map[string]uint64{"bad-source": 1, "absorbed": 1, "not-ipv6": 1, "bad-tunnel-source": 1} {
+		if got := st[0].Drops[reason]; got != want {
+			t.Errorf("got drops[%s] = %d, want %d (all: %v)", reason, got, want, st[0].Drops)
+		}
+	}
+}
+
+func TestNotBoundYetDrops(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.nextSent(t) // the BU
+	h.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
+	h.noFrame(t)
+	st, _ := h.sw.Status(context.Background())
+	if st[0].Drops["not-bound"] != 1 || st[0].BindingState != "registering" {
+		t.Errorf("got %+v, want one not-bound drop while registering", st[0])
+	}
+}
+
+func TestNeighborSolicitationAnswered(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	ns := &ndp.NeighborSolicitation{TargetAddress: routerLL, Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: guestMAC}}}
+	dst := netpkt.SolicitedNode(routerLL)
+	msg, _ := ndp.MarshalMessageChecksum(ns, hoa, dst)
+	ip := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(msg))
+	netpkt.PutIPv6(ip, len(msg), 58, 255, hoa, dst)
+	h.conn.in <- ethFrame(netpkt.MulticastMAC(dst), guestMAC, append(ip, msg...))
+	f := h.nextFrame(t)
+	p, err := netpkt.ParseIPv6(netpkt.Ethernet(f).Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ndp.ParseMessage(p.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if na, ok := m.(*ndp.NeighborAdvertisement); !ok || na.TargetAddress != routerLL || !na.Router {
+		t.Fatalf("got %#v, want an NA for the router with R set", m)
+	}
+}
+
+func TestPacketTooBig(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	big := udpPacket(hoa, cn, tunnelMTU) // 40+8+1460 > 1460
+	h.conn.in <- ethFrame(lanMAC, guestMAC, big)
+	f := h.nextFrame(t)
+	p, err := netpkt.ParseIPv6(netpkt.Ethernet(f).Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	icmp := p.Payload()
+	if p.Dst() != hoa || p.Src() != routerLL || icmp[0] != 2 || !netpkt.VerifyChecksum(p.Src(), p.Dst(), 58, icmp) {
+		t.Fatalf("got %v -> %v type %d, want a valid Packet Too Big to the guest", p.Src(), p.Dst(), icmp[0])
+	}
+	if mtu := uint32(icmp[4])<<24 | uint32(icmp[5])<<16 | uint32(icmp[6])<<8 | uint32(icmp[7]); mtu != tunnelMTU {
+		t.Errorf("got MTU %d, want %d", mtu, tunnelMTU)
+	}
+	if len(p) > 1280 {
+		t.Errorf("got a %d-byte ICMPv6 error, want at most 1280", len(p))
+	}
+}
+
+func TestHomePortLeftAlone(t *testing.T) {
+	h := newHarness(t, `
+uplink = "eth0"
+care_of_address = "2001:db8:2000::2"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+[[vm]]
+port = "vnet3"
+home_address = "2001:db8:2000::10"
+mac = "52:54:00:00:00:10"
+`)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.noFrame(t)
+	st, _ := h.sw.Status(context.Background())
+	if st[0].Location != "home" || st[0].BindingState != "" {
+		t.Errorf("got %+v, want at home with no binding", st[0])
+	}
+	if fl := h.flows.text(); len(fl) != 0 {
+		t.Errorf("got flows %q on the home host, want none", fl)
+	}
+}
+
+func TestAddPort(t *testing.T) {
+	h := newHarness(t, `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+`)
+	ctx := context.Background()
+	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet9", HomeAddress: "2001:db8:2000::10"}); !errors.Is(err, ErrUnknownPort) {
+		t.Fatalf("got %v, want ErrUnknownPort", err)
+	}
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3, ExternalIDs: map[string]string{"attached-mac": "52:54:00:00:00:10"}})
+	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:7::10"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("got %v for a home address outside every home network, want ErrInvalid", err)
+	}
+	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:2000::10"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.nextSent(t); s.dst != ha {
+		t.Fatalf("got BU to %v, want %v", s.dst, ha)
+	}
+	st, _ := h.sw.Status(ctx)
+	if len(st) != 1 || st[0].MAC != "52:54:00:00:00:10" || st[0].BindingState != "registering" {
+		t.Fatalf("got %+v", st)
+	}
+	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:2000::10"}); err != nil {
+		t.Fatalf("same binding twice: %v", err)
+	}
+}
+
+func TestPortRemovedStopsServing(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := h.sw.Status(context.Background())
+		if st[0].Location == "absent" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %+v", st[0])
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, f := range h.flows.text() {
+		if bytes.Contains([]byte(f), []byte("in_port=3")) {
+			t.Errorf("flow for the departed port left behind: %s", f)
+		}
+	}
+	h.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
+	h.noFrame(t)
+}
