@@ -1,0 +1,404 @@
+// Package scenario runs kgswitch in the netns lab: it builds the binaries,
+// starts the lab Home Agent and one kgswitch per host, and provides the probes
+// (ping streams, TCP streams, captures) that both the integration tests and
+// `make demo` use, so the demo shows exactly what the tests assert.
+package scenario
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
+)
+
+// Binaries are the programs a scenario runs inside the lab.
+type Binaries struct {
+	Kgswitch, LabHA, TCPCheck string
+}
+
+// Build compiles kgswitch, the lab Home Agent and tcpcheck into dir.
+func Build(ctx context.Context, dir string) (Binaries, error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return Binaries{}, err
+	}
+	b := Binaries{
+		Kgswitch: filepath.Join(dir, "kgswitch"),
+		LabHA:    filepath.Join(dir, "labha"),
+		TCPCheck: filepath.Join(dir, "tcpcheck"),
+	}
+	for out, pkg := range map[string]string{
+		b.Kgswitch: "./cmd/kgswitch",
+		b.LabHA:    "./tests/integration/cmd/labha",
+		b.TCPCheck: "./tests/integration/cmd/tcpcheck",
+	} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		cmd.Dir = root
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return Binaries{}, fmt.Errorf("go build %s: %v\n%s", pkg, err, o)
+		}
+	}
+	return b, nil
+}
+
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the kgswitch module (run from inside the repository): %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Env is a lab with kgswitch's binaries at hand.
+type Env struct {
+	Lab  *lab.Lab
+	Bin  Binaries
+	Logf func(format string, args ...any)
+}
+
+func (e *Env) logf(format string, args ...any) {
+	if e.Logf != nil {
+		e.Logf(format, args...)
+	}
+}
+
+// HALog is where the lab Home Agent's JSON event lines go.
+func (e *Env) HALog() string { return filepath.Join(e.Lab.Dir, "labha.log") }
+
+// StartHomeAgent runs the lab Home Agent in the ha namespace.
+func (e *Env) StartHomeAgent(ctx context.Context) error {
+	_, err := e.Lab.Start(ctx, "ha", e.HALog(), e.Bin.LabHA,
+		"-iface", "eth0", "-addr", lab.HAAddr.String(), "-prefix", lab.HomePrefix.String())
+	return err
+}
+
+// ControlSocket is kgswitch's control socket on host.
+func (e *Env) ControlSocket(host string) string {
+	return filepath.Join(e.Lab.Dir, host+"-kgswitch.sock")
+}
+
+// KgswitchLog is where kgswitch on host logs.
+func (e *Env) KgswitchLog(host string) string {
+	return filepath.Join(e.Lab.Dir, host+"-kgswitch.log")
+}
+
+// careOf is each host's address on its LAN.
+func careOf(host string) string {
+	if host == "hostA" {
+		return lab.HostAAddr.String()
+	}
+	return lab.CareOfAddr.String()
+}
+
+// WriteConfig writes kgswitch's TOML configuration for host; with declareVM the
+// guest's port is declared in it (the port need not exist yet).
+func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
+	ovs := e.Lab.OVS(host)
+	var b strings.Builder
+	fmt.Fprintf(&b, "bridge = %q\novs_rundir = %q\nuplink = %q\ncare_of_address = %q\ncontrol_socket = %q\n",
+		ovs.Bridge, ovs.RunDir, lab.Uplink, careOf(host), e.ControlSocket(host))
+	fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
+		lab.HomePrefix.String(), lab.HAAddr.String(), lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String())
+	if declareVM {
+		fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", lab.GuestPort, lab.HoA.String(), lab.GuestMAC.String())
+	}
+	path := filepath.Join(e.Lab.Dir, host+"-kgswitch.toml")
+	return path, os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// StartKgswitch runs `kgswitch run` on host with the given configuration and
+// waits until its control socket answers.
+func (e *Env) StartKgswitch(ctx context.Context, host, cfgPath string) error {
+	if _, err := e.Lab.Start(ctx, host, e.KgswitchLog(host), e.Bin.Kgswitch, "run", "--config", cfgPath, "--log-level", "debug"); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
+			return nil
+		} else if time.Now().After(deadline) {
+			log, _ := os.ReadFile(e.KgswitchLog(host))
+			return fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kgswitch runs a kgswitch CLI command against host's daemon.
+func (e *Env) Kgswitch(ctx context.Context, host string, args ...string) (string, error) {
+	argv := append([]string{e.Bin.Kgswitch}, args...)
+	argv = append(argv, "--control", e.ControlSocket(host))
+	return e.Lab.Run(ctx, host, argv...)
+}
+
+// PortStatus is the subset of `kgswitch status --json` the scenarios read.
+type PortStatus struct {
+	Port              string            `json:"port"`
+	Location          string            `json:"location"`
+	BindingState      string            `json:"binding_state"`
+	Reason            string            `json:"reason"`
+	CareOf            string            `json:"care_of"`
+	HomeAgent         string            `json:"home_agent"`
+	Sequence          uint16            `json:"sequence"`
+	LifetimeLeftSec   float64           `json:"lifetime_left_s"`
+	ToTunnelPackets   uint64            `json:"to_tunnel_packets"`
+	FromTunnelPackets uint64            `json:"from_tunnel_packets"`
+	NDAnswered        uint64            `json:"nd_answered"`
+	Drops             map[string]uint64 `json:"drops"`
+	Error             string            `json:"error"`
+}
+
+// Status returns kgswitch's view of port on host.
+func (e *Env) Status(ctx context.Context, host, port string) (PortStatus, error) {
+	out, err := e.Kgswitch(ctx, host, "status", "--json")
+	if err != nil {
+		return PortStatus{}, err
+	}
+	var st []PortStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return PortStatus{}, fmt.Errorf("status output: %v: %s", err, out)
+	}
+	for _, p := range st {
+		if p.Port == port {
+			return p, nil
+		}
+	}
+	return PortStatus{}, fmt.Errorf("kgswitch on %s does not know %s", host, port)
+}
+
+// WaitBinding waits until port's binding on host reaches state.
+func (e *Env) WaitBinding(ctx context.Context, host, port, state string, timeout time.Duration) (PortStatus, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := e.Status(ctx, host, port)
+		if err == nil && st.BindingState == state {
+			return st, nil
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("binding of %s on %s is %q (%s), not %q after %v (err %v)", port, host, st.BindingState, st.Reason, state, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Ping sends count pings from node to addr and returns how many were answered.
+func (e *Env) Ping(ctx context.Context, node, addr string, count int) (int, error) {
+	out, err := e.Lab.Run(ctx, node, "ping", "-6", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", addr)
+	m := regexp.MustCompile(`(\d+) received`).FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("ping %s from %s: %v\n%s", addr, node, err, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n, nil
+}
+
+// PingStream is a background ping at a fixed interval, for counting loss
+// during a move.
+type PingStream struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	seen map[int]time.Time // icmp_seq -> when the reply arrived
+	sent int
+	done chan struct{}
+	out  strings.Builder
+}
+
+// StartPingStream pings addr from node every interval until Stop.
+func (e *Env) StartPingStream(ctx context.Context, node, addr string, interval time.Duration) (*PingStream, error) {
+	cmd := e.Lab.Command(ctx, node, "ping", "-6", "-n", "-D", "-i", fmt.Sprintf("%.3f", interval.Seconds()), addr)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &PingStream{cmd: cmd, seen: map[int]time.Time{}, done: make(chan struct{})}
+	re := regexp.MustCompile(`^\[(\d+)\.(\d+)\].*icmp_seq=(\d+) `)
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			p.mu.Lock()
+			p.out.WriteString(line + "\n")
+			if m := re.FindStringSubmatch(line); m != nil {
+				sec, _ := strconv.ParseInt(m[1], 10, 64)
+				usec, _ := strconv.ParseInt((m[2] + "000000")[:6], 10, 64)
+				seq, _ := strconv.Atoi(m[3])
+				p.seen[seq] = time.Unix(sec, usec*1000)
+			}
+			p.mu.Unlock()
+		}
+	}()
+	return p, nil
+}
+
+// PingResult summarises a ping stream.
+type PingResult struct {
+	Sent, Received, Lost int
+	// FirstAfter is when the first reply after the longest gap arrived.
+	LongestGap time.Duration
+	FirstAfter time.Time
+}
+
+// Stop ends the stream and counts: a sequence number below the highest answered
+// one that got no answer is lost (the tail still in flight is not counted).
+func (p *PingStream) Stop() PingResult {
+	p.cmd.Process.Signal(os.Interrupt)
+	p.cmd.Wait()
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var r PingResult
+	max := -1
+	for s := range p.seen {
+		if s > max {
+			max = s
+		}
+	}
+	r.Sent = max // icmp_seq starts at 1
+	r.Received = len(p.seen)
+	r.Lost = r.Sent - r.Received
+	var prev time.Time
+	for s := 1; s <= max; s++ {
+		t, ok := p.seen[s]
+		if !ok {
+			continue
+		}
+		if !prev.IsZero() && t.Sub(prev) > r.LongestGap {
+			r.LongestGap, r.FirstAfter = t.Sub(prev), t
+		}
+		prev = t
+	}
+	return r
+}
+
+// Capture is a tcpdump running in a namespace.
+type Capture struct {
+	cmd  *exec.Cmd
+	Path string
+}
+
+// StartCapture captures IPv6 on iface in node into a pcap file.
+func (e *Env) StartCapture(ctx context.Context, node, iface, name string) (*Capture, error) {
+	path := filepath.Join(e.Lab.Dir, name+".pcap")
+	cmd := e.Lab.Command(ctx, node, "tcpdump", "-i", iface, "-U", "-n", "-w", path, "ip6")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	// tcpdump says "listening on" once the capture is live.
+	ready := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "listening on") {
+				ready <- nil
+				for sc.Scan() {
+				}
+				return
+			}
+		}
+		ready <- errors.New("tcpdump exited before capturing")
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			cmd.Wait()
+			return nil, err
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, errors.New("tcpdump did not start within 10s")
+	}
+	return &Capture{cmd: cmd, Path: path}, nil
+}
+
+// Stop ends the capture and flushes the file.
+func (c *Capture) Stop() {
+	c.cmd.Process.Signal(os.Interrupt)
+	c.cmd.Wait()
+}
+
+// Tshark runs tshark on the capture with args (e.g. "-Y", filter, "-V").
+func (c *Capture) Tshark(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "tshark", append([]string{"-r", c.Path}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// TCPReport is tcpcheck's JSON report.
+type TCPReport struct {
+	Role       string  `json:"role"`
+	Sent       int64   `json:"sent"`
+	SentSHA    string  `json:"sent_sha256"`
+	Received   int64   `json:"received"`
+	ReceivedSH string  `json:"received_sha256"`
+	Seconds    float64 `json:"seconds"`
+	Error      string  `json:"error"`
+}
+
+// TCPStream is a paced TCP echo stream from one node to the guest.
+type TCPStream struct {
+	server, client *exec.Cmd
+	serverOut      strings.Builder
+	clientOut      strings.Builder
+}
+
+// StartTCPStream starts tcpcheck serve in the guest and tcpcheck send on node
+// towards the guest's home address; total bytes at rate bytes/s.
+func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64) (*TCPStream, error) {
+	s := &TCPStream{}
+	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:5001")
+	s.server.Stdout = &s.serverOut
+	stderr, err := s.server.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.server.Start(); err != nil {
+		return nil, err
+	}
+	line, _ := bufio.NewReader(stderr).ReadString('\n')
+	if !strings.Contains(line, "listening") {
+		s.server.Process.Kill()
+		s.server.Wait()
+		return nil, fmt.Errorf("tcpcheck serve: %q", line)
+	}
+	s.client = e.Lab.Command(ctx, node, e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
+		"-bytes", strconv.FormatInt(total, 10), "-rate", strconv.FormatInt(rate, 10))
+	s.client.Stdout = &s.clientOut
+	if err := s.client.Start(); err != nil {
+		s.server.Process.Kill()
+		s.server.Wait()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Wait waits for both ends and returns their reports.
+func (s *TCPStream) Wait() (client, server TCPReport, err error) {
+	cerr := s.client.Wait()
+	serr := s.server.Wait()
+	if e := json.Unmarshal([]byte(s.clientOut.String()), &client); e != nil {
+		return client, server, fmt.Errorf("tcpcheck send (%v): %q", cerr, s.clientOut.String())
+	}
+	if e := json.Unmarshal([]byte(s.serverOut.String()), &server); e != nil {
+		return client, server, fmt.Errorf("tcpcheck serve (%v): %q", serr, s.serverOut.String())
+	}
+	return client, server, nil
+}
