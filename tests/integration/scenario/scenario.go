@@ -338,8 +338,14 @@ func (c *Capture) Stop() {
 
 // Tshark runs tshark on the capture with args (e.g. "-Y", filter, "-V").
 func (c *Capture) Tshark(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "tshark", append([]string{"-r", c.Path}, args...)...).CombinedOutput()
-	return string(out), err
+	cmd := exec.CommandContext(ctx, "tshark", append([]string{"-r", c.Path}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("tshark: %v: %s", err, stderr.String())
+	}
+	return string(out), nil
 }
 
 // TCPReport is tcpcheck's JSON report.

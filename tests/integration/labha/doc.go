@@ -1,0 +1,21 @@
+// Package labha is the lab Home Agent: a small Mobile IPv6 Home Agent
+// (RFC 6275 §10) for the network-namespace lab, written to behave like
+// UMIP's mip6d as recorded in ../shared/HOME-AGENT.md, so that kgswitch's
+// integration tests meet what production meets.
+//
+// The package is split the usual way:
+//
+//   - binding.go: the binding cache and the decision taken for each Binding
+//     Update (status, DAD, tunnel action), pure and driven by explicit times.
+//   - bu.go: the Binding Update decoder as a Home Agent sees it (Home
+//     Address option present or not, mobility options, checksum).
+//   - packet.go: the pure packet transforms of the data plane (IP6IP6
+//     encapsulation and its reverse check, type 2 routing header insertion)
+//     and the Neighbor Discovery frames (DAD probe, unsolicited Neighbor
+//     Advertisement).
+//   - ha_linux.go, io_linux.go: sockets, the TUN device, routes, proxy
+//     neighbour entries, and the event loop.
+//
+// Every event is logged through log/slog with the event name as message
+// (see the Event constants); cmd/labha prints them as JSON lines.
+package labha

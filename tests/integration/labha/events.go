@@ -1,0 +1,62 @@
+package labha
+
+// Event names: the message of every log record the Home Agent emits. With
+// cmd/labha each record is one JSON line, e.g.
+//
+//	{"time":"...","level":"INFO","msg":"ba-sent","hoa":"2001:db8:2000::10","coa":"2001:db8:3000::3","status":0,"seq":7,"lifetime":15}
+//
+// Attributes (present where they apply): hoa, coa, old_coa (addresses);
+// seq, flags, lifetime (wire values, lifetime in 4-second units);
+// lifetime_s (seconds); status; reason; duplicate (DAD outcome); elapsed_ms;
+// expires (RFC 3339).
+const (
+	// EventReady is logged once the Home Agent listens; tests wait for it.
+	EventReady = "ready"
+	// EventBUReceived: a Binding Update for this Home Agent was decoded
+	// (hoa, coa, seq, flags, lifetime, lifetime_s).
+	EventBUReceived = "bu-received"
+	// EventBUDropped: a Binding Update was discarded without answer (reason,
+	// and what could be decoded).
+	EventBUDropped = "bu-dropped"
+	// EventBASent: a Binding Acknowledgement left (hoa, coa, status, seq,
+	// lifetime).
+	EventBASent = "ba-sent"
+	// EventDADStart and EventDADDone bracket Duplicate Address Detection
+	// for a first registration (hoa; duplicate and elapsed_ms when done).
+	EventDADStart = "dad-start"
+	EventDADDone  = "dad-done"
+	// EventBindingAdded, EventBindingRefreshed, EventBindingMoved,
+	// EventBindingRemoved and EventBindingExpired report binding cache
+	// changes (hoa, coa, old_coa for moves, seq, lifetime_s, expires).
+	EventBindingAdded     = "binding-added"
+	EventBindingRefreshed = "binding-refreshed"
+	EventBindingMoved     = "binding-moved"
+	EventBindingRemoved   = "binding-removed"
+	EventBindingExpired   = "binding-expired"
+	// EventNASent: the unsolicited proxy Neighbor Advertisement for a new
+	// binding went out (hoa, router, override).
+	EventNASent = "na-sent"
+	// EventTunnelDrop: a data packet was dropped (reason), logged for the
+	// first few drops only.
+	EventTunnelDrop = "tunnel-drop"
+	// EventError: an I/O error that did not stop the Home Agent (reason).
+	EventError = "error"
+	// EventStopped is logged on exit with the data-plane counters
+	// (tunnel_out, tunnel_in, rh2_out, tunnel_out_dropped, tunnel_in_dropped).
+	EventStopped = "stopped"
+)
+
+// bindingEvent maps a binding cache action to its event name.
+func bindingEvent(a Action) string {
+	switch a {
+	case Add:
+		return EventBindingAdded
+	case Refresh:
+		return EventBindingRefreshed
+	case Move:
+		return EventBindingMoved
+	case Remove:
+		return EventBindingRemoved
+	}
+	return ""
+}

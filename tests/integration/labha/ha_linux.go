@@ -1,0 +1,572 @@
+package labha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kgswitch/kgswitch/mipv6"
+	"golang.org/x/sync/errgroup"
+)
+
+// DefaultDADTimeout is how long the Home Agent waits for an answer to its
+// DAD probe: RetransTimer, 1 s (RFC 4861 §10), as measured with mip6d
+// (1.02-1.07 s from Binding Update to Binding Acknowledgement).
+const DefaultDADTimeout = time.Second
+
+// Config configures a HomeAgent.
+type Config struct {
+	// Iface is the home link interface, e.g. "eth0".
+	Iface string
+	// Addr is the Home Agent's address on the home link.
+	Addr netip.Addr
+	// Prefix is the home prefix; home addresses outside it get status 132.
+	Prefix netip.Prefix
+	// DADTimeout is the wait after the DAD probe; zero means
+	// DefaultDADTimeout.
+	DADTimeout time.Duration
+	// MaxLifetime caps granted binding lifetimes like the home prefix's
+	// valid lifetime does; zero means MaxBindingLifetime (262,140 s).
+	MaxLifetime time.Duration
+	// PrefixDiscovery makes successful registrations answer status 1.
+	PrefixDiscovery bool
+	// TunName is the TUN device name pattern; empty means "labha%d".
+	TunName string
+}
+
+// HomeAgent is a running (or runnable) lab Home Agent.
+type HomeAgent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	cache *Cache
+	dad   map[netip.Addr]chan struct{} // closed when a conflict is seen
+
+	// Set up by Run.
+	ifi    *net.Interface
+	link   *linkSocket
+	raw    *rawSender
+	tunnel *tunnelSocket
+	tun    *tunDevice
+	local  map[netip.Addr]bool
+	wake   chan struct{}
+
+	tunnelOut, tunnelIn, rh2Out atomic.Uint64
+	tunnelOutDrop, tunnelInDrop atomic.Uint64
+	dropLogs                    atomic.Int32
+	running                     atomic.Bool
+}
+
+// New checks cfg and returns a Home Agent; Run starts it. A nil logger
+// discards events.
+func New(cfg Config, logger *slog.Logger) (*HomeAgent, error) {
+	if cfg.Iface == "" {
+		return nil, errors.New("labha: no interface")
+	}
+	if !cfg.Addr.Is6() || cfg.Addr.Is4In6() {
+		return nil, fmt.Errorf("labha: address %v is not IPv6", cfg.Addr)
+	}
+	if !cfg.Prefix.IsValid() || !cfg.Prefix.Addr().Is6() {
+		return nil, fmt.Errorf("labha: bad home prefix %v", cfg.Prefix)
+	}
+	cfg.Prefix = cfg.Prefix.Masked()
+	if !cfg.Prefix.Contains(cfg.Addr) {
+		return nil, fmt.Errorf("labha: address %v outside home prefix %v", cfg.Addr, cfg.Prefix)
+	}
+	if cfg.DADTimeout <= 0 {
+		cfg.DADTimeout = DefaultDADTimeout
+	}
+	if cfg.TunName == "" {
+		cfg.TunName = "labha%d"
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &HomeAgent{
+		cfg: cfg,
+		log: logger,
+		cache: NewCache(CacheConfig{
+			Prefix:          cfg.Prefix,
+			MaxLifetime:     cfg.MaxLifetime,
+			PrefixDiscovery: cfg.PrefixDiscovery,
+		}),
+		dad:  make(map[netip.Addr]chan struct{}),
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Bindings returns a snapshot of the binding cache.
+func (h *HomeAgent) Bindings() []Binding {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cache.Bindings()
+}
+
+// Run serves the home link until ctx ends, then removes the routes, proxy
+// neighbour entries and TUN device it created and logs EventStopped. It
+// must be called once, inside the Home Agent's network namespace, as root.
+// While it runs it sets, and afterwards restores, these sysctls of the
+// namespace: IPv6 forwarding and proxy_ndp on, and a zero global ICMP
+// budget for ICMPv6 Parameter Problems only (ratemask 4), because the lab
+// kernel, lacking MIP6, would otherwise answer every Binding Update's Home
+// Address option with a Parameter Problem that no real Home Agent sends.
+func (h *HomeAgent) Run(ctx context.Context) (err error) {
+	if !h.running.CompareAndSwap(false, true) {
+		return errors.New("labha: Run called twice")
+	}
+	undo, err := h.setup()
+	if err != nil {
+		h.teardown(undo)
+		return err
+	}
+	defer func() {
+		h.teardown(undo)
+		h.log.Info(EventStopped,
+			"tunnel_out", h.tunnelOut.Load(), "tunnel_in", h.tunnelIn.Load(), "rh2_out", h.rh2Out.Load(),
+			"tunnel_out_dropped", h.tunnelOutDrop.Load(), "tunnel_in_dropped", h.tunnelInDrop.Load())
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.readLink(gctx) })
+	g.Go(func() error { return h.readTunnel(gctx) })
+	g.Go(func() error { return h.readTun(gctx) })
+	g.Go(func() error { return h.expireLoop(gctx) })
+	h.log.Info(EventReady, "iface", h.cfg.Iface, "addr", h.cfg.Addr.String(), "prefix", h.cfg.Prefix.String(),
+		"tun", h.tun.name, "dad_ms", h.cfg.DADTimeout.Milliseconds(), "mac", h.ifi.HardwareAddr.String())
+	<-gctx.Done()
+	// Unblock the TUN reader; the sockets follow their context.
+	h.tun.f.Close()
+	err = g.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// setup opens everything Run needs and returns the sysctl changes to undo.
+func (h *HomeAgent) setup() ([]sysctlChange, error) {
+	var err error
+	if h.ifi, err = net.InterfaceByName(h.cfg.Iface); err != nil {
+		return nil, fmt.Errorf("labha: %w", err)
+	}
+	// A Home Agent forwards and answers ND for its mobile nodes (RFC 6275
+	// §10.4.1). The kernel here has no MIP6, so it would answer each
+	// Binding Update (Home Address option) with a Parameter Problem that a
+	// real Home Agent never sends: rate-limit only Parameter Problems
+	// (ICMPv6 type 4) and give the global limiter no budget.
+	undo, err := setSysctls(
+		"net/ipv6/conf/all/forwarding", "1",
+		"net/ipv6/conf/"+h.cfg.Iface+"/proxy_ndp", "1",
+		"net/ipv6/icmp/ratemask", "4",
+		"net/ipv4/icmp_msgs_per_sec", "0",
+		"net/ipv4/icmp_msgs_burst", "0",
+	)
+	if err != nil {
+		return nil, fmt.Errorf("labha: %w", err)
+	}
+	if h.local, err = localAddrs(); err != nil {
+		return undo, fmt.Errorf("labha: %w", err)
+	}
+	if !h.local[h.cfg.Addr] {
+		return undo, fmt.Errorf("labha: %v is not configured in this namespace", h.cfg.Addr)
+	}
+	if h.link, err = openLinkSocket(h.ifi); err != nil {
+		return undo, fmt.Errorf("labha: %w", err)
+	}
+	if h.raw, err = openRawSender(); err != nil {
+		return undo, fmt.Errorf("labha: %w", err)
+	}
+	if h.tunnel, err = openTunnelSocket(h.cfg.Addr); err != nil {
+		return undo, fmt.Errorf("labha: %w", err)
+	}
+	// The tunnel MTU leaves room for the outer header, as ip6tnl does
+	// without encapsulation limit option: the kernel then sends Packet Too
+	// Big for what would not fit.
+	if h.tun, err = openTun(h.cfg.TunName, h.ifi.MTU-TunnelOverhead); err != nil {
+		return undo, fmt.Errorf("labha: %w", err)
+	}
+	return undo, nil
+}
+
+// teardown removes what the bindings installed and closes everything.
+func (h *HomeAgent) teardown(undo []sysctlChange) {
+	h.mu.Lock()
+	for _, b := range h.cache.Bindings() {
+		h.unbind(b.HomeAddress)
+	}
+	h.mu.Unlock()
+	if h.tun != nil {
+		h.tun.f.Close() // a non-persistent TUN device disappears with its routes
+	}
+	for _, c := range []interface{ Close() error }{h.link.conn(), h.raw.conn(), h.tunnel.conn()} {
+		if c != nil {
+			c.Close()
+		}
+	}
+	restoreSysctls(undo)
+}
+
+func (s *linkSocket) conn() interface{ Close() error } {
+	if s == nil {
+		return nil
+	}
+	return s.c
+}
+
+func (s *rawSender) conn() interface{ Close() error } {
+	if s == nil {
+		return nil
+	}
+	return s.c
+}
+
+func (s *tunnelSocket) conn() interface{ Close() error } {
+	if s == nil {
+		return nil
+	}
+	return s.c
+}
+
+// readLink receives the home link's IPv6 traffic: Binding Updates and DAD
+// answers.
+func (h *HomeAgent) readLink(ctx context.Context) error {
+	buf := make([]byte, 65536)
+	for {
+		pkt, err := h.link.read(ctx, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("labha: read %s: %w", h.cfg.Iface, err)
+		}
+		if len(pkt) < ipv6HeaderLen {
+			continue
+		}
+		h.checkDAD(pkt)
+		if _, dst := addrs(pkt); dst != h.cfg.Addr {
+			continue
+		}
+		switch pkt[ipv6NextHdr] {
+		case 0, 43, 60, 135: // a header chain that may lead to a Mobility Header
+		default:
+			continue
+		}
+		r, _, err := ParseRequest(pkt)
+		switch {
+		case errors.Is(err, ErrNotBU):
+			continue
+		case err != nil:
+			src, _ := addrs(pkt)
+			h.log.Info(EventBUDropped, "coa", src.String(), "reason", err.Error())
+			continue
+		}
+		h.handleBU(ctx, r)
+	}
+}
+
+// checkDAD wakes the DAD runs that pkt shows a conflict for.
+func (h *HomeAgent) checkDAD(pkt []byte) {
+	if pkt[ipv6NextHdr] != mipv6.IPProtoICMPv6 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for target, ch := range h.dad {
+		if DADConflict(pkt, target) {
+			close(ch)
+			delete(h.dad, target)
+		}
+	}
+}
+
+func requestAttrs(r Request) []any {
+	hoa := ""
+	if r.HomeAddress.IsValid() {
+		hoa = r.HomeAddress.String()
+	}
+	return []any{"hoa", hoa, "coa", r.CareOf.String(), "seq", r.Sequence, "flags", r.Flags,
+		"lifetime", r.Lifetime, "lifetime_s", int(r.Lifetime) * 4}
+}
+
+// handleBU applies the binding cache's decision on r.
+func (h *HomeAgent) handleBU(ctx context.Context, r Request) {
+	h.log.Info(EventBUReceived, requestAttrs(r)...)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.cache.HandleBU(r, time.Now())
+	switch d.Verdict {
+	case Drop:
+		h.log.Info(EventBUDropped, append(requestAttrs(r), "reason", d.Reason)...)
+	case RunDAD:
+		ch := make(chan struct{})
+		h.dad[d.HomeAddress] = ch
+		go h.runDAD(ctx, d.HomeAddress, ch)
+	case Reply:
+		h.apply(d)
+		h.sendBA(ctx, d)
+	}
+}
+
+// runDAD probes the home link for hoa (RFC 4862 §5.4, one probe) and
+// completes the registration waiting for it.
+func (h *HomeAgent) runDAD(ctx context.Context, hoa netip.Addr, conflict chan struct{}) {
+	start := time.Now()
+	h.log.Info(EventDADStart, "hoa", hoa.String())
+	probe, mac, err := DADProbe(hoa)
+	if err == nil {
+		err = h.link.send(ctx, probe, mac)
+	}
+	if err != nil {
+		h.log.Info(EventError, "hoa", hoa.String(), "reason", "send DAD probe: "+err.Error())
+	}
+	duplicate := false
+	timer := time.NewTimer(h.cfg.DADTimeout)
+	defer timer.Stop()
+	select {
+	case <-conflict:
+		duplicate = true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dad[hoa] == conflict {
+		delete(h.dad, hoa)
+	}
+	// A conflict seen between the timer firing and taking the lock counts.
+	select {
+	case <-conflict:
+		duplicate = true
+	default:
+	}
+	h.log.Info(EventDADDone, "hoa", hoa.String(), "duplicate", duplicate, "elapsed_ms", time.Since(start).Milliseconds())
+	if ctx.Err() != nil {
+		return
+	}
+	d := h.cache.CompleteDAD(hoa, duplicate, time.Now())
+	if d.Verdict != Reply {
+		return
+	}
+	h.apply(d)
+	h.sendBA(ctx, d)
+}
+
+// apply makes the data plane follow decision d; callers hold h.mu. It runs
+// before the Binding Acknowledgement goes out, so a mobile node that got
+// the BA finds the tunnel in place (as with mip6d).
+func (h *HomeAgent) apply(d Decision) {
+	if ev := bindingEvent(d.Action); ev != "" && (d.Action == Remove || mipv6.StatusSuccess(d.Ack.Status)) {
+		attrs := []any{"hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "seq", d.Ack.Sequence}
+		if d.OldCareOf.IsValid() {
+			attrs = append(attrs, "old_coa", d.OldCareOf.String())
+		}
+		if d.Action != Remove {
+			attrs = append(attrs, "lifetime_s", int(d.Binding.Lifetime/time.Second), "expires", d.Binding.Expires.Format(time.RFC3339Nano))
+		}
+		h.log.Info(ev, attrs...)
+	}
+	switch d.Action {
+	case Add:
+		if !mipv6.StatusSuccess(d.Ack.Status) {
+			return
+		}
+		if err := h.tun.addRoute(d.HomeAddress); err != nil {
+			h.log.Info(EventError, "hoa", d.HomeAddress.String(), "reason", "route: "+err.Error())
+		}
+		if err := addProxy(h.ifi.Index, d.HomeAddress); err != nil {
+			h.log.Info(EventError, "hoa", d.HomeAddress.String(), "reason", "proxy neighbour: "+err.Error())
+		}
+		h.advertise(d.HomeAddress)
+	case Remove:
+		h.unbind(d.HomeAddress)
+	}
+	h.poke()
+}
+
+// advertise sends the unsolicited proxy Neighbor Advertisement for hoa.
+func (h *HomeAgent) advertise(hoa netip.Addr) {
+	na, mac, err := ProxyAdvertisement(h.cfg.Addr, hoa, h.ifi.HardwareAddr)
+	if err == nil {
+		err = h.link.send(context.Background(), na, mac)
+	}
+	if err != nil {
+		h.log.Info(EventError, "hoa", hoa.String(), "reason", "send NA: "+err.Error())
+		return
+	}
+	h.log.Info(EventNASent, "hoa", hoa.String(), "mac", h.ifi.HardwareAddr.String(), "router", true, "override", false)
+}
+
+// unbind removes the route and proxy entry of hoa.
+func (h *HomeAgent) unbind(hoa netip.Addr) {
+	if h.tun != nil {
+		if err := h.tun.delRoute(hoa); err != nil {
+			h.log.Info(EventError, "hoa", hoa.String(), "reason", "delete route: "+err.Error())
+		}
+	}
+	if h.ifi != nil {
+		if err := delProxy(h.ifi.Index, hoa); err != nil {
+			h.log.Info(EventError, "hoa", hoa.String(), "reason", "delete proxy neighbour: "+err.Error())
+		}
+	}
+}
+
+// sendBA sends the Binding Acknowledgement of d to the care-of address,
+// with a type 2 routing header for the home address (RFC 6275 §6.1.8,
+// §10.3.1).
+func (h *HomeAgent) sendBA(ctx context.Context, d Decision) {
+	pkt := mipv6.AppendBAPacket(nil, mipv6.BAPacket{
+		Src:         h.cfg.Addr,
+		Dst:         d.CareOf,
+		HomeAddress: d.HomeAddress,
+		Status:      d.Ack.Status,
+		Sequence:    d.Ack.Sequence,
+		Lifetime:    d.Ack.Lifetime,
+	})
+	var err error
+	if d.HomeAddress == d.CareOf {
+		pkt, err = stripRH2(pkt)
+	}
+	if err == nil {
+		err = h.raw.send(ctx, pkt, d.CareOf)
+	}
+	if err != nil {
+		h.log.Info(EventError, "hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "reason", "send BA: "+err.Error())
+		return
+	}
+	attrs := []any{"hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "status", d.Ack.Status,
+		"seq", d.Ack.Sequence, "lifetime", d.Ack.Lifetime}
+	if d.Reason != "" {
+		attrs = append(attrs, "reason", d.Reason)
+	}
+	h.log.Info(EventBASent, attrs...)
+}
+
+// poke makes expireLoop recompute its deadline.
+func (h *HomeAgent) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// expireLoop removes bindings when their lifetime ends.
+func (h *HomeAgent) expireLoop(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		h.mu.Lock()
+		now := time.Now()
+		for _, b := range h.cache.Expire(now) {
+			h.unbind(b.HomeAddress)
+			h.log.Info(EventBindingExpired, "hoa", b.HomeAddress.String(), "coa", b.CareOf.String(), "seq", b.Sequence)
+		}
+		wait := time.Hour
+		if next, ok := h.cache.NextExpiry(); ok {
+			wait = next.Sub(now)
+		}
+		h.mu.Unlock()
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// lookup returns the binding for hoa.
+func (h *HomeAgent) lookup(hoa netip.Addr) (Binding, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cache.Lookup(hoa)
+}
+
+// dropped counts and logs (the first few) dropped data packets.
+func (h *HomeAgent) dropped(ctr *atomic.Uint64, reason string) {
+	ctr.Add(1)
+	if h.dropLogs.Add(1) <= 20 {
+		h.log.Info(EventTunnelDrop, "reason", reason)
+	}
+}
+
+// readTun tunnels what the kernel routes to bound home addresses.
+func (h *HomeAgent) readTun(ctx context.Context) error {
+	buf := make([]byte, 65536)
+	out := make([]byte, 0, 65536+TunnelOverhead+rh2Len)
+	for {
+		n, err := h.tun.f.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("labha: read %s: %w", h.tun.name, err)
+		}
+		pkt := buf[:n]
+		if checkIPv6(pkt) != nil {
+			h.dropped(&h.tunnelOutDrop, "tun: not an IPv6 packet")
+			continue
+		}
+		src, dst := addrs(pkt)
+		if dst.IsMulticast() {
+			continue // the kernel's own MLD reports on the TUN device
+		}
+		b, ok := h.lookup(dst)
+		if !ok {
+			h.dropped(&h.tunnelOutDrop, "tun: no binding for "+dst.String())
+			continue
+		}
+		if h.local[src] || src.IsLinkLocalUnicast() {
+			// The Home Agent's own packets to the mobile node are not
+			// tunnelled (RFC 6275 §9.3.2, mip6d): type 2 routing header.
+			out, err = InsertRH2(out[:0], pkt, b.CareOf)
+			if err == nil {
+				err = h.raw.send(ctx, out, b.CareOf)
+			}
+			if err != nil {
+				h.dropped(&h.tunnelOutDrop, "rh2: "+err.Error())
+				continue
+			}
+			h.rh2Out.Add(1)
+			continue
+		}
+		out = Encapsulate(out[:0], h.cfg.Addr, b.CareOf, pkt)
+		if err := h.raw.send(ctx, out, b.CareOf); err != nil {
+			h.dropped(&h.tunnelOutDrop, "encapsulate: "+err.Error())
+			continue
+		}
+		h.tunnelOut.Add(1)
+	}
+}
+
+// readTunnel decapsulates reverse-tunnelled packets into the TUN device so
+// that the kernel forwards them (RFC 6275 §10.4.5).
+func (h *HomeAgent) readTunnel(ctx context.Context) error {
+	buf := make([]byte, 65536)
+	for {
+		inner, src, err := h.tunnel.read(ctx, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("labha: read IP6IP6: %w", err)
+		}
+		if _, err := CheckReverse(src, h.cfg.Addr, h.cfg.Addr, inner, h.lookup); err != nil {
+			h.dropped(&h.tunnelInDrop, err.Error())
+			continue
+		}
+		if _, err := h.tun.f.Write(inner); err != nil {
+			h.dropped(&h.tunnelInDrop, "write tun: "+err.Error())
+			continue
+		}
+		h.tunnelIn.Add(1)
+	}
+}

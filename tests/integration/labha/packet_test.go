@@ -1,0 +1,338 @@
+package labha
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/mdlayher/ndp"
+)
+
+var (
+	testCN  = netip.MustParseAddr("2001:db8:1000::100")
+	testMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
+)
+
+// echoRequest returns an ICMPv6 Echo Request packet (checksum left zero; no
+// test here looks at it).
+func echoRequest(src, dst netip.Addr, hopLimit uint8) []byte {
+	payload := []byte{128, 0, 0, 0, 0, 1, 0, 1, 'h', 'i'}
+	b := appendIPv6Header(nil, len(payload), mipv6.IPProtoICMPv6, hopLimit, src, dst)
+	return append(b, payload...)
+}
+
+func TestEncapsulate(t *testing.T) {
+	inner := echoRequest(testCN, testHoA, 63)
+	pkt := Encapsulate(nil, testHA, testCoA, inner)
+	if len(pkt) != len(inner)+TunnelOverhead {
+		t.Fatalf("got length = %d, want %d", len(pkt), len(inner)+TunnelOverhead)
+	}
+	if got := pkt[ipv6NextHdr]; got != 41 {
+		t.Errorf("got next header = %d, want 41", got)
+	}
+	if got := pkt[ipv6HopLimit]; got != 64 {
+		t.Errorf("got outer hop limit = %d, want 64", got)
+	}
+	src, dst, in, err := Decapsulate(pkt)
+	if err != nil {
+		t.Fatalf("got Decapsulate error = %v, want nil", err)
+	}
+	if src != testHA || dst != testCoA {
+		t.Errorf("got outer = %v -> %v, want %v -> %v", src, dst, testHA, testCoA)
+	}
+	if !bytes.Equal(in, inner) {
+		t.Errorf("got inner = %x, want %x", in, inner)
+	}
+	// No Tunnel Encapsulation Limit option: the inner header follows the
+	// outer one directly.
+	if pkt[ipv6HeaderLen]>>4 != 6 {
+		t.Errorf("got octet after outer header = %#x, want an IPv6 header", pkt[ipv6HeaderLen])
+	}
+}
+
+func TestDecapsulateErrors(t *testing.T) {
+	good := Encapsulate(nil, testCoA, testHA, echoRequest(testHoA, testCN, 64))
+	notTunnel := echoRequest(testCoA, testHA, 64)
+	short := append([]byte(nil), good[:len(good)-1]...)
+	for _, pkt := range [][]byte{nil, good[:20], notTunnel, short} {
+		if _, _, _, err := Decapsulate(pkt); err == nil {
+			t.Errorf("got Decapsulate(%x) error = nil, want an error", pkt)
+		}
+	}
+}
+
+func TestCheckReverse(t *testing.T) {
+	lookup := func(a netip.Addr) (Binding, bool) {
+		if a == testHoA {
+			return Binding{HomeAddress: testHoA, CareOf: testCoA}, true
+		}
+		return Binding{}, false
+	}
+	tests := []struct {
+		name          string
+		outerSrc, dst netip.Addr
+		inner         []byte
+		wantErr       bool
+	}{
+		{"registered care-of address", testCoA, testHA, echoRequest(testHoA, testCN, 64), false},
+		{"other care-of address", testCoA2, testHA, echoRequest(testHoA, testCN, 64), true},
+		{"outer destination not the home agent", testCoA, testHoA2, echoRequest(testHoA, testCN, 64), true},
+		{"inner source without binding", testCoA, testHA, echoRequest(testHoA2, testCN, 64), true},
+		{"inner not IPv6", testCoA, testHA, []byte{0x45, 0, 0, 0}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hoa, err := CheckReverse(tt.outerSrc, tt.dst, testHA, tt.inner, lookup)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got CheckReverse error = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrReverseTunnel) && !errors.Is(err, ErrNotIPv6) {
+				t.Errorf("got error = %v, want ErrReverseTunnel or ErrNotIPv6", err)
+			}
+			if err == nil && hoa != testHoA {
+				t.Errorf("got home address = %v, want %v", hoa, testHoA)
+			}
+		})
+	}
+}
+
+func TestInsertRH2(t *testing.T) {
+	orig := echoRequest(testHA, testHoA, 64)
+	pkt, err := InsertRH2(nil, orig, testCoA)
+	if err != nil {
+		t.Fatalf("got InsertRH2 error = %v, want nil", err)
+	}
+	if err := checkIPv6(pkt); err != nil {
+		t.Fatalf("got invalid packet: %v", err)
+	}
+	src, dst := addrs(pkt)
+	if src != testHA || dst != testCoA {
+		t.Errorf("got %v -> %v, want %v -> %v", src, dst, testHA, testCoA)
+	}
+	rh := pkt[ipv6HeaderLen : ipv6HeaderLen+rh2Len]
+	want := append([]byte{mipv6.IPProtoICMPv6, 2, 2, 1, 0, 0, 0, 0}, testHoA.AsSlice()...)
+	if pkt[ipv6NextHdr] != mipv6.IPProtoRouting || !bytes.Equal(rh, want) {
+		t.Errorf("got next header %d, routing header %x, want 43, %x", pkt[ipv6NextHdr], rh, want)
+	}
+	if !bytes.Equal(pkt[ipv6HeaderLen+rh2Len:], orig[ipv6HeaderLen:]) {
+		t.Errorf("got payload %x, want %x", pkt[ipv6HeaderLen+rh2Len:], orig[ipv6HeaderLen:])
+	}
+	// The same transform as the Binding Acknowledgement's, minus the MH:
+	// stripping restores the original payload.
+	back, err := stripRH2(append([]byte(nil), pkt...))
+	if err != nil {
+		t.Fatalf("got stripRH2 error = %v, want nil", err)
+	}
+	if !bytes.Equal(back[ipv6HeaderLen:], orig[ipv6HeaderLen:]) || back[ipv6NextHdr] != orig[ipv6NextHdr] {
+		t.Errorf("got stripped %x, want payload of %x", back, orig)
+	}
+	if _, err := InsertRH2(nil, orig[:30], testCoA); err == nil {
+		t.Errorf("got InsertRH2 of a truncated packet error = nil, want an error")
+	}
+}
+
+// TestStripRH2BindingAck checks the Binding Acknowledgement sent when the
+// home address is the care-of address: no routing header, valid checksum.
+func TestStripRH2BindingAck(t *testing.T) {
+	pkt := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: testHA, Dst: testCoA, HomeAddress: testCoA, Status: 133, Sequence: 9})
+	pkt, err := stripRH2(pkt)
+	if err != nil {
+		t.Fatalf("got stripRH2 error = %v, want nil", err)
+	}
+	if err := checkIPv6(pkt); err != nil {
+		t.Fatalf("got invalid packet: %v", err)
+	}
+	if pkt[ipv6NextHdr] != mipv6.IPProtoMH {
+		t.Fatalf("got next header = %d, want 135", pkt[ipv6NextHdr])
+	}
+	mh, err := mipv6.ParseMobilityHeader(pkt[ipv6HeaderLen:])
+	if err != nil {
+		t.Fatalf("got ParseMobilityHeader error = %v", err)
+	}
+	if want := mipv6.MHChecksum(testHA, testCoA, mh); mh.Checksum() != want {
+		t.Errorf("got checksum = %#x, want %#x", mh.Checksum(), want)
+	}
+	ba := mipv6.BindingAck(mh.MessageData())
+	if ba.Status() != 133 || ba.Sequence() != 9 {
+		t.Errorf("got status %d seq %d, want 133, 9", ba.Status(), ba.Sequence())
+	}
+}
+
+func TestDADProbe(t *testing.T) {
+	pkt, mac, err := DADProbe(testHoA)
+	if err != nil {
+		t.Fatalf("got DADProbe error = %v", err)
+	}
+	if want := (net.HardwareAddr{0x33, 0x33, 0xff, 0, 0, 0x10}); !bytes.Equal(mac, want) {
+		t.Errorf("got MAC = %v, want %v", mac, want)
+	}
+	src, dst := addrs(pkt)
+	if !src.IsUnspecified() || dst != netip.MustParseAddr("ff02::1:ff00:10") {
+		t.Errorf("got %v -> %v, want :: -> ff02::1:ff00:10", src, dst)
+	}
+	if pkt[ipv6HopLimit] != 255 {
+		t.Errorf("got hop limit = %d, want 255", pkt[ipv6HopLimit])
+	}
+	m, err := ndp.ParseMessage(pkt[ipv6HeaderLen:])
+	if err != nil {
+		t.Fatalf("got ParseMessage error = %v", err)
+	}
+	ns, ok := m.(*ndp.NeighborSolicitation)
+	if !ok || ns.TargetAddress != testHoA || len(ns.Options) != 0 {
+		t.Errorf("got %#v, want an NS for %v without options", m, testHoA)
+	}
+	if err := checkICMPv6Checksum(pkt); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestProxyAdvertisement(t *testing.T) {
+	pkt, mac, err := ProxyAdvertisement(testHA, testHoA, testMAC)
+	if err != nil {
+		t.Fatalf("got ProxyAdvertisement error = %v", err)
+	}
+	if want := (net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}); !bytes.Equal(mac, want) {
+		t.Errorf("got MAC = %v, want %v", mac, want)
+	}
+	src, dst := addrs(pkt)
+	if src != testHA || dst != allNodes {
+		t.Errorf("got %v -> %v, want %v -> ff02::1", src, dst, testHA)
+	}
+	m, err := ndp.ParseMessage(pkt[ipv6HeaderLen:])
+	if err != nil {
+		t.Fatalf("got ParseMessage error = %v", err)
+	}
+	na, ok := m.(*ndp.NeighborAdvertisement)
+	if !ok {
+		t.Fatalf("got %T, want *ndp.NeighborAdvertisement", m)
+	}
+	// Router set, Override clear: the detail that delays the home router.
+	if !na.Router || na.Override || na.Solicited || na.TargetAddress != testHoA {
+		t.Errorf("got R=%v O=%v S=%v target %v, want R=true O=false S=false target %v", na.Router, na.Override, na.Solicited, na.TargetAddress, testHoA)
+	}
+	if len(na.Options) != 1 {
+		t.Fatalf("got %d options, want 1", len(na.Options))
+	}
+	lla, ok := na.Options[0].(*ndp.LinkLayerAddress)
+	if !ok || lla.Direction != ndp.Target || !bytes.Equal(lla.Addr, testMAC) {
+		t.Errorf("got option %#v, want target link-layer address %v", na.Options[0], testMAC)
+	}
+	if err := checkICMPv6Checksum(pkt); err != nil {
+		t.Error(err)
+	}
+}
+
+// checkICMPv6Checksum verifies the ICMPv6 checksum of pkt (RFC 4443 §2.3).
+func checkICMPv6Checksum(pkt []byte) error {
+	src, dst := addrs(pkt)
+	body := append([]byte(nil), pkt[ipv6HeaderLen:]...)
+	got := uint16(body[2])<<8 | uint16(body[3])
+	body[2], body[3] = 0, 0
+	s, d := src.As16(), dst.As16()
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(s[:])
+	add(d[:])
+	add([]byte{0, 0, byte(len(body) >> 8), byte(len(body)), 0, 0, 0, 58})
+	add(body)
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	if want := ^uint16(sum); got != want {
+		return errors.New("bad ICMPv6 checksum")
+	}
+	return nil
+}
+
+func TestDADConflict(t *testing.T) {
+	na := func(target netip.Addr) []byte {
+		p, err := ndPacket(&ndp.NeighborAdvertisement{Override: true, TargetAddress: target}, testHoA, allNodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ns := func(src, target netip.Addr) []byte {
+		p, err := ndPacket(&ndp.NeighborSolicitation{TargetAddress: target}, src, allNodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"NA for the target", na(testHoA), true},
+		{"NA for another address", na(testHoA2), false},
+		// mip6d watches Neighbor Advertisements only.
+		{"another node's DAD probe", ns(netip.IPv6Unspecified(), testHoA), false},
+		{"ordinary NS for the target", ns(testCN, testHoA), false},
+		{"echo request", echoRequest(testCN, testHoA, 64), false},
+		{"garbage", []byte{1, 2, 3}, false},
+	}
+	for _, tt := range tests {
+		if got := DADConflict(tt.pkt, testHoA); got != tt.want {
+			t.Errorf("%s: got DADConflict = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func FuzzDecapsulate(f *testing.F) {
+	f.Add(Encapsulate(nil, testCoA, testHA, echoRequest(testHoA, testCN, 64)))
+	f.Add(echoRequest(testCN, testHoA, 64))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		src, dst, inner, err := Decapsulate(pkt)
+		if err != nil {
+			return
+		}
+		again := Encapsulate(nil, src, dst, inner)
+		if !bytes.Equal(again[ipv6Src:], pkt[ipv6Src:]) || again[ipv6NextHdr] != 41 {
+			t.Fatalf("got re-encapsulated %x, want %x after the fixed header fields", again, pkt)
+		}
+		lookup := func(netip.Addr) (Binding, bool) { return Binding{CareOf: src}, true }
+		_, _ = CheckReverse(src, dst, dst, inner, lookup)
+	})
+}
+
+func FuzzInsertRH2(f *testing.F) {
+	f.Add(echoRequest(testHA, testHoA, 64))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		out, err := InsertRH2(nil, pkt, testCoA)
+		if err != nil {
+			return
+		}
+		if len(out) != len(pkt)+rh2Len {
+			t.Fatalf("got length %d, want %d", len(out), len(pkt)+rh2Len)
+		}
+		_, hoa := addrs(pkt)
+		if got := netip.AddrFrom16([16]byte(out[ipv6HeaderLen+8 : ipv6HeaderLen+24])); got != hoa {
+			t.Fatalf("got routing header address %v, want %v", got, hoa)
+		}
+		back, err := stripRH2(out)
+		if err != nil || !bytes.Equal(back[ipv6HeaderLen:], pkt[ipv6HeaderLen:]) {
+			t.Fatalf("got stripRH2 = %x, %v, want payload of %x", back, err, pkt)
+		}
+	})
+}
+
+func FuzzDADConflict(f *testing.F) {
+	p, _, _ := ProxyAdvertisement(testHA, testHoA, testMAC)
+	f.Add(p)
+	p, _, _ = DADProbe(testHoA)
+	f.Add(p)
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		DADConflict(pkt, testHoA)
+	})
+}
