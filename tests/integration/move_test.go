@@ -36,7 +36,7 @@ func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
 		t.Fatalf("build: %v", buildErr)
 	}
 	l := newLab(t, ctx)
-	e := &scenario.Env{Lab: l, Bin: bins, Logf: t.Logf}
+	e := &scenario.Env{Lab: l, Bin: bins}
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return

@@ -62,15 +62,8 @@ func moduleRoot(ctx context.Context) (string, error) {
 
 // Env is a lab with kgswitch's binaries at hand.
 type Env struct {
-	Lab  *lab.Lab
-	Bin  Binaries
-	Logf func(format string, args ...any)
-}
-
-func (e *Env) logf(format string, args ...any) {
-	if e.Logf != nil {
-		e.Logf(format, args...)
-	}
+	Lab *lab.Lab
+	Bin Binaries
 }
 
 // HALog is where the lab Home Agent's JSON event lines go.
@@ -209,7 +202,6 @@ type PingStream struct {
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 	seen map[int]time.Time // icmp_seq -> when the reply arrived
-	sent int
 	done chan struct{}
 	out  strings.Builder
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestCLIExitStatus(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		code    int
+		wantErr string
+	}{
+		{"no command", nil, 2, "Usage"},
+		{"unknown command", []string{"frobnicate"}, 2, `unknown command "frobnicate"`},
+		{"help", []string{"--help"}, 0, ""},
+		{"add-port help", []string{"add-port", "--help"}, 0, "--hoa"},
+		{"add-port bad address", []string{"add-port", "vnet3", "--hoa", "2001:db8::zz"}, 2, `--hoa "2001:db8::zz": not a global IPv6 address`},
+		{"add-port IPv4", []string{"add-port", "vnet3", "--hoa", "192.0.2.1"}, 2, "not a global IPv6 address"},
+		{"add-port missing hoa", []string{"add-port", "vnet3"}, 2, "missing --hoa"},
+		{"add-port missing port", []string{"add-port", "--hoa", "2001:db8::10"}, 2, "missing PORT"},
+		{"add-port bad mac", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--mac", "zz"}, 2, "--mac"},
+		{"add-port partial home", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--home-agent", "2001:db8::1"}, 2, "go together"},
+		{"add-port no daemon", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach the kgswitch daemon"},
+		{"status no daemon", []string{"status", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
+		{"run bad config", []string{"run", "--config", "/nonexistent.toml"}, 2, "no such file"},
+		{"run bad log format", []string{"run", "--log-format", "xml"}, 2, "--log-format"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("got exit status %d, want %d (stderr %q)", code, tt.code, stderr.String())
+			}
+			all := stdout.String() + stderr.String()
+			if !strings.Contains(all, tt.wantErr) {
+				t.Errorf("got output %q, want it to contain %q", all, tt.wantErr)
+			}
+			if tt.code == 2 && tt.wantErr != "Usage" && !strings.HasPrefix(tt.name, "unknown") && strings.Count(strings.TrimSpace(stderr.String()), "\n") > 0 {
+				t.Errorf("got a multi-line error %q, want one line", stderr.String())
+			}
+		})
+	}
+}
