@@ -182,6 +182,15 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		return BUPacket{}, false, ErrBAWrongSequence
 	}
 	b.status, b.reason = ba.Status, StatusString(ba.Status)
+	if b.dereg && ba.Status == StatusNotHomeAgent {
+		// De-registering a home address the Home Agent holds no binding for
+		// gives 133 (see HOME-AGENT.md): the goal, no binding, is reached.
+		b.state = StateDeregistered
+		b.reason = "no binding to remove"
+		b.firstReg = true
+		b.due = time.Time{}
+		return BUPacket{}, false, nil
+	}
 	if !StatusSuccess(ba.Status) {
 		b.state = StateFailed
 		b.due = now.Add(retryAfter(ba.Status))
@@ -199,8 +208,53 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	// The Home Agent's lifetime started when it accepted, after we sent: count
 	// from our send time so the refresh is never late.
 	b.expires = b.sentAt.Add(b.granted)
-	b.due = b.sentAt.Add(refreshAfter(b.granted))
+	refresh := refreshAfter(b.granted)
+	// A Binding Refresh Advice asks for refreshes sooner than the lifetime
+	// alone would (§6.2.4, §11.7.3); it never delays one.
+	if adv := time.Duration(ba.RefreshInterval) * 4 * time.Second; adv > 0 && adv < refresh {
+		refresh = adv
+	}
+	b.due = b.sentAt.Add(refresh)
 	return BUPacket{}, false, nil
+}
+
+// Reasons a Binding Error is dropped by Binding.HandleBE.
+var (
+	ErrBEWrongSender = errors.New("mipv6: binding error not from the registered home agent")
+	ErrBEWrongHome   = errors.New("mipv6: binding error for another home address")
+	ErrBEStatus      = errors.New("mipv6: binding error with an unknown status")
+)
+
+// HandleBE applies a Binding Error from the Home Agent (RFC 6275 §6.1.9,
+// §11.3.6). Status 1 (no binding for this home address) while kgswitch believes
+// it is registered means the Home Agent lost the binding (restart, expiry):
+// register again at once. Status 2 (Mobility Header type not recognized) means
+// the Home Agent does not speak the Binding Update at all: a failure the
+// operator must fix, retried rarely.
+func (b *Binding) HandleBE(now time.Time, be BEPacket) (BUPacket, bool, error) {
+	switch {
+	case be.Src != b.HomeAgent:
+		return BUPacket{}, false, ErrBEWrongSender
+	case be.HomeAddress != b.HomeAddress:
+		return BUPacket{}, false, ErrBEWrongHome
+	}
+	switch be.Status {
+	case BEStatusUnknownBinding:
+		if b.state == StateDeregistering || b.state == StateDeregistered || b.state == StateIdle {
+			return BUPacket{}, false, nil // nothing to lose
+		}
+		b.reason = "home agent lost the binding"
+		// To the Home Agent this is a first registration again: it runs DAD.
+		b.firstReg = true
+		bu, ok := b.Register(now)
+		return bu, ok, nil
+	case BEStatusUnrecognizedMHType:
+		b.state = StateFailed
+		b.reason = "home agent does not recognize Binding Updates"
+		b.due = now.Add(failedRetry)
+		return BUPacket{}, false, nil
+	}
+	return BUPacket{}, false, fmt.Errorf("%w: %d", ErrBEStatus, be.Status)
 }
 
 // refreshAfter is when a binding granted lifetime g is refreshed: with a quarter of
@@ -260,8 +314,10 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 }
 
 // RefreshNow sends a refresh at once, as on a Binding Refresh Request (§11.7.4).
-func (b *Binding) RefreshNow(now time.Time) (BUPacket, bool) {
-	if b.state != StateBound && b.state != StateRefreshing {
+// A request from anyone but the Home Agent is refused: an off-path sender must
+// not be able to make kgswitch spend its BU rate limit.
+func (b *Binding) RefreshNow(now time.Time, from netip.Addr) (BUPacket, bool) {
+	if from != b.HomeAgent || (b.state != StateBound && b.state != StateRefreshing) {
 		return BUPacket{}, false
 	}
 	b.state = StateRefreshing

@@ -221,12 +221,15 @@ func TestRefreshLapses(t *testing.T) {
 
 func TestRefreshNow(t *testing.T) {
 	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
-	if _, ok := b.RefreshNow(t0); ok {
+	if _, ok := b.RefreshNow(t0, tHA); ok {
 		t.Fatal("refresh of an unbound binding")
 	}
 	bu, _ := b.Register(t0)
 	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
-	if bu2, ok := b.RefreshNow(t0.Add(5 * time.Second)); !ok || bu2.Sequence != bu.Sequence+1 {
+	if _, ok := b.RefreshNow(t0.Add(5*time.Second), netip.MustParseAddr("2001:db8:9::1")); ok {
+		t.Fatal("refresh requested by someone other than the Home Agent")
+	}
+	if bu2, ok := b.RefreshNow(t0.Add(5*time.Second), tHA); !ok || bu2.Sequence != bu.Sequence+1 {
 		t.Fatalf("got %+v %v, want an immediate refresh", bu2, ok)
 	}
 }
@@ -271,5 +274,105 @@ func TestBAValidation(t *testing.T) {
 	}
 	if s := b.Snapshot(t0); s.State != StateRegistering {
 		t.Fatalf("dropped BAs changed state to %v", s.State)
+	}
+}
+
+func TestBindingRefreshAdvice(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		advice uint16 // 4 s units
+		want   time.Duration
+	}{
+		{"no advice", 0, 450 * time.Second},
+		{"sooner", 15, 60 * time.Second},
+		{"later than our own refresh", 140, 450 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+			bu, _ := b.Register(t0)
+			ba := ack(bu, StatusAccepted, 150)
+			ba.RefreshInterval = tt.advice
+			if _, _, err := b.HandleBA(t0, ba); err != nil {
+				t.Fatal(err)
+			}
+			if got := b.Due().Sub(t0); got != tt.want {
+				t.Errorf("got refresh after %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBindingError(t *testing.T) {
+	bound := func() (*Binding, BUPacket) {
+		b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+		bu, _ := b.Register(t0)
+		b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+		return b, bu
+	}
+	t.Run("unknown binding re-registers", func(t *testing.T) {
+		b, bu := bound()
+		bu2, ok, err := b.HandleBE(t0.Add(time.Minute), BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnknownBinding, HomeAddress: tHoA})
+		if err != nil || !ok || bu2.Sequence != bu.Sequence+1 || bu2.Lifetime == 0 {
+			t.Fatalf("got %+v ok %v err %v, want an immediate registration", bu2, ok, err)
+		}
+		if s := b.Snapshot(t0.Add(time.Minute)); s.State != StateRegistering || s.Reason != "home agent lost the binding" {
+			t.Errorf("got %v %q", s.State, s.Reason)
+		}
+		if got := b.Due().Sub(t0.Add(time.Minute)); got != InitialBindackTimeoutFirstReg {
+			t.Errorf("got retransmission after %v, want %v (the Home Agent runs DAD again)", got, InitialBindackTimeoutFirstReg)
+		}
+	})
+	t.Run("unrecognized MH type fails", func(t *testing.T) {
+		b, _ := bound()
+		if _, ok, err := b.HandleBE(t0, BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnrecognizedMHType, HomeAddress: tHoA}); err != nil || ok {
+			t.Fatalf("got ok %v err %v", ok, err)
+		}
+		if s := b.Snapshot(t0); s.State != StateFailed || s.Reason != "home agent does not recognize Binding Updates" || b.Tunnelling(t0) {
+			t.Errorf("got %v %q tunnelling %v", s.State, s.Reason, b.Tunnelling(t0))
+		}
+		if got := b.Due().Sub(t0); got != failedRetry {
+			t.Errorf("got retry after %v, want %v", got, failedRetry)
+		}
+	})
+	t.Run("dropped", func(t *testing.T) {
+		b, _ := bound()
+		for _, tt := range []struct {
+			be   BEPacket
+			want error
+		}{
+			{BEPacket{Src: netip.MustParseAddr("2001:db8:9::1"), Status: 1, HomeAddress: tHoA}, ErrBEWrongSender},
+			{BEPacket{Src: tHA, Status: 1, HomeAddress: netip.MustParseAddr("2001:db8:2000::11")}, ErrBEWrongHome},
+			{BEPacket{Src: tHA, Status: 9, HomeAddress: tHoA}, ErrBEStatus},
+		} {
+			if _, ok, err := b.HandleBE(t0, tt.be); !errors.Is(err, tt.want) || ok {
+				t.Errorf("got ok %v err %v, want %v", ok, err, tt.want)
+			}
+		}
+		if !b.Tunnelling(t0) {
+			t.Error("a dropped Binding Error changed the binding")
+		}
+	})
+	t.Run("after de-registration ignored", func(t *testing.T) {
+		b, _ := bound()
+		d, _ := b.Deregister(t0, tHoA)
+		b.HandleBA(t0, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d.Sequence})
+		if _, ok, err := b.HandleBE(t0, BEPacket{Src: tHA, Status: 1, HomeAddress: tHoA}); ok || err != nil {
+			t.Errorf("got ok %v err %v, want nothing sent", ok, err)
+		}
+	})
+}
+
+func TestDeregistrationWithoutBinding(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, 9)
+	d, ok := b.Deregister(t0, tHoA)
+	if !ok {
+		t.Fatal("no de-registration sent")
+	}
+	ba := BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Status: StatusNotHomeAgent, Sequence: d.Sequence}
+	if _, _, err := b.HandleBA(t0, ba); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(t0); s.State != StateDeregistered || s.Reason != "no binding to remove" || !b.Due().IsZero() {
+		t.Fatalf("got %v %q due %v, want deregistered with no timer", s.State, s.Reason, b.Due())
 	}
 }

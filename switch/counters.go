@@ -24,12 +24,14 @@ const (
 	DropUnknownHome                       // tunnelled packet for a home address not served here
 	DropBadTunnelSource                   // tunnelled packet not from the guest's Home Agent
 	DropSignalQueueFull                   // control loop behind; signalling packet dropped
+	DropSignalRejected                    // BA/BE/BRR not matching a binding (sender, home address, sequence)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
+	"signal-rejected",
 }
 
 func (r DropReason) String() string {

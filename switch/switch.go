@@ -364,28 +364,61 @@ func (s *Switch) sendBU(bu mipv6.BUPacket) {
 	s.log.Debug("sent Binding Update", "hoa", bu.HomeAddress, "seq", bu.Sequence, "lifetime_s", int(bu.Lifetime)*4)
 }
 
+// handleSignal applies a Mobility Header packet the datapath received for the
+// care-of address: Binding Acknowledgement, Binding Error or Binding Refresh
+// Request. Anything else, or anything that does not match a binding, is
+// counted and dropped.
 func (s *Switch) handleSignal(pkt []byte) {
-	ba, err := mipv6.ParseBAPacket(pkt)
-	if err != nil {
-		s.dp.global.drop(DropMalformed)
-		s.log.Debug("dropped signalling packet", "err", err)
+	now := s.deps.Now()
+	var (
+		hoa  netip.Addr
+		kind string
+		// apply runs the message against the binding of its home address.
+		apply func(b *mipv6.Binding) (mipv6.BUPacket, bool, error)
+	)
+	if ba, err := mipv6.ParseBAPacket(pkt); err == nil {
+		hoa, kind = ba.HomeAddress, "Binding Acknowledgement"
+		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBA(now, ba) }
+	} else if be, err2 := mipv6.ParseBindingErrorPacket(pkt); err2 == nil {
+		hoa, kind = be.HomeAddress, "Binding Error"
+		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBE(now, be) }
+	} else if brr, err3 := mipv6.ParseBRRPacket(pkt); err3 == nil {
+		// A Binding Refresh Request reaches the care-of address with the home
+		// address in a type 2 routing header or not at all; match by sender
+		// and refresh every binding with that Home Agent.
+		sent := false
+		for _, p := range s.ports {
+			if p.binding != nil && p.binding.HomeAgent == brr.Src {
+				if bu, ok := p.binding.RefreshNow(now, brr.Src); ok {
+					s.sendBU(bu)
+					sent = true
+				}
+			}
+		}
+		if !sent {
+			s.dp.global.drop(DropSignalRejected)
+		}
+		s.log.Info("Binding Refresh Request", "home_agent", brr.Src, "refreshed", sent)
+		return
+	} else {
+		s.dp.global.drop(DropSignalRejected)
+		s.log.Debug("dropped signalling packet", "err", errors.Join(err, err2, err3))
 		return
 	}
-	now := s.deps.Now()
 	for _, p := range s.ports {
-		if p.binding == nil || p.vm.HomeAddress != ba.HomeAddress {
+		if p.binding == nil || p.vm.HomeAddress != hoa {
 			continue
 		}
 		was := p.binding.Tunnelling(now)
-		bu, send, err := p.binding.HandleBA(now, ba)
+		bu, send, err := apply(p.binding)
 		if err != nil {
-			p.counters.drop(DropMalformed)
-			s.log.Warn("dropped Binding Acknowledgement", "port", p.vm.Port, "err", err)
+			p.counters.drop(DropSignalRejected)
+			s.log.Warn("dropped "+kind, "port", p.vm.Port, "err", err)
 			return
 		}
 		snap := p.binding.Snapshot(now)
-		s.log.Info("Binding Acknowledgement", "port", p.vm.Port, "hoa", ba.HomeAddress, "status", ba.Status,
-			"reason", snap.Reason, "state", snap.State.String(), "lifetime_s", int(ba.Lifetime)*4, "after", now.Sub(p.since).String())
+		s.log.Info(kind, "port", p.vm.Port, "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
+			"state", snap.State.String(), "granted_s", snap.Granted.Seconds(), "after", now.Sub(p.since).String())
 		if send {
 			s.sendBU(bu)
 		}
@@ -394,7 +427,8 @@ func (s *Switch) handleSignal(pkt []byte) {
 		}
 		return
 	}
-	s.log.Debug("Binding Acknowledgement for an unknown home address", "hoa", ba.HomeAddress)
+	s.dp.global.drop(DropSignalRejected)
+	s.log.Debug(kind+" for a home address not served here", "hoa", hoa)
 }
 
 func (s *Switch) tick() {

@@ -482,3 +482,54 @@ func TestPortRemovedStopsServing(t *testing.T) {
 	h.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
 	h.noFrame(t)
 }
+
+func TestSignalling(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject := func(pkt []byte) { h.conn.in <- ethFrame(kgMAC, lanMAC, pkt) }
+	status := func() PortStatus {
+		st, _ := h.sw.Status(context.Background())
+		return st[0]
+	}
+	// A BA for another sequence number or from another node is dropped and counted.
+	inject(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: bu.Sequence + 7, Lifetime: 150}))
+	inject(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: netip.MustParseAddr("2001:db8:2000::66"), Dst: coa, HomeAddress: hoa, Sequence: bu.Sequence, Lifetime: 150}))
+	h.noFrame(t)
+	if st := status(); st.Drops["signal-rejected"] != 2 || st.BindingState != "registering" {
+		t.Fatalf("got %+v, want 2 rejected BAs and still registering", st)
+	}
+	// 135: resend at once with the Home Agent's number plus one.
+	inject(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Status: mipv6.StatusSequenceOutOfWindow, Sequence: 50000}))
+	bu2, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
+	if err != nil || bu2.Sequence != 50001 {
+		t.Fatalf("got BU %+v (%v), want sequence 50001", bu2, err)
+	}
+	inject(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: 50001, Lifetime: 150}))
+	deadline := time.Now().Add(5 * time.Second)
+	for status().BindingState != "bound" {
+		if time.Now().After(deadline) {
+			t.Fatalf("not bound: %+v", status())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A Binding Refresh Request from the Home Agent: refresh at once.
+	inject(mipv6.AppendBRRPacket(nil, mipv6.BRRPacket{Src: ha, Dst: coa}))
+	if bu3, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil || bu3.Sequence != 50002 || bu3.Lifetime != 150 {
+		t.Fatalf("got %+v (%v), want a refresh with sequence 50002", bu3, err)
+	}
+	// The Home Agent lost the binding: register again at once.
+	inject(mipv6.AppendBindingErrorPacket(nil, mipv6.BEPacket{Src: ha, Dst: coa, Status: mipv6.BEStatusUnknownBinding, HomeAddress: hoa}))
+	if bu4, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil || bu4.Sequence != 50003 {
+		t.Fatalf("got %+v (%v), want a new registration with sequence 50003", bu4, err)
+	}
+	if st := status(); st.Reason != "home agent lost the binding" {
+		t.Errorf("got reason %q", st.Reason)
+	}
+	// Garbage to the care-of address is counted, not fatal.
+	inject([]byte{0x60, 0, 0, 0, 0, 8, 135, 64})
+	h.noFrame(t)
+}
