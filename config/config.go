@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/kgswitch/kgswitch/ndresponder"
 )
 
 // Defaults an operator gets when a key is left out.
@@ -50,6 +51,9 @@ type HomeNetwork struct {
 	HomeAgent       netip.Addr
 	RouterLinkLocal netip.Addr
 	RouterAddrs     []netip.Addr
+	// Advertise mirrors the home router's Router Advertisements to guests away
+	// from home; nil when the home router sends none.
+	Advertise *ndresponder.Advertisement
 }
 
 // VM binds a port to a home address.
@@ -74,10 +78,76 @@ type fileConfig struct {
 }
 
 type fileHomeNetwork struct {
-	Prefix          string   `toml:"prefix"`
-	HomeAgent       string   `toml:"home_agent"`
-	RouterLinkLocal string   `toml:"router_link_local"`
-	RouterAddrs     []string `toml:"router_addresses"`
+	Prefix          string         `toml:"prefix"`
+	HomeAgent       string         `toml:"home_agent"`
+	RouterLinkLocal string         `toml:"router_link_local"`
+	RouterAddrs     []string       `toml:"router_addresses"`
+	Advertise       *fileAdvertise `toml:"advertise"`
+}
+
+type fileAdvertise struct {
+	Interval          string `toml:"interval"`
+	HopLimit          *int   `toml:"hop_limit"`
+	Managed           bool   `toml:"managed"`
+	Other             bool   `toml:"other_config"`
+	RouterLifetime    string `toml:"router_lifetime"`
+	ValidLifetime     string `toml:"valid_lifetime"`
+	PreferredLifetime string `toml:"preferred_lifetime"`
+	OnLink            *bool  `toml:"on_link"`
+	Autonomous        *bool  `toml:"autonomous"`
+}
+
+// parse turns the file form into an Advertisement with RFC 4861 §6.2.1 defaults
+// for what is left out.
+func (f *fileAdvertise) parse() (*ndresponder.Advertisement, error) {
+	a := &ndresponder.Advertisement{HopLimit: 64, RouterLifetime: 1800 * time.Second,
+		ValidLifetime: 30 * 24 * time.Hour, PreferredLifetime: 7 * 24 * time.Hour, OnLink: true, Autonomous: true}
+	for _, d := range []struct {
+		key string
+		s   string
+		to  *time.Duration
+	}{
+		{"interval", f.Interval, &a.Interval},
+		{"router_lifetime", f.RouterLifetime, &a.RouterLifetime},
+		{"valid_lifetime", f.ValidLifetime, &a.ValidLifetime},
+		{"preferred_lifetime", f.PreferredLifetime, &a.PreferredLifetime},
+	} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("advertise.%s %q: not a duration", d.key, d.s)
+		}
+		*d.to = v
+	}
+	if a.Interval == 0 {
+		// A third of the shortest lifetime: two advertisements may be lost
+		// before anything lapses.
+		a.Interval = 200 * time.Second
+		for _, l := range []time.Duration{a.RouterLifetime, a.ValidLifetime, a.PreferredLifetime} {
+			if l > 0 && l/3 < a.Interval {
+				a.Interval = l / 3
+			}
+		}
+	}
+	if f.HopLimit != nil {
+		if *f.HopLimit < 0 || *f.HopLimit > 255 {
+			return nil, fmt.Errorf("advertise.hop_limit %d: want 0..255", *f.HopLimit)
+		}
+		a.HopLimit = uint8(*f.HopLimit)
+	}
+	a.Managed, a.Other = f.Managed, f.Other
+	if f.OnLink != nil {
+		a.OnLink = *f.OnLink
+	}
+	if f.Autonomous != nil {
+		a.Autonomous = *f.Autonomous
+	}
+	if err := a.Validate(); err != nil {
+		return nil, fmt.Errorf("advertise: %w", err)
+	}
+	return a, nil
 }
 
 type fileVM struct {
@@ -151,6 +221,11 @@ func Parse(text string) (*Config, error) {
 		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
 		if err != nil {
 			return nil, fmt.Errorf("home_network[%d]: %w", i, err)
+		}
+		if fh.Advertise != nil {
+			if h.Advertise, err = fh.Advertise.parse(); err != nil {
+				return nil, fmt.Errorf("home_network[%d]: %w", i, err)
+			}
 		}
 		for _, o := range c.HomeNetworks {
 			if o.Prefix.Overlaps(h.Prefix) {

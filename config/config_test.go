@@ -36,6 +36,20 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 }
 
+func TestAdvertiseDefaults(t *testing.T) {
+	c, err := Parse(base + "[home_network.advertise]\nrouter_lifetime = \"30s\"\nvalid_lifetime = \"30s\"\npreferred_lifetime = \"30s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.HomeNetworks[0].Advertise
+	if a == nil || a.Interval != 10*time.Second || a.HopLimit != 64 || !a.OnLink || !a.Autonomous {
+		t.Fatalf("got %+v, want interval 10s (a third of 30s), hop limit 64, L and A set", a)
+	}
+	if c, _ := Parse(base); c.HomeNetworks[0].Advertise != nil {
+		t.Error("advertisement without an advertise table")
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -59,6 +73,11 @@ func TestParse(t *testing.T) {
 		{"duplicate hoa", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::10\"\n", "already used by port a"},
 		{"duplicate port", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::11\"\n", "already bound"},
 		{"duplicate mac", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"52:54:00:00:00:10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:10\"\n", "mac 52:54:00:00:00:10"},
+		{"advertise defaults", base + "[home_network.advertise]\n", ""},
+		{"advertise short lifetimes", base + "[home_network.advertise]\nrouter_lifetime = \"30s\"\nvalid_lifetime = \"30s\"\npreferred_lifetime = \"30s\"\n", ""},
+		{"advertise interval too long", base + "[home_network.advertise]\ninterval = \"40s\"\nrouter_lifetime = \"30s\"\n", "shorter than every lifetime"},
+		{"advertise bad duration", base + "[home_network.advertise]\nvalid_lifetime = \"forever\"\n", "advertise.valid_lifetime"},
+		{"advertise unknown key", base + "[home_network.advertise]\nintervall = \"4s\"\n", "unknown key home_network.advertise.intervall"},
 		{"overlapping home networks", base + "[[home_network]]\nprefix = \"2001:db8:2000::/48\"\nhome_agent = \"2001:db8:2000::1\"\nrouter_link_local = \"fe80::1\"\n", "overlaps"},
 	}
 	for _, tt := range tests {

@@ -23,6 +23,9 @@ type HomeLink struct {
 	RouterLinkLocal netip.Addr
 	// RouterAddrs are the home router's other addresses; NAs for them carry the Router flag too.
 	RouterAddrs []netip.Addr
+	// Advertise, when not nil, is repeated to the guest as the home router's
+	// Router Advertisement; nil when the home router sends none.
+	Advertise *Advertisement
 }
 
 // Guest is what the responder must know of the VM it answers.
@@ -51,6 +54,11 @@ func New(link HomeLink, mac net.HardwareAddr) (*Responder, error) {
 	}
 	if len(mac) != 6 {
 		return nil, fmt.Errorf("ndresponder: bad answering MAC %v", mac)
+	}
+	if link.Advertise != nil {
+		if err := link.Advertise.Validate(); err != nil {
+			return nil, fmt.Errorf("ndresponder: router advertisement: %w", err)
+		}
 	}
 	return &Responder{link: link, mac: mac}, nil
 }
@@ -95,7 +103,10 @@ func (d Decision) String() string {
 // router, §7.2.5); the Override flag is clear because kgswitch answers as a proxy
 // (§7.2.4, "a unicast address for which the node is providing proxy service"), so an
 // entry the guest holds for the real router's MAC is left in place — frames to either
-// MAC reach kgswitch.
+// MAC reach kgswitch. A unicast solicitation (a NUD probe, §7.3.3) was sent to the
+// link-layer address the guest has cached, and the answer confirms exactly that
+// address: with Override clear, an answer carrying any other address would be
+// ignored and the guest's entry would fail.
 func (r *Responder) Respond(out []byte, frame []byte, guest Guest) ([]byte, Decision, error) {
 	if len(frame) < netpkt.EthernetLen {
 		return out, 0, ErrNotSolicitation
@@ -141,12 +152,16 @@ func (r *Responder) Respond(out []byte, frame []byte, guest Guest) ([]byte, Deci
 	if !isRouter && !r.link.Prefix.Contains(target) {
 		return out, IgnoredOffLink, nil
 	}
+	lladdr := r.mac
+	if d := eth.Dst(); d[0]&1 == 0 {
+		lladdr = d
+	}
 	na := &ndp.NeighborAdvertisement{
 		Router:        isRouter,
 		Solicited:     true,
 		Override:      false,
 		TargetAddress: target,
-		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: r.mac}},
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: lladdr}},
 	}
 	// Answer from the target address itself: kgswitch stands in for that node, and the
 	// guest validates NAs by target, not by source (RFC 4861 §7.1.2).
@@ -158,7 +173,7 @@ func (r *Responder) Respond(out []byte, frame []byte, guest Guest) ([]byte, Deci
 	dstMAC := eth.Src()
 	n := len(out)
 	out = append(out, make([]byte, netpkt.EthernetLen+netpkt.IPv6Len)...)
-	netpkt.PutEthernet(out[n:], dstMAC, r.mac, netpkt.EtherTypeIPv6)
+	netpkt.PutEthernet(out[n:], dstMAC, lladdr, netpkt.EtherTypeIPv6)
 	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, from, src)
 	out = append(out, msg...)
 	return out, Answered, nil

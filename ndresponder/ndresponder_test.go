@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/kgswitch/kgswitch/netpkt"
 	"github.com/mdlayher/ndp"
@@ -117,6 +118,36 @@ func TestRespond(t *testing.T) {
 	}
 }
 
+// A NUD probe is unicast to the MAC the guest has cached (here the real home
+// router's): the answer must confirm that MAC, or the guest's entry fails.
+func TestRespondUnicastProbe(t *testing.T) {
+	r := testResponder(t)
+	realRouter := net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	f := nsFrame(t, hoa, routerLL, 255)
+	copy(netpkt.Ethernet(f).Dst(), realRouter)
+	// A unicast NS goes to the target address itself, not its solicited-node group.
+	ip := netpkt.IPv6(f[netpkt.EthernetLen:])
+	msg, _ := ndp.MarshalMessageChecksum(&ndp.NeighborSolicitation{TargetAddress: routerLL}, hoa, routerLL)
+	netpkt.PutIPv6(ip, len(msg), netpkt.ProtoICMPv6, 255, hoa, routerLL)
+	f = append(f[:netpkt.EthernetLen+netpkt.IPv6Len], msg...)
+	out, d, err := r.Respond(nil, f, Guest{MAC: guestMAC, Owns: owns})
+	if err != nil || d != Answered {
+		t.Fatalf("got %v %v, want an answer", d, err)
+	}
+	p, _ := netpkt.ParseIPv6(netpkt.Ethernet(out).Payload())
+	m, err := ndp.ParseMessage(p.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	na := m.(*ndp.NeighborAdvertisement)
+	if got := na.Options[0].(*ndp.LinkLayerAddress).Addr.String(); got != realRouter.String() || !na.Router {
+		t.Errorf("got target link-layer address %v router %v, want %v, true", got, na.Router, realRouter)
+	}
+	if got := netpkt.Ethernet(out).Src().String(); got != realRouter.String() {
+		t.Errorf("got frame source %v, want %v", got, realRouter)
+	}
+}
+
 func TestRespondRejects(t *testing.T) {
 	r := testResponder(t)
 	good := nsFrame(t, hoa, routerLL, 255)
@@ -170,4 +201,72 @@ func FuzzRespond(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRouterAdvertisement(t *testing.T) {
+	adv := &Advertisement{Interval: 10 * time.Second, HopLimit: 64, RouterLifetime: 30 * time.Second,
+		ValidLifetime: 30 * time.Second, PreferredLifetime: 20 * time.Second, OnLink: true, Autonomous: true}
+	r, err := New(HomeLink{Prefix: netip.MustParsePrefix("2001:db8:2000::/64"), RouterLinkLocal: routerLL, Advertise: adv}, answerMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allNodes := netip.MustParseAddr("ff02::1")
+	out, err := r.AppendRouterAdvertisement(nil, guestMAC, allNodes, 1460)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth := netpkt.Ethernet(out)
+	if eth.Dst().String() != guestMAC.String() {
+		t.Errorf("got destination MAC %v, want the guest's %v (never multicast)", eth.Dst(), guestMAC)
+	}
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip.Src() != routerLL || ip.Dst() != allNodes || ip.HopLimit() != 255 || !netpkt.VerifyChecksum(ip.Src(), ip.Dst(), netpkt.ProtoICMPv6, ip.Payload()) {
+		t.Errorf("got %v -> %v hop limit %d", ip.Src(), ip.Dst(), ip.HopLimit())
+	}
+	m, err := ndp.ParseMessage(ip.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := m.(*ndp.RouterAdvertisement)
+	if ra.RouterLifetime != 30*time.Second || ra.CurrentHopLimit != 64 {
+		t.Errorf("got router lifetime %v hop limit %d", ra.RouterLifetime, ra.CurrentHopLimit)
+	}
+	var mtu uint32
+	var pi *ndp.PrefixInformation
+	for _, o := range ra.Options {
+		switch o := o.(type) {
+		case *ndp.MTU:
+			mtu = o.MTU
+		case *ndp.PrefixInformation:
+			pi = o
+		}
+	}
+	if mtu != 1460 {
+		t.Errorf("got MTU option %d, want 1460", mtu)
+	}
+	if pi == nil || pi.Prefix != netip.MustParseAddr("2001:db8:2000::") || pi.PrefixLength != 64 || !pi.OnLink || !pi.AutonomousAddressConfiguration ||
+		pi.ValidLifetime != 30*time.Second || pi.PreferredLifetime != 20*time.Second {
+		t.Errorf("got prefix information %+v", pi)
+	}
+}
+
+func TestAdvertisementValidate(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		a    Advertisement
+		ok   bool
+	}{
+		{"good", Advertisement{Interval: 10 * time.Second, RouterLifetime: 30 * time.Second, ValidLifetime: 30 * time.Second, PreferredLifetime: 30 * time.Second}, true},
+		{"interval not below lifetime", Advertisement{Interval: 30 * time.Second, RouterLifetime: 30 * time.Second, ValidLifetime: 60 * time.Second}, false},
+		{"no interval", Advertisement{RouterLifetime: 30 * time.Second}, false},
+		{"preferred over valid", Advertisement{Interval: time.Second, ValidLifetime: 10 * time.Second, PreferredLifetime: 20 * time.Second}, false},
+		{"router lifetime too long", Advertisement{Interval: time.Second, RouterLifetime: 10000 * time.Second}, false},
+	} {
+		if err := tt.a.Validate(); (err == nil) != tt.ok {
+			t.Errorf("%s: got %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
 }

@@ -49,6 +49,8 @@ type Counters struct {
 	FromTunnelPackets atomic.Uint64
 	FromTunnelBytes   atomic.Uint64
 	NDAnswered        atomic.Uint64
+	RASent            atomic.Uint64
+	LocalPackets      atomic.Uint64 // to another guest of the same home link on this host
 	Drops             [numDropReasons]atomic.Uint64
 }
 

@@ -38,6 +38,7 @@ type guest struct {
 	port     string
 	mac      [6]byte
 	hoa      netip.Addr
+	prefix   netip.Prefix // the home link's prefix
 	ha       netip.Addr
 	tunnel   bool // the Home Agent accepted the binding
 	nd       *ndresponder.Responder
@@ -176,9 +177,30 @@ func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []
 				g.counters.NDAnswered.Add(1)
 			}
 			return reply[:0]
-		case 133, 136, 130, 131, 132, 143:
-			// Router Solicitations, the guest's own NAs and MLD stay on the pseudo
-			// home link: nothing beyond it may see them.
+		case 133: // Router Solicitation
+			if !g.nd.Advertises() {
+				g.counters.drop(DropAbsorbed)
+				return out
+			}
+			// RFC 4861 §6.2.6: to the soliciting address, or all-nodes from an
+			// address-less guest; always to the guest's MAC alone.
+			to := src
+			if !to.IsValid() || to.IsUnspecified() {
+				to = allNodes
+			}
+			ra, err := g.nd.AppendRouterAdvertisement(out, eth.Src(), to, f.mtu)
+			if err == nil {
+				err = d.conn.WriteFrame(ra)
+			}
+			if err != nil {
+				g.counters.drop(DropWriteError)
+				return out
+			}
+			g.counters.RASent.Add(1)
+			return ra[:0]
+		case 136, 130, 131, 132, 143:
+			// The guest's own NAs and MLD stay on the pseudo home link: nothing
+			// beyond it may see them.
 			g.counters.drop(DropAbsorbed)
 			return out
 		}
@@ -193,7 +215,19 @@ func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []
 	case dst.IsLinkLocalUnicast():
 		g.counters.drop(DropLinkLocal)
 		return out
-	case !g.tunnel:
+	}
+	if peer := f.byHoA[dst]; peer != nil && peer.prefix == g.prefix {
+		// Two guests of one home link on this host: they are neighbours, and
+		// the frame goes straight across instead of round the Home Agent.
+		netpkt.PutEthernet(frame, peer.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
+		if err := d.conn.WriteFrame(frame[:netpkt.EthernetLen+len(ip)]); err != nil {
+			g.counters.drop(DropWriteError)
+			return out
+		}
+		g.counters.LocalPackets.Add(1)
+		return out
+	}
+	if !g.tunnel {
 		g.counters.drop(DropNotBound)
 		return out
 	}

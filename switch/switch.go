@@ -84,7 +84,8 @@ type vmPort struct {
 	ownLL    *[]netip.Addr
 	nd       *ndresponder.Responder
 	mac      net.HardwareAddr
-	err      string // why the port could not be served, for status
+	err      string    // why the port could not be served, for status
+	nextRA   time.Time // next unsolicited Router Advertisement; zero = none
 }
 
 // New returns a Switch for cfg. Nothing happens until Run.
@@ -152,11 +153,10 @@ func (s *Switch) Run(ctx context.Context) error {
 func (s *Switch) armTimer(t *time.Timer) {
 	next := time.Time{}
 	for _, p := range s.ports {
-		if p.binding == nil {
-			continue
-		}
-		if d := p.binding.Due(); !d.IsZero() && (next.IsZero() || d.Before(next)) {
-			next = d
+		for _, d := range []time.Time{p.nextRA, p.due()} {
+			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
+			}
 		}
 	}
 	wait := time.Hour
@@ -220,6 +220,7 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 	}
 	nd, err := ndresponder.New(ndresponder.HomeLink{
 		Prefix: p.vm.Home.Prefix, RouterLinkLocal: p.vm.Home.RouterLinkLocal, RouterAddrs: p.vm.Home.RouterAddrs,
+		Advertise: p.vm.Home.Advertise,
 	}, s.routerMAC)
 	if err != nil {
 		return err
@@ -233,6 +234,10 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 	}
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
+	if nd.Advertises() {
+		// At once: the guest's lifetimes were counting down during the move.
+		p.nextRA = s.deps.Now()
+	}
 	s.log.Info("VM is away from home: registering with its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
 		"home_agent", p.vm.Home.HomeAgent, "care_of", s.cfg.CareOfAddress)
 	if bu, ok := p.binding.Register(s.deps.Now()); ok {
@@ -252,6 +257,7 @@ func (s *Switch) deactivate(p *vmPort) {
 	// The VM runs elsewhere now; the next host registers its own care-of address,
 	// so no de-registration is sent from here.
 	p.binding = nil
+	p.nextRA = time.Time{}
 	p.foreign = false
 	s.publish()
 }
@@ -346,7 +352,7 @@ func (s *Switch) publish() {
 		if !p.foreign || p.binding == nil {
 			continue
 		}
-		g := &guest{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, ha: p.vm.Home.HomeAgent,
+		g := &guest{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, prefix: p.vm.Home.Prefix, ha: p.vm.Home.HomeAgent,
 			tunnel: p.binding.Tunnelling(now), nd: p.nd, ptbFrom: p.vm.Home.RouterLinkLocal,
 			counters: p.counters, ownLL: p.ownLL}
 		f.byMAC[g.mac] = g
@@ -431,10 +437,39 @@ func (s *Switch) handleSignal(pkt []byte) {
 	s.log.Debug(kind+" for a home address not served here", "hoa", hoa)
 }
 
+// due is when the port's binding next needs attention; zero = never.
+func (p *vmPort) due() time.Time {
+	if p.binding == nil {
+		return time.Time{}
+	}
+	return p.binding.Due()
+}
+
+// advertise sends the home router's Router Advertisement to a guest, as the
+// home router would every interval.
+func (s *Switch) advertise(p *vmPort, now time.Time) {
+	p.nextRA = now.Add(p.nd.Interval())
+	frame, err := p.nd.AppendRouterAdvertisement(nil, p.mac, allNodes, tunnelMTU)
+	if err == nil {
+		err = s.dp.conn.WriteFrame(frame)
+	}
+	if err != nil {
+		p.counters.drop(DropWriteError)
+		s.log.Warn("send Router Advertisement", "port", p.vm.Port, "err", err)
+		return
+	}
+	p.counters.RASent.Add(1)
+}
+
+var allNodes = netip.MustParseAddr("ff02::1")
+
 func (s *Switch) tick() {
 	now := s.deps.Now()
 	changed := false
 	for _, p := range s.ports {
+		if !p.nextRA.IsZero() && !now.Before(p.nextRA) {
+			s.advertise(p, now)
+		}
 		if p.binding == nil {
 			continue
 		}
@@ -533,6 +568,8 @@ type PortStatus struct {
 	FromTunnelPackets uint64            `json:"from_tunnel_packets"`
 	FromTunnelBytes   uint64            `json:"from_tunnel_bytes"`
 	NDAnswered        uint64            `json:"nd_answered"`
+	RASent            uint64            `json:"ra_sent"`
+	LocalPackets      uint64            `json:"local_packets"`
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	Error             string            `json:"error,omitempty"`
 }
@@ -547,7 +584,8 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 				Location: "absent", Error: p.err,
 				ToTunnelPackets: p.counters.ToTunnelPackets.Load(), ToTunnelBytes: p.counters.ToTunnelBytes.Load(),
 				FromTunnelPackets: p.counters.FromTunnelPackets.Load(), FromTunnelBytes: p.counters.FromTunnelBytes.Load(),
-				NDAnswered: p.counters.NDAnswered.Load(), Drops: p.counters.DropMap()}
+				NDAnswered: p.counters.NDAnswered.Load(), RASent: p.counters.RASent.Load(),
+				LocalPackets: p.counters.LocalPackets.Load(), Drops: p.counters.DropMap()}
 			if p.mac != nil {
 				st.MAC = p.mac.String()
 			}

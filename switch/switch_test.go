@@ -533,3 +533,141 @@ func TestSignalling(t *testing.T) {
 	inject([]byte{0x60, 0, 0, 0, 0, 8, 135, 64})
 	h.noFrame(t)
 }
+
+const twoGuestConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+[home_network.advertise]
+interval = "1s"
+router_lifetime = "30s"
+valid_lifetime = "30s"
+preferred_lifetime = "30s"
+[[home_network]]
+prefix = "2001:db8:5000::/64"
+home_agent = "2001:db8:5000::1"
+router_link_local = "fe80::1"
+[[vm]]
+port = "vnet3"
+home_address = "2001:db8:2000::10"
+mac = "52:54:00:00:00:10"
+[[vm]]
+port = "vnet4"
+home_address = "2001:db8:2000::11"
+mac = "52:54:00:00:00:11"
+[[vm]]
+port = "vnet5"
+home_address = "2001:db8:5000::12"
+mac = "52:54:00:00:00:12"
+`
+
+// raFrom reports whether frame is a Router Advertisement to mac and returns it.
+func raFrom(frame []byte, mac net.HardwareAddr) (*ndp.RouterAdvertisement, bool) {
+	eth := netpkt.Ethernet(frame)
+	if eth.Dst().String() != mac.String() {
+		return nil, false
+	}
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil || ip.NextHeader() != 58 {
+		return nil, false
+	}
+	m, err := ndp.ParseMessage(ip.Payload())
+	if err != nil {
+		return nil, false
+	}
+	ra, ok := m.(*ndp.RouterAdvertisement)
+	return ra, ok
+}
+
+func TestRouterAdvertisements(t *testing.T) {
+	h := newHarness(t, twoGuestConfig)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	// One at once on arrival, then one a second.
+	start := time.Now()
+	for i := 0; i < 2; i++ {
+		f := h.nextFrame(t)
+		if _, ok := raFrom(f, guestMAC); !ok {
+			t.Fatalf("frame %d is not an RA to the guest: % x", i, f)
+		}
+	}
+	if el := time.Since(start); el < 800*time.Millisecond || el > 3*time.Second {
+		t.Errorf("two RAs took %v, want about one interval (1s)", el)
+	}
+	// A Router Solicitation is answered at once.
+	rs := &ndp.RouterSolicitation{}
+	msg, _ := ndp.MarshalMessageChecksum(rs, hoa, netip.MustParseAddr("ff02::2"))
+	ip := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(msg))
+	netpkt.PutIPv6(ip, len(msg), 58, 255, hoa, netip.MustParseAddr("ff02::2"))
+	h.conn.in <- ethFrame(net.HardwareAddr{0x33, 0x33, 0, 0, 0, 2}, guestMAC, append(ip, msg...))
+	f := h.nextFrame(t)
+	ra, ok := raFrom(f, guestMAC)
+	if !ok || ra.RouterLifetime != 30*time.Second {
+		t.Fatalf("got %v, want an RA with router lifetime 30s", ra)
+	}
+	if p, _ := netpkt.ParseIPv6(netpkt.Ethernet(f).Payload()); p.Dst() != hoa {
+		t.Errorf("got RA to %v, want to the soliciting %v", p.Dst(), hoa)
+	}
+}
+
+func TestGuestsOfOneHomeLinkTalkDirectly(t *testing.T) {
+	h := newHarness(t, twoGuestConfig)
+	mac4 := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x11}
+	mac5 := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x12}
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.db.add(ovsctl.Interface{Name: "vnet4", OFPort: 4})
+	h.db.add(ovsctl.Interface{Name: "vnet5", OFPort: 5})
+	for i := 0; i < 3; i++ {
+		h.nextSent(t) // three Binding Updates
+	}
+	// Drain the arrival RAs.
+	for {
+		select {
+		case <-h.conn.out:
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		break
+	}
+	hoa4 := netip.MustParseAddr("2001:db8:2000::11")
+	hoa5 := netip.MustParseAddr("2001:db8:5000::12")
+	pkt := udpPacket(hoa, hoa4, 30)
+	h.conn.in <- ethFrame(kgMAC, guestMAC, pkt)
+	var f []byte
+	for {
+		f = h.nextFrame(t)
+		if _, isRA := raFrom(f, netpkt.Ethernet(f).Dst()); !isRA {
+			break
+		}
+	}
+	if eth := netpkt.Ethernet(f); eth.Dst().String() != mac4.String() || !bytes.Equal(eth.Payload(), pkt) {
+		t.Fatalf("got frame to %v, want the packet unchanged to %v", eth.Dst(), mac4)
+	}
+	// A guest of another home network is not a neighbour: no direct path (and not
+	// bound yet, so nothing leaves at all).
+	h.conn.in <- ethFrame(kgMAC, guestMAC, udpPacket(hoa, hoa5, 30))
+	select {
+	case s := <-h.uplink.out:
+		t.Fatalf("unbound guest's packet went to the uplink for %v", s.dst)
+	case <-time.After(100 * time.Millisecond):
+	}
+	for {
+		select {
+		case f := <-h.conn.out:
+			if eth := netpkt.Ethernet(f); eth.Dst().String() == mac5.String() {
+				if _, isRA := raFrom(f, mac5); !isRA {
+					t.Fatalf("packet crossed to a guest of another home network")
+				}
+			}
+			continue
+		default:
+		}
+		break
+	}
+	st, _ := h.sw.Status(context.Background())
+	if st[0].LocalPackets != 1 || st[0].Drops["not-bound"] != 1 {
+		t.Errorf("got %+v, want one local packet and one not-bound drop", st[0])
+	}
+}
