@@ -174,3 +174,15 @@ func (f *Flows) PortStats(port string) (*ovs.PortStats, error) {
 	}
 	return st, nil
 }
+
+// Packets returns how many packets and bytes the flows with exactly this cookie
+// have matched (ovs-ofctl dump-aggregate). Replace resets these counters.
+func (f *Flows) Packets(cookie uint64) (packets, bytes uint64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, err := f.of.DumpAggregate(f.target, cookieMatch(cookie))
+	if err != nil {
+		return 0, 0, fmt.Errorf("ovsctl: dump-aggregate cookie %#x on %s: %w", cookie, f.target, err)
+	}
+	return st.PacketCount, st.ByteCount, nil
+}

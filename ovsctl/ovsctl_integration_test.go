@@ -595,6 +595,27 @@ func TestIntegrationNoFlood(t *testing.T) {
 	if st, err := f.PortStats("b0"); err != nil || st.Transmitted.Packets == 0 {
 		t.Errorf("got PortStats(b0) = %+v, %v, want transmitted packets", st, err)
 	}
+
+	// Packets counts what a cookie's flows matched: a drop flow for a0.
+	a0, err := strconv.Atoi(strings.TrimSpace(l.vsctl("get", "Interface", "a0", "ofport")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dropCookie = Cookie | 0x77
+	if err := f.Replace(dropCookie, []*ovs.Flow{{Priority: 300, InPort: a0, Actions: []ovs.Action{ovs.Drop()}}}); err != nil {
+		t.Fatal(err)
+	}
+	// a1's own IPv6 chatter (MLD, RS) may hit the flow too: count a delta.
+	before, _, err := f.Packets(dropCookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotB, gotC := flood(); gotB || gotC {
+		t.Errorf("drop flow on a0: broadcast still reached b1 = %v, c1 = %v", gotB, gotC)
+	}
+	if n, _, err := f.Packets(dropCookie); err != nil || n < before+3 {
+		t.Errorf("got Packets = %d, %v, want at least %d (the 3 dropped broadcasts)", n, err, before+3)
+	}
 }
 
 // packetSocket opens an AF_PACKET socket bound to dev inside the lab's

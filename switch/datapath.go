@@ -133,14 +133,74 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		d.fromTunnel(f, buf, ip)
 		return out
 	}
-	// Everything else OpenFlow sends here for the care-of address is signalling
-	// (Mobility Header, possibly behind a type 2 routing header).
-	select {
-	case d.signal <- append([]byte(nil), ip...):
-	default:
-		d.global.drop(DropSignalQueueFull)
+	hoa, upper, ok := routingHeader2(ip)
+	if upper == protoMH || ip.NextHeader() == protoMH {
+		select {
+		case d.signal <- append([]byte(nil), ip...):
+		default:
+			d.global.drop(DropSignalQueueFull)
+		}
+		return out
 	}
+	if !ok {
+		// ICMPv6 from a Home Agent to the host itself: OpenFlow diverted it
+		// because it cannot see routing headers; hand it back unchanged.
+		if err := d.conn.WriteFrame(frame[:netpkt.EthernetLen+len(ip)]); err != nil {
+			d.global.drop(DropWriteError)
+		}
+		return out
+	}
+	d.fromHomeAgent(f, buf, ip, hoa, upper)
 	return out
+}
+
+const (
+	protoMH      = 135
+	protoRouting = 43
+	rh2Len       = 24 // RFC 6275 §6.4: 8 octets + one address
+)
+
+// routingHeader2 reports the home address carried by a type 2 routing header
+// right after the IPv6 header (RFC 6275 §6.4: Hdr Ext Len 2, Segments Left 1),
+// and the header that follows it.
+func routingHeader2(ip netpkt.IPv6) (hoa netip.Addr, next uint8, ok bool) {
+	rh := ip.Payload()
+	if ip.NextHeader() != protoRouting || len(rh) < rh2Len || rh[1] != 2 || rh[2] != 2 || rh[3] != 1 {
+		return netip.Addr{}, 0, false
+	}
+	return netip.AddrFrom16([16]byte(rh[8:24])), rh[0], true
+}
+
+// fromHomeAgent delivers a packet the Home Agent itself sent to a guest (RFC
+// 6275 §9.3.2: to the care-of address, with a type 2 routing header carrying
+// the home address) as the guest's kernel expects it without MIPv6: the
+// routing header processed, the home address as destination. Upper-layer
+// checksums already use the home address (the final destination), so they
+// stay valid.
+func (d *Datapath) fromHomeAgent(f *fib, buf []byte, ip netpkt.IPv6, hoa netip.Addr, next uint8) {
+	g := f.byHoA[hoa]
+	if g == nil {
+		d.global.drop(DropUnknownHome)
+		return
+	}
+	if ip.Src() != g.ha {
+		g.counters.drop(DropBadTunnelSource)
+		return
+	}
+	ipStart := headroom + netpkt.EthernetLen
+	// Slide the IPv6 header forward over the routing header; the payload stays.
+	copy(buf[ipStart+rh2Len:ipStart+rh2Len+netpkt.IPv6Len], buf[ipStart:ipStart+netpkt.IPv6Len])
+	plen := len(ip) - netpkt.IPv6Len - rh2Len
+	hdr := buf[ipStart+rh2Len:]
+	netpkt.PutIPv6(hdr, plen, next, netpkt.IPv6(hdr).HopLimit(), netpkt.IPv6(hdr).Src(), hoa)
+	frame := buf[ipStart+rh2Len-netpkt.EthernetLen : ipStart+rh2Len+netpkt.IPv6Len+plen]
+	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
+	if err := d.conn.WriteFrame(frame); err != nil {
+		g.counters.drop(DropWriteError)
+		return
+	}
+	g.counters.FromTunnelPackets.Add(1)
+	g.counters.FromTunnelBytes.Add(uint64(netpkt.IPv6Len + plen))
 }
 
 func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []byte {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -30,6 +31,7 @@ type FlowTable interface {
 	Replace(cookie uint64, flows []*ovs.Flow) error
 	Delete(cookie uint64) error
 	SetNoFlood(port string, on bool) error
+	Packets(cookie uint64) (packets, bytes uint64, err error)
 }
 
 // PortOpener opens the internal port once OVS has created its network device,
@@ -65,12 +67,16 @@ type Switch struct {
 	deps Deps
 	log  *slog.Logger
 
-	dp        *Datapath
-	routerMAC net.HardwareAddr
-	kgPort    int // OpenFlow port of the internal port
-	ports     map[string]*vmPort
-	requests  chan func()
-	buBuf     []byte
+	dp         *Datapath
+	routerMAC  net.HardwareAddr
+	kgPort     int // OpenFlow port of the internal port
+	uplinkPort int
+	// globalHAs are the Home Agents the installed host-wide flows divert.
+	globalHAs       []netip.Addr
+	globalInstalled bool
+	ports           map[string]*vmPort
+	requests        chan func()
+	buBuf           []byte
 }
 
 // vmPort is one configured VM.
@@ -229,8 +235,14 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 	if err := s.deps.Flows.Replace(portCookie(p.vm.Port), s.portFlows(p)); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
+	if err := s.deps.Flows.Replace(spoofCookie(p.vm.Port), s.spoofFlows(p)); err != nil {
+		return fmt.Errorf("install flows: %w", err)
+	}
 	if err := s.deps.Flows.SetNoFlood(p.vm.Port, true); err != nil {
 		return fmt.Errorf("keep LAN floods off %s: %w", p.vm.Port, err)
+	}
+	if err := s.installGlobalFlows(); err != nil {
+		return err
 	}
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
@@ -251,8 +263,10 @@ func (s *Switch) deactivate(p *vmPort) {
 	if !p.foreign {
 		return
 	}
-	if err := s.deps.Flows.Delete(portCookie(p.vm.Port)); err != nil {
-		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+	for _, c := range []uint64{portCookie(p.vm.Port), spoofCookie(p.vm.Port)} {
+		if err := s.deps.Flows.Delete(c); err != nil {
+			s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+		}
 	}
 	// The VM runs elsewhere now; the next host registers its own care-of address,
 	// so no de-registration is sent from here.
@@ -260,6 +274,9 @@ func (s *Switch) deactivate(p *vmPort) {
 	p.nextRA = time.Time{}
 	p.foreign = false
 	s.publish()
+	if err := s.installGlobalFlows(); err != nil {
+		s.log.Error("update host-wide flows", "err", err)
+	}
 }
 
 // ensureDatapath creates and opens the internal port the first time a VM is
@@ -292,11 +309,9 @@ func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
 		return fmt.Errorf("open internal port %s: %w", s.cfg.InternalPort, err)
 	}
 	s.routerMAC = mac
+	s.uplinkPort = uplink.OFPort
 	s.dp = newDatapath(conn, s.deps.Uplink)
 	s.publish()
-	if err := s.deps.Flows.Replace(ovsctl.Cookie, s.globalFlows(uplink.OFPort)); err != nil {
-		return fmt.Errorf("install tunnel flows: %w", err)
-	}
 	go func() {
 		if err := s.dp.Run(ctx); err != nil {
 			dpErr <- err
@@ -310,34 +325,88 @@ func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
 func portCookie(port string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(port))
-	c := h.Sum64() &^ ovsctl.CookieMask
+	c := h.Sum64() &^ (ovsctl.CookieMask | spoofBit)
 	if c == 0 {
 		c = 1 // cookie ovsctl.Cookie itself is the host-wide flows'
 	}
 	return ovsctl.Cookie | c
 }
 
+// spoofBit marks the cookie of a port's anti-spoofing drop flow, kept apart
+// so its packet count is the number of spoofed frames.
+const spoofBit = 1 << 47
+
+func spoofCookie(port string) uint64 { return portCookie(port) | spoofBit }
+
+func (s *Switch) spoofFlows(p *vmPort) []*ovs.Flow {
+	// A frame with another source MAC than the guest's is spoofed.
+	return []*ovs.Flow{{Priority: 190, InPort: p.ofport, Actions: []ovs.Action{ovs.Drop()}}}
+}
+
 func (s *Switch) portFlows(p *vmPort) []*ovs.Flow {
 	return []*ovs.Flow{
 		// Everything the guest sends goes to kgswitch; nothing reaches the foreign LAN.
 		{Priority: 200, InPort: p.ofport, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
-		// A frame with another source MAC is spoofed.
-		{Priority: 190, InPort: p.ofport, Actions: []ovs.Action{ovs.Drop()}},
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
 	}
 }
 
-func (s *Switch) globalFlows(uplinkPort int) []*ovs.Flow {
+func (s *Switch) globalFlows() []*ovs.Flow {
 	coa := s.cfg.CareOfAddress.String()
-	return []*ovs.Flow{
+	flows := []*ovs.Flow{
 		// Tunnel and Mobility Header packets for the care-of address bypass the host
 		// kernel, which has neither ip6_tunnel nor MIP6 and would answer them with
 		// Parameter Problems.
-		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
-		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		// What kgswitch hands back to the host (see fromUplink) goes to the
+		// bridge's local port, where the care-of address lives.
+		{Priority: 150, Protocol: ovs.ProtocolIPv6, InPort: s.kgPort, Matches: []ovs.Match{ovs.IPv6Destination(coa)}, Actions: []ovs.Action{ovs.Output(ovsLocalPort)}},
 		// What kgswitch sends goes only where a port flow says.
 		{Priority: 100, InPort: s.kgPort, Actions: []ovs.Action{ovs.Drop()}},
 	}
+	// A Home Agent sends its own packets for a guest (echo replies, ICMP errors)
+	// to the care-of address with a type 2 routing header, which the host kernel
+	// would refuse; OpenFlow cannot match the routing header, so all ICMPv6 from
+	// a served Home Agent comes to kgswitch, which passes on what is the host's.
+	for _, ha := range s.homeAgents() {
+		flows = append(flows, &ovs.Flow{Priority: 190, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort,
+			Matches: []ovs.Match{ovs.IPv6Source(ha.String()), ovs.IPv6Destination(coa), ovs.NetworkProtocol(58)},
+			Actions: []ovs.Action{ovs.Output(s.kgPort)}})
+	}
+	return flows
+}
+
+// ovsLocalPort is OpenFlow's OFPP_LOCAL, the bridge's own interface.
+const ovsLocalPort = 0xfffe
+
+// homeAgents lists the Home Agents of the guests served here, sorted.
+func (s *Switch) homeAgents() []netip.Addr {
+	var has []netip.Addr
+	for _, p := range s.ports {
+		if p.foreign && !slices.Contains(has, p.vm.Home.HomeAgent) {
+			has = append(has, p.vm.Home.HomeAgent)
+		}
+	}
+	slices.SortFunc(has, netip.Addr.Compare)
+	return has
+}
+
+// installGlobalFlows (re)installs the host-wide flows; their set depends on
+// which Home Agents the served guests use.
+func (s *Switch) installGlobalFlows() error {
+	if s.dp == nil {
+		return nil
+	}
+	has := s.homeAgents()
+	if s.globalInstalled && slices.Equal(has, s.globalHAs) {
+		return nil
+	}
+	if err := s.deps.Flows.Replace(ovsctl.Cookie, s.globalFlows()); err != nil {
+		return fmt.Errorf("install host-wide flows: %w", err)
+	}
+	s.globalInstalled, s.globalHAs = true, has
+	return nil
 }
 
 // publish gives the datapath a new snapshot of the forwarding state.
@@ -593,6 +662,11 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 				st.Location = "home"
 				if p.foreign {
 					st.Location = "foreign"
+				}
+			}
+			if p.foreign && p.ofport != 0 {
+				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.vm.Port)); err == nil && n > 0 {
+					st.Drops["spoofed-mac"] = n
 				}
 			}
 			if p.binding != nil {

@@ -134,6 +134,7 @@ func (f *fakeFlows) SetNoFlood(port string, on bool) error {
 	f.noFlood[port] = on
 	return nil
 }
+func (f *fakeFlows) Packets(cookie uint64) (uint64, uint64, error) { return 0, 0, nil }
 func (f *fakeFlows) text() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -273,6 +274,8 @@ func TestForeignPortRegistersAndTunnels(t *testing.T) {
 	for _, want := range []string{
 		"priority=200,in_port=3,dl_src=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:9",
 		"priority=190,in_port=3,table=0,idle_timeout=0,actions=drop",
+		"priority=190,ipv6,in_port=1,ipv6_src=2001:db8:2000::1,ipv6_dst=2001:db8:3000::3,nw_proto=58,table=0,idle_timeout=0,actions=output:9",
+		"priority=150,ipv6,in_port=9,ipv6_dst=2001:db8:3000::3,table=0,idle_timeout=0,actions=output:65534",
 		"priority=200,in_port=9,dl_dst=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:3",
 		"priority=200,ipv6,in_port=1,ipv6_dst=2001:db8:3000::3,nw_proto=41,table=0,idle_timeout=0,actions=output:9",
 		"priority=200,ipv6,in_port=1,ipv6_dst=2001:db8:3000::3,nw_proto=135,table=0,idle_timeout=0,actions=output:9",
@@ -669,5 +672,56 @@ func TestGuestsOfOneHomeLinkTalkDirectly(t *testing.T) {
 	st, _ := h.sw.Status(context.Background())
 	if st[0].LocalPackets != 1 || st[0].Drops["not-bound"] != 1 {
 		t.Errorf("got %+v, want one local packet and one not-bound drop", st[0])
+	}
+}
+
+func TestHomeAgentOwnPacketsReachGuest(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	// The Home Agent's echo reply to the guest: to the care-of address with a
+	// type 2 routing header carrying the home address (RFC 6275 §9.3.2).
+	echo := []byte{129, 0, 0, 0, 0x12, 0x34, 0, 1, 'k', 'g'}
+	c := netpkt.Checksum(ha, hoa, 58, echo)
+	echo[2], echo[3] = byte(c>>8), byte(c)
+	rh := make([]byte, 24)
+	rh[0], rh[1], rh[2], rh[3] = 58, 2, 2, 1
+	a := hoa.As16()
+	copy(rh[8:], a[:])
+	pkt := make([]byte, netpkt.IPv6Len)
+	netpkt.PutIPv6(pkt, len(rh)+len(echo), 43, 64, ha, coa)
+	pkt = append(append(pkt, rh...), echo...)
+	h.conn.in <- ethFrame(kgMAC, lanMAC, pkt)
+	f := h.nextFrame(t)
+	eth := netpkt.Ethernet(f)
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if eth.Dst().String() != guestMAC.String() || ip.Src() != ha || ip.Dst() != hoa || ip.NextHeader() != 58 || !bytes.Equal(ip.Payload(), echo) {
+		t.Fatalf("got %v -> %v nh %d payload % x, want %v -> %v ICMPv6 % x", ip.Src(), ip.Dst(), ip.NextHeader(), ip.Payload(), ha, hoa, echo)
+	}
+	if !netpkt.VerifyChecksum(ip.Src(), ip.Dst(), 58, ip.Payload()) {
+		t.Error("ICMPv6 checksum invalid after the routing header was processed")
+	}
+
+	// ICMPv6 from the Home Agent to the host itself goes back unchanged (to LOCAL).
+	plain := make([]byte, netpkt.IPv6Len)
+	echo2 := []byte{128, 0, 0, 0, 0, 1, 0, 1}
+	c = netpkt.Checksum(ha, coa, 58, echo2)
+	echo2[2], echo2[3] = byte(c>>8), byte(c)
+	netpkt.PutIPv6(plain, len(echo2), 58, 64, ha, coa)
+	in := ethFrame(kgMAC, lanMAC, append(plain, echo2...))
+	h.conn.in <- in
+	if got := h.nextFrame(t); !bytes.Equal(got, in) {
+		t.Fatalf("got % x, want the frame back unchanged % x", got, in)
+	}
+
+	// A routing header naming a home address whose Home Agent did not send it.
+	netpkt.PutIPv6(pkt, len(rh)+len(echo), 43, 64, netip.MustParseAddr("2001:db8:9::1"), coa)
+	h.conn.in <- ethFrame(kgMAC, lanMAC, pkt)
+	h.noFrame(t)
+	st, _ := h.sw.Status(context.Background())
+	if st[0].Drops["bad-tunnel-source"] != 1 {
+		t.Errorf("got drops %v, want one bad-tunnel-source", st[0].Drops)
 	}
 }
