@@ -270,3 +270,26 @@ func TestAdvertisementValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestUnsolicitedNA(t *testing.T) {
+	out, err := AppendUnsolicitedNA(nil, guestMAC, hoa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eth := netpkt.Ethernet(out)
+	if eth.Src().String() != guestMAC.String() || eth.Dst().String() != "33:33:00:00:00:01" {
+		t.Errorf("got %v -> %v", eth.Src(), eth.Dst())
+	}
+	ip, err := netpkt.ParseIPv6(eth.Payload())
+	if err != nil || ip.Src() != hoa || ip.Dst() != netip.MustParseAddr("ff02::1") || ip.HopLimit() != 255 {
+		t.Fatalf("got %v -> %v (%v)", ip.Src(), ip.Dst(), err)
+	}
+	m, err := ndp.ParseMessage(ip.Payload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	na := m.(*ndp.NeighborAdvertisement)
+	if !na.Override || na.Solicited || na.Router || na.TargetAddress != hoa || na.Options[0].(*ndp.LinkLayerAddress).Addr.String() != guestMAC.String() {
+		t.Errorf("got %+v, want O=1 S=0 R=0 for %v with %v", na, hoa, guestMAC)
+	}
+}

@@ -92,3 +92,27 @@ func (r *Responder) Advertises() bool { return r.link.Advertise != nil }
 
 // Interval is the time between unsolicited advertisements.
 func (r *Responder) Interval() time.Duration { return r.link.Advertise.Interval }
+
+// AppendUnsolicitedNA appends an unsolicited Neighbor Advertisement for target
+// from mac to all nodes (RFC 4861 §7.2.6) with the Override flag set, so that
+// every neighbour cache on the link, whatever its state, takes mac for target
+// at once. kgswitch sends it for a guest back on its home link, where the
+// neighbours still point at the Home Agent.
+func AppendUnsolicitedNA(out []byte, mac net.HardwareAddr, target netip.Addr) ([]byte, error) {
+	na := &ndp.NeighborAdvertisement{
+		Override:      true,
+		TargetAddress: target,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}},
+	}
+	msg, err := ndp.MarshalMessageChecksum(na, target, allNodes)
+	if err != nil {
+		return out, fmt.Errorf("ndresponder: encode NA: %w", err)
+	}
+	n := len(out)
+	out = append(out, make([]byte, netpkt.EthernetLen+netpkt.IPv6Len)...)
+	netpkt.PutEthernet(out[n:], netpkt.MulticastMAC(allNodes), mac, netpkt.EtherTypeIPv6)
+	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, target, allNodes)
+	return append(out, msg...), nil
+}
+
+var allNodes = netip.MustParseAddr("ff02::1")

@@ -68,6 +68,9 @@ type fib struct {
 	routerMAC net.HardwareAddr
 	byMAC     map[[6]byte]*guest
 	byHoA     map[netip.Addr]*guest
+	// returning holds home addresses being de-registered from this (home)
+	// host: Mobility Header packets to them are kgswitch's.
+	returning map[netip.Addr]bool
 }
 
 // Datapath moves frames between the internal port and the tunnels.
@@ -125,7 +128,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		d.global.drop(DropMalformed)
 		return out
 	}
-	if ip.Dst() != f.coa {
+	if ip.Dst() != f.coa && !f.returning[ip.Dst()] {
 		d.global.drop(DropUnknownSource)
 		return out
 	}

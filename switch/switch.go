@@ -74,9 +74,12 @@ type Switch struct {
 	// globalHAs are the Home Agents the installed host-wide flows divert.
 	globalHAs       []netip.Addr
 	globalInstalled bool
-	ports           map[string]*vmPort
-	requests        chan func()
-	buBuf           []byte
+	// presentAtStart holds the configured ports already on the bridge when Run
+	// began: their VMs did not just come home.
+	presentAtStart map[string]bool
+	ports          map[string]*vmPort
+	requests       chan func()
+	buBuf          []byte
 }
 
 // vmPort is one configured VM.
@@ -92,6 +95,10 @@ type vmPort struct {
 	mac      net.HardwareAddr
 	err      string    // why the port could not be served, for status
 	nextRA   time.Time // next unsolicited Router Advertisement; zero = none
+	// returning: back on a home host, de-registration in progress.
+	returning bool
+	naLeft    int       // Override advertisements still to send
+	nextNA    time.Time // when the next one is due
 }
 
 // New returns a Switch for cfg. Nothing happens until Run.
@@ -129,6 +136,12 @@ func (s *Switch) Run(ctx context.Context) error {
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	s.presentAtStart = map[string]bool{}
+	for name := range s.ports {
+		if i, ok := s.deps.DB.Interface(name); ok && i.OFPort > 0 {
+			s.presentAtStart[name] = true
+		}
+	}
 	events := s.deps.DB.Events()
 	for {
 		s.armTimer(timer)
@@ -159,7 +172,7 @@ func (s *Switch) Run(ctx context.Context) error {
 func (s *Switch) armTimer(t *time.Timer) {
 	next := time.Time{}
 	for _, p := range s.ports {
-		for _, d := range []time.Time{p.nextRA, p.due()} {
+		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due()} {
 			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
 				next = d
 			}
@@ -217,8 +230,13 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 	}
 	if p.vm.Home.Prefix.Contains(s.cfg.CareOfAddress) {
 		p.foreign = false
-		s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
-		return nil
+		if s.presentAtStart[p.vm.Port] {
+			// It was here before kgswitch started: nothing came home.
+			delete(s.presentAtStart, p.vm.Port)
+			s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+			return nil
+		}
+		return s.returnHome(ctx, p, dpErr)
 	}
 	p.foreign = true
 	if err := s.ensureDatapath(ctx, dpErr); err != nil {
@@ -260,6 +278,10 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 
 func (s *Switch) deactivate(p *vmPort) {
 	p.ofport = 0
+	if p.returning {
+		s.endReturn(p)
+		return
+	}
 	if !p.foreign {
 		return
 	}
@@ -277,6 +299,74 @@ func (s *Switch) deactivate(p *vmPort) {
 	if err := s.installGlobalFlows(); err != nil {
 		s.log.Error("update host-wide flows", "err", err)
 	}
+}
+
+// returnHome runs when a VM's port appears on a host of its home link: it may
+// have come back from abroad, with the Home Agent still holding a binding and
+// the home link's neighbours still sending to the Home Agent. kgswitch
+// de-registers on the VM's behalf from its home address (RFC 6275 §11.5.4) and,
+// once the Home Agent confirms, advertises the VM's MAC for its home address
+// with the Override flag. The VM's own traffic is left alone throughout; only
+// the Binding Acknowledgement (which would otherwise reach a guest without
+// MIPv6) is diverted to kgswitch.
+func (s *Switch) returnHome(ctx context.Context, p *vmPort, dpErr chan error) error {
+	if err := s.ensureDatapath(ctx, dpErr); err != nil {
+		return err
+	}
+	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
+	if !ok || uplink.OFPort <= 0 {
+		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
+	}
+	hoa := p.vm.HomeAddress.String()
+	flows := []*ovs.Flow{
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplink.OFPort, Matches: []ovs.Match{ovs.IPv6Destination(hoa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		// The Override advertisement leaves kgswitch with the guest's MAC as
+		// source; NORMAL would learn that MAC on the internal port.
+		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(uplink.OFPort)}},
+	}
+	if err := s.deps.Flows.Replace(portCookie(p.vm.Port), flows); err != nil {
+		return fmt.Errorf("install flows: %w", err)
+	}
+	p.returning = true
+	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
+	s.publish()
+	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
+	if bu, ok := p.binding.Deregister(s.deps.Now(), p.vm.HomeAddress); ok {
+		s.sendBU(bu)
+	}
+	return nil
+}
+
+// homeAdvertisements is how many Override advertisements announce a guest back
+// home (MAX_NEIGHBOR_ADVERTISEMENT, RFC 4861 §10), one a second.
+const homeAdvertisements = 3
+
+// announceHome sends one Override advertisement for a guest back home.
+func (s *Switch) announceHome(p *vmPort, now time.Time) {
+	frame, err := ndresponder.AppendUnsolicitedNA(nil, p.mac, p.vm.HomeAddress)
+	if err == nil {
+		err = s.dp.conn.WriteFrame(frame)
+	}
+	if err != nil {
+		s.log.Warn("send Neighbor Advertisement", "port", p.vm.Port, "err", err)
+	}
+	p.naLeft--
+	p.nextNA = now.Add(time.Second)
+	if p.naLeft <= 0 {
+		s.log.Info("VM is home: neighbours told", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+		s.endReturn(p)
+	}
+}
+
+// endReturn removes what returnHome set up.
+func (s *Switch) endReturn(p *vmPort) {
+	if err := s.deps.Flows.Delete(portCookie(p.vm.Port)); err != nil {
+		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+	}
+	p.returning = false
+	p.binding = nil
+	p.naLeft, p.nextNA = 0, time.Time{}
+	s.publish()
 }
 
 // ensureDatapath creates and opens the internal port the first time a VM is
@@ -416,8 +506,11 @@ func (s *Switch) publish() {
 	}
 	now := s.deps.Now()
 	f := &fib{coa: s.cfg.CareOfAddress, mtu: tunnelMTU, routerMAC: s.routerMAC,
-		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}}
+		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}, returning: map[netip.Addr]bool{}}
 	for _, p := range s.ports {
+		if p.returning {
+			f.returning[p.vm.HomeAddress] = true
+		}
 		if !p.foreign || p.binding == nil {
 			continue
 		}
@@ -497,6 +590,15 @@ func (s *Switch) handleSignal(pkt []byte) {
 		if send {
 			s.sendBU(bu)
 		}
+		if p.returning && snap.State == mipv6.StateDeregistered && p.naLeft == 0 {
+			if snap.Status == mipv6.StatusAccepted || snap.Status == mipv6.StatusAcceptedPrefixDiscovery {
+				p.naLeft = homeAdvertisements
+				s.announceHome(p, now)
+			} else {
+				s.endReturn(p) // the Home Agent had no binding: nobody to redirect
+			}
+			return
+		}
 		if p.binding.Tunnelling(now) != was {
 			s.publish()
 		}
@@ -538,6 +640,9 @@ func (s *Switch) tick() {
 	for _, p := range s.ports {
 		if !p.nextRA.IsZero() && !now.Before(p.nextRA) {
 			s.advertise(p, now)
+		}
+		if !p.nextNA.IsZero() && !now.Before(p.nextNA) {
+			s.announceHome(p, now)
 		}
 		if p.binding == nil {
 			continue
@@ -663,6 +768,9 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 				if p.foreign {
 					st.Location = "foreign"
 				}
+			}
+			if p.returning {
+				st.Location = "returning"
 			}
 			if p.foreign && p.ofport != 0 {
 				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.vm.Port)); err == nil && n > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,7 +159,8 @@ type harness struct {
 	done   chan error
 }
 
-func newHarness(t *testing.T, cfgText string) *harness {
+// newHarness starts a Switch; ifaces are on the bridge before it starts.
+func newHarness(t *testing.T, cfgText string, ifaces ...ovsctl.Interface) *harness {
 	t.Helper()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
@@ -176,9 +178,17 @@ func newHarness(t *testing.T, cfgText string) *harness {
 		OpenPort: func(context.Context, string) (FrameConn, net.HardwareAddr, error) { return h.conn, kgMAC, nil },
 		RandSeq:  func() uint16 { return 1000 },
 	})
+	for _, i := range ifaces {
+		h.db.add(i)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.sw.Run(ctx) }()
+	// Status is served by the control loop, so once it answers, Run has taken
+	// stock of what was on the bridge at start.
+	if _, err := h.sw.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := <-h.done; err != nil {
@@ -418,8 +428,7 @@ router_link_local = "fe80::1"
 port = "vnet3"
 home_address = "2001:db8:2000::10"
 mac = "52:54:00:00:00:10"
-`)
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+`, ovsctl.Interface{Name: "vnet3", OFPort: 3})
 	h.noFrame(t)
 	st, _ := h.sw.Status(context.Background())
 	if st[0].Location != "home" || st[0].BindingState != "" {
@@ -723,5 +732,82 @@ func TestHomeAgentOwnPacketsReachGuest(t *testing.T) {
 	st, _ := h.sw.Status(context.Background())
 	if st[0].Drops["bad-tunnel-source"] != 1 {
 		t.Errorf("got drops %v, want one bad-tunnel-source", st[0].Drops)
+	}
+}
+
+const homeHostConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:2000::2"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+[[vm]]
+port = "vnet3"
+home_address = "2001:db8:2000::10"
+mac = "52:54:00:00:00:10"
+`
+
+func TestReturnHome(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		status  uint8
+		wantNAs int
+	}{
+		{"binding removed", mipv6.StatusAccepted, homeAdvertisements},
+		{"there was no binding", mipv6.StatusNotHomeAgent, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, homeHostConfig)
+			h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+			s := h.nextSent(t)
+			bu, err := mipv6.ParseBUPacket(s.pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bu.Lifetime != 0 || bu.Src != hoa || bu.HomeAddress != hoa || s.dst != ha {
+				t.Fatalf("got %+v to %v, want a de-registration from the home address to the Home Agent", bu, s.dst)
+			}
+			flows := strings.Join(h.flows.text(), "\n")
+			for _, want := range []string{"ipv6_dst=2001:db8:2000::10,nw_proto=135", "in_port=9,dl_src=52:54:00:00:00:10"} {
+				if !strings.Contains(flows, want) {
+					t.Errorf("no flow with %q:\n%s", want, flows)
+				}
+			}
+			if st, _ := h.sw.Status(context.Background()); st[0].Location != "returning" || st[0].BindingState != "deregistering" {
+				t.Errorf("got %+v", st[0])
+			}
+			// The Home Agent answers the home address directly, no routing header.
+			ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Status: tt.status, Sequence: bu.Sequence})
+			netpkt.PutIPv6(ba, len(ba)-netpkt.IPv6Len, ba[6], 64, ha, hoa)
+			h.conn.in <- ethFrame(kgMAC, lanMAC, ba)
+			start := time.Now()
+			for i := 0; i < tt.wantNAs; i++ {
+				f := h.nextFrame(t)
+				eth := netpkt.Ethernet(f)
+				ip, _ := netpkt.ParseIPv6(eth.Payload())
+				m, err := ndp.ParseMessage(ip.Payload())
+				na, ok := m.(*ndp.NeighborAdvertisement)
+				if err != nil || !ok || !na.Override || na.TargetAddress != hoa || eth.Src().String() != guestMAC.String() {
+					t.Fatalf("frame %d: got %v (%v), want an Override NA for %v from %v", i, m, err, hoa, guestMAC)
+				}
+			}
+			if tt.wantNAs > 0 {
+				if el := time.Since(start); el < 1500*time.Millisecond {
+					t.Errorf("%d advertisements in %v, want them a second apart", tt.wantNAs, el)
+				}
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for len(h.flows.text()) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("flows left after the return: %q", h.flows.text())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			h.noFrame(t)
+			if st, _ := h.sw.Status(context.Background()); st[0].Location != "home" {
+				t.Errorf("got %+v, want home", st[0])
+			}
+		})
 	}
 }
