@@ -25,13 +25,14 @@ const (
 	DropBadTunnelSource                   // tunnelled packet not from the guest's Home Agent
 	DropSignalQueueFull                   // control loop behind; signalling packet dropped
 	DropSignalRejected                    // BA/BE/BRR not matching a binding (sender, home address, sequence)
+	DropInactive                          // the guest has not been activated on this host yet
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
-	"signal-rejected",
+	"signal-rejected", "inactive",
 }
 
 func (r DropReason) String() string {

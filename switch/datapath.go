@@ -35,12 +35,18 @@ const maxFrame = 65536 + netpkt.EthernetLen
 // guest is the datapath's view of one VM on a foreign host. Fields other than the
 // counters and ownLL are immutable once published; a change publishes a new guest.
 type guest struct {
-	port     string
-	mac      [6]byte
-	hoa      netip.Addr
-	prefix   netip.Prefix // the home link's prefix
-	ha       netip.Addr
-	tunnel   bool // the Home Agent accepted the binding
+	port   string
+	mac    [6]byte
+	hoa    netip.Addr
+	prefix netip.Prefix // the home link's prefix
+	ha     netip.Addr
+	tunnel bool // the Home Agent accepted the binding
+	// pending: prepared, but the guest has not run here yet (its port appears
+	// when the migration starts, long before the guest resumes here).
+	pending bool
+	// asked is set once the datapath has asked for activation, so a burst of
+	// frames asks once. Shared by every snapshot of this guest.
+	asked    *atomic.Bool
 	nd       *ndresponder.Responder
 	ptbFrom  netip.Addr
 	counters *Counters
@@ -81,11 +87,14 @@ type Datapath struct {
 	// signal receives copies of Mobility Header packets addressed to the care-of
 	// address, for the control loop; when it is full they are dropped and counted.
 	signal chan []byte
-	global Counters
+	// activate receives the port of a prepared guest that just sent its first
+	// frame on this host: it runs here now.
+	activate chan string
+	global   Counters
 }
 
 func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
-	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64)}
+	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64)}
 	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
 	return d
 }
@@ -209,6 +218,21 @@ func (d *Datapath) fromHomeAgent(f *fib, buf []byte, ip netpkt.IPv6, hoa netip.A
 func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []byte {
 	frame := buf[headroom : headroom+n]
 	eth := netpkt.Ethernet(frame)
+	if g.pending {
+		// The first frame of a resumed guest (QEMU announces itself with RARP
+		// at once) is the sign it runs here: only now may the Home Agent hear
+		// of the move, or it finds the guest still on its home link (status
+		// 134). Until the control loop has acted, frames are held back.
+		if !g.asked.Swap(true) {
+			select {
+			case d.activate <- g.port:
+			default:
+				g.asked.Store(false)
+			}
+		}
+		g.counters.drop(DropInactive)
+		return out
+	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
 		g.counters.drop(DropNotIPv6)
 		return out

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
@@ -95,6 +96,10 @@ type vmPort struct {
 	mac      net.HardwareAddr
 	err      string    // why the port could not be served, for status
 	nextRA   time.Time // next unsolicited Router Advertisement; zero = none
+	// pending: on a foreign host, prepared, the guest not yet running here.
+	pending   bool
+	asked     *atomic.Bool
+	activated time.Time
 	// returning: back on a home host, de-registration in progress.
 	returning bool
 	naLeft    int       // Override advertisements still to send
@@ -146,8 +151,9 @@ func (s *Switch) Run(ctx context.Context) error {
 	for {
 		s.armTimer(timer)
 		var signal chan []byte
+		var activate chan string
 		if s.dp != nil {
-			signal = s.dp.signal
+			signal, activate = s.dp.signal, s.dp.activate
 		}
 		select {
 		case <-ctx.Done():
@@ -159,6 +165,10 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.handleEvent(ctx, ev, dpErr)
 		case pkt := <-signal:
 			s.handleSignal(pkt)
+		case port := <-activate:
+			if p := s.ports[port]; p != nil {
+				s.activateGuest(p, "first frame from the guest")
+			}
 		case fn := <-s.requests:
 			fn()
 		case <-timer.C:
@@ -263,17 +273,61 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 		return err
 	}
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
+	p.pending = true
+	p.asked = new(atomic.Bool)
 	s.publish()
-	if nd.Advertises() {
-		// At once: the guest's lifetimes were counting down during the move.
-		p.nextRA = s.deps.Now()
-	}
-	s.log.Info("VM is away from home: registering with its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
+	s.log.Info("VM port on a foreign host: prepared, waiting for the guest to run here", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
 		"home_agent", p.vm.Home.HomeAgent, "care_of", s.cfg.CareOfAddress)
-	if bu, ok := p.binding.Register(s.deps.Now()); ok {
-		s.sendBU(bu)
+	if s.presentAtStart[p.vm.Port] {
+		// It ran here before kgswitch started.
+		delete(s.presentAtStart, p.vm.Port)
+		s.activateGuest(p, "running here at start")
 	}
 	return nil
+}
+
+// activateGuest acts on a move once the guest runs on this host: it registers
+// the care-of address and starts the guest's Router Advertisements.
+func (s *Switch) activateGuest(p *vmPort, why string) {
+	if !p.pending || p.binding == nil {
+		return
+	}
+	p.pending = false
+	now := s.deps.Now()
+	p.activated = now
+	s.publish()
+	s.log.Info("guest runs here: registering with its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "trigger", why,
+		"after", now.Sub(p.since).String())
+	if p.nd.Advertises() {
+		// At once: the guest's lifetimes were counting down during the move.
+		p.nextRA = now
+	}
+	if bu, ok := p.binding.Register(now); ok {
+		s.sendBU(bu)
+	}
+}
+
+// Activate tells the Switch that the guest on port runs on this host now, for
+// automation that knows before the guest's first frame (QEMU's
+// pause-before-switchover, a libvirt event).
+func (s *Switch) Activate(ctx context.Context, port string) error {
+	var err error
+	if e := s.do(ctx, func() {
+		p := s.ports[port]
+		switch {
+		case p == nil:
+			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
+		case p.ofport == 0:
+			err = fmt.Errorf("%w: %s", ErrUnknownPort, port)
+		case !p.foreign:
+			err = fmt.Errorf("%w: %s is on its home link; there is nothing to activate", ErrInvalid, port)
+		default:
+			s.activateGuest(p, "activate command")
+		}
+	}); e != nil {
+		return e
+	}
+	return err
 }
 
 func (s *Switch) deactivate(p *vmPort) {
@@ -515,7 +569,7 @@ func (s *Switch) publish() {
 			continue
 		}
 		g := &guest{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, prefix: p.vm.Home.Prefix, ha: p.vm.Home.HomeAgent,
-			tunnel: p.binding.Tunnelling(now), nd: p.nd, ptbFrom: p.vm.Home.RouterLinkLocal,
+			tunnel: p.binding.Tunnelling(now), pending: p.pending, asked: p.asked, nd: p.nd, ptbFrom: p.vm.Home.RouterLinkLocal,
 			counters: p.counters, ownLL: p.ownLL}
 		f.byMAC[g.mac] = g
 		f.byHoA[g.hoa] = g
@@ -683,6 +737,9 @@ type AddPortRequest struct {
 	HomeAgent   string `json:"home_agent,omitempty"`
 	HomePrefix  string `json:"home_prefix,omitempty"`
 	RouterLL    string `json:"router_link_local,omitempty"`
+	// Activate: the guest already runs on this host (a port bound after the
+	// guest's first frames went by); register at once.
+	Activate bool `json:"activate,omitempty"`
 }
 
 // AddPort binds a port that exists on the bridge to a home address, and serves
@@ -720,6 +777,9 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 		s.handleEvent(ctx, ovsctl.Event{Kind: ovsctl.Added, Iface: iface}, nil)
 		if p.err != "" {
 			return errors.New(p.err)
+		}
+		if req.Activate && p.foreign {
+			s.activateGuest(p, "add-port --activate")
 		}
 	}
 	return nil
@@ -781,6 +841,9 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 				snap := p.binding.Snapshot(now)
 				st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
 				st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
+			}
+			if p.pending {
+				st.BindingState = "waiting-for-guest"
 			}
 			out = append(out, st)
 		}

@@ -247,10 +247,44 @@ func udpPacket(src, dst netip.Addr, payload int) []byte {
 	return p
 }
 
+// rarp is the frame QEMU sends from a guest's NIC right after it resumes
+// (qemu_announce_self): a RARP request, broadcast.
+func rarp(mac net.HardwareAddr) []byte {
+	f := make([]byte, 60)
+	netpkt.PutEthernet(f, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, 0x8035)
+	copy(f[14:], []byte{0, 1, 8, 0, 6, 4, 0, 3})
+	copy(f[22:], mac)
+	copy(f[32:], mac)
+	return f
+}
+
+// arrive puts a guest's port on the bridge and lets the guest announce itself
+// as a resumed QEMU guest does.
+func (h *harness) arrive(t *testing.T, name string, ofport int, mac net.HardwareAddr) {
+	t.Helper()
+	h.db.add(ovsctl.Interface{Name: name, OFPort: ofport})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := h.sw.Status(context.Background())
+		ok := false
+		for _, p := range st {
+			ok = ok || (p.Port == name && p.BindingState == "waiting-for-guest")
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not prepared: %+v", name, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.conn.in <- rarp(mac)
+}
+
 // bind brings vnet3 up on the (foreign) host and completes its registration.
 func (h *harness) bind(t *testing.T) mipv6.BUPacket {
 	t.Helper()
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.arrive(t, "vnet3", 3, guestMAC)
 	s := h.nextSent(t)
 	if s.dst != ha {
 		t.Fatalf("got BU to %v, want %v", s.dst, ha)
@@ -361,7 +395,7 @@ func TestGuestFramesDroppedWithReason(t *testing.T) {
 
 func TestNotBoundYetDrops(t *testing.T) {
 	h := newHarness(t, testConfig)
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.arrive(t, "vnet3", 3, guestMAC)
 	h.nextSent(t) // the BU
 	h.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
 	h.noFrame(t)
@@ -456,7 +490,7 @@ router_link_local = "fe80::1"
 	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:7::10"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("got %v for a home address outside every home network, want ErrInvalid", err)
 	}
-	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:2000::10"}); err != nil {
+	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet3", HomeAddress: "2001:db8:2000::10", Activate: true}); err != nil {
 		t.Fatal(err)
 	}
 	if s := h.nextSent(t); s.dst != ha {
@@ -497,7 +531,7 @@ func TestPortRemovedStopsServing(t *testing.T) {
 
 func TestSignalling(t *testing.T) {
 	h := newHarness(t, testConfig)
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.arrive(t, "vnet3", 3, guestMAC)
 	bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
 	if err != nil {
 		t.Fatal(err)
@@ -596,7 +630,7 @@ func raFrom(frame []byte, mac net.HardwareAddr) (*ndp.RouterAdvertisement, bool)
 
 func TestRouterAdvertisements(t *testing.T) {
 	h := newHarness(t, twoGuestConfig)
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.arrive(t, "vnet3", 3, guestMAC)
 	// One at once on arrival, then one a second.
 	start := time.Now()
 	for i := 0; i < 2; i++ {
@@ -628,9 +662,9 @@ func TestGuestsOfOneHomeLinkTalkDirectly(t *testing.T) {
 	h := newHarness(t, twoGuestConfig)
 	mac4 := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x11}
 	mac5 := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x12}
-	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
-	h.db.add(ovsctl.Interface{Name: "vnet4", OFPort: 4})
-	h.db.add(ovsctl.Interface{Name: "vnet5", OFPort: 5})
+	h.arrive(t, "vnet3", 3, guestMAC)
+	h.arrive(t, "vnet4", 4, mac4)
+	h.arrive(t, "vnet5", 5, mac5)
 	for i := 0; i < 3; i++ {
 		h.nextSent(t) // three Binding Updates
 	}
@@ -810,4 +844,67 @@ func TestReturnHome(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestActivation(t *testing.T) {
+	t.Run("first frame", func(t *testing.T) {
+		h := newHarness(t, testConfig)
+		h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		// The port is there, the guest is not running here yet: nothing may
+		// reach the Home Agent, and the flows are already in place.
+		h.noFrame(t)
+		st, _ := h.sw.Status(context.Background())
+		if st[0].BindingState != "waiting-for-guest" || st[0].Location != "foreign" {
+			t.Fatalf("got %+v, want foreign and waiting-for-guest", st[0])
+		}
+		if len(h.flows.text()) == 0 {
+			t.Error("no flows installed while waiting: the guest's first frame would go to the LAN")
+		}
+		h.conn.in <- rarp(guestMAC)
+		h.conn.in <- rarp(guestMAC) // a burst asks once
+		bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
+		if err != nil || bu.Lifetime == 0 {
+			t.Fatalf("got %+v (%v), want a registration", bu, err)
+		}
+		select {
+		case s := <-h.uplink.out:
+			t.Fatalf("a second BU at once (%d bytes): the burst asked twice", len(s.pkt))
+		case <-time.After(200 * time.Millisecond):
+		}
+		st, _ = h.sw.Status(context.Background())
+		if st[0].Drops["inactive"] < 1 || st[0].BindingState != "registering" {
+			t.Errorf("got %+v, want the announcement counted inactive and registering", st[0])
+		}
+	})
+	t.Run("activate command", func(t *testing.T) {
+		h := newHarness(t, testConfig)
+		ctx := context.Background()
+		if err := h.sw.Activate(ctx, "vnet3"); !errors.Is(err, ErrUnknownPort) {
+			t.Fatalf("activate before the port exists: got %v, want ErrUnknownPort", err)
+		}
+		h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.noFrame(t)
+		if err := h.sw.Activate(ctx, "vnet3"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.sw.Activate(ctx, "vnet3"); err != nil {
+			t.Fatalf("second activate: %v", err)
+		}
+		h.noFrame(t)
+	})
+	t.Run("running here at start", func(t *testing.T) {
+		h := newHarness(t, testConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		if _, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("home port cannot be activated", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		if err := h.sw.Activate(context.Background(), "vnet3"); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("got %v, want ErrInvalid", err)
+		}
+	})
 }

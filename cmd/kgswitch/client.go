@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 
@@ -21,6 +22,7 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	ha := fs.String("home-agent", "", "Home Agent `address`; default: from the home_network containing --hoa")
 	prefix := fs.String("home-prefix", "", "home link `prefix`, e.g. 2001:db8:2000::/64; default: as --home-agent")
 	router := fs.String("router", "", "home router's link-local `address`; default: as --home-agent")
+	activate := fs.Bool("activate", false, "the guest already runs on this host: register at once instead of waiting for its first frame")
 	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
 	// Go's flag package stops at the first positional argument: accept the port
 	// name first (as documented) by parsing the rest after it.
@@ -53,12 +55,36 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	if (*ha != "" || *prefix != "" || *router != "") && (*ha == "" || *prefix == "" || *router == "") {
 		return usageErr("--home-agent, --home-prefix and --router go together")
 	}
-	body, _ := json.Marshal(vswitch.AddPortRequest{Port: port, HomeAddress: *hoa, MAC: *mac, HomeAgent: *ha, HomePrefix: *prefix, RouterLL: *router})
+	body, _ := json.Marshal(vswitch.AddPortRequest{Port: port, HomeAddress: *hoa, MAC: *mac, HomeAgent: *ha, HomePrefix: *prefix, RouterLL: *router, Activate: *activate})
 	var out struct{}
 	if err := call(*socket, http.MethodPost, "/v1/ports", body, &out); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s bound to %s\n", port, *hoa)
+	return nil
+}
+
+func cmdActivate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("activate", "activate PORT [flags]", stderr)
+	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+	var port string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		port, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if port == "" {
+		return usageErr("missing PORT (the OVS interface name, e.g. vnet3)")
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	var out struct{}
+	if err := call(*socket, http.MethodPost, "/v1/ports/"+url.PathEscape(port)+"/activate", nil, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s activated\n", port)
 	return nil
 }
 

@@ -18,6 +18,10 @@ Usage:
         run the daemon for this host
   kgswitch add-port PORT --hoa ADDR [--mac MAC] [--home-agent ADDR --home-prefix PREFIX --router LLADDR]
         bind an OVS port of the running daemon's bridge to a VM's home address
+  kgswitch activate PORT
+        the guest on PORT runs on this host now (e.g. from a libvirt hook or
+        QEMU's pause-before-switchover): register with its Home Agent at once
+        instead of waiting for the guest's first frame
   kgswitch status [--json]
         show every VM the daemon knows: where it runs, its binding, its counters
 
@@ -52,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "add-port":
 		err = cmdAddPort(args[1:], stdout, stderr)
+	case "activate":
+		err = cmdActivate(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "-h", "--help", "help":

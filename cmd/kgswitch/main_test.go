@@ -24,6 +24,8 @@ func TestCLIExitStatus(t *testing.T) {
 		{"add-port bad mac", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--mac", "zz"}, 2, "--mac"},
 		{"add-port partial home", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--home-agent", "2001:db8::1"}, 2, "go together"},
 		{"add-port no daemon", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach the kgswitch daemon"},
+		{"activate missing port", []string{"activate"}, 2, "missing PORT"},
+		{"activate no daemon", []string{"activate", "vnet3", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
 		{"status no daemon", []string{"status", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
 		{"run bad config", []string{"run", "--config", "/nonexistent.toml"}, 2, "no such file"},
 		{"run bad log format", []string{"run", "--log-format", "xml"}, 2, "--log-format"},
