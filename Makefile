@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(shell go env GOPATH 2>/dev/null || echo /root/go)/bin:/usr/sbin:/sbin
 GO ?= go
 
-.PHONY: all build deps demo test check unit integration bench fuzz clean
+.PHONY: all build deps demo test check unit integration bench fuzz fuzz-brief clean
 
 all: build
 
@@ -17,8 +17,9 @@ deps:
 demo: deps
 	$(GO) run ./tests/integration/cmd/demo
 
-## test: static checks, unit tests (race detector) and the netns/OVS integration tests (needs root).
-test: deps check unit integration
+## test: static checks, unit tests (race detector), every fuzz target briefly, and the
+## netns/OVS integration tests (needs root).
+test: deps check unit fuzz-brief integration
 
 check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -38,14 +39,25 @@ integration:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./mipv6/... ./switch/...
 
-## fuzz: run each fuzz target for FUZZTIME (default 20s).
+## fuzz: run each fuzz target for FUZZTIME (default 20s); fuzz-brief: 2s each, part of `test`.
+## A failing input is kept in the package's testdata/fuzz/ and from then on runs with `go test`:
+## commit it with the fix.
 FUZZTIME ?= 20s
-fuzz:
-	@for pkg in ./netpkt ./ndresponder ./mipv6 ./switch ./tests/integration/labha; do \
+# Every package with a fuzz target, found in the tree so that new ones are fuzzed too.
+FUZZ_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' '^func Fuzz' .)))
+define run-fuzz
+	@for pkg in $(FUZZ_PKGS); do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+			echo "== $$pkg $$f ($(1))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(1) $$pkg || exit 1; \
 		done; \
 	done
+endef
+
+fuzz:
+	$(call run-fuzz,$(FUZZTIME))
+
+fuzz-brief:
+	$(call run-fuzz,2s)
 
 clean:
 	rm -rf bin

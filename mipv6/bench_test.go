@@ -42,3 +42,14 @@ func BenchmarkParseBAPacket(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkParseMobilityPacket(b *testing.B) {
+	pkt := AppendBAPacket(nil, testBA())
+	b.ReportAllocs()
+	b.SetBytes(int64(len(pkt)))
+	for b.Loop() {
+		if _, err := ParseMobilityPacket(pkt); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,5 +7,8 @@
 // gVisor's header package, so inspecting a packet neither copies nor
 // allocates; the packet-level helpers (AppendBUPacket, ParseBAPacket, ...)
 // build and parse whole IPv6 packets without allocating when the caller's
-// buffer has room.
+// buffer has room. ParseMobilityPacket is the one walker of the IPv6 header
+// chain they share; a receiver that needs more than they keep (a Home Agent
+// accepting a Binding Update without Home Address option, say) uses it and
+// the views directly.
 package mipv6

@@ -25,7 +25,8 @@ var (
 	// ErrPayloadProto means the MH Payload Proto field is not 59 (no next
 	// header), RFC 6275 §6.1.1.
 	ErrPayloadProto = errors.New("mipv6: mobility header payload proto is not 59")
-	// ErrNotIPv6 means the packet does not start with an IPv6 header.
+	// ErrNotIPv6 means the packet does not start with an IPv6 header; a
+	// packet shorter than one also wraps ErrTruncated.
 	ErrNotIPv6 = errors.New("mipv6: not an IPv6 packet")
 	// ErrNotMobility means the header chain ends, or reaches a header this
 	// package does not walk, before a Mobility Header.
@@ -47,7 +48,4 @@ var (
 	// ErrNoHomeAddress means a Binding Update arrived without a Home
 	// Address destination option (RFC 6275 §6.3, §9.5.1).
 	ErrNoHomeAddress = errors.New("mipv6: no home address option")
-	// ErrNoRoutingHeader means a Binding Acknowledgement arrived without a
-	// type 2 routing header (RFC 6275 §6.4, §11.7.3).
-	ErrNoRoutingHeader = errors.New("mipv6: no type 2 routing header")
 )

@@ -38,93 +38,124 @@ const (
 	rh2Len = 24
 )
 
-// headerChain is what walkHeaders learns about an IPv6 packet on the way to
-// its Mobility Header.
-type headerChain struct {
-	src, dst netip.Addr
-	hoa      netip.Addr // Home Address option, RFC 6275 §6.3
-	rh2      netip.Addr // type 2 routing header address, RFC 6275 §6.4
-	hasHAO   bool
-	hasRH2   bool
-	mh       MobilityHeader
+// MobilityPacket is an IPv6 packet carrying a Mobility Header as found by
+// ParseMobilityPacket: the addresses that RFC 6275 defines around the
+// Mobility Header and the header itself.
+type MobilityPacket struct {
+	Src, Dst netip.Addr // IPv6 header, RFC 8200 §3
+	// HomeAddress is the Home Address destination option (RFC 6275 §6.3);
+	// the zero Addr when the packet carries none.
+	HomeAddress netip.Addr
+	// RoutingAddress is the address of the type 2 routing header (RFC
+	// 6275 §6.4); the zero Addr when the packet carries none.
+	RoutingAddress netip.Addr
+	// MH is the Mobility Header, trimmed to its Header Len. It aliases the
+	// packet. Its checksum has been verified with the pseudo-header of RFC
+	// 6275 §6.1.1 (see PseudoSrc and PseudoDst).
+	MH MobilityHeader
 }
 
-// pseudoSrc returns the checksum pseudo-header source of RFC 6275 §6.1.1:
-// the home address when a Home Address option is present.
-func (h *headerChain) pseudoSrc() netip.Addr {
-	if h.hasHAO {
-		return h.hoa
+// PseudoSrc returns the checksum pseudo-header source of RFC 6275 §6.1.1:
+// the home address when the packet carries a Home Address option, else the
+// IPv6 source.
+func (p *MobilityPacket) PseudoSrc() netip.Addr {
+	if p.HomeAddress.IsValid() {
+		return p.HomeAddress
 	}
-	return h.src
+	return p.Src
 }
 
-// pseudoDst returns the checksum pseudo-header destination: the final
-// destination, i.e. the type 2 routing header's address when present (RFC
-// 8200 §8.1, RFC 6275 §6.4).
-func (h *headerChain) pseudoDst() netip.Addr {
-	if h.hasRH2 {
-		return h.rh2
+// PseudoDst returns the checksum pseudo-header destination of RFC 6275
+// §6.1.1: the final destination, i.e. the type 2 routing header's address
+// when present (RFC 8200 §8.1, RFC 6275 §6.4), else the IPv6 destination.
+func (p *MobilityPacket) PseudoDst() netip.Addr {
+	if p.RoutingAddress.IsValid() {
+		return p.RoutingAddress
 	}
-	return h.dst
+	return p.Dst
 }
 
-// checkChecksum verifies the Mobility Header checksum, RFC 6275 §6.1.1.
-func (h *headerChain) checkChecksum() error {
-	if got, want := h.mh.Checksum(), MHChecksum(h.pseudoSrc(), h.pseudoDst(), h.mh); got != want {
-		return fmt.Errorf("mobility header checksum %#04x, computed %#04x: %w", got, want, ErrChecksum)
+// ParseMobilityPacket parses pkt, an IPv6 packet starting at the IPv6
+// header, up to its Mobility Header: it walks the Hop-by-Hop, Routing and
+// Destination Options headers (RFC 8200 §4), records a Home Address option
+// and a type 2 routing header, checks the Mobility Header with
+// ParseMobilityHeader and verifies its checksum (RFC 6275 §6.1.1), the
+// first check of §9.2. The message type is checked only as far as
+// ParseMobilityHeader does, and the mobility options not at all: that is
+// for the caller, which knows what it expects.
+//
+// Errors wrap the package's sentinels: ErrNotIPv6 (also for a packet shorter
+// than an IPv6 header, together with ErrTruncated), ErrNotMobility and
+// ErrFragment for packets that carry no Mobility Header this package
+// parses, ErrChecksum, and the others for malformed headers. Octets after
+// the Mobility Header within the IPv6 payload are rejected (ErrBadLength):
+// Payload Proto 59 says nothing follows, and the checksum would be
+// ambiguous. Link-layer padding after the payload is ignored. It does not
+// allocate on success.
+func ParseMobilityPacket(pkt []byte) (MobilityPacket, error) {
+	p, err := walkHeaders(pkt)
+	if err != nil {
+		return MobilityPacket{}, err
 	}
-	return nil
+	if got, want := p.MH.Checksum(), MHChecksum(p.PseudoSrc(), p.PseudoDst(), p.MH); got != want {
+		return MobilityPacket{}, fmt.Errorf("mobility header checksum %#04x, computed %#04x: %w", got, want, ErrChecksum)
+	}
+	return p, nil
 }
 
-// walkHeaders parses the IPv6 header of pkt and the extension headers after
-// it (Hop-by-Hop, Routing, Destination Options; RFC 8200 §4) up to the
-// Mobility Header, which it checks with ParseMobilityHeader. Fragments,
-// jumbograms and other upper layers are rejected.
-func walkHeaders(pkt []byte) (headerChain, error) {
-	var h headerChain
+// walkHeaders is ParseMobilityPacket without the checksum check, which
+// tests need to repair packets they edit.
+func walkHeaders(pkt []byte) (MobilityPacket, error) {
+	var p MobilityPacket
 	if len(pkt) < ipv6HeaderLen {
-		return h, fmt.Errorf("IPv6 header: %d octets: %w", len(pkt), ErrTruncated)
+		if len(pkt) > 0 && pkt[0]>>4 != 6 {
+			return p, fmt.Errorf("IP version %d: %w", pkt[0]>>4, ErrNotIPv6)
+		}
+		return p, fmt.Errorf("IPv6 header: %d octets: %w: %w", len(pkt), ErrNotIPv6, ErrTruncated)
 	}
 	if pkt[0]>>4 != 6 {
-		return h, fmt.Errorf("IP version %d: %w", pkt[0]>>4, ErrNotIPv6)
+		return p, fmt.Errorf("IP version %d: %w", pkt[0]>>4, ErrNotIPv6)
 	}
 	plen := int(binary.BigEndian.Uint16(pkt[ipv6PayloadLen:]))
 	if plen == 0 {
 		// Either a jumbogram (RFC 2675) or nothing after the header;
 		// neither can carry a Mobility Header we parse.
-		return h, fmt.Errorf("IPv6 payload length 0: %w", ErrBadLength)
+		return p, fmt.Errorf("IPv6 payload length 0: %w", ErrBadLength)
 	}
 	if ipv6HeaderLen+plen > len(pkt) {
-		return h, fmt.Errorf("IPv6 payload length %d, have %d octets: %w", plen, len(pkt)-ipv6HeaderLen, ErrTruncated)
+		return p, fmt.Errorf("IPv6 payload length %d, have %d octets: %w", plen, len(pkt)-ipv6HeaderLen, ErrTruncated)
 	}
 	// Link layers pad short frames; the payload length is authoritative.
 	pkt = pkt[:ipv6HeaderLen+plen]
-	h.src = netip.AddrFrom16([16]byte(pkt[ipv6Src:]))
-	h.dst = netip.AddrFrom16([16]byte(pkt[ipv6Dst:]))
+	p.Src = netip.AddrFrom16([16]byte(pkt[ipv6Src:]))
+	p.Dst = netip.AddrFrom16([16]byte(pkt[ipv6Dst:]))
 	nh := pkt[ipv6NextHeader]
 	off := ipv6HeaderLen
 	for {
 		if nh == IPProtoMH {
 			mh, err := ParseMobilityHeader(pkt[off:])
 			if err != nil {
-				return h, err
+				return MobilityPacket{}, err
 			}
-			h.mh = mh
-			return h, nil
+			if rest := len(pkt) - off - len(mh); rest != 0 {
+				return MobilityPacket{}, fmt.Errorf("%d octets after the %d-octet mobility header: %w", rest, len(mh), ErrBadLength)
+			}
+			p.MH = mh
+			return p, nil
 		}
 		switch nh {
 		case IPProtoHopByHop, IPProtoDstOpts, IPProtoRouting:
 		case IPProtoFragment:
-			return h, fmt.Errorf("fragment header at offset %d: %w", off, ErrFragment)
+			return MobilityPacket{}, fmt.Errorf("fragment header at offset %d: %w", off, ErrFragment)
 		default:
-			return h, fmt.Errorf("next header %d at offset %d: %w", nh, off, ErrNotMobility)
+			return MobilityPacket{}, fmt.Errorf("next header %d at offset %d: %w", nh, off, ErrNotMobility)
 		}
 		if len(pkt)-off < 2 {
-			return h, fmt.Errorf("extension header %d at offset %d: %w", nh, off, ErrTruncated)
+			return MobilityPacket{}, fmt.Errorf("extension header %d at offset %d: %w", nh, off, ErrTruncated)
 		}
 		n := (int(pkt[off+1]) + 1) * 8
 		if n > len(pkt)-off {
-			return h, fmt.Errorf("extension header %d at offset %d: length %d, have %d: %w", nh, off, n, len(pkt)-off, ErrTruncated)
+			return MobilityPacket{}, fmt.Errorf("extension header %d at offset %d: length %d, have %d: %w", nh, off, n, len(pkt)-off, ErrTruncated)
 		}
 		ext := pkt[off : off+n]
 		var err error
@@ -132,16 +163,16 @@ func walkHeaders(pkt []byte) (headerChain, error) {
 		case IPProtoHopByHop:
 			// RFC 8200 §4.1: only immediately after the IPv6 header.
 			if off != ipv6HeaderLen {
-				return h, fmt.Errorf("hop-by-hop header at offset %d: %w", off, ErrBadExtHeader)
+				return MobilityPacket{}, fmt.Errorf("hop-by-hop header at offset %d: %w", off, ErrBadExtHeader)
 			}
-			err = h.walkOptions(ext, false)
+			err = p.walkOptions(ext, false)
 		case IPProtoDstOpts:
-			err = h.walkOptions(ext, true)
+			err = p.walkOptions(ext, true)
 		case IPProtoRouting:
-			err = h.walkRouting(ext)
+			err = p.walkRouting(ext)
 		}
 		if err != nil {
-			return h, fmt.Errorf("extension header %d at offset %d: %w", nh, off, err)
+			return MobilityPacket{}, fmt.Errorf("extension header %d at offset %d: %w", nh, off, err)
 		}
 		nh = ext[0]
 		off += n
@@ -152,7 +183,7 @@ func walkHeaders(pkt []byte) (headerChain, error) {
 // header (RFC 8200 §4.2) and records a Home Address option (RFC 6275 §6.3)
 // when dst is set. An unrecognized option whose action bits demand discard
 // makes the packet unacceptable, as it would be for any receiving node.
-func (h *headerChain) walkOptions(ext []byte, dst bool) error {
+func (p *MobilityPacket) walkOptions(ext []byte, dst bool) error {
 	opts := ext[2:]
 	for i := 0; i < len(opts); {
 		typ := opts[i]
@@ -173,11 +204,10 @@ func (h *headerChain) walkOptions(ext []byte, dst bool) error {
 			if n != 16 {
 				return fmt.Errorf("home address option length %d, want 16: %w", n, ErrBadLength)
 			}
-			if h.hasHAO {
+			if p.HomeAddress.IsValid() {
 				return fmt.Errorf("second home address option: %w", ErrBadExtHeader)
 			}
-			h.hoa = netip.AddrFrom16([16]byte(opts[i+2:]))
-			h.hasHAO = true
+			p.HomeAddress = netip.AddrFrom16([16]byte(opts[i+2:]))
 		case typ>>6 != 0:
 			return fmt.Errorf("unrecognized option %#02x requires discard: %w", typ, ErrBadExtHeader)
 		}
@@ -188,12 +218,14 @@ func (h *headerChain) walkOptions(ext []byte, dst bool) error {
 
 // walkRouting checks a routing header (RFC 8200 §4.4) and records the
 // address of a type 2 routing header, which RFC 6275 §6.4 fixes at Hdr Ext
-// Len 2, Segments Left 1.
-func (h *headerChain) walkRouting(ext []byte) error {
+// Len 2, Segments Left 1. A routing header after a type 2 routing header is
+// refused: RFC 8200 §4.1 expects one routing header, and a second one would
+// leave the final destination, which the checksum covers, in doubt.
+func (p *MobilityPacket) walkRouting(ext []byte) error {
 	if len(ext) < 4 {
 		return fmt.Errorf("routing header: %w", ErrTruncated)
 	}
-	if h.hasRH2 {
+	if p.RoutingAddress.IsValid() {
 		return fmt.Errorf("second routing header: %w", ErrBadRoutingHeader)
 	}
 	typ, left := ext[2], ext[3]
@@ -208,8 +240,7 @@ func (h *headerChain) walkRouting(ext []byte) error {
 	if ext[1] != 2 || left != 1 {
 		return fmt.Errorf("type 2 routing header with hdr ext len %d, segments left %d: %w", ext[1], left, ErrBadRoutingHeader)
 	}
-	h.rh2 = netip.AddrFrom16([16]byte(ext[8:24]))
-	h.hasRH2 = true
+	p.RoutingAddress = netip.AddrFrom16([16]byte(ext[8:24]))
 	return nil
 }
 

@@ -258,7 +258,7 @@ func refix(t *testing.T, pkt []byte) []byte {
 	if err != nil {
 		t.Fatalf("refix: %v", err)
 	}
-	h.mh.SetChecksum(MHChecksum(h.pseudoSrc(), h.pseudoDst(), h.mh))
+	h.MH.SetChecksum(MHChecksum(h.PseudoSrc(), h.PseudoDst(), h.MH))
 	return pkt
 }
 
@@ -413,13 +413,6 @@ func TestParseBAPacketErrors(t *testing.T) {
 		want error
 	}{
 		{"no routing header", AppendBindingErrorPacket(nil, BEPacket{Src: haAddr, Dst: coa}), ErrWrongType},
-		{"BA without routing header", func() []byte {
-			b := append([]byte(nil), good[:40]...)
-			b[6] = IPProtoMH
-			b = append(b, good[64:]...)
-			binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
-			return refix(t, b)
-		}(), ErrNoRoutingHeader},
 		{"segments left 0", edit(func(b []byte) []byte { b[43] = 0; return b }), ErrBadRoutingHeader},
 		{"segments left 2", edit(func(b []byte) []byte { b[43] = 2; return b }), ErrBadRoutingHeader},
 		{"hdr ext len 4", edit(func(b []byte) []byte {
@@ -666,6 +659,8 @@ func TestNoAllocs(t *testing.T) {
 	buf := make([]byte, 0, 256)
 	buPkt := AppendBUPacket(nil, bu)
 	baPkt := AppendBAPacket(nil, ba)
+	bePkt := AppendBindingErrorPacket(nil, BEPacket{Src: haAddr, Dst: coa, Status: BEStatusUnknownBinding, HomeAddress: hoa})
+	brrPkt := AppendBRRPacket(nil, BRRPacket{Src: haAddr, Dst: hoa})
 	tests := []struct {
 		name string
 		f    func()
@@ -674,10 +669,129 @@ func TestNoAllocs(t *testing.T) {
 		{"AppendBAPacket", func() { buf = AppendBAPacket(buf[:0], ba) }},
 		{"ParseBUPacket", func() { _, _ = ParseBUPacket(buPkt) }},
 		{"ParseBAPacket", func() { _, _ = ParseBAPacket(baPkt) }},
+		{"ParseMobilityPacket(BU)", func() { _, _ = ParseMobilityPacket(buPkt) }},
+		{"ParseMobilityPacket(BA)", func() { _, _ = ParseMobilityPacket(baPkt) }},
+		{"ParseBindingErrorPacket", func() { _, _ = ParseBindingErrorPacket(bePkt) }},
+		{"ParseBRRPacket", func() { _, _ = ParseBRRPacket(brrPkt) }},
 	}
 	for _, tt := range tests {
 		if got := testing.AllocsPerRun(100, tt.f); got != 0 {
 			t.Errorf("got %s allocs = %v, want 0", tt.name, got)
 		}
+	}
+}
+
+func TestParseMobilityPacket(t *testing.T) {
+	bu := AppendBUPacket(nil, testBU())
+	ba := AppendBAPacket(nil, testBA())
+	be := AppendBindingErrorPacket(nil, BEPacket{Src: haAddr, Dst: coa, Status: BEStatusUnknownBinding, HomeAddress: hoa})
+	brr := AppendBRRPacket(nil, BRRPacket{Src: haAddr, Dst: hoa})
+	// A BU without Home Address option: the checksum's pseudo-header
+	// source is then the IPv6 source (RFC 6275 §6.1.1).
+	noHAO := func() []byte {
+		b := append([]byte(nil), bu[:40]...)
+		b[6] = IPProtoMH
+		b = append(b, bu[64:]...)
+		binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
+		return refix(t, b)
+	}()
+	tests := []struct {
+		name    string
+		pkt     []byte
+		want    MobilityPacket
+		wantOff int // offset of the Mobility Header in pkt
+	}{
+		{"BU with home address option", bu, MobilityPacket{Src: coa, Dst: haAddr, HomeAddress: hoa}, 64},
+		{"BU without home address option", noHAO, MobilityPacket{Src: coa, Dst: haAddr}, 40},
+		{"BA with type 2 routing header", ba, MobilityPacket{Src: haAddr, Dst: coa, RoutingAddress: hoa}, 64},
+		{"binding error", be, MobilityPacket{Src: haAddr, Dst: coa}, 40},
+		{"binding refresh request", brr, MobilityPacket{Src: haAddr, Dst: hoa}, 40},
+		{"link-layer padding", append(append([]byte(nil), ba...), 0, 0), MobilityPacket{Src: haAddr, Dst: coa, RoutingAddress: hoa}, 64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseMobilityPacket(tt.pkt)
+			if err != nil {
+				t.Fatalf("got ParseMobilityPacket error = %v, want nil", err)
+			}
+			mh := got.MH
+			got.MH = nil
+			if diff := cmp.Diff(tt.want, got, addrCmp); diff != "" {
+				t.Errorf("got ParseMobilityPacket diff (-want +got):\n%s", diff)
+			}
+			wantMH := tt.pkt[tt.wantOff : 40+int(binary.BigEndian.Uint16(tt.pkt[4:]))]
+			if !bytes.Equal(mh, wantMH) {
+				t.Errorf("got MH = %x, want %x", mh, wantMH)
+			}
+			if len(mh) > 0 && &mh[0] != &tt.pkt[tt.wantOff] {
+				t.Errorf("got MH copied, want it to alias the packet")
+			}
+		})
+	}
+}
+
+func TestParseMobilityPacketErrors(t *testing.T) {
+	good := AppendBAPacket(nil, testBA())
+	edit := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	tests := []struct {
+		name string
+		pkt  []byte
+		want []error // the error must wrap each
+	}{
+		{"empty", nil, []error{ErrNotIPv6, ErrTruncated}},
+		{"short IPv6 header", good[:39], []error{ErrNotIPv6, ErrTruncated}},
+		{"short IPv4 header", []byte{0x45, 0, 0, 20}, []error{ErrNotIPv6}},
+		{"IPv4", edit(func(b []byte) []byte { b[0] = 0x45; return b }), []error{ErrNotIPv6}},
+		{"UDP", func() []byte {
+			b := appendIPv6Header(nil, 17, coa, haAddr)
+			b = append(b, 0, 1, 0, 2, 0, 8, 0, 0)
+			binary.BigEndian.PutUint16(b[4:], 8)
+			return b
+		}(), []error{ErrNotMobility}},
+		{"fragment", insertExt(good, IPProtoFragment, make([]byte, 8)), []error{ErrFragment}},
+		{"bad checksum", edit(func(b []byte) []byte { b[64+4] ^= 1; return b }), []error{ErrChecksum}},
+		{"checksum over the IPv6 destination", edit(func(b []byte) []byte {
+			m := MobilityHeader(b[64:])
+			m.SetChecksum(MHChecksum(haAddr, coa, m))
+			return b
+		}), []error{ErrChecksum}},
+		{"octets after the mobility header", edit(func(b []byte) []byte {
+			b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+			binary.BigEndian.PutUint16(b[4:], uint16(len(b)-40))
+			return b
+		}), []error{ErrBadLength}},
+		{"unknown MH type", edit(func(b []byte) []byte { b[64+2] = 200; return b }), []error{ErrUnknownType}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseMobilityPacket(tt.pkt)
+			for _, w := range tt.want {
+				if !errors.Is(err, w) {
+					t.Errorf("got error = %v, want one wrapping %v", err, w)
+				}
+			}
+			if got.MH != nil || got.Src.IsValid() {
+				t.Errorf("got packet = %+v on error, want zero", got)
+			}
+		})
+	}
+}
+
+// A BA answering a de-registration from the home link goes to the home address
+// itself, with no routing header (RFC 6275 §11.5.4; UMIP's mip6d does so).
+func TestBAToMobileNodeAtHome(t *testing.T) {
+	hoa := netip.MustParseAddr("2001:db8:2000::10")
+	ha := netip.MustParseAddr("2001:db8:2000::1")
+	want := BAPacket{Src: ha, Dst: hoa, HomeAddress: hoa, Status: StatusAccepted, Sequence: 77}
+	pkt := AppendBAPacket(nil, want)
+	if pkt[6] != IPProtoMH || len(pkt) != 40+16 {
+		t.Fatalf("got next header %d, %d octets, want the Mobility Header right after the IPv6 header (56 octets)", pkt[6], len(pkt))
+	}
+	got, err := ParseBAPacket(pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("got %+v, want %+v", got, want)
 	}
 }

@@ -65,33 +65,30 @@ func AppendBUPacket(b []byte, p BUPacket) []byte {
 	return finishMH(b, start, mh, p.HomeAddress, p.Dst)
 }
 
-// ParseBUPacket parses a Binding Update packet (RFC 6275 §9.5.1): it walks
-// the IPv6 extension headers, requires a Home Address option, verifies the
-// Mobility Header checksum and decodes the options of §6.2.4-§6.2.7,
-// skipping unknown ones. It does not allocate on success.
+// ParseBUPacket parses a Binding Update packet (RFC 6275 §9.5.1) with
+// ParseMobilityPacket, requires a Home Address option and decodes the
+// options of §6.2.4-§6.2.7, skipping unknown ones. It does not allocate on
+// success.
 func ParseBUPacket(pkt []byte) (BUPacket, error) {
-	h, err := walkHeaders(pkt)
+	h, err := ParseMobilityPacket(pkt)
 	if err != nil {
 		return BUPacket{}, fmt.Errorf("binding update: %w", err)
 	}
-	if t := h.mh.Type(); t != TypeBindingUpdate {
+	if t := h.MH.Type(); t != TypeBindingUpdate {
 		return BUPacket{}, fmt.Errorf("binding update: got MH type %d: %w", t, ErrWrongType)
 	}
-	if !h.hasHAO {
+	if !h.HomeAddress.IsValid() {
 		return BUPacket{}, fmt.Errorf("binding update: %w", ErrNoHomeAddress)
 	}
-	if err := h.checkChecksum(); err != nil {
-		return BUPacket{}, fmt.Errorf("binding update: %w", err)
-	}
-	u := BindingUpdate(h.mh.MessageData())
+	u := BindingUpdate(h.MH.MessageData())
 	o, err := parseOptions(u.Options())
 	if err != nil {
 		return BUPacket{}, fmt.Errorf("binding update: %w", err)
 	}
 	return BUPacket{
-		Src:             h.src,
-		Dst:             h.dst,
-		HomeAddress:     h.hoa,
+		Src:             h.Src,
+		Dst:             h.Dst,
+		HomeAddress:     h.HomeAddress,
 		Sequence:        u.Sequence(),
 		Flags:           u.Flags(),
 		Lifetime:        u.Lifetime(),
@@ -120,13 +117,21 @@ type BAPacket struct {
 // home address, and a Binding Acknowledgement with a Binding Refresh Advice
 // option (§6.2.4) when RefreshInterval is not zero, padded to a multiple of
 // 8 octets. The checksum uses Src as pseudo-header source and the home
-// address, the final destination, as destination. It does not allocate when
-// b has room for the packet (80 octets).
+// address, the final destination, as destination. A BA to a mobile node at
+// home (Dst equal to HomeAddress, the answer to a de-registration from the
+// home link, §11.5.4) needs no routing header and gets none, as UMIP's mip6d
+// sends it. It does not allocate when b has room for the packet (80 octets).
 func AppendBAPacket(b []byte, p BAPacket) []byte {
 	start := len(b)
-	b = appendIPv6Header(b, IPProtoRouting, p.Src, p.Dst)
-	b = appendRH2(b, IPProtoMH, p.HomeAddress)
-	mh := len(b)
+	mh := 0
+	if p.Dst == p.HomeAddress {
+		b = appendIPv6Header(b, IPProtoMH, p.Src, p.Dst)
+		mh = len(b)
+	} else {
+		b = appendIPv6Header(b, IPProtoRouting, p.Src, p.Dst)
+		b = appendRH2(b, IPProtoMH, p.HomeAddress)
+		mh = len(b)
+	}
 	b = appendMHPrefix(b, TypeBindingAck)
 	a := BindingAck(b[mh+mhData:])
 	a.SetStatus(p.Status)
@@ -141,33 +146,32 @@ func AppendBAPacket(b []byte, p BAPacket) []byte {
 	return finishMH(b, start, mh, p.Src, p.HomeAddress)
 }
 
-// ParseBAPacket parses a Binding Acknowledgement packet (RFC 6275 §11.7.3):
-// it walks the IPv6 extension headers, requires a type 2 routing header,
-// verifies the Mobility Header checksum and decodes a Binding Refresh Advice
-// option, skipping unknown options. It does not allocate on success.
+// ParseBAPacket parses a Binding Acknowledgement packet (RFC 6275 §11.7.3)
+// with ParseMobilityPacket and decodes a Binding Refresh Advice option,
+// skipping unknown options. The home address is the type 2 routing header's;
+// without one the BA went to a mobile node at home and the home address is
+// the destination. It does not allocate on success.
 func ParseBAPacket(pkt []byte) (BAPacket, error) {
-	h, err := walkHeaders(pkt)
+	h, err := ParseMobilityPacket(pkt)
 	if err != nil {
 		return BAPacket{}, fmt.Errorf("binding ack: %w", err)
 	}
-	if t := h.mh.Type(); t != TypeBindingAck {
+	if t := h.MH.Type(); t != TypeBindingAck {
 		return BAPacket{}, fmt.Errorf("binding ack: got MH type %d: %w", t, ErrWrongType)
 	}
-	if !h.hasRH2 {
-		return BAPacket{}, fmt.Errorf("binding ack: %w", ErrNoRoutingHeader)
+	hoa := h.RoutingAddress
+	if !hoa.IsValid() {
+		hoa = h.Dst
 	}
-	if err := h.checkChecksum(); err != nil {
-		return BAPacket{}, fmt.Errorf("binding ack: %w", err)
-	}
-	a := BindingAck(h.mh.MessageData())
+	a := BindingAck(h.MH.MessageData())
 	o, err := parseOptions(a.Options())
 	if err != nil {
 		return BAPacket{}, fmt.Errorf("binding ack: %w", err)
 	}
 	return BAPacket{
-		Src:             h.src,
-		Dst:             h.dst,
-		HomeAddress:     h.rh2,
+		Src:             h.Src,
+		Dst:             h.Dst,
+		HomeAddress:     hoa,
 		Status:          a.Status(),
 		Flags:           a.Flags(),
 		Sequence:        a.Sequence(),
@@ -205,24 +209,21 @@ func AppendBindingErrorPacket(b []byte, p BEPacket) []byte {
 }
 
 // ParseBindingErrorPacket parses a Binding Error packet (RFC 6275 §6.1.9,
-// §11.3.6): it walks the IPv6 extension headers, verifies the Mobility
-// Header checksum and checks the options' framing.
+// §11.3.6) with ParseMobilityPacket and checks the options' framing. It
+// does not allocate on success.
 func ParseBindingErrorPacket(pkt []byte) (BEPacket, error) {
-	h, err := walkHeaders(pkt)
+	h, err := ParseMobilityPacket(pkt)
 	if err != nil {
 		return BEPacket{}, fmt.Errorf("binding error: %w", err)
 	}
-	if t := h.mh.Type(); t != TypeBindingError {
+	if t := h.MH.Type(); t != TypeBindingError {
 		return BEPacket{}, fmt.Errorf("binding error: got MH type %d: %w", t, ErrWrongType)
 	}
-	if err := h.checkChecksum(); err != nil {
-		return BEPacket{}, fmt.Errorf("binding error: %w", err)
-	}
-	e := BindingError(h.mh.MessageData())
+	e := BindingError(h.MH.MessageData())
 	if _, err := parseOptions(e.Options()); err != nil {
 		return BEPacket{}, fmt.Errorf("binding error: %w", err)
 	}
-	return BEPacket{Src: h.src, Dst: h.dst, Status: e.Status(), HomeAddress: e.HomeAddress()}, nil
+	return BEPacket{Src: h.Src, Dst: h.Dst, Status: e.Status(), HomeAddress: e.HomeAddress()}, nil
 }
 
 // BRRPacket is a whole Binding Refresh Request packet, RFC 6275 §6.1.2. Like
@@ -247,24 +248,20 @@ func AppendBRRPacket(b []byte, p BRRPacket) []byte {
 }
 
 // ParseBRRPacket parses a Binding Refresh Request packet (RFC 6275 §6.1.2,
-// §11.7.4): it walks the IPv6 extension headers and verifies the Mobility
-// Header checksum and the options' framing. Dst is the IPv6 destination
-// field.
+// §11.7.4) with ParseMobilityPacket and checks the options' framing. Dst is
+// the IPv6 destination field. It does not allocate on success.
 func ParseBRRPacket(pkt []byte) (BRRPacket, error) {
-	h, err := walkHeaders(pkt)
+	h, err := ParseMobilityPacket(pkt)
 	if err != nil {
 		return BRRPacket{}, fmt.Errorf("binding refresh request: %w", err)
 	}
-	if t := h.mh.Type(); t != TypeBindingRefreshRequest {
+	if t := h.MH.Type(); t != TypeBindingRefreshRequest {
 		return BRRPacket{}, fmt.Errorf("binding refresh request: got MH type %d: %w", t, ErrWrongType)
 	}
-	if err := h.checkChecksum(); err != nil {
+	if _, err := parseOptions(BindingRefreshRequest(h.MH.MessageData()).Options()); err != nil {
 		return BRRPacket{}, fmt.Errorf("binding refresh request: %w", err)
 	}
-	if _, err := parseOptions(BindingRefreshRequest(h.mh.MessageData()).Options()); err != nil {
-		return BRRPacket{}, fmt.Errorf("binding refresh request: %w", err)
-	}
-	return BRRPacket{Src: h.src, Dst: h.dst}, nil
+	return BRRPacket{Src: h.Src, Dst: h.Dst}, nil
 }
 
 // appendMHPrefix appends the Mobility Header prefix with Payload Proto 59

@@ -812,8 +812,10 @@ func TestReturnHome(t *testing.T) {
 				t.Errorf("got %+v", st[0])
 			}
 			// The Home Agent answers the home address directly, no routing header.
-			ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Status: tt.status, Sequence: bu.Sequence})
-			netpkt.PutIPv6(ba, len(ba)-netpkt.IPv6Len, ba[6], 64, ha, hoa)
+			ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: hoa, HomeAddress: hoa, Status: tt.status, Sequence: bu.Sequence})
+			if ba[6] != mipv6.IPProtoMH {
+				t.Fatalf("BA to the home address carries next header %d, want the Mobility Header directly", ba[6])
+			}
 			h.conn.in <- ethFrame(kgMAC, lanMAC, ba)
 			start := time.Now()
 			for i := 0; i < tt.wantNAs; i++ {

@@ -52,6 +52,30 @@ func TestParseRequest(t *testing.T) {
 	udp = append(udp, 0, 1, 0, 2, 0, 8, 0, 0)
 	truncated := buPacket(base)
 	truncated = truncated[:len(truncated)-8]
+	// Eight octets after the Mobility Header inside the IPv6 payload: the
+	// checksum's upper-layer length would be ambiguous (RFC 8200 §8.1).
+	trailing := append(buPacket(base), make([]byte, 8)...)
+	{
+		plen := len(trailing) - ipv6HeaderLen
+		trailing[ipv6PayLen], trailing[ipv6PayLen+1] = byte(plen>>8), byte(plen)
+	}
+	// A Fragment header between the IPv6 header and the rest.
+	fragment := buPacket(base)
+	{
+		f := append([]byte(nil), fragment[:ipv6HeaderLen]...)
+		f[ipv6NextHdr] = mipv6.IPProtoFragment
+		f = append(f, fragment[ipv6NextHdr], 0, 0, 0, 0, 0, 0, 1)
+		f = append(f, fragment[ipv6HeaderLen:]...)
+		plen := len(f) - ipv6HeaderLen
+		f[ipv6PayLen], f[ipv6PayLen+1] = byte(plen>>8), byte(plen)
+		fragment = f
+	}
+	unknownMH := buPacket(base)
+	{
+		mh := mipv6.MobilityHeader(unknownMH[len(unknownMH)-16:])
+		mh[2] = 42 // MH Type unknown to RFC 6275
+		mh.SetChecksum(mipv6.MHChecksum(testHoA, testHA, mh))
+	}
 	tests := []struct {
 		name    string
 		pkt     []byte
@@ -89,6 +113,11 @@ func TestParseRequest(t *testing.T) {
 		{name: "UDP is not a BU", pkt: udp, wantErr: ErrNotBU},
 		{name: "IPv4", pkt: []byte{0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, wantErr: ErrNotBU},
 		{name: "truncated", pkt: truncated, wantErr: ErrMalformed},
+		{name: "octets after the mobility header", pkt: trailing, wantErr: ErrMalformed},
+		{name: "unknown MH type", pkt: unknownMH, wantErr: ErrMalformed},
+		{name: "fragment", pkt: fragment, wantErr: ErrNotBU},
+		{name: "shorter than an IPv6 header", pkt: buPacket(base)[:20], wantErr: ErrNotBU},
+		{name: "empty", pkt: nil, wantErr: ErrNotBU},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

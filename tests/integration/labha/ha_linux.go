@@ -430,14 +430,9 @@ func (h *HomeAgent) sendBA(ctx context.Context, d Decision) {
 		Sequence:    d.Ack.Sequence,
 		Lifetime:    d.Ack.Lifetime,
 	})
-	var err error
-	if d.HomeAddress == d.CareOf {
-		pkt, err = stripRH2(pkt)
-	}
-	if err == nil {
-		err = h.raw.send(ctx, pkt, d.CareOf)
-	}
-	if err != nil {
+	// To a mobile node at home (de-registration) AppendBAPacket leaves the
+	// routing header out, as mip6d does.
+	if err := h.raw.send(ctx, pkt, d.CareOf); err != nil {
 		h.log.Info(EventError, "hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "reason", "send BA: "+err.Error())
 		return
 	}

@@ -128,21 +128,6 @@ func InsertRH2(b, pkt []byte, coa netip.Addr) ([]byte, error) {
 	return append(b, pkt[ipv6HeaderLen:]...), nil
 }
 
-// stripRH2 removes the type 2 routing header that directly follows the
-// IPv6 header of pkt, in place. mip6d sends a Binding Acknowledgement
-// without routing header when the home address is the care-of address (a
-// Binding Update without Home Address option); the MH checksum does not
-// change, its pseudo-header destination being that same address.
-func stripRH2(pkt []byte) ([]byte, error) {
-	if err := checkIPv6(pkt); err != nil || len(pkt) < ipv6HeaderLen+rh2Len || pkt[ipv6NextHdr] != mipv6.IPProtoRouting {
-		return pkt, fmt.Errorf("no type 2 routing header: %w", ErrNotIPv6)
-	}
-	pkt[ipv6NextHdr] = pkt[ipv6HeaderLen]
-	binary.BigEndian.PutUint16(pkt[ipv6PayLen:], uint16(len(pkt)-ipv6HeaderLen-rh2Len))
-	copy(pkt[ipv6HeaderLen:], pkt[ipv6HeaderLen+rh2Len:])
-	return pkt[:len(pkt)-rh2Len], nil
-}
-
 // multicastMAC returns the Ethernet address of IPv6 multicast group g,
 // RFC 2464 §7.
 func multicastMAC(g netip.Addr) net.HardwareAddr {
