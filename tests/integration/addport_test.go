@@ -60,14 +60,8 @@ func TestAddPort(t *testing.T) {
 	if _, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		if n, _ := e.Ping(ctx, "cn", hoa, 1); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cn cannot reach %s after add-port", hoa)
-		}
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 40*time.Second); err != nil {
+		t.Fatalf("after add-port: %v", err)
 	}
 	st, err := e.Status(ctx, "hostB", lab.GuestPort)
 	if err != nil {

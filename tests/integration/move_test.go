@@ -118,14 +118,8 @@ func TestMoveKeepsHomeAddress(t *testing.T) {
 	}
 
 	// The correspondent reaches the guest again (after the Home Agent's takeover).
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		if n, _ := e.Ping(ctx, "cn", hoa, 1); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cn cannot reach %s 40 s after the binding", hoa)
-		}
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 40*time.Second); err != nil {
+		t.Fatalf("after the binding: %v", err)
 	}
 	client, server, err := stream.Wait()
 	if err != nil {

@@ -42,6 +42,15 @@ var (
 	// address of a guest that runs on hostB (RFC 6275, section 2).
 	CareOfAddr = netip.MustParseAddr("2001:db8:3000::3")
 
+	// ForeignPrefixC is the prefix of the second foreign link, hostC's.
+	ForeignPrefixC = netip.MustParsePrefix("2001:db8:4000::/64")
+	// RouterForeignAddrC is the router's global address on the second
+	// foreign link.
+	RouterForeignAddrC = netip.MustParseAddr("2001:db8:4000::1")
+	// CareOfAddrC is hostC's own address (on its OVS bridge br0), the
+	// care-of address of a guest that runs on hostC.
+	CareOfAddrC = netip.MustParseAddr("2001:db8:4000::3")
+
 	// GuestMAC is the MAC address of the guest's interface eth0.
 	GuestMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0x10}
 	// GuestLinkLocal is the guest's link-local address, formed from GuestMAC
@@ -52,16 +61,21 @@ var (
 // Interface and bridge names that users of the lab need to know. Names are
 // per network namespace, so they need not be unique across labs.
 const (
-	// Bridge is the OVS bridge on hostA and hostB; its LOCAL port is a tap
+	// Bridge is the OVS bridge on every host (see Hosts); its LOCAL port is a tap
 	// device of the same name that carries the host's address.
 	Bridge = "br0"
 	// GuestPort is the host side of the guest's veth: an OVS port of the
 	// bridge on whichever host the guest runs (see Lab.GuestHost).
 	GuestPort = "vnet3"
-	// Uplink is the name of the host uplink (an OVS port of br0) in hostA and
-	// hostB, and of the only interface in cn, ha and vm.
+	// Uplink is the name of the host uplink (an OVS port of br0) in every
+	// host, and of the only interface in cn, ha and vm.
 	Uplink = "eth0"
 )
 
 // Nodes lists every node name that NS, Command, Run and Start accept.
-var Nodes = []string{"sw", "cn", "rtr", "ha", "hostA", "hostB", "vm"}
+var Nodes = []string{"sw", "cn", "rtr", "ha", "hostA", "hostB", "hostC", "vm"}
+
+// Hosts lists the hypervisor hosts, each with its own Open vSwitch: hostA on
+// the home link, hostB on the foreign link and hostC on the second foreign
+// link. The guest's port moves between them with MoveGuest.
+var Hosts = []string{"hostA", "hostB", "hostC"}

@@ -63,6 +63,8 @@ var veths = []veth{
 	{node1: "ha", name1: "eth0", node2: "sw", name2: "ha"},
 	{node1: "hostA", name1: Uplink, node2: "sw", name2: "hostA"},
 	{node1: "hostB", name1: Uplink, node2: "sw", name2: "hostB"},
+	{node1: "rtr", name1: "fgn2", node2: "sw", name2: "rtr-fgn2"},
+	{node1: "hostC", name1: Uplink, node2: "sw", name2: "hostC"},
 	{node1: "vm", name1: "eth0", node2: "hostA", name2: GuestPort, mac1: "52:54:00:00:00:10"},
 }
 
@@ -73,7 +75,12 @@ var bridgePorts = map[string]string{
 	"hostA":    "home",
 	"rtr-fgn":  "foreign",
 	"hostB":    "foreign",
+	"rtr-fgn2": "foreign2",
+	"hostC":    "foreign2",
 }
+
+// bridges are the Linux bridges in sw, one per link; bridgePorts names them.
+var bridges = []string{"home", "foreign", "foreign2"}
 
 // ipConfig is, per node, the `ip` commands (without -n) that give it its
 // addresses and routes, run after all links exist.
@@ -88,6 +95,8 @@ var ipConfig = map[string][][]string{
 		{"addr", "add", "fe80::1/64", "dev", "home0", "nodad"},
 		{"addr", "add", "2001:db8:3000::1/64", "dev", "fgn0", "nodad"},
 		{"addr", "add", "fe80::1/64", "dev", "fgn0", "nodad"},
+		{"addr", "add", "2001:db8:4000::1/64", "dev", "fgn2", "nodad"},
+		{"addr", "add", "fe80::1/64", "dev", "fgn2", "nodad"},
 	},
 	"ha": {
 		{"addr", "add", "2001:db8:2000::1/64", "dev", "eth0", "nodad"},
@@ -99,6 +108,10 @@ var ipConfig = map[string][][]string{
 	},
 	"hostB": {
 		{"addr", "add", "2001:db8:3000::3/64", "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+	},
+	"hostC": {
+		{"addr", "add", "2001:db8:4000::3/64", "dev", Bridge, "nodad"},
 		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
 	},
 	"vm": {
@@ -116,19 +129,27 @@ func (l *Lab) build(ctx context.Context) error {
 	l.Dir = dir
 	l.logf("lab %s: dir %s", l.ID, dir)
 
-	for _, node := range Nodes {
+	l.ovs = make(map[string]*OVSHost, len(Hosts))
+	for _, h := range Hosts {
+		l.ovs[h] = l.newOVSHost(h)
+	}
+	// Per-node work is independent between nodes, so run it in parallel: it
+	// is mostly waiting for short-lived ip/sysctl processes.
+	if err := l.eachNode(func(node string) error {
 		if err := l.addNetns(ctx, node); err != nil {
 			return err
 		}
-	}
-	// Per-node configuration is independent between nodes, so run it in
-	// parallel: it is mostly waiting for short-lived ip/sysctl processes.
-	if err := l.eachNode(func(node string) error {
-		return l.sysctl(ctx, node, append(append([]string{}, baseSysctls...), nodeSysctls[node]...)...)
+		if err := l.sysctl(ctx, node, append(append([]string{}, baseSysctls...), nodeSysctls[node]...)...); err != nil {
+			return err
+		}
+		if h := l.ovs[node]; h != nil {
+			return h.startDB(ctx)
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
-	for _, b := range []string{"home", "foreign"} {
+	for _, b := range bridges {
 		if err := l.ipn(ctx, "sw", "link", "add", b, "type", "bridge",
 			"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"); err != nil {
 			return err
@@ -148,17 +169,11 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 
-	l.ovs = map[string]*OVSHost{
-		"hostA": l.newOVSHost("hostA"),
-		"hostB": l.newOVSHost("hostB"),
-	}
 	if err := l.eachNode(func(node string) error {
-		switch node {
-		case "hostA", "hostB":
+		if l.ovs[node] != nil {
 			return l.buildHost(ctx, node)
-		default:
-			return l.buildPlainNode(ctx, node)
 		}
+		return l.buildPlainNode(ctx, node)
 	}); err != nil {
 		return err
 	}
@@ -213,18 +228,18 @@ func (l *Lab) buildPlainNode(ctx context.Context, node string) error {
 	return l.configureIP(ctx, node)
 }
 
-// buildHost starts the host's OVS, creates br0 with the userspace datapath,
-// attaches the uplink (and, on hostA, the guest's port) and gives br0 the
-// host's address.
+// buildHost readies the host's veth ends, starts the host's ovs-vswitchd with
+// br0 (userspace datapath) holding the uplink (and, on hostA, the guest's
+// port) and gives br0 the host's address.
 func (l *Lab) buildHost(ctx context.Context, node string) error {
-	h := l.ovs[node]
-	if err := h.start(ctx); err != nil {
-		return err
-	}
-	for _, dev := range l.vethEnds(node) {
-		if err := l.attachPort(ctx, node, dev); err != nil {
+	ports := l.vethEnds(node)
+	for _, dev := range ports {
+		if err := l.preparePort(ctx, node, dev); err != nil {
 			return err
 		}
+	}
+	if err := l.ovs[node].startSwitch(ctx, ports); err != nil {
+		return err
 	}
 	if err := l.ipn(ctx, node, "link", "set", Bridge, "up"); err != nil {
 		return err
@@ -232,22 +247,27 @@ func (l *Lab) buildHost(ctx context.Context, node string) error {
 	return l.configureIP(ctx, node)
 }
 
-// attachPort readies a veth end in a host's namespace and adds it to br0. The
-// host kernel would otherwise see (and answer) IPv6 arriving on the port too,
-// because the userspace datapath reads ports with AF_PACKET rather than
-// stealing frames from the kernel.
+// attachPort readies a veth end in a host's namespace and adds it to br0.
 func (l *Lab) attachPort(ctx context.Context, node, dev string) error {
+	if err := l.preparePort(ctx, node, dev); err != nil {
+		return err
+	}
+	_, err := l.ovs[node].Vsctl(ctx, "--may-exist", "add-port", Bridge, dev)
+	return err
+}
+
+// preparePort readies a veth end in a host's namespace for br0: IPv6 off
+// (the host kernel would otherwise see, and answer, IPv6 arriving on the
+// port too, because the userspace datapath reads ports with AF_PACKET rather
+// than stealing frames from the kernel), TX checksum offload off, link up.
+func (l *Lab) preparePort(ctx context.Context, node, dev string) error {
 	if err := l.sysctl(ctx, node, "net.ipv6.conf."+dev+".disable_ipv6=1"); err != nil {
 		return err
 	}
 	if err := l.ethtoolTxOff(ctx, node, dev); err != nil {
 		return err
 	}
-	if err := l.ipn(ctx, node, "link", "set", dev, "up"); err != nil {
-		return err
-	}
-	_, err := l.ovs[node].Vsctl(ctx, "--may-exist", "add-port", Bridge, dev)
-	return err
+	return l.ipn(ctx, node, "link", "set", dev, "up")
 }
 
 func (l *Lab) configureIP(ctx context.Context, node string) error {

@@ -1,8 +1,8 @@
 // Package lab builds the kgswitch network-namespace lab: a correspondent node,
-// a router, a home link and a foreign link (Linux bridges in one namespace), a
-// Home Agent namespace, two hypervisor hosts each running its own Open vSwitch
-// with the userspace datapath, and a guest whose interface is a port of one
-// host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
+// a router, a home link and two foreign links (Linux bridges in one namespace),
+// a Home Agent namespace, three hypervisor hosts (one per link, see Hosts) each
+// running its own Open vSwitch with the userspace datapath, and a guest whose
+// interface is a port of one host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
 //
 // The package does not depend on package testing, so integration tests, the
 // demo and benchmarks share it. Everything a Lab creates carries its ID
@@ -31,7 +31,7 @@
 //
 // Non-internal ports (the veths here) are read by ovs-vswitchd with AF_PACKET,
 // so the host kernel still sees every frame arriving on them; the lab disables
-// IPv6 on OVS-attached veths (eth0, vnet3 in hostA/hostB) so that only br0
+// IPv6 on OVS-attached veths (eth0, vnet3 in every host) so that only br0
 // takes part in IPv6, as with the kernel datapath. A port's netdev must exist
 // in the namespace of ovs-vswitchd when it is added, which is why MoveGuest
 // deletes the port before it moves the device and adds it again afterwards.
@@ -69,6 +69,11 @@ type Lab struct {
 	ovs   map[string]*OVSHost
 	tools tools
 
+	// closing is closed by Close; announcers are the background
+	// self-announcements of MoveGuest, which Close waits for.
+	closing    chan struct{}
+	announcers sync.WaitGroup
+
 	mu        sync.Mutex
 	netns     []string // created so far, in creation order
 	procs     []*exec.Cmd
@@ -93,6 +98,7 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 		logf:      opt.Logf,
 		tools:     t,
 		guestHost: "hostA",
+		closing:   make(chan struct{}),
 	}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
@@ -168,10 +174,10 @@ func (l *Lab) Start(ctx context.Context, node string, logPath string, argv ...st
 	return cmd, nil
 }
 
-// OVS returns the Open vSwitch of host ("hostA" or "hostB"), or nil.
+// OVS returns the Open vSwitch of host (one of Hosts), or nil.
 func (l *Lab) OVS(host string) *OVSHost { return l.ovs[host] }
 
-// GuestHost returns the host ("hostA" or "hostB") whose bridge vnet3, the
+// GuestHost returns the host (one of Hosts) whose bridge vnet3, the
 // guest's port, is currently attached to.
 func (l *Lab) GuestHost() string {
 	l.mu.Lock()
@@ -179,44 +185,66 @@ func (l *Lab) GuestHost() string {
 	return l.guestHost
 }
 
-// MoveGuest moves the guest's port from one host to the other, as a live
+// MoveGuest moves the guest's port from one host to another, as a live
 // migration does with the VM's tap: it deletes vnet3 from from's bridge, moves
 // the netdev into to's namespace, turns TX checksum offload off, brings it up
 // and adds it to to's bridge. The guest's own namespace is left untouched, so
 // its addresses, routes and neighbour cache survive as they would in a
 // migrated VM. (Its eth0 loses carrier for the moment of the move; the lab
 // builds the guest with ndisc_evict_nocarrier=0 so that this does not flush
-// its neighbour cache.)
+// its neighbour cache.) Then, as QEMU does when the migrated guest resumes,
+// it broadcasts RARP self-announcements from the guest's MAC: the first
+// before MoveGuest returns, four more within 800 ms (see announceGaps).
 func (l *Lab) MoveGuest(ctx context.Context, from, to string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	src, dst := l.ovs[from], l.ovs[to]
 	switch {
 	case src == nil || dst == nil || from == to:
-		return fmt.Errorf("lab: move guest from %q to %q: want hostA and hostB", from, to)
+		return fmt.Errorf("lab: move guest from %q to %q: want two different hosts of %v", from, to, Hosts)
 	case l.guestHost != from:
 		return fmt.Errorf("lab: move guest from %s: it is on %s", from, l.guestHost)
 	}
+	// Each step is timed: a slow move is loss a test would otherwise blame
+	// on kgswitch.
 	start := time.Now()
-	if _, err := src.Vsctl(ctx, "--if-exists", "del-port", Bridge, GuestPort); err != nil {
+	var steps []string
+	step := func(name string, f func() error) error {
+		t := time.Now()
+		err := f()
+		steps = append(steps, fmt.Sprintf("%s %v", name, time.Since(t).Round(time.Millisecond)))
+		return err
+	}
+	if err := step("del-port", func() error {
+		_, err := src.Vsctl(ctx, "--if-exists", "del-port", Bridge, GuestPort)
+		return err
+	}); err != nil {
 		return err
 	}
 	// From here on the port is no longer on from's bridge.
 	l.guestHost = ""
-	if err := l.ipn(ctx, from, "link", "set", GuestPort, "netns", l.NS(to)); err != nil {
+	if err := step("netns", func() error {
+		return l.ipn(ctx, from, "link", "set", GuestPort, "netns", l.NS(to))
+	}); err != nil {
 		return err
 	}
-	if err := l.attachPort(ctx, to, GuestPort); err != nil {
+	if err := step("add-port", func() error { return l.attachPort(ctx, to, GuestPort) }); err != nil {
 		return err
 	}
 	l.guestHost = to
-	if err := l.waitLinksUp(ctx, to, GuestPort); err != nil {
+	if err := step("links up", func() error {
+		if err := l.waitLinksUp(ctx, to, GuestPort); err != nil {
+			return err
+		}
+		return l.waitLinksUp(ctx, "vm", "eth0")
+	}); err != nil {
 		return err
 	}
-	if err := l.waitLinksUp(ctx, "vm", "eth0"); err != nil {
+	if err := step("announce", l.announceGuest); err != nil {
 		return err
 	}
-	l.logf("lab %s: moved %s from %s to %s in %v", l.ID, GuestPort, from, to, time.Since(start).Round(time.Millisecond))
+	l.logf("lab %s: moved %s from %s to %s in %v (%s)", l.ID, GuestPort, from, to,
+		time.Since(start).Round(time.Millisecond), strings.Join(steps, ", "))
 	return nil
 }
 
@@ -235,13 +263,15 @@ func (l *Lab) Close() error {
 	procs := l.procs
 	netns := l.netns
 	l.mu.Unlock()
+	close(l.closing)
+	l.announcers.Wait()
 
 	start := time.Now()
 	var errs []error
 	for _, cmd := range procs {
 		stopCmd(cmd)
 	}
-	for _, name := range []string{"hostA", "hostB"} {
+	for _, name := range Hosts {
 		if h := l.ovs[name]; h != nil {
 			if err := h.stop(); err != nil {
 				errs = append(errs, err)

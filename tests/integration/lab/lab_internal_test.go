@@ -144,3 +144,22 @@ func TestInterfaceNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRARPAnnounce checks the announcement frame byte for byte against the
+// layout of QEMU's announce_self_create (RFC 903 RARP, opcode 3).
+func TestRARPAnnounce(t *testing.T) {
+	got := rarpAnnounce(GuestMAC)
+	want := []byte{
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // broadcast
+		0x52, 0x54, 0x00, 0x00, 0x00, 0x10, // source: the guest
+		0x80, 0x35, // RARP
+		0x00, 0x01, 0x08, 0x00, 6, 4, // Ethernet, IPv4, address lengths
+		0x00, 0x03, // request reverse
+		0x52, 0x54, 0x00, 0x00, 0x00, 0x10, 0, 0, 0, 0, // sender: the guest, no address
+		0x52, 0x54, 0x00, 0x00, 0x00, 0x10, 0, 0, 0, 0, // target: the guest, no address
+	}
+	want = append(want, make([]byte, 60-len(want))...)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("rarpAnnounce(%v) mismatch (-want +got):\n%s", GuestMAC, diff)
+	}
+}

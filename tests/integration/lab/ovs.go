@@ -17,7 +17,7 @@ import (
 // ovs-vswitchd running inside the host's namespace, with every socket, pid
 // file and log in RunDir.
 type OVSHost struct {
-	// Host is the node name, "hostA" or "hostB".
+	// Host is the node name, one of Hosts.
 	Host string
 	// NS is the host's network namespace.
 	NS string
@@ -116,9 +116,9 @@ func (h *OVSHost) env() []string {
 	)
 }
 
-// start creates the database, starts both daemons in the host's namespace
-// and creates br0 with the userspace datapath.
-func (h *OVSHost) start(ctx context.Context) error {
+// startDB creates the host's database and starts ovsdb-server in the host's
+// namespace. It needs no link, so New runs it while it still wires them.
+func (h *OVSHost) startDB(ctx context.Context) error {
 	l := h.lab
 	if err := os.MkdirAll(h.RunDir, 0o755); err != nil {
 		return err
@@ -129,44 +129,72 @@ func (h *OVSHost) start(ctx context.Context) error {
 	if _, err := run(tool, h.Host); err != nil {
 		return err
 	}
-	common := func(name string) []string {
-		return []string{
-			"--pidfile=" + filepath.Join(h.RunDir, name+".pid"),
-			"--unixctl=" + filepath.Join(h.RunDir, name+".ctl"),
-			"--log-file=" + filepath.Join(h.RunDir, name+".log"),
-			"-vconsole:warn",
-			"--detach",
-		}
-	}
 	// --detach returns once the daemon is ready to serve, so no polling is
 	// needed afterwards.
 	server := l.Command(ctx, h.Host, append([]string{l.tools.ovsdbServer, db,
-		"--remote=punix:" + filepath.Join(h.RunDir, "db.sock")}, common("ovsdb-server")...)...)
+		"--remote=punix:" + filepath.Join(h.RunDir, "db.sock")}, h.daemonArgs("ovsdb-server")...)...)
 	server.Env = h.env()
 	if _, err := run(server, h.Host); err != nil {
 		return h.withLog(err, "ovsdb-server")
 	}
-	if _, err := h.Vsctl(ctx, "--no-wait", "init"); err != nil {
+	return nil
+}
+
+// daemonArgs are the options both OVS daemons get: every file in RunDir,
+// and detach once ready.
+func (h *OVSHost) daemonArgs(name string) []string {
+	return []string{
+		"--pidfile=" + filepath.Join(h.RunDir, name+".pid"),
+		"--unixctl=" + filepath.Join(h.RunDir, name+".ctl"),
+		"--log-file=" + filepath.Join(h.RunDir, name+".log"),
+		"-vconsole:warn",
+		"--detach",
+	}
+}
+
+// startSwitch writes br0 (userspace datapath) with ports into the database
+// started by startDB, then starts ovs-vswitchd in the host's namespace.
+// Every port's netdev must exist in that namespace. Writing the
+// configuration before ovs-vswitchd runs saves a reconfiguration round per
+// command: ovs-vswitchd applies it all at start-up, and --detach returns
+// only once it has.
+func (h *OVSHost) startSwitch(ctx context.Context, ports []string) error {
+	l := h.lab
+	args := []string{"--no-wait", "init", "--", "add-br", h.Bridge, "--", "set", "bridge", h.Bridge, "datapath_type=netdev"}
+	for _, p := range ports {
+		args = append(args, "--", "add-port", h.Bridge, p)
+	}
+	if _, err := h.Vsctl(ctx, args...); err != nil {
 		return err
 	}
 	vswitchd := l.Command(ctx, h.Host, append([]string{l.tools.vswitchd, h.DBSock},
-		common("ovs-vswitchd")...)...)
+		h.daemonArgs("ovs-vswitchd")...)...)
 	vswitchd.Env = h.env()
 	if _, err := run(vswitchd, h.Host); err != nil {
 		return h.withLog(err, "ovs-vswitchd")
 	}
-	if _, err := h.Vsctl(ctx, "show"); err != nil {
-		return err
-	}
-	if _, err := h.Vsctl(ctx, "add-br", h.Bridge, "--", "set", "bridge", h.Bridge, "datapath_type=netdev"); err != nil {
-		return h.withLog(err, "ovs-vswitchd")
-	}
-	// add-br waits for ovs-vswitchd to reconfigure; the LOCAL port's tap
-	// must now exist in the host's namespace.
+	// The LOCAL port's tap must now exist in the host's namespace, and
+	// every port must have its OpenFlow port number.
 	if err := l.ipn(ctx, h.Host, "link", "show", h.Bridge); err != nil {
 		return h.withLog(fmt.Errorf("bridge tap missing: %w", err), "ovs-vswitchd")
 	}
-	l.logf("lab %s: %s: OVS up, %s datapath_type=netdev, run dir %s", l.ID, h.Host, h.Bridge, h.RunDir)
+	if len(ports) > 0 {
+		var get []string
+		for _, p := range ports {
+			get = append(get, "--", "get", "interface", p, "ofport")
+		}
+		out, err := h.Vsctl(ctx, get[1:]...)
+		if err != nil {
+			return err
+		}
+		ofports := strings.Fields(out)
+		for i, p := range ports {
+			if n, err := strconv.Atoi(ofports[min(i, len(ofports)-1)]); len(ofports) != len(ports) || err != nil || n <= 0 {
+				return h.withLog(fmt.Errorf("port %s: got ofports %q for %v", p, out, ports), "ovs-vswitchd")
+			}
+		}
+	}
+	l.logf("lab %s: %s: OVS up, %s datapath_type=netdev, ports %v, run dir %s", l.ID, h.Host, h.Bridge, ports, h.RunDir)
 	return nil
 }
 

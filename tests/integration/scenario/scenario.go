@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,6 +65,9 @@ func moduleRoot(ctx context.Context) (string, error) {
 type Env struct {
 	Lab *lab.Lab
 	Bin Binaries
+	// BindingLifetime, when not zero, is the binding_lifetime WriteConfig
+	// puts in kgswitch's configuration (kgswitch's default otherwise).
+	BindingLifetime time.Duration
 }
 
 // HALog is where the lab Home Agent's JSON event lines go.
@@ -76,6 +80,44 @@ func (e *Env) StartHomeAgent(ctx context.Context) error {
 	return err
 }
 
+// HAEvent is one JSON line of the lab Home Agent's log: Msg is one of the
+// labha Event constants, and the other fields are set where the event has
+// them.
+type HAEvent struct {
+	Time   time.Time `json:"time"`
+	Msg    string    `json:"msg"`
+	HoA    string    `json:"hoa"`
+	CoA    string    `json:"coa"`
+	OldCoA string    `json:"old_coa"`
+	Seq    uint16    `json:"seq"`
+	// Status is the Binding Acknowledgement's status, for ba-sent.
+	Status   int    `json:"status"`
+	Lifetime uint16 `json:"lifetime"`
+	Reason   string `json:"reason"`
+}
+
+// HAEvents reads the lab Home Agent's log so far, in order. Lines that are not
+// JSON (the Home Agent's last words on stderr) are skipped.
+func (e *Env) HAEvents() ([]HAEvent, error) {
+	b, err := os.ReadFile(e.HALog())
+	if err != nil {
+		return nil, err
+	}
+	var evs []HAEvent
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var ev HAEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			// The Home Agent may be writing this line right now.
+			continue
+		}
+		evs = append(evs, ev)
+	}
+	return evs, nil
+}
+
 // ControlSocket is kgswitch's control socket on host.
 func (e *Env) ControlSocket(host string) string {
 	return filepath.Join(e.Lab.Dir, host+"-kgswitch.sock")
@@ -86,21 +128,35 @@ func (e *Env) KgswitchLog(host string) string {
 	return filepath.Join(e.Lab.Dir, host+"-kgswitch.log")
 }
 
-// careOf is each host's address on its LAN.
-func careOf(host string) string {
-	if host == "hostA" {
-		return lab.HostAAddr.String()
+// CareOf returns host's own address on its LAN, the care-of address kgswitch
+// there registers for a guest away from home (on hostA, the home link, it is
+// never used as one); the zero Addr for a node that is no host.
+func CareOf(host string) netip.Addr {
+	switch host {
+	case "hostA":
+		return lab.HostAAddr
+	case "hostB":
+		return lab.CareOfAddr
+	case "hostC":
+		return lab.CareOfAddrC
 	}
-	return lab.CareOfAddr.String()
+	return netip.Addr{}
 }
 
 // WriteConfig writes kgswitch's TOML configuration for host; with declareVM the
 // guest's port is declared in it (the port need not exist yet).
 func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
 	ovs := e.Lab.OVS(host)
+	coa := CareOf(host)
+	if ovs == nil || !coa.IsValid() {
+		return "", fmt.Errorf("write kgswitch config: %q is not a lab host", host)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "bridge = %q\novs_rundir = %q\nuplink = %q\ncare_of_address = %q\ncontrol_socket = %q\n",
-		ovs.Bridge, ovs.RunDir, lab.Uplink, careOf(host), e.ControlSocket(host))
+		ovs.Bridge, ovs.RunDir, lab.Uplink, coa.String(), e.ControlSocket(host))
+	if e.BindingLifetime != 0 {
+		fmt.Fprintf(&b, "binding_lifetime = %q\n", e.BindingLifetime.String())
+	}
 	fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
 		lab.HomePrefix.String(), lab.HAAddr.String(), lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String())
 	if declareVM {
@@ -194,6 +250,31 @@ func (e *Env) Ping(ctx context.Context, node, addr string, count int) (int, erro
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n, nil
+}
+
+// WaitReachable pings addr from node, one echo request per try, until one is
+// answered, and returns how long that took; it fails after timeout.
+func (e *Env) WaitReachable(ctx context.Context, node, addr string, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	deadline := start.Add(timeout)
+	for {
+		try := time.Now()
+		n, err := e.Ping(ctx, node, addr, 1)
+		if n == 1 {
+			return time.Since(start), nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			if err == nil {
+				err = errors.New("no answer")
+			}
+			return time.Since(start), fmt.Errorf("%s cannot reach %s after %v (last try: %v)", node, addr, timeout, err)
+		}
+		// An immediate error (say, no route yet) must not turn the wait into
+		// a busy loop.
+		if d := 100*time.Millisecond - time.Since(try); d > 0 {
+			time.Sleep(d)
+		}
+	}
 }
 
 // PingStream is a background ping at a fixed interval, for counting loss

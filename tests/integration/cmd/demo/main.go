@@ -109,14 +109,8 @@ func run() error {
 	step("hostB's kgswitch: Binding Update sent from %s, Home Agent answered %q after %.2fs (DAD on the home link)",
 		st.CareOf, st.Reason, time.Since(moved).Seconds())
 
-	deadline := time.Now().Add(40 * time.Second)
-	for {
-		if n, _ := e.Ping(ctx, "cn", hoa, 1); n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cn cannot reach the guest 40 s after the move")
-		}
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 40*time.Second); err != nil {
+		return fmt.Errorf("after the move: %w", err)
 	}
 	step("cn reaches the guest again, %.2fs after the move, now through the Home Agent and kgswitch's tunnel", time.Since(moved).Seconds())
 
