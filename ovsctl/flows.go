@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
@@ -86,29 +87,43 @@ func cookieMatch(cookie uint64) *ovs.MatchFlow {
 // same set twice leaves the same flows installed. The callers' Flow values
 // are not modified. An empty flows deletes.
 func (f *Flows) Replace(cookie uint64, flows []*ovs.Flow) error {
-	if !ownCookie(cookie) {
-		return fmt.Errorf("%w: %#x", ErrForeignCookie, cookie)
-	}
-	stamped := make([]*ovs.Flow, len(flows))
-	for i, fl := range flows {
-		if fl == nil {
-			return fmt.Errorf("ovsctl: flow %d is nil", i)
+	return f.ReplaceSets(map[uint64][]*ovs.Flow{cookie: flows})
+}
+
+// ReplaceSets is Replace for several cookies in one atomic bundle: one
+// ovs-ofctl run, which matters when a migrated guest's first frames are
+// already on their way.
+func (f *Flows) ReplaceSets(sets map[uint64][]*ovs.Flow) error {
+	cookies := make([]uint64, 0, len(sets))
+	var stamped []*ovs.Flow
+	for cookie, flows := range sets {
+		if !ownCookie(cookie) {
+			return fmt.Errorf("%w: %#x", ErrForeignCookie, cookie)
 		}
-		c := *fl
-		c.Cookie = cookie
-		stamped[i] = &c
+		cookies = append(cookies, cookie)
+		for i, fl := range flows {
+			if fl == nil {
+				return fmt.Errorf("ovsctl: flow %d of cookie %#x is nil", i, cookie)
+			}
+			c := *fl
+			c.Cookie = cookie
+			stamped = append(stamped, &c)
+		}
 	}
+	slices.Sort(cookies)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.of.AddFlowBundle(f.target, func(tx *ovs.FlowTransaction) error {
-		tx.Delete(cookieMatch(cookie))
+		for _, c := range cookies {
+			tx.Delete(cookieMatch(c))
+		}
 		tx.Add(stamped...)
 		return tx.Commit()
 	})
 	if err != nil {
-		return fmt.Errorf("ovsctl: replace flows with cookie %#x on %s: %w", cookie, f.target, err)
+		return fmt.Errorf("ovsctl: replace flows with cookies %#x on %s: %w", cookies, f.target, err)
 	}
-	f.log.Debug("replaced flows", "target", f.target, "cookie", fmt.Sprintf("%#x", cookie), "count", len(flows))
+	f.log.Debug("replaced flows", "target", f.target, "cookies", fmt.Sprintf("%#x", cookies), "count", len(stamped))
 	return nil
 }
 

@@ -29,7 +29,8 @@ type OVSDB interface {
 
 // FlowTable is what the control loop needs of the bridge's OpenFlow tables.
 type FlowTable interface {
-	Replace(cookie uint64, flows []*ovs.Flow) error
+	// ReplaceSets atomically replaces, per cookie, the flows carrying it.
+	ReplaceSets(sets map[uint64][]*ovs.Flow) error
 	Delete(cookie uint64) error
 	SetNoFlood(port string, on bool) error
 	Packets(cookie uint64) (packets, bytes uint64, err error)
@@ -80,7 +81,10 @@ type Switch struct {
 	presentAtStart map[string]bool
 	ports          map[string]*vmPort
 	requests       chan func()
-	buBuf          []byte
+	// runCtx and dpErr belong to Run; what Run starts uses them.
+	runCtx context.Context
+	dpErr  chan error
+	buBuf  []byte
 }
 
 // vmPort is one configured VM.
@@ -133,7 +137,8 @@ func (s *Switch) newPort(vm config.VM) *vmPort {
 func (s *Switch) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	dpErr := make(chan error, 1)
+	// The datapath outlives any request that happens to create it.
+	s.runCtx, s.dpErr = ctx, make(chan error, 1)
 	defer func() {
 		if s.dp != nil {
 			s.dp.conn.Close()
@@ -146,6 +151,10 @@ func (s *Switch) Run(ctx context.Context) error {
 		if i, ok := s.deps.DB.Interface(name); ok && i.OFPort > 0 {
 			s.presentAtStart[name] = true
 		}
+	}
+	if err := s.prepare(); err != nil {
+		// Not fatal: the uplink may be added later; activate retries.
+		s.log.Error("prepare for arriving guests", "err", err)
 	}
 	events := s.deps.DB.Events()
 	for {
@@ -162,7 +171,7 @@ func (s *Switch) Run(ctx context.Context) error {
 			if !ok {
 				return errors.New("OVSDB event stream ended")
 			}
-			s.handleEvent(ctx, ev, dpErr)
+			s.handleEvent(ev)
 		case pkt := <-signal:
 			s.handleSignal(pkt)
 		case port := <-activate:
@@ -173,7 +182,7 @@ func (s *Switch) Run(ctx context.Context) error {
 			fn()
 		case <-timer.C:
 			s.tick()
-		case err := <-dpErr:
+		case err := <-s.dpErr:
 			return fmt.Errorf("datapath: %w", err)
 		}
 	}
@@ -204,7 +213,7 @@ func (s *Switch) armTimer(t *time.Timer) {
 	t.Reset(wait)
 }
 
-func (s *Switch) handleEvent(ctx context.Context, ev ovsctl.Event, dpErr chan error) {
+func (s *Switch) handleEvent(ev ovsctl.Event) {
 	p := s.ports[ev.Iface.Name]
 	if p == nil {
 		return
@@ -219,7 +228,7 @@ func (s *Switch) handleEvent(ctx context.Context, ev ovsctl.Event, dpErr chan er
 		if ev.Iface.OFPort > 0 && p.ofport == 0 {
 			p.ofport = ev.Iface.OFPort
 			p.since = s.deps.Now()
-			if err := s.activate(ctx, p, ev.Iface, dpErr); err != nil {
+			if err := s.activate(p, ev.Iface); err != nil {
 				p.err = err.Error()
 				s.log.Error("cannot serve VM", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "err", err)
 			}
@@ -227,8 +236,29 @@ func (s *Switch) handleEvent(ctx context.Context, ev ovsctl.Event, dpErr chan er
 	}
 }
 
+// foreignFor reports whether this host is outside p's home network.
+func (s *Switch) foreignFor(p *vmPort) bool {
+	return !p.vm.Home.Prefix.Contains(s.cfg.CareOfAddress)
+}
+
+// prepare readies the host before any guest arrives: when a configured VM
+// would be foreign here, the internal port and host-wide flows are set up at
+// start, so a migrated guest's arrival costs one flow bundle, not a port
+// creation.
+func (s *Switch) prepare() error {
+	for _, p := range s.ports {
+		if s.foreignFor(p) {
+			if err := s.ensureDatapath(); err != nil {
+				return err
+			}
+			return s.installGlobalFlows()
+		}
+	}
+	return nil
+}
+
 // activate starts serving a VM whose port just appeared on this host.
-func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface, dpErr chan error) error {
+func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	p.err = ""
 	p.mac = p.vm.MAC
 	if p.mac == nil {
@@ -238,7 +268,7 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 		}
 		p.mac = m
 	}
-	if p.vm.Home.Prefix.Contains(s.cfg.CareOfAddress) {
+	if !s.foreignFor(p) {
 		p.foreign = false
 		if s.presentAtStart[p.vm.Port] {
 			// It was here before kgswitch started: nothing came home.
@@ -246,10 +276,10 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 			s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
 			return nil
 		}
-		return s.returnHome(ctx, p, dpErr)
+		return s.returnHome(p)
 	}
 	p.foreign = true
-	if err := s.ensureDatapath(ctx, dpErr); err != nil {
+	if err := s.ensureDatapath(); err != nil {
 		return err
 	}
 	nd, err := ndresponder.New(ndresponder.HomeLink{
@@ -260,10 +290,11 @@ func (s *Switch) activate(ctx context.Context, p *vmPort, iface ovsctl.Interface
 		return err
 	}
 	p.nd = nd
-	if err := s.deps.Flows.Replace(portCookie(p.vm.Port), s.portFlows(p)); err != nil {
-		return fmt.Errorf("install flows: %w", err)
-	}
-	if err := s.deps.Flows.Replace(spoofCookie(p.vm.Port), s.spoofFlows(p)); err != nil {
+	// One bundle: a migrated guest's first frames may already be on their way.
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{
+		portCookie(p.vm.Port):  s.portFlows(p),
+		spoofCookie(p.vm.Port): s.spoofFlows(p),
+	}); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
 	if err := s.deps.Flows.SetNoFlood(p.vm.Port, true); err != nil {
@@ -363,8 +394,8 @@ func (s *Switch) deactivate(p *vmPort) {
 // with the Override flag. The VM's own traffic is left alone throughout; only
 // the Binding Acknowledgement (which would otherwise reach a guest without
 // MIPv6) is diverted to kgswitch.
-func (s *Switch) returnHome(ctx context.Context, p *vmPort, dpErr chan error) error {
-	if err := s.ensureDatapath(ctx, dpErr); err != nil {
+func (s *Switch) returnHome(p *vmPort) error {
+	if err := s.ensureDatapath(); err != nil {
 		return err
 	}
 	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
@@ -378,7 +409,7 @@ func (s *Switch) returnHome(ctx context.Context, p *vmPort, dpErr chan error) er
 		// source; NORMAL would learn that MAC on the internal port.
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(uplink.OFPort)}},
 	}
-	if err := s.deps.Flows.Replace(portCookie(p.vm.Port), flows); err != nil {
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): flows}); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
 	p.returning = true
@@ -426,7 +457,7 @@ func (s *Switch) endReturn(p *vmPort) {
 // ensureDatapath creates and opens the internal port the first time a VM is
 // served on this host, and installs the flows that bring tunnel and signalling
 // packets for the care-of address to it.
-func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
+func (s *Switch) ensureDatapath() error {
 	if s.dp != nil {
 		return nil
 	}
@@ -434,6 +465,7 @@ func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
 	if !ok || uplink.OFPort <= 0 {
 		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
 	}
+	ctx := s.runCtx
 	if err := s.deps.DB.EnsureInternalPort(ctx, s.cfg.Bridge, s.cfg.InternalPort); err != nil {
 		return fmt.Errorf("create internal port %s: %w", s.cfg.InternalPort, err)
 	}
@@ -456,9 +488,10 @@ func (s *Switch) ensureDatapath(ctx context.Context, dpErr chan error) error {
 	s.uplinkPort = uplink.OFPort
 	s.dp = newDatapath(conn, s.deps.Uplink)
 	s.publish()
+	dp := s.dp
 	go func() {
-		if err := s.dp.Run(ctx); err != nil {
-			dpErr <- err
+		if err := dp.Run(ctx); err != nil {
+			s.dpErr <- err
 		}
 	}()
 	return nil
@@ -524,11 +557,12 @@ func (s *Switch) globalFlows() []*ovs.Flow {
 // ovsLocalPort is OpenFlow's OFPP_LOCAL, the bridge's own interface.
 const ovsLocalPort = 0xfffe
 
-// homeAgents lists the Home Agents of the guests served here, sorted.
+// homeAgents lists, sorted, the Home Agents of the configured VMs for which
+// this host is foreign: any of them may arrive at any time.
 func (s *Switch) homeAgents() []netip.Addr {
 	var has []netip.Addr
 	for _, p := range s.ports {
-		if p.foreign && !slices.Contains(has, p.vm.Home.HomeAgent) {
+		if s.foreignFor(p) && !slices.Contains(has, p.vm.Home.HomeAgent) {
 			has = append(has, p.vm.Home.HomeAgent)
 		}
 	}
@@ -546,7 +580,7 @@ func (s *Switch) installGlobalFlows() error {
 	if s.globalInstalled && slices.Equal(has, s.globalHAs) {
 		return nil
 	}
-	if err := s.deps.Flows.Replace(ovsctl.Cookie, s.globalFlows()); err != nil {
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{ovsctl.Cookie: s.globalFlows()}); err != nil {
 		return fmt.Errorf("install host-wide flows: %w", err)
 	}
 	s.globalInstalled, s.globalHAs = true, has
@@ -773,8 +807,13 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 	}
 	p := s.newPort(vm)
 	s.ports[vm.Port] = p
+	if s.foreignFor(p) {
+		if err := s.prepare(); err != nil {
+			return err
+		}
+	}
 	if iface.OFPort > 0 {
-		s.handleEvent(ctx, ovsctl.Event{Kind: ovsctl.Added, Iface: iface}, nil)
+		s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: iface})
 		if p.err != "" {
 			return errors.New(p.err)
 		}

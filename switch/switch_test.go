@@ -117,10 +117,12 @@ type fakeFlows struct {
 	noFlood map[string]bool
 }
 
-func (f *fakeFlows) Replace(cookie uint64, fl []*ovs.Flow) error {
+func (f *fakeFlows) ReplaceSets(sets map[uint64][]*ovs.Flow) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.flows[cookie] = fl
+	for cookie, fl := range sets {
+		f.flows[cookie] = fl
+	}
 	return nil
 }
 func (f *fakeFlows) Delete(cookie uint64) error {

@@ -50,7 +50,9 @@ func TestAddPort(t *testing.T) {
 	if st, err := e.Status(ctx, "hostB", lab.GuestPort); err == nil {
 		t.Fatalf("hostB knows %s before add-port: %+v", lab.GuestPort, st)
 	}
-	out, err := e.Kgswitch(ctx, "hostB", "add-port", lab.GuestPort, "--hoa", hoa, "--mac", lab.GuestMAC.String())
+	// The guest's announcements went by before the port was bound: it runs
+	// here already, which --activate says.
+	out, err := e.Kgswitch(ctx, "hostB", "add-port", lab.GuestPort, "--hoa", hoa, "--mac", lab.GuestMAC.String(), "--activate")
 	if err != nil {
 		t.Fatalf("add-port: %v", err)
 	}

@@ -41,7 +41,11 @@ func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
 		if !t.Failed() {
 			return
 		}
-		for _, f := range []string{e.HALog(), e.KgswitchLog("hostA"), e.KgswitchLog("hostB")} {
+		logs := []string{e.HALog()}
+		for _, h := range lab.Hosts {
+			logs = append(logs, e.KgswitchLog(h))
+		}
+		for _, f := range logs {
 			if b, err := os.ReadFile(f); err == nil {
 				t.Logf("---- %s ----\n%s", f, b)
 			}
