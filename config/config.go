@@ -43,7 +43,25 @@ type Config struct {
 	BindingLifetime time.Duration
 	HomeNetworks    []HomeNetwork
 	VMs             []VM
+	// Departure: how a home host covers a departing VM until its Home Agent
+	// takes the home address over.
+	Departure Departure
 }
+
+// Departure configures the home host's cover for a VM that leaves it: frames
+// for the VM are held until the Home Agent takes over, then released to it.
+type Departure struct {
+	Enabled bool
+	// BufferFrames bounds the frames held per VM; more are dropped and counted.
+	BufferFrames int
+	// MaxHold bounds how long a frame is held.
+	MaxHold time.Duration
+}
+
+// Default departure settings: a first registration takes the Home Agent about
+// 1.1 s (DAD), so 3 s of hold covers it with room, and 1024 frames cover a
+// 10 ms probe stream plus a few hundred packets a second of other traffic.
+var DefaultDeparture = Departure{Enabled: true, BufferFrames: 1024, MaxHold: 3 * time.Second}
 
 // HomeNetwork describes a home link and its Home Agent.
 type HomeNetwork struct {
@@ -63,6 +81,8 @@ type VM struct {
 	// MAC may be nil: then the interface's external_ids:attached-mac is used.
 	MAC  net.HardwareAddr
 	Home HomeNetwork
+	// NoDepartureHold switches the home host's departure cover off for this VM.
+	NoDepartureHold bool
 }
 
 type fileConfig struct {
@@ -75,6 +95,13 @@ type fileConfig struct {
 	BindingLifetime string            `toml:"binding_lifetime"`
 	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
 	VMs             []fileVM          `toml:"vm"`
+	Departure       *fileDeparture    `toml:"departure"`
+}
+
+type fileDeparture struct {
+	Enabled      *bool  `toml:"enabled"`
+	BufferFrames *int   `toml:"buffer_frames"`
+	MaxHold      string `toml:"max_hold"`
 }
 
 type fileHomeNetwork struct {
@@ -157,6 +184,7 @@ type fileVM struct {
 	HomeAgent       string `toml:"home_agent"`
 	HomePrefix      string `toml:"home_prefix"`
 	RouterLinkLocal string `toml:"router_link_local"`
+	DepartureHold   *bool  `toml:"departure_hold"`
 }
 
 // Load reads and validates the file at path.
@@ -197,6 +225,7 @@ func Parse(text string) (*Config, error) {
 		InternalPort:    or(f.InternalPort, DefaultInternalPort),
 		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
 		BindingLifetime: DefaultBindingLifetime,
+		Departure:       DefaultDeparture,
 	}
 	if !strings.HasPrefix(c.OVSRunDir, "/") {
 		return nil, fmt.Errorf("ovs_rundir %q: must be an absolute path (OVS sockets need one)", c.OVSRunDir)
@@ -216,6 +245,24 @@ func Parse(text string) (*Config, error) {
 			return nil, fmt.Errorf("binding_lifetime %q: want a duration from 4s to 262140s", f.BindingLifetime)
 		}
 		c.BindingLifetime = d
+	}
+	if d := f.Departure; d != nil {
+		if d.Enabled != nil {
+			c.Departure.Enabled = *d.Enabled
+		}
+		if d.BufferFrames != nil {
+			if *d.BufferFrames < 1 || *d.BufferFrames > 1<<16 {
+				return nil, fmt.Errorf("departure.buffer_frames %d: want 1..65536", *d.BufferFrames)
+			}
+			c.Departure.BufferFrames = *d.BufferFrames
+		}
+		if d.MaxHold != "" {
+			v, err := time.ParseDuration(d.MaxHold)
+			if err != nil || v <= 0 || v > time.Minute {
+				return nil, fmt.Errorf("departure.max_hold %q: want a duration up to 1m", d.MaxHold)
+			}
+			c.Departure.MaxHold = v
+		}
 	}
 	for i, fh := range f.HomeNetworks {
 		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
@@ -243,6 +290,7 @@ func Parse(text string) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vm[%d]: %w", i, err)
 		}
+		vm.NoDepartureHold = fv.DepartureHold != nil && !*fv.DepartureHold
 		if err := c.AddVM(vm); err != nil {
 			return nil, fmt.Errorf("vm[%d]: %w", i, err)
 		}

@@ -50,6 +50,23 @@ func TestAdvertiseDefaults(t *testing.T) {
 	}
 }
 
+func TestDepartureSettings(t *testing.T) {
+	c, err := Parse(base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\ndeparture_hold = false\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Departure != DefaultDeparture || c.VMs[0].NoDepartureHold || !c.VMs[1].NoDepartureHold {
+		t.Errorf("got %+v, VMs %v %v", c.Departure, c.VMs[0].NoDepartureHold, c.VMs[1].NoDepartureHold)
+	}
+	c, err = Parse(base + "[departure]\nenabled = false\nbuffer_frames = 64\nmax_hold = \"1500ms\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Departure != (Departure{Enabled: false, BufferFrames: 64, MaxHold: 1500 * time.Millisecond}) {
+		t.Errorf("got %+v", c.Departure)
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -78,6 +95,10 @@ func TestParse(t *testing.T) {
 		{"advertise interval too long", base + "[home_network.advertise]\ninterval = \"40s\"\nrouter_lifetime = \"30s\"\n", "shorter than every lifetime"},
 		{"advertise bad duration", base + "[home_network.advertise]\nvalid_lifetime = \"forever\"\n", "advertise.valid_lifetime"},
 		{"advertise unknown key", base + "[home_network.advertise]\nintervall = \"4s\"\n", "unknown key home_network.advertise.intervall"},
+		{"departure off", base + "[departure]\nenabled = false\n", ""},
+		{"departure bad buffer", base + "[departure]\nbuffer_frames = 0\n", "departure.buffer_frames"},
+		{"departure bad hold", base + "[departure]\nmax_hold = \"2h\"\n", "departure.max_hold"},
+		{"vm departure hold off", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:2000::10\"\ndeparture_hold = false\n", ""},
 		{"overlapping home networks", base + "[[home_network]]\nprefix = \"2001:db8:2000::/48\"\nhome_agent = \"2001:db8:2000::1\"\nrouter_link_local = \"fe80::1\"\n", "overlaps"},
 	}
 	for _, tt := range tests {

@@ -272,7 +272,7 @@ func TestAdvertisementValidate(t *testing.T) {
 }
 
 func TestUnsolicitedNA(t *testing.T) {
-	out, err := AppendUnsolicitedNA(nil, guestMAC, hoa)
+	out, err := AppendUnsolicitedNA(nil, guestMAC, guestMAC, hoa)
 	if err != nil {
 		t.Fatal(err)
 	}

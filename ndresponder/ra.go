@@ -94,15 +94,16 @@ func (r *Responder) Advertises() bool { return r.link.Advertise != nil }
 func (r *Responder) Interval() time.Duration { return r.link.Advertise.Interval }
 
 // AppendUnsolicitedNA appends an unsolicited Neighbor Advertisement for target
-// from mac to all nodes (RFC 4861 §7.2.6) with the Override flag set, so that
-// every neighbour cache on the link, whatever its state, takes mac for target
-// at once. kgswitch sends it for a guest back on its home link, where the
-// neighbours still point at the Home Agent.
-func AppendUnsolicitedNA(out []byte, mac net.HardwareAddr, target netip.Addr) ([]byte, error) {
+// to all nodes (RFC 4861 §7.2.6) with the Override flag set, so that every
+// neighbour cache on the link, whatever its state, takes lladdr for target at
+// once; from is the frame's source MAC. kgswitch sends it on a home link for a
+// guest back home (lladdr = the guest's MAC) and for a guest that left (lladdr
+// = the Home Agent's MAC, whose own advertisement lacks the Override flag).
+func AppendUnsolicitedNA(out []byte, from, lladdr net.HardwareAddr, target netip.Addr) ([]byte, error) {
 	na := &ndp.NeighborAdvertisement{
 		Override:      true,
 		TargetAddress: target,
-		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}},
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: lladdr}},
 	}
 	msg, err := ndp.MarshalMessageChecksum(na, target, allNodes)
 	if err != nil {
@@ -110,7 +111,7 @@ func AppendUnsolicitedNA(out []byte, mac net.HardwareAddr, target netip.Addr) ([
 	}
 	n := len(out)
 	out = append(out, make([]byte, netpkt.EthernetLen+netpkt.IPv6Len)...)
-	netpkt.PutEthernet(out[n:], netpkt.MulticastMAC(allNodes), mac, netpkt.EtherTypeIPv6)
+	netpkt.PutEthernet(out[n:], netpkt.MulticastMAC(allNodes), from, netpkt.EtherTypeIPv6)
 	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, target, allNodes)
 	return append(out, msg...), nil
 }

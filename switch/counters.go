@@ -26,13 +26,15 @@ const (
 	DropSignalQueueFull                   // control loop behind; signalling packet dropped
 	DropSignalRejected                    // BA/BE/BRR not matching a binding (sender, home address, sequence)
 	DropInactive                          // the guest has not been activated on this host yet
+	DropHoldExpired                       // held for a departed VM longer than departure.max_hold
+	DropHoldOverflow                      // more than departure.buffer_frames held for a departed VM
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
-	"signal-rejected", "inactive",
+	"signal-rejected", "inactive", "hold-expired", "hold-overflow",
 }
 
 func (r DropReason) String() string {
@@ -52,6 +54,8 @@ type Counters struct {
 	NDAnswered        atomic.Uint64
 	RASent            atomic.Uint64
 	LocalPackets      atomic.Uint64 // to another guest of the same home link on this host
+	Held              atomic.Uint64 // frames held for a VM that left this home host
+	Released          atomic.Uint64 // of those, and later ones, sent on to the Home Agent
 	Drops             [numDropReasons]atomic.Uint64
 }
 

@@ -77,6 +77,12 @@ type fib struct {
 	// returning holds home addresses being de-registered from this (home)
 	// host: Mobility Header packets to them are kgswitch's.
 	returning map[netip.Addr]bool
+	// departedByMAC and departedByHoA are VMs that left this home host and
+	// whose frames are held (see departure.go); atHome maps the home address
+	// of each VM running on this home host to its port.
+	departedByMAC map[[6]byte]*departed
+	departedByHoA map[netip.Addr]*departed
+	atHome        map[netip.Addr]string
 }
 
 // Datapath moves frames between the internal port and the tunnels.
@@ -90,11 +96,16 @@ type Datapath struct {
 	// activate receives the port of a prepared guest that just sent its first
 	// frame on this host: it runs here now.
 	activate chan string
+	// tookOver and leaving report, from a home host, the Home Agent's
+	// takeover of a departed VM's address and a VM that is leaving.
+	tookOver chan takeoverSeen
+	leaving  chan string
 	global   Counters
 }
 
 func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
-	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64)}
+	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64),
+		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16)}
 	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
 	return d
 }
@@ -128,6 +139,10 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	if g := f.byMAC[[6]byte(eth.Src())]; g != nil {
 		return d.fromGuest(f, g, buf, n, out)
 	}
+	if dep := f.departedByMAC[[6]byte(eth.Dst())]; dep != nil {
+		d.fromHomeLink(f, dep, frame)
+		return out
+	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
 		d.global.drop(DropUnknownSource)
 		return out
@@ -135,6 +150,9 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	ip, err := netpkt.ParseIPv6(eth.Payload())
 	if err != nil {
 		d.global.drop(DropMalformed)
+		return out
+	}
+	if (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, ip) {
 		return out
 	}
 	if ip.Dst() != f.coa && !f.returning[ip.Dst()] {

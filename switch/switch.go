@@ -104,6 +104,9 @@ type vmPort struct {
 	pending   bool
 	asked     *atomic.Bool
 	activated time.Time
+	// dep: the VM left this home host and its frames are held (departure.go).
+	dep                    *departed
+	departedAt, takeoverAt time.Time
 	// returning: back on a home host, de-registration in progress.
 	returning bool
 	naLeft    int       // Override advertisements still to send
@@ -160,9 +163,10 @@ func (s *Switch) Run(ctx context.Context) error {
 	for {
 		s.armTimer(timer)
 		var signal chan []byte
-		var activate chan string
+		var activate, leaving chan string
+		var tookOver chan takeoverSeen
 		if s.dp != nil {
-			signal, activate = s.dp.signal, s.dp.activate
+			signal, activate, leaving, tookOver = s.dp.signal, s.dp.activate, s.dp.leaving, s.dp.tookOver
 		}
 		select {
 		case <-ctx.Done():
@@ -178,6 +182,12 @@ func (s *Switch) Run(ctx context.Context) error {
 			if p := s.ports[port]; p != nil {
 				s.activateGuest(p, "first frame from the guest")
 			}
+		case port := <-leaving:
+			if p := s.ports[port]; p != nil && p.ofport != 0 && !p.foreign && !p.returning {
+				s.depart(p, "Home Agent probes the home address (DAD)")
+			}
+		case ev := <-tookOver:
+			s.tookOver(ev)
 		case fn := <-s.requests:
 			fn()
 		case <-timer.C:
@@ -191,7 +201,7 @@ func (s *Switch) Run(ctx context.Context) error {
 func (s *Switch) armTimer(t *time.Timer) {
 	next := time.Time{}
 	for _, p := range s.ports {
-		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due()} {
+		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due(), p.departureDue()} {
 			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
 				next = d
 			}
@@ -247,7 +257,7 @@ func (s *Switch) foreignFor(p *vmPort) bool {
 // creation.
 func (s *Switch) prepare() error {
 	for _, p := range s.ports {
-		if s.foreignFor(p) {
+		if s.foreignFor(p) || s.holds(p) {
 			if err := s.ensureDatapath(); err != nil {
 				return err
 			}
@@ -270,10 +280,14 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	}
 	if !s.foreignFor(p) {
 		p.foreign = false
+		// Back before the Home Agent took over, or after: nothing more is sent
+		// on behalf of a home address whose VM is home.
+		s.endDeparture(p)
 		if s.presentAtStart[p.vm.Port] {
 			// It was here before kgswitch started: nothing came home.
 			delete(s.presentAtStart, p.vm.Port)
 			s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+			s.watchHome(p)
 			return nil
 		}
 		return s.returnHome(p)
@@ -368,6 +382,7 @@ func (s *Switch) deactivate(p *vmPort) {
 		return
 	}
 	if !p.foreign {
+		s.depart(p, "port left")
 		return
 	}
 	for _, c := range []uint64{portCookie(p.vm.Port), spoofCookie(p.vm.Port)} {
@@ -409,6 +424,7 @@ func (s *Switch) returnHome(p *vmPort) error {
 		// source; NORMAL would learn that MAC on the internal port.
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(uplink.OFPort)}},
 	}
+	flows = append(flows, s.homeFlows(p)...)
 	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): flows}); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
@@ -428,7 +444,7 @@ const homeAdvertisements = 3
 
 // announceHome sends one Override advertisement for a guest back home.
 func (s *Switch) announceHome(p *vmPort, now time.Time) {
-	frame, err := ndresponder.AppendUnsolicitedNA(nil, p.mac, p.vm.HomeAddress)
+	frame, err := ndresponder.AppendUnsolicitedNA(nil, p.mac, p.mac, p.vm.HomeAddress)
 	if err == nil {
 		err = s.dp.conn.WriteFrame(frame)
 	}
@@ -443,14 +459,19 @@ func (s *Switch) announceHome(p *vmPort, now time.Time) {
 	}
 }
 
-// endReturn removes what returnHome set up.
+// endReturn removes what returnHome set up; a VM still here keeps the flows of
+// a VM at home.
 func (s *Switch) endReturn(p *vmPort) {
-	if err := s.deps.Flows.Delete(portCookie(p.vm.Port)); err != nil {
-		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
-	}
 	p.returning = false
 	p.binding = nil
 	p.naLeft, p.nextNA = 0, time.Time{}
+	var flows []*ovs.Flow
+	if p.ofport != 0 {
+		flows = s.homeFlows(p)
+	}
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): flows}); err != nil {
+		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+	}
 	s.publish()
 }
 
@@ -594,10 +615,17 @@ func (s *Switch) publish() {
 	}
 	now := s.deps.Now()
 	f := &fib{coa: s.cfg.CareOfAddress, mtu: tunnelMTU, routerMAC: s.routerMAC,
-		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}, returning: map[netip.Addr]bool{}}
+		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}, returning: map[netip.Addr]bool{},
+		departedByMAC: map[[6]byte]*departed{}, departedByHoA: map[netip.Addr]*departed{}, atHome: map[netip.Addr]string{}}
 	for _, p := range s.ports {
 		if p.returning {
 			f.returning[p.vm.HomeAddress] = true
+		}
+		if p.dep != nil {
+			f.departedByMAC[p.dep.mac] = p.dep
+			f.departedByHoA[p.dep.hoa] = p.dep
+		} else if p.ofport != 0 && !p.foreign && s.holds(p) {
+			f.atHome[p.vm.HomeAddress] = p.vm.Port
 		}
 		if !p.foreign || p.binding == nil {
 			continue
@@ -732,6 +760,7 @@ func (s *Switch) tick() {
 		if !p.nextNA.IsZero() && !now.Before(p.nextNA) {
 			s.announceHome(p, now)
 		}
+		s.checkDeparture(p, now)
 		if p.binding == nil {
 			continue
 		}
@@ -807,10 +836,8 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 	}
 	p := s.newPort(vm)
 	s.ports[vm.Port] = p
-	if s.foreignFor(p) {
-		if err := s.prepare(); err != nil {
-			return err
-		}
+	if err := s.prepare(); err != nil {
+		return err
 	}
 	if iface.OFPort > 0 {
 		s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: iface})
@@ -843,6 +870,8 @@ type PortStatus struct {
 	NDAnswered        uint64            `json:"nd_answered"`
 	RASent            uint64            `json:"ra_sent"`
 	LocalPackets      uint64            `json:"local_packets"`
+	Held              uint64            `json:"held"`
+	Released          uint64            `json:"released"`
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	Error             string            `json:"error,omitempty"`
 }
@@ -858,7 +887,8 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 				ToTunnelPackets: p.counters.ToTunnelPackets.Load(), ToTunnelBytes: p.counters.ToTunnelBytes.Load(),
 				FromTunnelPackets: p.counters.FromTunnelPackets.Load(), FromTunnelBytes: p.counters.FromTunnelBytes.Load(),
 				NDAnswered: p.counters.NDAnswered.Load(), RASent: p.counters.RASent.Load(),
-				LocalPackets: p.counters.LocalPackets.Load(), Drops: p.counters.DropMap()}
+				LocalPackets: p.counters.LocalPackets.Load(), Held: p.counters.Held.Load(), Released: p.counters.Released.Load(),
+				Drops: p.counters.DropMap()}
 			if p.mac != nil {
 				st.MAC = p.mac.String()
 			}
@@ -870,6 +900,9 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 			}
 			if p.returning {
 				st.Location = "returning"
+			}
+			if p.dep != nil {
+				st.Location = "departed"
 			}
 			if p.foreign && p.ofport != 0 {
 				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.vm.Port)); err == nil && n > 0 {

@@ -453,25 +453,27 @@ func TestPacketTooBig(t *testing.T) {
 }
 
 func TestHomePortLeftAlone(t *testing.T) {
-	h := newHarness(t, `
-uplink = "eth0"
-care_of_address = "2001:db8:2000::2"
-[[home_network]]
-prefix = "2001:db8:2000::/64"
-home_agent = "2001:db8:2000::1"
-router_link_local = "fe80::1"
-[[vm]]
-port = "vnet3"
-home_address = "2001:db8:2000::10"
-mac = "52:54:00:00:00:10"
-`, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
 	h.noFrame(t)
 	st, _ := h.sw.Status(context.Background())
 	if st[0].Location != "home" || st[0].BindingState != "" {
 		t.Errorf("got %+v, want at home with no binding", st[0])
 	}
+	// The only flow about the VM copies DAD probes for its address to kgswitch
+	// and lets them go on unchanged (NORMAL): its traffic is untouched.
+	for _, f := range h.flows.text() {
+		if strings.Contains(f, "in_port=3") || strings.Contains(f, "52:54:00:00:00:10") ||
+			(strings.Contains(f, "2001:db8:2000::10") && !strings.Contains(f, "icmpv6_type=135,nd_target=2001:db8:2000::10,table=0,idle_timeout=0,actions=output:9,normal")) {
+			t.Errorf("flow touches the VM's traffic on its home host: %s", f)
+		}
+	}
+}
+
+func TestHomePortWithoutDepartureHasNoFlows(t *testing.T) {
+	h := newHarness(t, homeHostConfig+"departure_hold = false\n", ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.noFrame(t)
 	if fl := h.flows.text(); len(fl) != 0 {
-		t.Errorf("got flows %q on the home host, want none", fl)
+		t.Errorf("got flows %q with departure cover off, want none", fl)
 	}
 }
 
@@ -836,11 +838,16 @@ func TestReturnHome(t *testing.T) {
 				}
 			}
 			deadline := time.Now().Add(3 * time.Second)
-			for len(h.flows.text()) != 0 {
+			for strings.Contains(strings.Join(h.flows.text(), "\n"), "dl_src=52:54:00:00:00:10") {
 				if time.Now().After(deadline) {
-					t.Fatalf("flows left after the return: %q", h.flows.text())
+					t.Fatalf("return flows left after the return: %q", h.flows.text())
 				}
 				time.Sleep(10 * time.Millisecond)
+			}
+			for _, f := range h.flows.text() {
+				if strings.Contains(f, "ipv6_dst=2001:db8:2000::10") {
+					t.Errorf("flow left after the return: %s", f)
+				}
 			}
 			h.noFrame(t)
 			if st, _ := h.sw.Status(context.Background()); st[0].Location != "home" {
@@ -909,6 +916,142 @@ func TestActivation(t *testing.T) {
 		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
 		if err := h.sw.Activate(context.Background(), "vnet3"); !errors.Is(err, ErrInvalid) {
 			t.Fatalf("got %v, want ErrInvalid", err)
+		}
+	})
+}
+
+// naFrame builds a Neighbor Advertisement for target with target link-layer
+// address mac, as the Home Agent sends it at takeover (no Override).
+func naFrame(src netip.Addr, mac net.HardwareAddr, target netip.Addr) []byte {
+	na := &ndp.NeighborAdvertisement{Router: true, TargetAddress: target,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: mac}}}
+	dst := netip.MustParseAddr("ff02::1")
+	msg, _ := ndp.MarshalMessageChecksum(na, src, dst)
+	ip := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(msg))
+	netpkt.PutIPv6(ip, len(msg), 58, 255, src, dst)
+	return ethFrame(netpkt.MulticastMAC(dst), mac, append(ip, msg...))
+}
+
+func TestDeparture(t *testing.T) {
+	haMAC := net.HardwareAddr{0x02, 0x48, 0x41, 0, 0, 1}
+	status := func(h *harness) PortStatus {
+		st, _ := h.sw.Status(context.Background())
+		return st[0]
+	}
+	waitLocation := func(t *testing.T, h *harness, want string) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for status(h).Location != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("got %+v, want location %s", status(h), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	toVM := func(i int) []byte {
+		return ethFrame(guestMAC, lanMAC, udpPacket(cn, hoa, i))
+	}
+	t.Run("hold, takeover, release", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		waitLocation(t, h, "departed")
+		flows := strings.Join(h.flows.text(), "\n")
+		for _, want := range []string{"priority=200,in_port=1,dl_dst=52:54:00:00:00:10", "icmpv6_type=136,nd_target=2001:db8:2000::10"} {
+			if !strings.Contains(flows, want) {
+				t.Errorf("no flow with %q:\n%s", want, flows)
+			}
+		}
+		// Frames for the departed VM are held, in order, answered by nothing.
+		for i := 1; i <= 5; i++ {
+			h.conn.in <- toVM(i)
+		}
+		// The Home Agent's own DAD probe is neither held nor answered.
+		ns := &ndp.NeighborSolicitation{TargetAddress: hoa}
+		sn := netpkt.SolicitedNode(hoa)
+		msg, _ := ndp.MarshalMessageChecksum(ns, netip.IPv6Unspecified(), sn)
+		ip := make([]byte, netpkt.IPv6Len)
+		netpkt.PutIPv6(ip, len(msg), 58, 255, netip.IPv6Unspecified(), sn)
+		h.conn.in <- ethFrame(netpkt.MulticastMAC(sn), haMAC, append(ip, msg...))
+		h.noFrame(t)
+		if st := status(h); st.Held != 5 {
+			t.Fatalf("got held %d, want 5", st.Held)
+		}
+		// An advertisement naming the VM's own MAC is not a takeover.
+		h.conn.in <- naFrame(hoa, guestMAC, hoa)
+		h.noFrame(t)
+		// The Home Agent takes over: held frames go to its MAC in order, then
+		// the Override advertisement.
+		h.conn.in <- naFrame(ha, haMAC, hoa)
+		for i := 1; i <= 5; i++ {
+			f := h.nextFrame(t)
+			eth := netpkt.Ethernet(f)
+			want := toVM(i)
+			if eth.Dst().String() != haMAC.String() || eth.Src().String() != kgMAC.String() || !bytes.Equal(eth.Payload(), want[14:]) {
+				t.Fatalf("released frame %d: got %v -> %v, payload equal %v", i, eth.Src(), eth.Dst(), bytes.Equal(eth.Payload(), want[14:]))
+			}
+		}
+		f := h.nextFrame(t)
+		p, _ := netpkt.ParseIPv6(netpkt.Ethernet(f).Payload())
+		m, err := ndp.ParseMessage(p.Payload())
+		na, ok := m.(*ndp.NeighborAdvertisement)
+		if err != nil || !ok || !na.Override || na.TargetAddress != hoa || na.Options[0].(*ndp.LinkLayerAddress).Addr.String() != haMAC.String() {
+			t.Fatalf("got %v (%v), want an Override NA giving the Home Agent's MAC for %v", m, err, hoa)
+		}
+		if src := netpkt.Ethernet(f).Src().String(); src != kgMAC.String() {
+			t.Errorf("Override NA from MAC %v, want kgs0's %v (the Home Agent's MAC must not be learnt on this port)", src, kgMAC)
+		}
+		if !strings.Contains(strings.Join(h.flows.text(), "\n"), "dl_src=02:6b:67:00:00:01,dl_dst=02:48:41:00:00:01,table=0,idle_timeout=0,actions=output:1") {
+			t.Errorf("no flow lets released frames out to the uplink: %q", h.flows.text())
+		}
+		// Later frames for the old MAC go straight on.
+		h.conn.in <- toVM(6)
+		if f := h.nextFrame(t); netpkt.Ethernet(f).Dst().String() != haMAC.String() {
+			t.Fatalf("later frame to %v, want the Home Agent", netpkt.Ethernet(f).Dst())
+		}
+		if st := status(h); st.Released != 6 {
+			t.Errorf("got released %d, want 6", st.Released)
+		}
+		// The VM comes back: nothing more on its behalf.
+		h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		waitLocation(t, h, "returning")
+		for _, f := range h.flows.text() {
+			if strings.Contains(f, "dl_dst=52:54:00:00:00:10") {
+				t.Errorf("departure flow left after the VM came back: %s", f)
+			}
+		}
+	})
+	t.Run("DAD probe means leaving", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		ns := &ndp.NeighborSolicitation{TargetAddress: hoa}
+		sn := netpkt.SolicitedNode(hoa)
+		msg, _ := ndp.MarshalMessageChecksum(ns, netip.IPv6Unspecified(), sn)
+		ip := make([]byte, netpkt.IPv6Len)
+		netpkt.PutIPv6(ip, len(msg), 58, 255, netip.IPv6Unspecified(), sn)
+		h.conn.in <- ethFrame(netpkt.MulticastMAC(sn), haMAC, append(ip, msg...))
+		waitLocation(t, h, "departed")
+		h.noFrame(t) // and the probe is not answered
+	})
+	t.Run("deactivate command", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		if err := h.sw.Deactivate(context.Background(), "vnet9"); !errors.Is(err, ErrUnknownPort) {
+			t.Errorf("got %v, want ErrUnknownPort", err)
+		}
+		if err := h.sw.Deactivate(context.Background(), "vnet3"); err != nil {
+			t.Fatal(err)
+		}
+		waitLocation(t, h, "departed")
+	})
+	t.Run("switched off", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig+"departure_hold = false\n", ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		waitLocation(t, h, "absent")
+		h.conn.in <- toVM(1)
+		h.noFrame(t)
+		if st := status(h); st.Held != 0 {
+			t.Errorf("held %d frames with the cover off", st.Held)
+		}
+		if err := h.sw.Deactivate(context.Background(), "vnet3"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("got %v, want ErrInvalid", err)
 		}
 	})
 }

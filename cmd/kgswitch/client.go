@@ -64,8 +64,9 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func cmdActivate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("activate", "activate PORT [flags]", stderr)
+// cmdPortVerb runs `kgswitch activate|deactivate PORT`.
+func cmdPortVerb(verb string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet(verb, verb+" PORT [flags]", stderr)
 	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
 	var port string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -81,10 +82,10 @@ func cmdActivate(args []string, stdout, stderr io.Writer) error {
 		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
 	var out struct{}
-	if err := call(*socket, http.MethodPost, "/v1/ports/"+url.PathEscape(port)+"/activate", nil, &out); err != nil {
+	if err := call(*socket, http.MethodPost, "/v1/ports/"+url.PathEscape(port)+"/"+verb, nil, &out); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s activated\n", port)
+	fmt.Fprintf(stdout, "%s %sd\n", port, verb)
 	return nil
 }
 

@@ -52,19 +52,21 @@ func serveControl(ctx context.Context, path string, sw *vswitch.Switch, log *slo
 		log.Info("port bound by add-port", "port", req.Port, "hoa", req.HomeAddress)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
-	mux.HandleFunc("POST /v1/ports/{port}/activate", func(w http.ResponseWriter, r *http.Request) {
-		port := r.PathValue("port")
-		if err := sw.Activate(r.Context(), port); err != nil {
-			code, status := 1, http.StatusInternalServerError
-			if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
-				code, status = 2, http.StatusBadRequest
+	for verb, act := range map[string]func(context.Context, string) error{"activate": sw.Activate, "deactivate": sw.Deactivate} {
+		mux.HandleFunc("POST /v1/ports/{port}/"+verb, func(w http.ResponseWriter, r *http.Request) {
+			port := r.PathValue("port")
+			if err := act(r.Context(), port); err != nil {
+				code, status := 1, http.StatusInternalServerError
+				if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
+					code, status = 2, http.StatusBadRequest
+				}
+				writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+				return
 			}
-			writeJSON(w, status, apiError{Error: err.Error(), Code: code})
-			return
-		}
-		log.Info("port activated by command", "port", port)
-		writeJSON(w, http.StatusOK, struct{}{})
-	})
+			log.Info("port "+verb+"d by command", "port", port)
+			writeJSON(w, http.StatusOK, struct{}{})
+		})
+	}
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		st, err := sw.Status(r.Context())
 		if err != nil {

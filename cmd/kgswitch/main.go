@@ -22,6 +22,9 @@ Usage:
         the guest on PORT runs on this host now (e.g. from a libvirt hook or
         QEMU's pause-before-switchover): register with its Home Agent at once
         instead of waiting for the guest's first frame
+  kgswitch deactivate PORT
+        on the VM's home host: the guest on PORT stopped here (migrating away);
+        hold its frames until its Home Agent takes over (see [departure])
   kgswitch status [--json]
         show every VM the daemon knows: where it runs, its binding, its counters
 
@@ -56,8 +59,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "add-port":
 		err = cmdAddPort(args[1:], stdout, stderr)
-	case "activate":
-		err = cmdActivate(args[1:], stdout, stderr)
+	case "activate", "deactivate":
+		err = cmdPortVerb(args[0], args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
 	case "-h", "--help", "help":

@@ -26,6 +26,7 @@ func TestCLIExitStatus(t *testing.T) {
 		{"add-port no daemon", []string{"add-port", "vnet3", "--hoa", "2001:db8::10", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach the kgswitch daemon"},
 		{"activate missing port", []string{"activate"}, 2, "missing PORT"},
 		{"activate no daemon", []string{"activate", "vnet3", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
+		{"deactivate no daemon", []string{"deactivate", "vnet3", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
 		{"status no daemon", []string{"status", "--control", "/nonexistent/kgswitch.sock"}, 1, "cannot reach"},
 		{"run bad config", []string{"run", "--config", "/nonexistent.toml"}, 2, "no such file"},
 		{"run bad log format", []string{"run", "--log-format", "xml"}, 2, "--log-format"},
