@@ -15,11 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	vswitch "github.com/kgswitch/kgswitch/switch"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
 
@@ -71,12 +73,27 @@ type Env struct {
 }
 
 // HALog is where the lab Home Agent's JSON event lines go.
-func (e *Env) HALog() string { return filepath.Join(e.Lab.Dir, "labha.log") }
+func (e *Env) HALog() string { return e.HALogOf(lab.HomeNet) }
+
+// HALogOf is where the Home Agent of home network hn logs (HALog for
+// lab.HomeNet).
+func (e *Env) HALogOf(hn lab.HomeNetwork) string {
+	if hn.HANode == lab.HomeNet.HANode {
+		return filepath.Join(e.Lab.Dir, "labha.log")
+	}
+	return filepath.Join(e.Lab.Dir, "labha-"+hn.HANode+".log")
+}
 
 // StartHomeAgent runs the lab Home Agent in the ha namespace.
 func (e *Env) StartHomeAgent(ctx context.Context) error {
-	_, err := e.Lab.Start(ctx, "ha", e.HALog(), e.Bin.LabHA,
-		"-iface", "eth0", "-addr", lab.HAAddr.String(), "-prefix", lab.HomePrefix.String())
+	return e.StartHomeAgentOf(ctx, lab.HomeNet)
+}
+
+// StartHomeAgentOf runs the lab Home Agent of home network hn in its
+// namespace (lab.HomeNet2's needs a lab built with ExtraGuests).
+func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork) error {
+	_, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.Bin.LabHA,
+		"-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String())
 	return err
 }
 
@@ -146,10 +163,42 @@ func CareOf(host string) netip.Addr {
 // WriteConfig writes kgswitch's TOML configuration for host; with declareVM the
 // guest's port is declared in it (the port need not exist yet).
 func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
+	c := Config{Homes: []lab.HomeNetwork{lab.HomeNet}}
+	if declareVM {
+		c.Guests = []lab.Guest{lab.VM}
+	}
+	return e.WriteConfigWith(host, c)
+}
+
+// Config is what WriteConfigWith declares beyond the host's own settings.
+type Config struct {
+	// Homes are the [[home_network]] tables; when empty, those of Guests,
+	// in order of first appearance.
+	Homes []lab.HomeNetwork
+	// Guests are the [[vm]] tables (port, home address, MAC).
+	Guests []lab.Guest
+	// AdvertiseInterval, when not zero, adds a [home_network.advertise]
+	// table with this interval (and kgswitch's default lifetimes) to every
+	// home network, so kgswitch repeats a Router Advertisement of the home
+	// prefix to the network's guests away from home.
+	AdvertiseInterval time.Duration
+}
+
+// WriteConfigWith writes kgswitch's TOML configuration for host with the
+// home networks and guests of c, and returns its path.
+func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	ovs := e.Lab.OVS(host)
 	coa := CareOf(host)
 	if ovs == nil || !coa.IsValid() {
 		return "", fmt.Errorf("write kgswitch config: %q is not a lab host", host)
+	}
+	homes := c.Homes
+	if len(homes) == 0 {
+		for _, g := range c.Guests {
+			if !slices.Contains(homes, g.Home) {
+				homes = append(homes, g.Home)
+			}
+		}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "bridge = %q\novs_rundir = %q\nuplink = %q\ncare_of_address = %q\ncontrol_socket = %q\n",
@@ -157,10 +206,15 @@ func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
 	if e.BindingLifetime != 0 {
 		fmt.Fprintf(&b, "binding_lifetime = %q\n", e.BindingLifetime.String())
 	}
-	fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
-		lab.HomePrefix.String(), lab.HAAddr.String(), lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String())
-	if declareVM {
-		fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", lab.GuestPort, lab.HoA.String(), lab.GuestMAC.String())
+	for _, hn := range homes {
+		fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
+			hn.Prefix.String(), hn.HAAddr.String(), hn.RouterLinkLocal.String(), hn.RouterAddr.String())
+		if c.AdvertiseInterval != 0 {
+			fmt.Fprintf(&b, "\n[home_network.advertise]\ninterval = %q\n", c.AdvertiseInterval.String())
+		}
+	}
+	for _, g := range c.Guests {
+		fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", g.Port, g.HoA.String(), g.MAC.String())
 	}
 	path := filepath.Join(e.Lab.Dir, host+"-kgswitch.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
@@ -191,22 +245,8 @@ func (e *Env) Kgswitch(ctx context.Context, host string, args ...string) (string
 	return e.Lab.Run(ctx, host, argv...)
 }
 
-// PortStatus is the subset of `kgswitch status --json` the scenarios read.
-type PortStatus struct {
-	Port              string            `json:"port"`
-	Location          string            `json:"location"`
-	BindingState      string            `json:"binding_state"`
-	Reason            string            `json:"reason"`
-	CareOf            string            `json:"care_of"`
-	HomeAgent         string            `json:"home_agent"`
-	Sequence          uint16            `json:"sequence"`
-	LifetimeLeftSec   float64           `json:"lifetime_left_s"`
-	ToTunnelPackets   uint64            `json:"to_tunnel_packets"`
-	FromTunnelPackets uint64            `json:"from_tunnel_packets"`
-	NDAnswered        uint64            `json:"nd_answered"`
-	Drops             map[string]uint64 `json:"drops"`
-	Error             string            `json:"error"`
-}
+// PortStatus is one VM's line of `kgswitch status --json`.
+type PortStatus = vswitch.PortStatus
 
 // Status returns kgswitch's view of port on host.
 func (e *Env) Status(ctx context.Context, host, port string) (PortStatus, error) {
@@ -366,8 +406,18 @@ type Capture struct {
 
 // StartCapture captures IPv6 on iface in node into a pcap file.
 func (e *Env) StartCapture(ctx context.Context, node, iface, name string) (*Capture, error) {
+	return e.StartCaptureFilter(ctx, node, iface, name, "ip6")
+}
+
+// StartCaptureFilter captures what matches the tcpdump filter expression
+// (every frame when it is "") on iface in node into a pcap file.
+func (e *Env) StartCaptureFilter(ctx context.Context, node, iface, name, filter string) (*Capture, error) {
 	path := filepath.Join(e.Lab.Dir, name+".pcap")
-	cmd := e.Lab.Command(ctx, node, "tcpdump", "-i", iface, "-U", "-n", "-w", path, "ip6")
+	argv := []string{"tcpdump", "-i", iface, "-U", "-n", "-w", path}
+	if filter != "" {
+		argv = append(argv, filter)
+	}
+	cmd := e.Lab.Command(ctx, node, argv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+)
+
+// departureRun moves the guest from its home host under a 10 ms ping stream,
+// with the home host's departure cover on or off, and returns the pings lost.
+func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingResult, *scenario.Env, *scenario.Capture) {
+	e := newEnv(t, ctx)
+	if err := e.StartHomeAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"hostA", "hostB"} {
+		cfg, err := e.WriteConfig(host, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host == "hostA" && !cover {
+			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("\n[departure]\nenabled = false\n")
+			f.Close()
+		}
+		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hoa := lab.HoA.String()
+	// The home router must have the VM's MAC cached, as in production.
+	if n, err := e.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {
+		t.Fatalf("before the move: %d/3 (%v)", n, err)
+	}
+	if out, _ := e.Lab.Run(ctx, "rtr", "ip", "-6", "neigh", "show", hoa); !strings.Contains(out, lab.GuestMAC.String()) {
+		t.Fatalf("home router has no entry for the VM's MAC: %q", out)
+	}
+	capture, err := e.StartCapture(ctx, "hostA", lab.Uplink, "hostA-uplink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pings, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Past the ~9 s a home router needs without the cover, so both runs end
+	// with the guest reachable and count the whole outage.
+	time.Sleep(12 * time.Second)
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	capture.Stop()
+	return pings.Stop(), e, capture
+}
+
+// TestDepartureCover: a VM leaving its home host for the first time loses
+// almost nothing when the home host covers the Home Agent's slow takeover, and
+// about ten seconds of traffic when it does not.
+func TestDepartureCover(t *testing.T) {
+	var on, off scenario.PingResult
+	t.Run("on", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		var e *scenario.Env
+		var capture *scenario.Capture
+		on, e, capture = departureRun(t, ctx, true)
+		st, err := e.Status(ctx, "hostA", lab.GuestPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
+		if st.Held == 0 || st.Released < st.Held {
+			t.Errorf("got held %d released %d, want frames held and all released", st.Held, st.Released)
+		}
+		// The Home Agent's DAD probe is never answered by the home host: no
+		// Neighbor Advertisement for the home address leaves hostA before the
+		// Home Agent's own.
+		kgsMAC, err := e.Lab.Run(ctx, "hostA", "cat", "/sys/class/net/kgs0/address")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostMACs := []string{strings.TrimSpace(kgsMAC), lab.GuestMAC.String()}
+		dad, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 135 && ipv6.src == :: && icmpv6.nd.ns.target_address == "+lab.HoA.String(),
+			"-T", "fields", "-e", "frame.time_epoch")
+		if err != nil || len(strings.Fields(dad)) == 0 {
+			t.Fatalf("no DAD probe for the home address on hostA's uplink (%v)", err)
+		}
+		nas, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 136 && icmpv6.nd.na.target_address == "+lab.HoA.String(),
+			"-T", "fields", "-e", "frame.time_epoch", "-e", "eth.src", "-e", "icmpv6.nd.na.flag.o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sawHA := false
+		for _, line := range strings.Split(strings.TrimSpace(nas), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 3 {
+				continue
+			}
+			fromHost := f[1] == hostMACs[0] || f[1] == hostMACs[1]
+			if fromHost && !sawHA {
+				t.Errorf("home host advertised the home address before the Home Agent took over: %s", line)
+			}
+			if !fromHost {
+				sawHA = true
+			} else if f[2] != "1" && f[2] != "True" {
+				t.Errorf("home host's advertisement lacks the Override flag: %s", line)
+			}
+		}
+		if !sawHA {
+			t.Error("no takeover advertisement from the Home Agent in the capture")
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		off, _, _ = departureRun(t, ctx, false)
+	})
+	t.Logf("first move from home, pings every 10 ms: cover on: %d/%d lost (longest gap %v); cover off: %d/%d lost (longest gap %v)",
+		on.Lost, on.Sent, on.LongestGap.Round(time.Millisecond), off.Lost, off.Sent, off.LongestGap.Round(time.Millisecond))
+	if on.Lost > 5 {
+		t.Errorf("with the cover: %d probes lost, want at most 5", on.Lost)
+	}
+	if off.Lost <= 100 {
+		t.Errorf("without the cover: %d probes lost, want more than 100 (else the test measures nothing)", off.Lost)
+	}
+}
