@@ -187,7 +187,7 @@ type fileVM struct {
 	DepartureHold   *bool  `toml:"departure_hold"`
 }
 
-// Load reads and validates the file at path.
+// Load reads and validates the file at path. Errors read "path:line: reason".
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -195,9 +195,76 @@ func Load(path string) (*Config, error) {
 	}
 	c, err := Parse(string(b))
 	if err != nil {
+		var le *LineError
+		if errors.As(err, &le) {
+			return nil, fmt.Errorf("%s:%d: %w", path, le.Line, le.Err)
+		}
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// LineError is a configuration error at a line of the file.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+// locator finds where things are in the TOML text, so errors found after
+// decoding (which loses positions) still name a line.
+type locator []string
+
+// find returns the line of key in the index-th [[table]] (table "" = the top
+// level), or the table's header line when key is "" or absent; 0 if unknown.
+func (l locator) find(table string, index int, key string) int {
+	cur, n, header := "", -1, 0
+	for i, line := range l {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "[") {
+			name := strings.Trim(t, "[] \t")
+			if j := strings.IndexByte(name, ']'); j >= 0 {
+				name = name[:j]
+			}
+			switch {
+			case name == table:
+				// [[table]] counts; a plain [table] is its only instance.
+				n++
+				if !strings.HasPrefix(t, "[[") {
+					n = 0
+				}
+				if n == index {
+					header = i + 1
+				}
+				cur = name
+			case table == "" || !strings.HasPrefix(name, table+"."):
+				cur = name
+			}
+			continue
+		}
+		if key != "" && cur == table && (table == "" || n == index) {
+			if k, _, ok := strings.Cut(t, "="); ok && strings.TrimSpace(k) == key {
+				return i + 1
+			}
+		}
+	}
+	return header
+}
+
+// at wraps err with the line of key in the index-th [[table]].
+func (l locator) at(table string, index int, key string, err error) error {
+	if line := l.find(table, index, key); line > 0 {
+		return &LineError{Line: line, Err: err}
+	}
+	return err
+}
+
+// keyOf guesses which key an error is about from its leading word.
+func keyOf(err error) string {
+	k, _, _ := strings.Cut(err.Error(), " ")
+	return strings.TrimSuffix(k, ":")
 }
 
 // Parse validates a configuration given as TOML text.
@@ -207,17 +274,34 @@ func Parse(text string) (*Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("line %d: %s", pe.Position.Line, pe.Message)
+			return nil, &LineError{Line: pe.Position.Line, Err: errors.New(pe.Message)}
 		}
 		return nil, err
 	}
+	loc := locator(strings.Split(text, "\n"))
 	if und := md.Undecoded(); len(und) > 0 {
 		keys := make([]string, len(und))
 		for i, k := range und {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+		err := fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+		last := und[0][len(und[0])-1]
+		for i, line := range loc {
+			if k, _, ok := strings.Cut(strings.TrimSpace(line), "="); ok && strings.TrimSpace(k) == last {
+				return nil, &LineError{Line: i + 1, Err: err}
+			}
+		}
+		return nil, err
 	}
+	c, err := parse(&f, loc)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func parse(f *fileConfig, loc locator) (*Config, error) {
+	var err error
 	c := &Config{
 		Bridge:          or(f.Bridge, DefaultBridge),
 		OVSRunDir:       or(f.OVSRunDir, DefaultOVSRunDir),
@@ -228,21 +312,21 @@ func Parse(text string) (*Config, error) {
 		Departure:       DefaultDeparture,
 	}
 	if !strings.HasPrefix(c.OVSRunDir, "/") {
-		return nil, fmt.Errorf("ovs_rundir %q: must be an absolute path (OVS sockets need one)", c.OVSRunDir)
+		return nil, loc.at("", 0, "ovs_rundir", fmt.Errorf("ovs_rundir %q: must be an absolute path (OVS sockets need one)", c.OVSRunDir))
 	}
 	if c.Uplink == "" {
 		return nil, errors.New("uplink: missing (the bridge port facing this host's LAN)")
 	}
 	if c.CareOfAddress, err = parseAddr("care_of_address", f.CareOfAddress); err != nil {
-		return nil, err
+		return nil, loc.at("", 0, "care_of_address", err)
 	}
 	if !c.CareOfAddress.IsGlobalUnicast() {
-		return nil, fmt.Errorf("care_of_address %v: must be a global unicast address", c.CareOfAddress)
+		return nil, loc.at("", 0, "care_of_address", fmt.Errorf("care_of_address %v: must be a global unicast address", c.CareOfAddress))
 	}
 	if f.BindingLifetime != "" {
 		d, err := time.ParseDuration(f.BindingLifetime)
 		if err != nil || d < 4*time.Second || d > 262140*time.Second {
-			return nil, fmt.Errorf("binding_lifetime %q: want a duration from 4s to 262140s", f.BindingLifetime)
+			return nil, loc.at("", 0, "binding_lifetime", fmt.Errorf("binding_lifetime %q: want a duration from 4s to 262140s", f.BindingLifetime))
 		}
 		c.BindingLifetime = d
 	}
@@ -252,14 +336,14 @@ func Parse(text string) (*Config, error) {
 		}
 		if d.BufferFrames != nil {
 			if *d.BufferFrames < 1 || *d.BufferFrames > 1<<16 {
-				return nil, fmt.Errorf("departure.buffer_frames %d: want 1..65536", *d.BufferFrames)
+				return nil, loc.at("departure", 0, "buffer_frames", fmt.Errorf("departure.buffer_frames %d: want 1..65536", *d.BufferFrames))
 			}
 			c.Departure.BufferFrames = *d.BufferFrames
 		}
 		if d.MaxHold != "" {
 			v, err := time.ParseDuration(d.MaxHold)
 			if err != nil || v <= 0 || v > time.Minute {
-				return nil, fmt.Errorf("departure.max_hold %q: want a duration up to 1m", d.MaxHold)
+				return nil, loc.at("departure", 0, "max_hold", fmt.Errorf("departure.max_hold %q: want a duration up to 1m", d.MaxHold))
 			}
 			c.Departure.MaxHold = v
 		}
@@ -267,16 +351,16 @@ func Parse(text string) (*Config, error) {
 	for i, fh := range f.HomeNetworks {
 		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
 		if err != nil {
-			return nil, fmt.Errorf("home_network[%d]: %w", i, err)
+			return nil, loc.at("home_network", i, keyOf(err), fmt.Errorf("home_network[%d]: %w", i, err))
 		}
 		if fh.Advertise != nil {
 			if h.Advertise, err = fh.Advertise.parse(); err != nil {
-				return nil, fmt.Errorf("home_network[%d]: %w", i, err)
+				return nil, loc.at("home_network", i, "", fmt.Errorf("home_network[%d]: %w", i, err))
 			}
 		}
 		for _, o := range c.HomeNetworks {
 			if o.Prefix.Overlaps(h.Prefix) {
-				return nil, fmt.Errorf("home_network[%d]: prefix %v overlaps %v", i, h.Prefix, o.Prefix)
+				return nil, loc.at("home_network", i, "prefix", fmt.Errorf("home_network[%d]: prefix %v overlaps %v", i, h.Prefix, o.Prefix))
 			}
 		}
 		c.HomeNetworks = append(c.HomeNetworks, h)
@@ -284,15 +368,15 @@ func Parse(text string) (*Config, error) {
 	for i, fv := range f.VMs {
 		hoa, err := parseAddr("home_address", fv.HomeAddress)
 		if err != nil {
-			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+			return nil, loc.at("vm", i, "home_address", fmt.Errorf("vm[%d]: %w", i, err))
 		}
 		vm, err := c.NewVM(fv.Port, hoa, fv.MAC, fv.HomeAgent, fv.HomePrefix, fv.RouterLinkLocal)
 		if err != nil {
-			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
 		vm.NoDepartureHold = fv.DepartureHold != nil && !*fv.DepartureHold
 		if err := c.AddVM(vm); err != nil {
-			return nil, fmt.Errorf("vm[%d]: %w", i, err)
+			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
 	}
 	return c, nil

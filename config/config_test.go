@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -112,6 +114,35 @@ func TestParse(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestErrorsNameTheLine(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		text string
+		line int
+	}{
+		{"syntax", "uplink = \"eth0\"\ncare_of_address = \n", 2},
+		{"bad top-level address", "uplink = \"eth0\"\n\ncare_of_address = \"10.0.0.1\"\n", 3},
+		{"unknown key", base + "[[vm]]\nport = \"a\"\nhome_adress = \"2001:db8:2000::10\"\n", 10},
+		{"bad home agent", strings.Replace(base, "2001:db8:2000::1\"", "2001:db8:9::1\"", 1), 6},
+		{"duplicate home address", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::10\"\n", 13},
+		{"mac collision", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"52:54:00:00:00:10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:10\"\n", 15},
+		{"bad departure", base + "[departure]\nmax_hold = \"2h\"\n", 9},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "k.toml")
+			if err := os.WriteFile(path, []byte(tt.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			want := fmt.Sprintf("%s:%d: ", path, tt.line)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Fatalf("got error %v, want it to start with %q", err, want)
 			}
 		})
 	}
