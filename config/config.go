@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -74,9 +75,13 @@ type HomeNetwork struct {
 	Advertise *ndresponder.Advertisement
 }
 
-// VM binds a port to a home address.
+// VM binds a VM to a home address. The VM is found on the bridge by its port
+// name, or, when the name is not known in advance (libvirt names taps vnetN
+// per host), by the external_ids libvirt and OpenStack set on its interface:
+// iface-id or attached-mac.
 type VM struct {
 	Port        string
+	IfaceID     string
 	HomeAddress netip.Addr
 	// MAC may be nil: then the interface's external_ids:attached-mac is used.
 	MAC  net.HardwareAddr
@@ -184,6 +189,7 @@ type fileVM struct {
 	HomeAgent       string `toml:"home_agent"`
 	HomePrefix      string `toml:"home_prefix"`
 	RouterLinkLocal string `toml:"router_link_local"`
+	IfaceID         string `toml:"iface_id"`
 	DepartureHold   *bool  `toml:"departure_hold"`
 }
 
@@ -375,6 +381,10 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
 		vm.NoDepartureHold = fv.DepartureHold != nil && !*fv.DepartureHold
+		vm.IfaceID = fv.IfaceID
+		if vm.Port == "" && vm.IfaceID == "" && vm.MAC == nil {
+			return nil, loc.at("vm", i, "", fmt.Errorf("vm[%d]: give port, iface_id or mac, so kgswitch can find the VM's interface", i))
+		}
 		if err := c.AddVM(vm); err != nil {
 			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
@@ -386,9 +396,6 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 // when a configured home_network contains the home address.
 func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, routerLL string) (VM, error) {
 	vm := VM{Port: port, HomeAddress: hoa}
-	if port == "" {
-		return vm, errors.New("port: missing")
-	}
 	if !hoa.Is6() || !hoa.IsGlobalUnicast() || hoa.Is4In6() {
 		return vm, fmt.Errorf("home_address %v: must be a global unicast IPv6 address", hoa)
 	}
@@ -419,16 +426,23 @@ func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, rout
 	return vm, nil
 }
 
-// AddVM adds vm unless its port, home address or MAC is already taken.
+// RemoveVM forgets the VM with home address hoa.
+func (c *Config) RemoveVM(hoa netip.Addr) {
+	c.VMs = slices.DeleteFunc(c.VMs, func(v VM) bool { return v.HomeAddress == hoa })
+}
+
+// AddVM adds vm unless its port, home address, MAC or iface-id is already taken.
 func (c *Config) AddVM(vm VM) error {
 	for _, o := range c.VMs {
 		switch {
-		case o.Port == vm.Port:
+		case o.Port != "" && o.Port == vm.Port:
 			return fmt.Errorf("port %s: already bound to %v", vm.Port, o.HomeAddress)
 		case o.HomeAddress == vm.HomeAddress:
 			return fmt.Errorf("home_address %v: already used by port %s", vm.HomeAddress, o.Port)
 		case o.MAC != nil && vm.MAC != nil && o.MAC.String() == vm.MAC.String():
 			return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
+		case o.IfaceID != "" && o.IfaceID == vm.IfaceID:
+			return fmt.Errorf("iface_id %s: already used by the VM with home address %v", vm.IfaceID, o.HomeAddress)
 		}
 	}
 	c.VMs = append(c.VMs, vm)

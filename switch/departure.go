@@ -201,8 +201,8 @@ func (s *Switch) homeFlows(p *vmPort) []*ovs.Flow {
 
 // watchHome installs the flows of a VM running here, on its home host.
 func (s *Switch) watchHome(p *vmPort) {
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): s.homeFlows(p)}); err != nil {
-		s.log.Error("install flows", "port", p.vm.Port, "err", err)
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.homeFlows(p)}); err != nil {
+		s.log.Error("install flows", "port", p.name(), "err", err)
 	}
 	s.publish()
 }
@@ -213,14 +213,14 @@ func (s *Switch) depart(p *vmPort, why string) {
 		return
 	}
 	now := s.deps.Now()
-	p.dep = &departed{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress,
+	p.dep = &departed{port: p.key(), mac: [6]byte(p.mac), hoa: p.vm.HomeAddress,
 		maxFrames: s.cfg.Departure.BufferFrames, maxHold: s.cfg.Departure.MaxHold, counters: p.counters}
 	p.departedAt, p.takeoverAt = now, time.Time{}
 	s.publish()
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): s.departureFlows(p, nil)}); err != nil {
-		s.log.Error("install departure flows", "port", p.vm.Port, "err", err)
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.departureFlows(p, nil)}); err != nil {
+		s.log.Error("install departure flows", "port", p.name(), "err", err)
 	}
-	s.log.Info("VM left its home host: holding its frames until the Home Agent takes over", "port", p.vm.Port,
+	s.log.Info("VM left its home host: holding its frames until the Home Agent takes over", "port", p.name(),
 		"hoa", p.vm.HomeAddress, "trigger", why)
 }
 
@@ -248,14 +248,14 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 
 // tookOver acts on the Home Agent's takeover of a departed VM's address.
 func (s *Switch) tookOver(ev takeoverSeen) {
-	p := s.ports[ev.port]
+	p := s.byKey[ev.port]
 	if p == nil || p.dep == nil || !p.takeoverAt.IsZero() {
 		return
 	}
 	now := s.deps.Now()
 	p.takeoverAt = now
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): s.departureFlows(p, ev.mac)}); err != nil {
-		s.log.Error("install release flows", "port", p.vm.Port, "err", err)
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.departureFlows(p, ev.mac)}); err != nil {
+		s.log.Error("install release flows", "port", p.name(), "err", err)
 	}
 	held := p.counters.Held.Load()
 	s.dp.release(p.dep, ev.mac)
@@ -264,9 +264,9 @@ func (s *Switch) tookOver(ev takeoverSeen) {
 		err = s.dp.conn.WriteFrame(na)
 	}
 	if err != nil {
-		s.log.Warn("send Override advertisement", "port", p.vm.Port, "err", err)
+		s.log.Warn("send Override advertisement", "port", p.name(), "err", err)
 	}
-	s.log.Info("Home Agent took over: neighbours overridden, held frames released", "port", p.vm.Port,
+	s.log.Info("Home Agent took over: neighbours overridden, held frames released", "port", p.name(),
 		"hoa", p.vm.HomeAddress, "home_agent_mac", ev.mac, "after", now.Sub(p.departedAt).String(), "held", held)
 }
 
@@ -291,9 +291,9 @@ func (s *Switch) checkDeparture(p *vmPort, now time.Time) {
 		return
 	}
 	if p.takeoverAt.IsZero() {
-		s.log.Warn("Home Agent never took over a departed VM's address; frames dropped", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+		s.log.Warn("Home Agent never took over a departed VM's address; frames dropped", "port", p.name(), "hoa", p.vm.HomeAddress)
 	} else {
-		s.log.Info("departed VM's neighbours have moved to the Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
+		s.log.Info("departed VM's neighbours have moved to the Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress,
 			"released", p.counters.Released.Load())
 	}
 	s.endDeparture(p)
@@ -306,8 +306,8 @@ func (s *Switch) endDeparture(p *vmPort) {
 	}
 	p.dep = nil
 	s.publish()
-	if err := s.deps.Flows.Delete(portCookie(p.vm.Port)); err != nil {
-		s.log.Error("remove departure flows", "port", p.vm.Port, "err", err)
+	if err := s.deps.Flows.Delete(portCookie(p.key())); err != nil {
+		s.log.Error("remove departure flows", "port", p.name(), "err", err)
 	}
 }
 

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +27,24 @@ type OVSDB interface {
 	Events() <-chan ovsctl.Event
 	Interface(name string) (ovsctl.Interface, bool)
 	EnsureInternalPort(ctx context.Context, bridge, name string) error
+	SetExternalIDs(ctx context.Context, iface string, set map[string]string, del []string) error
 }
+
+// external_ids keys. An operator declares a VM on its interface with
+// KeyHomeAddress (and optionally KeyMAC, KeyHomeAgent, KeyHomePrefix,
+// KeyRouter; without them the home network containing the home address and
+// the interface's attached-mac are used); kgswitch mirrors its view of the VM
+// into KeyState, KeyCareOf and KeyReason, so `ovs-vsctl list Interface` shows it.
+const (
+	KeyHomeAddress = "kagemusha-home-address"
+	KeyMAC         = "kagemusha-mac"
+	KeyHomeAgent   = "kagemusha-home-agent"
+	KeyHomePrefix  = "kagemusha-home-prefix"
+	KeyRouter      = "kagemusha-router-link-local"
+	KeyState       = "kagemusha-state"
+	KeyCareOf      = "kagemusha-care-of"
+	KeyReason      = "kagemusha-reason"
+)
 
 // FlowTable is what the control loop needs of the bridge's OpenFlow tables.
 type FlowTable interface {
@@ -79,8 +98,13 @@ type Switch struct {
 	// presentAtStart holds the configured ports already on the bridge when Run
 	// began: their VMs did not just come home.
 	presentAtStart map[string]bool
-	ports          map[string]*vmPort
-	requests       chan func()
+	// vms are all the VMs this daemon knows; byKey finds one by home address
+	// (its identity everywhere, cookies included); ports finds one by the
+	// name of its interface on the bridge, configured or matched.
+	vms      []*vmPort
+	byKey    map[string]*vmPort
+	ports    map[string]*vmPort
+	requests chan func()
 	// runCtx and dpErr belong to Run; what Run starts uses them.
 	runCtx context.Context
 	dpErr  chan error
@@ -89,17 +113,23 @@ type Switch struct {
 
 // vmPort is one configured VM.
 type vmPort struct {
-	vm       config.VM
-	ofport   int // 0 while the port is not on this host's bridge
-	foreign  bool
-	since    time.Time // when the port appeared here
-	binding  *mipv6.Binding
-	counters *Counters
-	ownLL    *[]netip.Addr
-	nd       *ndresponder.Responder
-	mac      net.HardwareAddr
-	err      string    // why the port could not be served, for status
-	nextRA   time.Time // next unsolicited Router Advertisement; zero = none
+	vm    config.VM
+	iface string // the VM's interface on this bridge, while it is here
+	// fromOVSDB: declared by external_ids on its interface (declaration is
+	// what was declared); such a VM goes when the keys go.
+	fromOVSDB   bool
+	declaration string
+	mirrored    map[string]string // what external_ids last got
+	ofport      int               // 0 while the port is not on this host's bridge
+	foreign     bool
+	since       time.Time // when the port appeared here
+	binding     *mipv6.Binding
+	counters    *Counters
+	ownLL       *[]netip.Addr
+	nd          *ndresponder.Responder
+	mac         net.HardwareAddr
+	err         string    // why the port could not be served, for status
+	nextRA      time.Time // next unsolicited Router Advertisement; zero = none
 	// pending: on a foreign host, prepared, the guest not yet running here.
 	pending   bool
 	asked     *atomic.Bool
@@ -124,15 +154,54 @@ func New(cfg *config.Config, deps Deps) *Switch {
 	if deps.RandSeq == nil {
 		deps.RandSeq = randSeq
 	}
-	s := &Switch{cfg: cfg, deps: deps, log: deps.Logger, ports: map[string]*vmPort{}, requests: make(chan func())}
+	s := &Switch{cfg: cfg, deps: deps, log: deps.Logger, ports: map[string]*vmPort{}, byKey: map[string]*vmPort{}, requests: make(chan func())}
 	for _, vm := range cfg.VMs {
-		s.ports[vm.Port] = s.newPort(vm)
+		s.addVMPort(vm)
 	}
 	return s
 }
 
-func (s *Switch) newPort(vm config.VM) *vmPort {
-	return &vmPort{vm: vm, counters: &Counters{}, ownLL: new([]netip.Addr)}
+// addVMPort starts tracking vm.
+func (s *Switch) addVMPort(vm config.VM) *vmPort {
+	p := &vmPort{vm: vm, counters: &Counters{}, ownLL: new([]netip.Addr)}
+	s.vms = append(s.vms, p)
+	s.byKey[p.key()] = p
+	if vm.Port != "" {
+		s.ports[vm.Port] = p
+	}
+	return p
+}
+
+// key is the VM's identity: its home address.
+func (p *vmPort) key() string { return p.vm.HomeAddress.String() }
+
+// name is the VM's interface name, as known.
+func (p *vmPort) name() string {
+	if p.iface != "" {
+		return p.iface
+	}
+	if p.vm.Port != "" {
+		return p.vm.Port
+	}
+	return "-"
+}
+
+// match finds the VM an interface that just appeared belongs to: by name,
+// then by the iface-id or attached-mac libvirt and OpenStack set on it.
+func (s *Switch) match(i ovsctl.Interface) *vmPort {
+	if p := s.ports[i.Name]; p != nil {
+		return p
+	}
+	id, mac := i.ExternalIDs["iface-id"], i.ExternalIDs["attached-mac"]
+	for _, p := range s.vms {
+		if p.vm.Port != "" || p.iface != "" {
+			continue
+		}
+		if (p.vm.IfaceID != "" && p.vm.IfaceID == id) || (p.vm.MAC != nil && strings.EqualFold(p.vm.MAC.String(), mac)) {
+			return p
+		}
+	}
+	return nil
 }
 
 // Run runs the control loop until ctx ends. On return, flows and bindings stay
@@ -150,9 +219,12 @@ func (s *Switch) Run(ctx context.Context) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	s.presentAtStart = map[string]bool{}
-	for name := range s.ports {
-		if i, ok := s.deps.DB.Interface(name); ok && i.OFPort > 0 {
-			s.presentAtStart[name] = true
+	for _, p := range s.vms {
+		if p.vm.Port == "" {
+			continue
+		}
+		if i, ok := s.deps.DB.Interface(p.vm.Port); ok && i.OFPort > 0 {
+			s.presentAtStart[p.key()] = true
 		}
 	}
 	if err := s.prepare(); err != nil {
@@ -161,6 +233,7 @@ func (s *Switch) Run(ctx context.Context) error {
 	}
 	events := s.deps.DB.Events()
 	for {
+		s.mirrorState()
 		s.armTimer(timer)
 		var signal chan []byte
 		var activate, leaving chan string
@@ -178,12 +251,12 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.handleEvent(ev)
 		case pkt := <-signal:
 			s.handleSignal(pkt)
-		case port := <-activate:
-			if p := s.ports[port]; p != nil {
+		case key := <-activate:
+			if p := s.byKey[key]; p != nil {
 				s.activateGuest(p, "first frame from the guest")
 			}
-		case port := <-leaving:
-			if p := s.ports[port]; p != nil && p.ofport != 0 && !p.foreign && !p.returning {
+		case key := <-leaving:
+			if p := s.byKey[key]; p != nil && p.ofport != 0 && !p.foreign && !p.returning {
 				s.depart(p, "Home Agent probes the home address (DAD)")
 			}
 		case ev := <-tookOver:
@@ -200,7 +273,7 @@ func (s *Switch) Run(ctx context.Context) error {
 
 func (s *Switch) armTimer(t *time.Timer) {
 	next := time.Time{}
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due(), p.departureDue()} {
 			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
 				next = d
@@ -224,26 +297,156 @@ func (s *Switch) armTimer(t *time.Timer) {
 }
 
 func (s *Switch) handleEvent(ev ovsctl.Event) {
-	p := s.ports[ev.Iface.Name]
-	if p == nil {
-		return
-	}
 	switch ev.Kind {
 	case ovsctl.Removed:
+		p := s.ports[ev.Iface.Name]
+		if p == nil || p.iface != ev.Iface.Name {
+			return
+		}
 		if p.ofport != 0 {
-			s.log.Info("port left this host", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+			s.log.Info("port left this host", "port", p.name(), "hoa", p.vm.HomeAddress)
 			s.deactivate(p)
 		}
-	default:
+		s.unbindIface(p)
+	case ovsctl.Added, ovsctl.Updated:
+		p := s.match(ev.Iface)
+		p = s.declared(ev.Iface, p)
+		if p == nil {
+			return
+		}
+		if p.iface == "" {
+			p.iface = ev.Iface.Name
+			s.ports[p.iface] = p
+		}
 		if ev.Iface.OFPort > 0 && p.ofport == 0 {
 			p.ofport = ev.Iface.OFPort
 			p.since = s.deps.Now()
 			if err := s.activate(p, ev.Iface); err != nil {
 				p.err = err.Error()
-				s.log.Error("cannot serve VM", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "err", err)
+				s.log.Error("cannot serve VM", "port", p.name(), "hoa", p.vm.HomeAddress, "err", err)
 			}
 		}
 	}
+}
+
+// declared handles a VM declared on its interface's external_ids: it adds,
+// replaces or removes the VM the keys describe, and returns the VM the
+// interface now belongs to.
+func (s *Switch) declared(i ovsctl.Interface, p *vmPort) *vmPort {
+	ids := i.ExternalIDs
+	hoa := ids[KeyHomeAddress]
+	if p != nil && !p.fromOVSDB {
+		return p // configured or bound by add-port: those win
+	}
+	if p != nil && p.declaration == declarationOf(ids) {
+		return p
+	}
+	if p != nil {
+		// The keys changed or went away: the old declaration ends.
+		s.log.Info("VM declaration on the interface changed", "port", i.Name, "hoa", p.vm.HomeAddress)
+		s.removeVM(p)
+		p = nil
+	}
+	if hoa == "" {
+		return nil
+	}
+	addr, err := netip.ParseAddr(hoa)
+	if err == nil {
+		var vm config.VM
+		if vm, err = s.cfg.NewVM(i.Name, addr, ids[KeyMAC], ids[KeyHomeAgent], ids[KeyHomePrefix], ids[KeyRouter]); err == nil {
+			if err = s.cfg.AddVM(vm); err == nil {
+				p = s.addVMPort(vm)
+				p.fromOVSDB, p.declaration = true, declarationOf(ids)
+				s.log.Info("VM declared on its interface", "port", i.Name, "hoa", addr)
+				if err := s.prepare(); err != nil {
+					p.err = err.Error()
+				}
+				return p
+			}
+		}
+	}
+	s.log.Error("bad VM declaration in external_ids", "port", i.Name, "err", err)
+	s.mirrorIDs(i.Name, map[string]string{KeyState: "error", KeyReason: err.Error()})
+	return nil
+}
+
+// declarationOf is the part of external_ids that declares a VM.
+func declarationOf(ids map[string]string) string {
+	return strings.Join([]string{ids[KeyHomeAddress], ids[KeyMAC], ids[KeyHomeAgent], ids[KeyHomePrefix], ids[KeyRouter]}, "|")
+}
+
+// removeVM stops serving a VM and forgets it.
+func (s *Switch) removeVM(p *vmPort) {
+	if p.ofport != 0 {
+		s.deactivate(p)
+	}
+	s.endDeparture(p)
+	for _, c := range []uint64{portCookie(p.key()), spoofCookie(p.key())} {
+		if err := s.deps.Flows.Delete(c); err != nil {
+			s.log.Error("remove flows", "port", p.name(), "err", err)
+		}
+	}
+	s.unbindIface(p)
+	if p.vm.Port != "" {
+		delete(s.ports, p.vm.Port)
+	}
+	delete(s.byKey, p.key())
+	s.vms = slices.DeleteFunc(s.vms, func(q *vmPort) bool { return q == p })
+	s.cfg.RemoveVM(p.vm.HomeAddress)
+	s.publish()
+}
+
+// mirrorState writes kgswitch's view of each present VM into its interface's
+// external_ids, when it changed.
+func (s *Switch) mirrorState() {
+	now := s.deps.Now()
+	for _, p := range s.vms {
+		if p.iface == "" || p.ofport == 0 {
+			continue
+		}
+		st := s.portStatus(p, now)
+		state := st.Location
+		if st.BindingState != "" {
+			state += "/" + st.BindingState
+		}
+		want := map[string]string{KeyState: state, KeyCareOf: st.CareOf, KeyReason: st.Reason}
+		if st.Error != "" {
+			want[KeyState], want[KeyReason] = "error", st.Error
+		}
+		if maps.Equal(want, p.mirrored) {
+			continue
+		}
+		if s.mirrorIDs(p.iface, want) {
+			p.mirrored = want
+		}
+	}
+}
+
+// mirrorIDs sets kgswitch's keys on an interface, deleting the empty ones.
+func (s *Switch) mirrorIDs(iface string, kv map[string]string) bool {
+	set, del := map[string]string{}, []string{}
+	for k, v := range kv {
+		if v == "" {
+			del = append(del, k)
+		} else {
+			set[k] = v
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.runCtx, 2*time.Second)
+	defer cancel()
+	if err := s.deps.DB.SetExternalIDs(ctx, iface, set, del); err != nil {
+		s.log.Debug("mirror state into external_ids", "port", iface, "err", err)
+		return false
+	}
+	return true
+}
+
+// unbindIface forgets which interface a VM had, once it left.
+func (s *Switch) unbindIface(p *vmPort) {
+	if p.iface != "" && p.iface != p.vm.Port {
+		delete(s.ports, p.iface)
+	}
+	p.iface = ""
 }
 
 // foreignFor reports whether this host is outside p's home network.
@@ -256,7 +459,7 @@ func (s *Switch) foreignFor(p *vmPort) bool {
 // start, so a migrated guest's arrival costs one flow bundle, not a port
 // creation.
 func (s *Switch) prepare() error {
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		if s.foreignFor(p) || s.holds(p) {
 			if err := s.ensureDatapath(); err != nil {
 				return err
@@ -274,7 +477,7 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	if p.mac == nil {
 		m, err := config.ParseMAC(iface.ExternalIDs["attached-mac"])
 		if err != nil {
-			return fmt.Errorf("no MAC for %s: configure one or set external_ids:attached-mac (%v)", p.vm.Port, err)
+			return fmt.Errorf("no MAC for %s: configure one or set external_ids:attached-mac (%v)", p.name(), err)
 		}
 		p.mac = m
 	}
@@ -283,10 +486,10 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 		// Back before the Home Agent took over, or after: nothing more is sent
 		// on behalf of a home address whose VM is home.
 		s.endDeparture(p)
-		if s.presentAtStart[p.vm.Port] {
+		if s.presentAtStart[p.key()] {
 			// It was here before kgswitch started: nothing came home.
-			delete(s.presentAtStart, p.vm.Port)
-			s.log.Info("VM is at home here; leaving its traffic alone", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+			delete(s.presentAtStart, p.key())
+			s.log.Info("VM is at home here; leaving its traffic alone", "port", p.name(), "hoa", p.vm.HomeAddress)
 			s.watchHome(p)
 			return nil
 		}
@@ -306,13 +509,13 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	p.nd = nd
 	// One bundle: a migrated guest's first frames may already be on their way.
 	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{
-		portCookie(p.vm.Port):  s.portFlows(p),
-		spoofCookie(p.vm.Port): s.spoofFlows(p),
+		portCookie(p.key()):  s.portFlows(p),
+		spoofCookie(p.key()): s.spoofFlows(p),
 	}); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
-	if err := s.deps.Flows.SetNoFlood(p.vm.Port, true); err != nil {
-		return fmt.Errorf("keep LAN floods off %s: %w", p.vm.Port, err)
+	if err := s.deps.Flows.SetNoFlood(p.iface, true); err != nil {
+		return fmt.Errorf("keep LAN floods off %s: %w", p.iface, err)
 	}
 	if err := s.installGlobalFlows(); err != nil {
 		return err
@@ -321,11 +524,11 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	p.pending = true
 	p.asked = new(atomic.Bool)
 	s.publish()
-	s.log.Info("VM port on a foreign host: prepared, waiting for the guest to run here", "port", p.vm.Port, "hoa", p.vm.HomeAddress,
+	s.log.Info("VM port on a foreign host: prepared, waiting for the guest to run here", "port", p.name(), "hoa", p.vm.HomeAddress,
 		"home_agent", p.vm.Home.HomeAgent, "care_of", s.cfg.CareOfAddress)
-	if s.presentAtStart[p.vm.Port] {
+	if s.presentAtStart[p.key()] {
 		// It ran here before kgswitch started.
-		delete(s.presentAtStart, p.vm.Port)
+		delete(s.presentAtStart, p.key())
 		s.activateGuest(p, "running here at start")
 	}
 	return nil
@@ -341,7 +544,7 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 	now := s.deps.Now()
 	p.activated = now
 	s.publish()
-	s.log.Info("guest runs here: registering with its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "trigger", why,
+	s.log.Info("guest runs here: registering with its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "trigger", why,
 		"after", now.Sub(p.since).String())
 	if p.nd.Advertises() {
 		// At once: the guest's lifetimes were counting down during the move.
@@ -385,9 +588,9 @@ func (s *Switch) deactivate(p *vmPort) {
 		s.depart(p, "port left")
 		return
 	}
-	for _, c := range []uint64{portCookie(p.vm.Port), spoofCookie(p.vm.Port)} {
+	for _, c := range []uint64{portCookie(p.key()), spoofCookie(p.key())} {
 		if err := s.deps.Flows.Delete(c); err != nil {
-			s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+			s.log.Error("remove flows", "port", p.name(), "err", err)
 		}
 	}
 	// The VM runs elsewhere now; the next host registers its own care-of address,
@@ -425,13 +628,13 @@ func (s *Switch) returnHome(p *vmPort) error {
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(uplink.OFPort)}},
 	}
 	flows = append(flows, s.homeFlows(p)...)
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): flows}); err != nil {
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): flows}); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
 	p.returning = true
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
-	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.vm.Port, "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
+	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
 	if bu, ok := p.binding.Deregister(s.deps.Now(), p.vm.HomeAddress); ok {
 		s.sendBU(bu)
 	}
@@ -449,12 +652,12 @@ func (s *Switch) announceHome(p *vmPort, now time.Time) {
 		err = s.dp.conn.WriteFrame(frame)
 	}
 	if err != nil {
-		s.log.Warn("send Neighbor Advertisement", "port", p.vm.Port, "err", err)
+		s.log.Warn("send Neighbor Advertisement", "port", p.name(), "err", err)
 	}
 	p.naLeft--
 	p.nextNA = now.Add(time.Second)
 	if p.naLeft <= 0 {
-		s.log.Info("VM is home: neighbours told", "port", p.vm.Port, "hoa", p.vm.HomeAddress)
+		s.log.Info("VM is home: neighbours told", "port", p.name(), "hoa", p.vm.HomeAddress)
 		s.endReturn(p)
 	}
 }
@@ -469,8 +672,8 @@ func (s *Switch) endReturn(p *vmPort) {
 	if p.ofport != 0 {
 		flows = s.homeFlows(p)
 	}
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.vm.Port): flows}); err != nil {
-		s.log.Error("remove flows", "port", p.vm.Port, "err", err)
+	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): flows}); err != nil {
+		s.log.Error("remove flows", "port", p.name(), "err", err)
 	}
 	s.publish()
 }
@@ -582,7 +785,7 @@ const ovsLocalPort = 0xfffe
 // this host is foreign: any of them may arrive at any time.
 func (s *Switch) homeAgents() []netip.Addr {
 	var has []netip.Addr
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		if s.foreignFor(p) && !slices.Contains(has, p.vm.Home.HomeAgent) {
 			has = append(has, p.vm.Home.HomeAgent)
 		}
@@ -617,7 +820,7 @@ func (s *Switch) publish() {
 	f := &fib{coa: s.cfg.CareOfAddress, mtu: tunnelMTU, routerMAC: s.routerMAC,
 		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}, returning: map[netip.Addr]bool{},
 		departedByMAC: map[[6]byte]*departed{}, departedByHoA: map[netip.Addr]*departed{}, atHome: map[netip.Addr]string{}}
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		if p.returning {
 			f.returning[p.vm.HomeAddress] = true
 		}
@@ -625,12 +828,12 @@ func (s *Switch) publish() {
 			f.departedByMAC[p.dep.mac] = p.dep
 			f.departedByHoA[p.dep.hoa] = p.dep
 		} else if p.ofport != 0 && !p.foreign && s.holds(p) {
-			f.atHome[p.vm.HomeAddress] = p.vm.Port
+			f.atHome[p.vm.HomeAddress] = p.key()
 		}
 		if !p.foreign || p.binding == nil {
 			continue
 		}
-		g := &guest{port: p.vm.Port, mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, prefix: p.vm.Home.Prefix, ha: p.vm.Home.HomeAgent,
+		g := &guest{port: p.key(), mac: [6]byte(p.mac), hoa: p.vm.HomeAddress, prefix: p.vm.Home.Prefix, ha: p.vm.Home.HomeAgent,
 			tunnel: p.binding.Tunnelling(now), pending: p.pending, asked: p.asked, nd: p.nd, ptbFrom: p.vm.Home.RouterLinkLocal,
 			counters: p.counters, ownLL: p.ownLL}
 		f.byMAC[g.mac] = g
@@ -671,7 +874,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		// address in a type 2 routing header or not at all; match by sender
 		// and refresh every binding with that Home Agent.
 		sent := false
-		for _, p := range s.ports {
+		for _, p := range s.vms {
 			if p.binding != nil && p.binding.HomeAgent == brr.Src {
 				if bu, ok := p.binding.RefreshNow(now, brr.Src); ok {
 					s.sendBU(bu)
@@ -689,7 +892,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		s.log.Debug("dropped signalling packet", "err", errors.Join(err, err2, err3))
 		return
 	}
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		if p.binding == nil || p.vm.HomeAddress != hoa {
 			continue
 		}
@@ -697,11 +900,11 @@ func (s *Switch) handleSignal(pkt []byte) {
 		bu, send, err := apply(p.binding)
 		if err != nil {
 			p.counters.drop(DropSignalRejected)
-			s.log.Warn("dropped "+kind, "port", p.vm.Port, "err", err)
+			s.log.Warn("dropped "+kind, "port", p.name(), "err", err)
 			return
 		}
 		snap := p.binding.Snapshot(now)
-		s.log.Info(kind, "port", p.vm.Port, "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
+		s.log.Info(kind, "port", p.name(), "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
 			"state", snap.State.String(), "granted_s", snap.Granted.Seconds(), "after", now.Sub(p.since).String())
 		if send {
 			s.sendBU(bu)
@@ -742,7 +945,7 @@ func (s *Switch) advertise(p *vmPort, now time.Time) {
 	}
 	if err != nil {
 		p.counters.drop(DropWriteError)
-		s.log.Warn("send Router Advertisement", "port", p.vm.Port, "err", err)
+		s.log.Warn("send Router Advertisement", "port", p.name(), "err", err)
 		return
 	}
 	p.counters.RASent.Add(1)
@@ -753,7 +956,7 @@ var allNodes = netip.MustParseAddr("ff02::1")
 func (s *Switch) tick() {
 	now := s.deps.Now()
 	changed := false
-	for _, p := range s.ports {
+	for _, p := range s.vms {
 		if !p.nextRA.IsZero() && !now.Before(p.nextRA) {
 			s.advertise(p, now)
 		}
@@ -834,8 +1037,7 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 	if err := s.cfg.AddVM(vm); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	p := s.newPort(vm)
-	s.ports[vm.Port] = p
+	p := s.addVMPort(vm)
 	if err := s.prepare(); err != nil {
 		return err
 	}
@@ -876,50 +1078,56 @@ type PortStatus struct {
 	Error             string            `json:"error,omitempty"`
 }
 
-// Status reports every configured VM, sorted by port name.
+// Status reports every VM, sorted by port name.
 func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 	var out []PortStatus
 	err := s.do(ctx, func() {
 		now := s.deps.Now()
-		for _, p := range s.ports {
-			st := PortStatus{Port: p.vm.Port, HomeAddress: p.vm.HomeAddress.String(), HomeAgent: p.vm.Home.HomeAgent.String(),
-				Location: "absent", Error: p.err,
-				ToTunnelPackets: p.counters.ToTunnelPackets.Load(), ToTunnelBytes: p.counters.ToTunnelBytes.Load(),
-				FromTunnelPackets: p.counters.FromTunnelPackets.Load(), FromTunnelBytes: p.counters.FromTunnelBytes.Load(),
-				NDAnswered: p.counters.NDAnswered.Load(), RASent: p.counters.RASent.Load(),
-				LocalPackets: p.counters.LocalPackets.Load(), Held: p.counters.Held.Load(), Released: p.counters.Released.Load(),
-				Drops: p.counters.DropMap()}
-			if p.mac != nil {
-				st.MAC = p.mac.String()
-			}
-			if p.ofport != 0 {
-				st.Location = "home"
-				if p.foreign {
-					st.Location = "foreign"
-				}
-			}
-			if p.returning {
-				st.Location = "returning"
-			}
-			if p.dep != nil {
-				st.Location = "departed"
-			}
+		for _, p := range s.vms {
+			st := s.portStatus(p, now)
 			if p.foreign && p.ofport != 0 {
-				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.vm.Port)); err == nil && n > 0 {
+				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.key())); err == nil && n > 0 {
 					st.Drops["spoofed-mac"] = n
 				}
-			}
-			if p.binding != nil {
-				snap := p.binding.Snapshot(now)
-				st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
-				st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
-			}
-			if p.pending {
-				st.BindingState = "waiting-for-guest"
 			}
 			out = append(out, st)
 		}
 	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
 	return out, err
+}
+
+// portStatus is one VM's status, from the control loop's own state.
+func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
+	st := PortStatus{Port: p.name(), HomeAddress: p.vm.HomeAddress.String(), HomeAgent: p.vm.Home.HomeAgent.String(),
+		Location: "absent", Error: p.err,
+		ToTunnelPackets: p.counters.ToTunnelPackets.Load(), ToTunnelBytes: p.counters.ToTunnelBytes.Load(),
+		FromTunnelPackets: p.counters.FromTunnelPackets.Load(), FromTunnelBytes: p.counters.FromTunnelBytes.Load(),
+		NDAnswered: p.counters.NDAnswered.Load(), RASent: p.counters.RASent.Load(),
+		LocalPackets: p.counters.LocalPackets.Load(), Held: p.counters.Held.Load(), Released: p.counters.Released.Load(),
+		Drops: p.counters.DropMap()}
+	if p.mac != nil {
+		st.MAC = p.mac.String()
+	}
+	if p.ofport != 0 {
+		st.Location = "home"
+		if p.foreign {
+			st.Location = "foreign"
+		}
+	}
+	if p.returning {
+		st.Location = "returning"
+	}
+	if p.dep != nil {
+		st.Location = "departed"
+	}
+	if p.binding != nil {
+		snap := p.binding.Snapshot(now)
+		st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
+		st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
+	}
+	if p.pending {
+		st.BindingState = "waiting-for-guest"
+	}
+	return st
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -103,6 +104,30 @@ func (d *fakeDB) EnsureInternalPort(_ context.Context, bridge, name string) erro
 	defer d.mu.Unlock()
 	d.ifaces[name] = ovsctl.Interface{Name: name, Type: "internal", OFPort: 9}
 	return nil
+}
+func (d *fakeDB) SetExternalIDs(_ context.Context, iface string, set map[string]string, del []string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	i, ok := d.ifaces[iface]
+	if !ok {
+		return errors.New("no such interface")
+	}
+	ids := maps.Clone(i.ExternalIDs)
+	if ids == nil {
+		ids = map[string]string{}
+	}
+	for _, k := range del {
+		delete(ids, k)
+	}
+	maps.Copy(ids, set)
+	i.ExternalIDs = ids
+	d.ifaces[iface] = i
+	return nil
+}
+func (d *fakeDB) ids(iface string) map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.ifaces[iface].ExternalIDs)
 }
 func (d *fakeDB) add(i ovsctl.Interface) {
 	d.mu.Lock()
@@ -1054,4 +1079,105 @@ func TestDeparture(t *testing.T) {
 			t.Errorf("got %v, want ErrInvalid", err)
 		}
 	})
+}
+
+const noVMConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+[[home_network]]
+prefix = "2001:db8:2000::/64"
+home_agent = "2001:db8:2000::1"
+router_link_local = "fe80::1"
+`
+
+func waitStatus(t *testing.T, h *harness, what string, ok func([]PortStatus) bool) []PortStatus {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := h.sw.Status(context.Background())
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %+v", what, st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestDeclaredInExternalIDs(t *testing.T) {
+	h := newHarness(t, noVMConfig)
+	ids := map[string]string{KeyHomeAddress: "2001:db8:2000::10", "attached-mac": "52:54:00:00:00:10"}
+	h.db.add(ovsctl.Interface{Name: "tap7", OFPort: 7, ExternalIDs: ids})
+	waitStatus(t, h, "declared VM prepared", func(st []PortStatus) bool {
+		return len(st) == 1 && st[0].Port == "tap7" && st[0].BindingState == "waiting-for-guest" && st[0].MAC == "52:54:00:00:00:10"
+	})
+	h.conn.in <- rarp(guestMAC)
+	if bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil || bu.HomeAddress != hoa {
+		t.Fatalf("got %+v (%v)", bu, err)
+	}
+	// kgswitch's view is mirrored on the interface.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.db.ids("tap7")[KeyState] != "foreign/registering" {
+		if time.Now().After(deadline) {
+			t.Fatalf("got external_ids %v, want %s=foreign/registering", h.db.ids("tap7"), KeyState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := h.db.ids("tap7")[KeyCareOf]; got != "2001:db8:3000::3" {
+		t.Errorf("got %s=%q", KeyCareOf, got)
+	}
+	// The operator removes the declaration: the VM goes, with its flows.
+	h.db.events <- ovsctl.Event{Kind: ovsctl.Updated, Iface: ovsctl.Interface{Name: "tap7", OFPort: 7, ExternalIDs: map[string]string{"attached-mac": "52:54:00:00:00:10"}}}
+	waitStatus(t, h, "declaration removed", func(st []PortStatus) bool { return len(st) == 0 })
+	for _, f := range h.flows.text() {
+		if strings.Contains(f, "in_port=7") {
+			t.Errorf("flow left for a VM no longer declared: %s", f)
+		}
+	}
+}
+
+func TestBadDeclarationIsReported(t *testing.T) {
+	h := newHarness(t, noVMConfig)
+	h.db.add(ovsctl.Interface{Name: "tap7", OFPort: 7, ExternalIDs: map[string]string{KeyHomeAddress: "2001:db8:7777::10"}})
+	deadline := time.Now().Add(5 * time.Second)
+	for h.db.ids("tap7")[KeyState] != "error" {
+		if time.Now().After(deadline) {
+			t.Fatalf("got external_ids %v, want %s=error", h.db.ids("tap7"), KeyState)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if r := h.db.ids("tap7")[KeyReason]; !strings.Contains(r, "no home_network contains it") {
+		t.Errorf("got reason %q", r)
+	}
+	if st, _ := h.sw.Status(context.Background()); len(st) != 0 {
+		t.Errorf("got %+v, want no VM", st)
+	}
+}
+
+func TestMatchedByIfaceID(t *testing.T) {
+	h := newHarness(t, noVMConfig+`
+[[vm]]
+iface_id = "5f1c-vm-one"
+home_address = "2001:db8:2000::10"
+`)
+	// libvirt names the tap per host; OpenStack's iface-id and libvirt's
+	// attached-mac follow the VM.
+	ids := map[string]string{"iface-id": "5f1c-vm-one", "attached-mac": "52:54:00:00:00:10"}
+	h.db.add(ovsctl.Interface{Name: "vnet9", OFPort: 9 + 10, ExternalIDs: ids})
+	waitStatus(t, h, "matched by iface-id", func(st []PortStatus) bool {
+		return len(st) == 1 && st[0].Port == "vnet9" && st[0].Location == "foreign"
+	})
+	h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet9"}}
+	waitStatus(t, h, "gone", func(st []PortStatus) bool { return st[0].Location == "absent" })
+	h.db.add(ovsctl.Interface{Name: "vnet12", OFPort: 12 + 10, ExternalIDs: ids})
+	waitStatus(t, h, "back under another name", func(st []PortStatus) bool {
+		return st[0].Port == "vnet12" && st[0].Location == "foreign"
+	})
+	// An unrelated interface is not taken.
+	h.db.add(ovsctl.Interface{Name: "vnet13", OFPort: 23, ExternalIDs: map[string]string{"iface-id": "other"}})
+	h.noFrame(t)
+	if st, _ := h.sw.Status(context.Background()); len(st) != 1 || st[0].Port != "vnet12" {
+		t.Errorf("got %+v", st)
+	}
 }
