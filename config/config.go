@@ -42,8 +42,11 @@ type Config struct {
 	ControlSocket string
 	// BindingLifetime is the lifetime requested in Binding Updates.
 	BindingLifetime time.Duration
-	HomeNetworks    []HomeNetwork
-	VMs             []VM
+	// StateDir keeps what must survive a restart (bindings, sequence numbers);
+	// empty: nothing survives.
+	StateDir     string
+	HomeNetworks []HomeNetwork
+	VMs          []VM
 	// Departure: how a home host covers a departing VM until its Home Agent
 	// takes the home address over.
 	Departure Departure
@@ -98,6 +101,7 @@ type fileConfig struct {
 	InternalPort    string            `toml:"internal_port"`
 	ControlSocket   string            `toml:"control_socket"`
 	BindingLifetime string            `toml:"binding_lifetime"`
+	StateDir        string            `toml:"state_dir"`
 	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
 	VMs             []fileVM          `toml:"vm"`
 	Departure       *fileDeparture    `toml:"departure"`
@@ -316,6 +320,10 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
 		BindingLifetime: DefaultBindingLifetime,
 		Departure:       DefaultDeparture,
+	}
+	c.StateDir = f.StateDir
+	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
+		return nil, loc.at("", 0, "state_dir", fmt.Errorf("state_dir %q: must be an absolute path", c.StateDir))
 	}
 	if !strings.HasPrefix(c.OVSRunDir, "/") {
 		return nil, loc.at("", 0, "ovs_rundir", fmt.Errorf("ovs_rundir %q: must be an absolute path (OVS sockets need one)", c.OVSRunDir))

@@ -100,6 +100,45 @@ func NewBinding(hoa, ha, coa netip.Addr, lifetime time.Duration, initialSeq uint
 	return &Binding{HomeAddress: hoa, HomeAgent: ha, CareOf: coa, Lifetime: lifetime, seq: initialSeq - 1, firstReg: true}
 }
 
+// Restore resumes a binding a previous run of kgswitch registered, with the
+// Home Agent's grant still running until expires: no Binding Update is sent,
+// packets may be tunnelled at once, and the refresh stays where it was due.
+// Sequence numbers continue after seq. It reports whether the binding was
+// still alive; if not, the caller registers afresh (continuing after seq too).
+func (b *Binding) Restore(now time.Time, seq uint16, granted time.Duration, expires time.Time) bool {
+	b.seq = seq
+	if granted <= 0 || !now.Before(expires) {
+		return false
+	}
+	b.state = StateBound
+	b.firstReg = false
+	b.granted = granted
+	b.expires = expires
+	b.sentAt = expires.Add(-granted)
+	b.reason = "restored"
+	b.due = b.sentAt.Add(refreshAfter(granted))
+	if b.due.Before(now) {
+		b.due = now
+	}
+	return true
+}
+
+// Record is what must survive a restart of kgswitch for this binding.
+type Record struct {
+	Sequence uint16
+	Granted  time.Duration
+	Expires  time.Time // zero unless bound
+}
+
+// Record returns the binding's persistent state.
+func (b *Binding) Record() Record {
+	r := Record{Sequence: b.seq}
+	if b.state == StateBound || b.state == StateRefreshing {
+		r.Granted, r.Expires = b.granted, b.expires
+	}
+	return r
+}
+
 // Register starts (or restarts) home registration from CareOf and returns the
 // first Binding Update.
 func (b *Binding) Register(now time.Time) (BUPacket, bool) {

@@ -376,3 +376,33 @@ func TestDeregistrationWithoutBinding(t *testing.T) {
 		t.Fatalf("got %v %q due %v, want deregistered with no timer", s.State, s.Reason, b.Due())
 	}
 }
+
+func TestRestore(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	rec := b.Record()
+	if rec.Sequence != bu.Sequence || rec.Granted != 600*time.Second || !rec.Expires.Equal(t0.Add(600*time.Second)) {
+		t.Fatalf("got record %+v", rec)
+	}
+	// A new run, 100 s later: still bound, nothing to send, refresh where it was.
+	now := t0.Add(100 * time.Second)
+	r := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 999)
+	if !r.Restore(now, rec.Sequence, rec.Granted, rec.Expires) {
+		t.Fatal("live binding not restored")
+	}
+	if !r.Tunnelling(now) || r.Due() != b.Due() {
+		t.Fatalf("got tunnelling %v due %v, want true and %v", r.Tunnelling(now), r.Due(), b.Due())
+	}
+	if bu2, ok := r.Tick(r.Due()); !ok || bu2.Sequence != bu.Sequence+1 {
+		t.Fatalf("got refresh %+v, want sequence %d", bu2, bu.Sequence+1)
+	}
+	// After the grant ran out: not restored, but numbering continues.
+	x := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 999)
+	if x.Restore(t0.Add(700*time.Second), rec.Sequence, rec.Granted, rec.Expires) {
+		t.Fatal("expired binding restored")
+	}
+	if bu3, _ := x.Register(t0.Add(700 * time.Second)); bu3.Sequence != bu.Sequence+1 {
+		t.Errorf("got sequence %d after restart, want %d", bu3.Sequence, bu.Sequence+1)
+	}
+}

@@ -1,7 +1,9 @@
 package vswitch
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -66,6 +68,8 @@ type Deps struct {
 	OpenPort PortOpener
 	Uplink   Uplink
 	Logger   *slog.Logger
+	// Store keeps bindings across restarts; nil keeps nothing.
+	Store Store
 	// Now and RandSeq default to the wall clock and a random number generator.
 	Now     func() time.Time
 	RandSeq func() uint16
@@ -95,6 +99,9 @@ type Switch struct {
 	// globalHAs are the Home Agents the installed host-wide flows divert.
 	globalHAs       []netip.Addr
 	globalInstalled bool
+	// stored is what the Store held at start; saved is what was last saved.
+	stored map[string]StoredBinding
+	saved  []byte
 	// presentAtStart holds the configured ports already on the bridge when Run
 	// began: their VMs did not just come home.
 	presentAtStart map[string]bool
@@ -218,6 +225,15 @@ func (s *Switch) Run(ctx context.Context) error {
 	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	s.stored = map[string]StoredBinding{}
+	if s.deps.Store != nil {
+		st, err := s.deps.Store.Load()
+		if err != nil {
+			s.log.Error("cannot read saved bindings; registering from scratch", "err", err)
+		} else {
+			s.stored = st
+		}
+	}
 	s.presentAtStart = map[string]bool{}
 	for _, p := range s.vms {
 		if p.vm.Port == "" {
@@ -234,6 +250,7 @@ func (s *Switch) Run(ctx context.Context) error {
 	events := s.deps.DB.Events()
 	for {
 		s.mirrorState()
+		s.persist()
 		s.armTimer(timer)
 		var signal chan []byte
 		var activate, leaving chan string
@@ -256,7 +273,10 @@ func (s *Switch) Run(ctx context.Context) error {
 				s.activateGuest(p, "first frame from the guest")
 			}
 		case key := <-leaving:
-			if p := s.byKey[key]; p != nil && p.ofport != 0 && !p.foreign && !p.returning {
+			if p := s.byKey[key]; p != nil && p.ofport != 0 && !p.foreign {
+				if p.returning {
+					s.endReturn(p)
+				}
 				s.depart(p, "Home Agent probes the home address (DAD)")
 			}
 		case ev := <-tookOver:
@@ -529,7 +549,7 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	if s.presentAtStart[p.key()] {
 		// It ran here before kgswitch started.
 		delete(s.presentAtStart, p.key())
-		s.activateGuest(p, "running here at start")
+		s.activateGuest(p, whyAtStart)
 	}
 	return nil
 }
@@ -543,6 +563,23 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 	p.pending = false
 	now := s.deps.Now()
 	p.activated = now
+	if rec, ok := s.stored[p.key()]; ok && rec.HomeAgent == p.binding.HomeAgent.String() && rec.CareOf == p.binding.CareOf.String() {
+		// Numbering continues where the last run stopped; a binding that
+		// ran here across a restart resumes as it was.
+		delete(s.stored, p.key())
+		if p.binding.Restore(now, rec.Sequence, rec.Granted, rec.Expires) && why == whyAtStart {
+			s.publish()
+			s.log.Info("binding restored after restart", "port", p.name(), "hoa", p.vm.HomeAddress,
+				"sequence", rec.Sequence, "lifetime_left", rec.Expires.Sub(now).Round(time.Second).String())
+			if p.nd.Advertises() {
+				p.nextRA = now
+			}
+			return
+		}
+		// Restored but not at start: the guest may have been elsewhere since,
+		// so the Home Agent's binding cannot be trusted; register again.
+		p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, rec.Sequence+1)
+	}
 	s.publish()
 	s.log.Info("guest runs here: registering with its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "trigger", why,
 		"after", now.Sub(p.since).String())
@@ -553,6 +590,34 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 	if bu, ok := p.binding.Register(now); ok {
 		s.sendBU(bu)
 	}
+}
+
+const whyAtStart = "running here at start"
+
+// persist saves the bindings when they changed.
+func (s *Switch) persist() {
+	if s.deps.Store == nil {
+		return
+	}
+	m := map[string]StoredBinding{}
+	maps.Copy(m, s.stored) // not yet claimed by a VM here: keep for later
+	for _, p := range s.vms {
+		if p.binding == nil || p.returning {
+			continue
+		}
+		r := p.binding.Record()
+		m[p.key()] = StoredBinding{HomeAgent: p.binding.HomeAgent.String(), CareOf: p.binding.CareOf.String(),
+			Sequence: r.Sequence, Granted: r.Granted, Expires: r.Expires}
+	}
+	b, _ := json.Marshal(m)
+	if bytes.Equal(b, s.saved) {
+		return
+	}
+	if err := s.deps.Store.Save(m); err != nil {
+		s.log.Error("save bindings", "err", err)
+		return
+	}
+	s.saved = b
 }
 
 // Activate tells the Switch that the guest on port runs on this host now, for
@@ -581,8 +646,9 @@ func (s *Switch) Activate(ctx context.Context, port string) error {
 func (s *Switch) deactivate(p *vmPort) {
 	p.ofport = 0
 	if p.returning {
+		// Gone again before the return completed: no more de-registrations
+		// (a late one would remove the next host's binding).
 		s.endReturn(p)
-		return
 	}
 	if !p.foreign {
 		s.depart(p, "port left")
@@ -828,6 +894,8 @@ func (s *Switch) publish() {
 			f.departedByMAC[p.dep.mac] = p.dep
 			f.departedByHoA[p.dep.hoa] = p.dep
 		} else if p.ofport != 0 && !p.foreign && s.holds(p) {
+			// Also while returning: the VM may leave again before the Home
+			// Agent answered.
 			f.atHome[p.vm.HomeAddress] = p.key()
 		}
 		if !p.foreign || p.binding == nil {

@@ -186,8 +186,35 @@ type harness struct {
 	done   chan error
 }
 
+type memStore struct {
+	mu sync.Mutex
+	m  map[string]StoredBinding
+}
+
+func (s *memStore) Load() (map[string]StoredBinding, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.m), nil
+}
+func (s *memStore) Save(m map[string]StoredBinding) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m = maps.Clone(m)
+	return nil
+}
+func (s *memStore) get(k string) (StoredBinding, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[k]
+	return b, ok
+}
+
 // newHarness starts a Switch; ifaces are on the bridge before it starts.
 func newHarness(t *testing.T, cfgText string, ifaces ...ovsctl.Interface) *harness {
+	return newHarnessWith(t, cfgText, nil, ifaces...)
+}
+
+func newHarnessWith(t *testing.T, cfgText string, store Store, ifaces ...ovsctl.Interface) *harness {
 	t.Helper()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
@@ -204,6 +231,7 @@ func newHarness(t *testing.T, cfgText string, ifaces ...ovsctl.Interface) *harne
 		DB: h.db, Flows: h.flows, Uplink: h.uplink,
 		OpenPort: func(context.Context, string) (FrameConn, net.HardwareAddr, error) { return h.conn, kgMAC, nil },
 		RandSeq:  func() uint16 { return 1000 },
+		Store:    store,
 	})
 	for _, i := range ifaces {
 		h.db.add(i)
@@ -1179,5 +1207,54 @@ home_address = "2001:db8:2000::10"
 	h.noFrame(t)
 	if st, _ := h.sw.Status(context.Background()); len(st) != 1 || st[0].Port != "vnet12" {
 		t.Errorf("got %+v", st)
+	}
+}
+
+func TestRestartResumesBinding(t *testing.T) {
+	store := &memStore{}
+	h := newHarnessWith(t, testConfig, store)
+	bu := h.bind(t)
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if b, ok := store.get(hoa.String()); ok && b.Sequence == bu.Sequence && !b.Expires.IsZero() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("binding not saved: %+v", store.m)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.cancel()
+	<-h.done
+	h.done <- nil // the cleanup waits for it
+
+	// kgswitch starts again with the guest running on its port.
+	h2 := newHarnessWith(t, testConfig, store, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	st := waitStatus(t, h2, "restored", func(st []PortStatus) bool { return len(st) == 1 && st[0].BindingState == "bound" })
+	if st[0].Reason != "restored" || st[0].Sequence != bu.Sequence {
+		t.Errorf("got %+v, want restored with sequence %d", st[0], bu.Sequence)
+	}
+	select {
+	case s := <-h2.uplink.out:
+		if b, err := mipv6.ParseBUPacket(s.pkt); err == nil {
+			t.Fatalf("restart re-registered from scratch: %+v", b)
+		}
+		t.Fatal("unexpected packet to the uplink")
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Traffic flows at once.
+	h2.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
+	if s := h2.nextSent(t); s.dst != ha {
+		t.Fatalf("got %v, want the tunnel to the Home Agent", s.dst)
+	}
+}
+
+func TestRestartAfterExpiryContinuesNumbering(t *testing.T) {
+	store := &memStore{m: map[string]StoredBinding{hoa.String(): {HomeAgent: ha.String(), CareOf: coa.String(), Sequence: 4242,
+		Granted: time.Minute, Expires: time.Now().Add(-time.Second)}}}
+	h := newHarnessWith(t, testConfig, store, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
+	if err != nil || bu.Sequence != 4243 {
+		t.Fatalf("got %+v (%v), want a registration with sequence 4243", bu, err)
 	}
 }

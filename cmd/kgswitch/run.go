@@ -71,7 +71,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer uplink.Close()
+	var store vswitch.Store
+	if cfg.StateDir != "" {
+		fs, err := vswitch.NewFileStore(cfg.StateDir)
+		if err != nil {
+			return err
+		}
+		store = fs
+	} else {
+		logger.Warn("no state_dir configured: a restart registers every binding from scratch")
+	}
 	sw := vswitch.New(cfg, vswitch.Deps{
+		Store:    store,
 		DB:       db,
 		Flows:    ovsctl.NewFlows(cfg.BridgeTarget(), logger),
 		OpenPort: vswitch.OpenInternalPort,
