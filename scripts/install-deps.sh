@@ -14,6 +14,10 @@ declare -A need=(
 	[tcpdump]=tcpdump
 	[ping]=iputils-ping
 	[pgrep]=procps
+	[radvd]=radvd
+	# The QEMU live-migration tests (tests/integration/qemu); their guest
+	# kernel is fetched with `apt-get download` when they run, not installed.
+	[qemu-system-x86_64]=qemu-system-x86
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -21,6 +25,9 @@ for cmd in "${!need[@]}"; do
 done
 # scapy is a Python module, not a command: it cross-checks mipv6's wire format.
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
+# The QEMU guests' initramfs needs a statically linked busybox; Debian's
+# busybox package is dynamically linked, busybox-static replaces it.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)
 
 if ((${#missing[@]})); then
 	pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
