@@ -34,6 +34,15 @@ var (
 	// HoA is the guest's home address (RFC 6275, section 2).
 	HoA = netip.MustParseAddr("2001:db8:2000::10")
 
+	// HomePrefix2 is the prefix of the second home link (HomeNet2), which
+	// only a lab built with Options.ExtraGuests has.
+	HomePrefix2 = netip.MustParsePrefix("2001:db8:5000::/64")
+	// RouterHomeAddr2 is the router's global address on the second home
+	// link.
+	RouterHomeAddr2 = netip.MustParseAddr("2001:db8:5000::fffe")
+	// HAAddr2 is the second home link's Home Agent address (node ha2).
+	HAAddr2 = netip.MustParseAddr("2001:db8:5000::1")
+
 	// ForeignPrefix is the foreign link's prefix.
 	ForeignPrefix = netip.MustParsePrefix("2001:db8:3000::/64")
 	// RouterForeignAddr is the router's global address on the foreign link.
@@ -72,7 +81,8 @@ const (
 	Uplink = "eth0"
 )
 
-// Nodes lists every node name that NS, Command, Run and Start accept.
+// Nodes lists the node names that NS, Command, Run and Start accept in every
+// lab; a lab built with Options.ExtraGuests also has ExtraNodes.
 var Nodes = []string{"sw", "cn", "rtr", "ha", "hostA", "hostB", "hostC", "vm"}
 
 // Hosts lists the hypervisor hosts, each with its own Open vSwitch: hostA on

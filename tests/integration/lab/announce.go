@@ -107,18 +107,18 @@ func packetSocketIn(nsPath, dev string) (fd int, err error, restored bool) {
 	return fd, nil, false
 }
 
-// announceGuest sends QEMU's self-announcements from the guest's eth0, as a
-// migrated VM's QEMU does when the guest resumes: the first before it returns,
-// the others in the background on QEMU's schedule. Close waits for them.
-func (l *Lab) announceGuest() error {
-	fd, err := l.openPacketSocket("vm", Uplink)
+// announceGuest sends QEMU's self-announcements from g's eth0, as a migrated
+// VM's QEMU does when the guest resumes: the first before it returns, the
+// others in the background on QEMU's schedule. Close waits for them.
+func (l *Lab) announceGuest(g Guest) error {
+	fd, err := l.openPacketSocket(g.Node, Uplink)
 	if err != nil {
 		return err
 	}
-	frame := rarpAnnounce(GuestMAC)
+	frame := rarpAnnounce(g.MAC)
 	if _, err := unix.Write(fd, frame); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("vm: announce on %s: %w", Uplink, err)
+		return fmt.Errorf("%s: announce on %s: %w", g.Node, Uplink, err)
 	}
 	l.announcers.Add(1)
 	go func() {

@@ -139,7 +139,7 @@ func (l *Lab) build(ctx context.Context) error {
 		if err := l.addNetns(ctx, node); err != nil {
 			return err
 		}
-		if err := l.sysctl(ctx, node, append(append([]string{}, baseSysctls...), nodeSysctls[node]...)...); err != nil {
+		if err := l.sysctl(ctx, node, append(append([]string{}, baseSysctls...), l.topo.sysctls[node]...)...); err != nil {
 			return err
 		}
 		if h := l.ovs[node]; h != nil {
@@ -149,7 +149,7 @@ func (l *Lab) build(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	for _, b := range bridges {
+	for _, b := range l.topo.bridges {
 		if err := l.ipn(ctx, "sw", "link", "add", b, "type", "bridge",
 			"stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"); err != nil {
 			return err
@@ -158,7 +158,7 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, v := range veths {
+	for _, v := range l.topo.veths {
 		args := []string{"link", "add", v.name1, "netns", l.NS(v.node1)}
 		if v.mac1 != "" {
 			args = append(args, "address", v.mac1)
@@ -188,9 +188,9 @@ func (l *Lab) build(ctx context.Context) error {
 
 // eachNode runs f for every node concurrently and joins the errors.
 func (l *Lab) eachNode(f func(node string) error) error {
-	errs := make([]error, len(Nodes))
+	errs := make([]error, len(l.topo.nodes))
 	var wg sync.WaitGroup
-	for i, node := range Nodes {
+	for i, node := range l.topo.nodes {
 		wg.Go(func() { errs[i] = f(node) })
 	}
 	wg.Wait()
@@ -217,7 +217,7 @@ func (l *Lab) buildPlainNode(ctx context.Context, node string) error {
 			return err
 		}
 		if node == "sw" {
-			if err := l.ipn(ctx, node, "link", "set", dev, "master", bridgePorts[dev]); err != nil {
+			if err := l.ipn(ctx, node, "link", "set", dev, "master", l.topo.bridgePorts[dev]); err != nil {
 				return err
 			}
 		}
@@ -229,8 +229,8 @@ func (l *Lab) buildPlainNode(ctx context.Context, node string) error {
 }
 
 // buildHost readies the host's veth ends, starts the host's ovs-vswitchd with
-// br0 (userspace datapath) holding the uplink (and, on hostA, the guest's
-// port) and gives br0 the host's address.
+// br0 (userspace datapath) holding the uplink and the ports of the guests
+// that start there, and gives br0 the host's address.
 func (l *Lab) buildHost(ctx context.Context, node string) error {
 	ports := l.vethEnds(node)
 	for _, dev := range ports {
@@ -271,7 +271,7 @@ func (l *Lab) preparePort(ctx context.Context, node, dev string) error {
 }
 
 func (l *Lab) configureIP(ctx context.Context, node string) error {
-	for _, args := range ipConfig[node] {
+	for _, args := range l.topo.ipConfig[node] {
 		if err := l.ipn(ctx, node, args...); err != nil {
 			return err
 		}
@@ -336,7 +336,7 @@ func linksNotUp(ipOut string, devs []string) []string {
 // vethEnds lists the veth ends created in node.
 func (l *Lab) vethEnds(node string) []string {
 	var devs []string
-	for _, v := range veths {
+	for _, v := range l.topo.veths {
 		if v.node1 == node {
 			devs = append(devs, v.name1)
 		}

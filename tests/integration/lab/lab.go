@@ -3,6 +3,9 @@
 // a Home Agent namespace, three hypervisor hosts (one per link, see Hosts) each
 // running its own Open vSwitch with the userspace datapath, and a guest whose
 // interface is a port of one host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
+// With Options.ExtraGuests it also has a second guest of the same home
+// network and a second home network with its own Home Agent and guest (see
+// Guest, HomeNetwork).
 //
 // The package does not depend on package testing, so integration tests, the
 // demo and benchmarks share it. Everything a Lab creates carries its ID
@@ -31,9 +34,9 @@
 //
 // Non-internal ports (the veths here) are read by ovs-vswitchd with AF_PACKET,
 // so the host kernel still sees every frame arriving on them; the lab disables
-// IPv6 on OVS-attached veths (eth0, vnet3 in every host) so that only br0
+// IPv6 on OVS-attached veths (eth0 and the guests' ports in every host) so that only br0
 // takes part in IPv6, as with the kernel datapath. A port's netdev must exist
-// in the namespace of ovs-vswitchd when it is added, which is why MoveGuest
+// in the namespace of ovs-vswitchd when it is added, which is why Move
 // deletes the port before it moves the device and adds it again afterwards.
 package lab
 
@@ -44,6 +47,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +60,12 @@ type Options struct {
 	// Logf, when not nil, receives a line for each step of building and
 	// tearing down the lab.
 	Logf func(format string, args ...any)
+	// ExtraGuests adds a second guest of the home network, VM2 (on hostA),
+	// and a second home network, HomeNet2 (bridge home2 in sw, the router
+	// on it, its Home Agent's namespace ha2), with its guest VM3 on hostB:
+	// the nodes ExtraNodes. Without it New builds only what every test
+	// needs, which is faster.
+	ExtraGuests bool
 }
 
 // Lab is one instance of the lab. Its methods are safe for concurrent use.
@@ -68,6 +78,7 @@ type Lab struct {
 	logf  func(format string, args ...any)
 	ovs   map[string]*OVSHost
 	tools tools
+	topo  topology
 
 	// closing is closed by Close; announcers are the background
 	// self-announcements of MoveGuest, which Close waits for.
@@ -77,7 +88,7 @@ type Lab struct {
 	mu        sync.Mutex
 	netns     []string // created so far, in creation order
 	procs     []*exec.Cmd
-	guestHost string
+	guestHost map[string]string // guest node -> host its port is on; "" mid-move
 	closed    bool
 	closeErr  error
 }
@@ -97,8 +108,12 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 		ID:        fmt.Sprintf("kg%dx%d", os.Getpid(), labSeq.Add(1)-1),
 		logf:      opt.Logf,
 		tools:     t,
-		guestHost: "hostA",
+		topo:      newTopology(opt.ExtraGuests),
+		guestHost: make(map[string]string),
 		closing:   make(chan struct{}),
+	}
+	for _, g := range l.topo.guests {
+		l.guestHost[g.Node] = g.StartHost
 	}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
@@ -113,9 +128,14 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 }
 
 // NS returns the name of node's network namespace, or "" if node is not one
-// of Nodes.
+// of the lab's nodes (Nodes, and ExtraNodes in a lab with
+// Options.ExtraGuests).
 func (l *Lab) NS(node string) string {
-	for _, n := range Nodes {
+	nodes := l.topo.nodes
+	if nodes == nil {
+		nodes = Nodes
+	}
+	for _, n := range nodes {
 		if n == node {
 			return l.ID + "-" + node
 		}
@@ -177,33 +197,62 @@ func (l *Lab) Start(ctx context.Context, node string, logPath string, argv ...st
 // OVS returns the Open vSwitch of host (one of Hosts), or nil.
 func (l *Lab) OVS(host string) *OVSHost { return l.ovs[host] }
 
-// GuestHost returns the host (one of Hosts) whose bridge vnet3, the
-// guest's port, is currently attached to.
-func (l *Lab) GuestHost() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.guestHost
+// Guests returns the lab's guests: VM, and VM2 and VM3 in a lab built with
+// Options.ExtraGuests.
+func (l *Lab) Guests() []Guest { return slices.Clone(l.topo.guests) }
+
+// guest returns the lab's guest whose node is name.
+func (l *Lab) guest(name string) (Guest, bool) {
+	for _, g := range l.topo.guests {
+		if g.Node == name {
+			return g, true
+		}
+	}
+	return Guest{}, false
 }
 
-// MoveGuest moves the guest's port from one host to another, as a live
-// migration does with the VM's tap: it deletes vnet3 from from's bridge, moves
-// the netdev into to's namespace, turns TX checksum offload off, brings it up
-// and adds it to to's bridge. The guest's own namespace is left untouched, so
-// its addresses, routes and neighbour cache survive as they would in a
-// migrated VM. (Its eth0 loses carrier for the moment of the move; the lab
-// builds the guest with ndisc_evict_nocarrier=0 so that this does not flush
-// its neighbour cache.) Then, as QEMU does when the migrated guest resumes,
-// it broadcasts RARP self-announcements from the guest's MAC: the first
-// before MoveGuest returns, four more within 800 ms (see announceGaps).
-func (l *Lab) MoveGuest(ctx context.Context, from, to string) error {
+// GuestHost returns the host (one of Hosts) whose bridge vnet3, the
+// guest vm's port, is currently attached to.
+func (l *Lab) GuestHost() string { return l.HostOf(VM.Node) }
+
+// HostOf returns the host (one of Hosts) whose bridge the port of guest (a
+// Guest's Node: "vm", "vm2", "vm3") is attached to, or "" for no guest of
+// the lab or one in the middle of a move.
+func (l *Lab) HostOf(guest string) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.guestHost[guest]
+}
+
+// MoveGuest moves vm, the guest every lab has, from one host to another;
+// see Move.
+func (l *Lab) MoveGuest(ctx context.Context, from, to string) error {
+	return l.Move(ctx, VM.Node, from, to)
+}
+
+// Move moves a guest's port (guest is its Node) from one host to another, as
+// a live migration does with the VM's tap: it deletes the port from from's
+// bridge, moves the netdev into to's namespace, turns TX checksum offload
+// off, brings it up and adds it to to's bridge. The guest's own namespace is
+// left untouched, so its addresses, routes and neighbour cache survive as
+// they would in a migrated VM. (Its eth0 loses carrier for the moment of the
+// move; the lab builds the guests with ndisc_evict_nocarrier=0 so that this
+// does not flush their neighbour cache.) Then, as QEMU does when the migrated
+// guest resumes, it broadcasts RARP self-announcements from the guest's MAC:
+// the first before Move returns, four more within 800 ms (see
+// announceGaps).
+func (l *Lab) Move(ctx context.Context, guest, from, to string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g, ok := l.guest(guest)
 	src, dst := l.ovs[from], l.ovs[to]
 	switch {
+	case !ok:
+		return fmt.Errorf("lab: move guest %q: no such guest in this lab", guest)
 	case src == nil || dst == nil || from == to:
-		return fmt.Errorf("lab: move guest from %q to %q: want two different hosts of %v", from, to, Hosts)
-	case l.guestHost != from:
-		return fmt.Errorf("lab: move guest from %s: it is on %s", from, l.guestHost)
+		return fmt.Errorf("lab: move %s from %q to %q: want two different hosts of %v", guest, from, to, Hosts)
+	case l.guestHost[guest] != from:
+		return fmt.Errorf("lab: move %s from %s: it is on %s", guest, from, l.guestHost[guest])
 	}
 	// Each step is timed: a slow move is loss a test would otherwise blame
 	// on kgswitch.
@@ -216,34 +265,34 @@ func (l *Lab) MoveGuest(ctx context.Context, from, to string) error {
 		return err
 	}
 	if err := step("del-port", func() error {
-		_, err := src.Vsctl(ctx, "--if-exists", "del-port", Bridge, GuestPort)
+		_, err := src.Vsctl(ctx, "--if-exists", "del-port", Bridge, g.Port)
 		return err
 	}); err != nil {
 		return err
 	}
 	// From here on the port is no longer on from's bridge.
-	l.guestHost = ""
+	l.guestHost[guest] = ""
 	if err := step("netns", func() error {
-		return l.ipn(ctx, from, "link", "set", GuestPort, "netns", l.NS(to))
+		return l.ipn(ctx, from, "link", "set", g.Port, "netns", l.NS(to))
 	}); err != nil {
 		return err
 	}
-	if err := step("add-port", func() error { return l.attachPort(ctx, to, GuestPort) }); err != nil {
+	if err := step("add-port", func() error { return l.attachPort(ctx, to, g.Port) }); err != nil {
 		return err
 	}
-	l.guestHost = to
+	l.guestHost[guest] = to
 	if err := step("links up", func() error {
-		if err := l.waitLinksUp(ctx, to, GuestPort); err != nil {
+		if err := l.waitLinksUp(ctx, to, g.Port); err != nil {
 			return err
 		}
-		return l.waitLinksUp(ctx, "vm", "eth0")
+		return l.waitLinksUp(ctx, g.Node, Uplink)
 	}); err != nil {
 		return err
 	}
-	if err := step("announce", l.announceGuest); err != nil {
+	if err := step("announce", func() error { return l.announceGuest(g) }); err != nil {
 		return err
 	}
-	l.logf("lab %s: moved %s from %s to %s in %v (%s)", l.ID, GuestPort, from, to,
+	l.logf("lab %s: moved %s (%s) from %s to %s in %v (%s)", l.ID, guest, g.Port, from, to,
 		time.Since(start).Round(time.Millisecond), strings.Join(steps, ", "))
 	return nil
 }

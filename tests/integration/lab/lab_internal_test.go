@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,8 +110,16 @@ func TestNSAndCommand(t *testing.T) {
 			t.Errorf("NS(%q) = %q, want %q", node, got, want)
 		}
 	}
-	if got := l.NS("nosuch"); got != "" {
-		t.Errorf("NS(nosuch) = %q, want \"\"", got)
+	for _, node := range append([]string{"nosuch"}, ExtraNodes...) {
+		if got := l.NS(node); got != "" {
+			t.Errorf("NS(%q) without ExtraGuests = %q, want \"\"", node, got)
+		}
+	}
+	extra := &Lab{ID: "kg1x3", topo: newTopology(true)}
+	for _, node := range append(slices.Clone(Nodes), ExtraNodes...) {
+		if got, want := extra.NS(node), "kg1x3-"+node; got != want {
+			t.Errorf("with ExtraGuests: NS(%q) = %q, want %q", node, got, want)
+		}
 	}
 	cmd := l.Command(context.Background(), "vm", "ip", "addr")
 	if got, want := strings.Join(cmd.Args, " "), "/usr/sbin/ip netns exec kg1x2-vm ip addr"; got != want {
@@ -122,25 +131,71 @@ func TestNSAndCommand(t *testing.T) {
 }
 
 // TestInterfaceNames checks what the kernel would reject late: interface
-// names must fit IFNAMSIZ (15 bytes) and be unique within each namespace.
+// names must fit IFNAMSIZ (15 bytes) and be unique within each namespace; and
+// that every node, bridge port and guest of both topologies is wired.
 func TestInterfaceNames(t *testing.T) {
-	seen := make(map[string]bool)
-	add := func(node, dev string) {
-		if len(dev) > 15 {
-			t.Errorf("interface %s in %s: %d bytes, want <= 15", dev, node, len(dev))
+	for _, extra := range []bool{false, true} {
+		topo := newTopology(extra)
+		seen := make(map[string]bool)
+		add := func(node, dev string) {
+			if len(dev) > 15 {
+				t.Errorf("extra=%v: interface %s in %s: %d bytes, want <= 15", extra, dev, node, len(dev))
+			}
+			if seen[node+"/"+dev] {
+				t.Errorf("extra=%v: interface %s created twice in %s", extra, dev, node)
+			}
+			if !slices.Contains(topo.nodes, node) {
+				t.Errorf("extra=%v: veth end %s in %s, which is no node of %v", extra, dev, node, topo.nodes)
+			}
+			seen[node+"/"+dev] = true
 		}
-		if seen[node+"/"+dev] {
-			t.Errorf("interface %s created twice in %s", dev, node)
+		for _, v := range topo.veths {
+			add(v.node1, v.name1)
+			add(v.node2, v.name2)
 		}
-		seen[node+"/"+dev] = true
+		for port, br := range topo.bridgePorts {
+			if !seen["sw/"+port] {
+				t.Errorf("extra=%v: bridge port %s (of %s) is no veth end in sw", extra, port, br)
+			}
+			if !slices.Contains(topo.bridges, br) {
+				t.Errorf("extra=%v: bridge port %s is on %s, which is no bridge of %v", extra, port, br, topo.bridges)
+			}
+		}
+		for _, g := range topo.guests {
+			if !seen[g.StartHost+"/"+g.Port] || !seen[g.Node+"/"+Uplink] {
+				t.Errorf("extra=%v: guest %s: want veth %s/%s - %s/%s", extra, g.Node, g.Node, Uplink, g.StartHost, g.Port)
+			}
+			if !g.Home.Prefix.Contains(g.HoA) || len(topo.ipConfig[g.Node]) == 0 {
+				t.Errorf("extra=%v: guest %s: HoA %v outside %v or no addresses", extra, g.Node, g.HoA, g.Home.Prefix)
+			}
+		}
+		want := len(Nodes)
+		if extra {
+			want += len(ExtraNodes)
+		}
+		if len(topo.nodes) != want {
+			t.Errorf("extra=%v: got %d nodes %v, want %d", extra, len(topo.nodes), topo.nodes, want)
+		}
 	}
-	for _, v := range veths {
-		add(v.node1, v.name1)
-		add(v.node2, v.name2)
+	// The base topology is what it was before ExtraGuests existed.
+	if base := newTopology(false); len(base.guests) != 1 || len(base.veths) != len(veths) || len(base.bridges) != len(bridges) {
+		t.Errorf("newTopology(false): got %d guests, %d veths, %d bridges, want 1, %d, %d", len(base.guests), len(base.veths), len(base.bridges), len(veths), len(bridges))
 	}
-	for port, br := range bridgePorts {
-		if !seen["sw/"+port] {
-			t.Errorf("bridge port %s (of %s) is no veth end in sw", port, br)
+}
+
+// TestGuestLinkLocal checks the modified EUI-64 link-local address (RFC
+// 4291, appendix A) against the kernel's, as recorded in GuestLinkLocal.
+func TestGuestLinkLocal(t *testing.T) {
+	for _, tc := range []struct {
+		g    Guest
+		want string
+	}{
+		{VM, GuestLinkLocal.String()},
+		{VM2, "fe80::5054:ff:fe00:11"},
+		{VM3, "fe80::5054:ff:fe00:12"},
+	} {
+		if got := tc.g.LinkLocal().String(); got != tc.want {
+			t.Errorf("%s.LinkLocal() = %s, want %s", tc.g.Node, got, tc.want)
 		}
 	}
 }
