@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -126,6 +127,7 @@ type vmPort struct {
 	// what was declared); such a VM goes when the keys go.
 	fromOVSDB   bool
 	declaration string
+	fromAddPort bool              // bound by add-port: kept across configuration reloads
 	mirrored    map[string]string // what external_ids last got
 	ofport      int               // 0 while the port is not on this host's bridge
 	foreign     bool
@@ -1106,6 +1108,7 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	p := s.addVMPort(vm)
+	p.fromAddPort = true
 	if err := s.prepare(); err != nil {
 		return err
 	}
@@ -1118,6 +1121,85 @@ func (s *Switch) addPort(ctx context.Context, req AddPortRequest) error {
 			s.activateGuest(p, "add-port --activate")
 		}
 	}
+	return nil
+}
+
+// Reload applies a new configuration: VMs added to the file are served, VMs
+// removed from it are let go (their flows removed), changed ones are replaced.
+// VMs bound by add-port or declared in external_ids stay. Settings that
+// define the host itself (bridge, uplink, care-of address, sockets, state
+// directory) cannot change without a restart: such a reload is refused and
+// the running configuration stays, as it does when nothing is applied.
+func (s *Switch) Reload(ctx context.Context, cfg *config.Config) error {
+	var err error
+	if e := s.do(ctx, func() { err = s.reload(cfg) }); e != nil {
+		return e
+	}
+	return err
+}
+
+func (s *Switch) reload(cfg *config.Config) error {
+	old := s.cfg
+	for _, c := range []struct {
+		key      string
+		was, now any
+	}{
+		{"bridge", old.Bridge, cfg.Bridge}, {"ovs_rundir", old.OVSRunDir, cfg.OVSRunDir}, {"uplink", old.Uplink, cfg.Uplink},
+		{"care_of_address", old.CareOfAddress, cfg.CareOfAddress}, {"internal_port", old.InternalPort, cfg.InternalPort},
+		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"state_dir", old.StateDir, cfg.StateDir},
+	} {
+		if c.was != c.now {
+			return fmt.Errorf("%s changed from %v to %v: that needs a restart; keeping the running configuration", c.key, c.was, c.now)
+		}
+	}
+	// VMs bound at run time join the new configuration, unless it claims
+	// their home address, port, MAC or iface-id itself.
+	for _, p := range s.vms {
+		if p.fromAddPort || p.fromOVSDB {
+			if err := cfg.AddVM(p.vm); err != nil {
+				return fmt.Errorf("%v (bound by %s at run time); keeping the running configuration", err, map[bool]string{true: "add-port", false: "external_ids"}[p.fromAddPort])
+			}
+		}
+	}
+	want := map[string]config.VM{}
+	for _, vm := range cfg.VMs {
+		want[vm.HomeAddress.String()] = vm
+	}
+	removed, added := 0, 0
+	for _, p := range slices.Clone(s.vms) {
+		if p.fromAddPort || p.fromOVSDB {
+			continue
+		}
+		if vm, ok := want[p.key()]; ok && reflect.DeepEqual(vm, p.vm) {
+			delete(want, p.key())
+			continue
+		}
+		s.log.Info("reload: VM removed or changed", "port", p.name(), "hoa", p.vm.HomeAddress)
+		s.removeVM(p) // from the old configuration
+		removed++
+	}
+	s.cfg = cfg
+	for _, vm := range cfg.VMs {
+		if _, ok := want[vm.HomeAddress.String()]; !ok {
+			continue
+		}
+		p := s.addVMPort(vm)
+		added++
+		s.log.Info("reload: VM added", "port", p.name(), "hoa", vm.HomeAddress)
+		if vm.Port != "" {
+			if i, ok := s.deps.DB.Interface(vm.Port); ok {
+				s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: i})
+			}
+		}
+	}
+	if err := s.prepare(); err != nil {
+		s.log.Error("reload: prepare", "err", err)
+	}
+	s.globalInstalled = false // home networks may have changed
+	if err := s.installGlobalFlows(); err != nil {
+		s.log.Error("reload: host-wide flows", "err", err)
+	}
+	s.log.Info("configuration reloaded", "vms", len(s.vms), "added", added, "removed", removed)
 	return nil
 }
 

@@ -1258,3 +1258,53 @@ func TestRestartAfterExpiryContinuesNumbering(t *testing.T) {
 		t.Fatalf("got %+v (%v), want a registration with sequence 4243", bu, err)
 	}
 }
+
+func TestReload(t *testing.T) {
+	h := newHarness(t, twoGuestConfig)
+	h.arrive(t, "vnet3", 3, guestMAC)
+	h.nextSent(t)
+	h.arrive(t, "vnet4", 4, net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x11})
+	h.nextSent(t)
+	ctx := context.Background()
+	// A host-defining setting cannot change on reload.
+	bad, err := config.Parse(strings.Replace(twoGuestConfig, "2001:db8:3000::3", "2001:db8:3000::4", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sw.Reload(ctx, bad); err == nil || !strings.Contains(err.Error(), "care_of_address changed") {
+		t.Fatalf("got %v, want a refusal naming care_of_address", err)
+	}
+	if st, _ := h.sw.Status(ctx); len(st) != 3 {
+		t.Fatalf("refused reload changed the VMs: %+v", st)
+	}
+	// vnet4 removed, vnet5 unchanged, vnet6 added.
+	text := strings.Replace(twoGuestConfig, "[[vm]]\nport = \"vnet4\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:11\"\n", "", 1) +
+		"[[vm]]\nport = \"vnet6\"\nhome_address = \"2001:db8:2000::16\"\nmac = \"52:54:00:00:00:16\"\n"
+	cfg, err := config.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sw.Reload(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := h.sw.Status(ctx)
+	var ports []string
+	for _, p := range st {
+		ports = append(ports, p.Port+"="+p.Location+"/"+p.BindingState)
+	}
+	if got := strings.Join(ports, " "); got != "vnet3=foreign/registering vnet5=absent/ vnet6=absent/" {
+		t.Errorf("got %s, want vnet3 untouched, vnet4 gone, vnet6 added", got)
+	}
+	for _, f := range h.flows.text() {
+		if strings.Contains(f, "in_port=4,") {
+			t.Errorf("flow left for the removed VM: %s", f)
+		}
+	}
+	// The removed VM's port is nobody's now: its announcement registers nothing.
+	h.conn.in <- rarp(net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x11})
+	select {
+	case s := <-h.uplink.out:
+		t.Fatalf("packet to %v for a VM removed by reload", s.dst)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

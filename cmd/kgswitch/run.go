@@ -98,9 +98,34 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	defer srv.Close()
 	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
+	go reloadOnHangup(ctx, *cfgPath, sw, logger)
 	err = sw.Run(ctx)
 	logger.Info("kgswitch stopped; flows and bindings stay in place for the next start")
 	return err
+}
+
+// reloadOnHangup re-reads the configuration on each SIGHUP. A file that does
+// not validate is refused with its file:line reason and the running
+// configuration stays.
+func reloadOnHangup(ctx context.Context, path string, sw *vswitch.Switch, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			log.Error("reload refused; keeping the running configuration", "err", err)
+			continue
+		}
+		if err := sw.Reload(ctx, cfg); err != nil {
+			log.Error("reload refused", "err", err)
+		}
+	}
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
