@@ -42,6 +42,9 @@ type Config struct {
 	ControlSocket string
 	// BindingLifetime is the lifetime requested in Binding Updates.
 	BindingLifetime time.Duration
+	// MetricsAddress is where Prometheus metrics are served (host:port);
+	// empty: off.
+	MetricsAddress string
 	// StateDir keeps what must survive a restart (bindings, sequence numbers);
 	// empty: nothing survives.
 	StateDir     string
@@ -102,6 +105,7 @@ type fileConfig struct {
 	ControlSocket   string            `toml:"control_socket"`
 	BindingLifetime string            `toml:"binding_lifetime"`
 	StateDir        string            `toml:"state_dir"`
+	MetricsAddress  string            `toml:"metrics_address"`
 	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
 	VMs             []fileVM          `toml:"vm"`
 	Departure       *fileDeparture    `toml:"departure"`
@@ -322,6 +326,12 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		Departure:       DefaultDeparture,
 	}
 	c.StateDir = f.StateDir
+	c.MetricsAddress = f.MetricsAddress
+	if c.MetricsAddress != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {
+			return nil, loc.at("", 0, "metrics_address", fmt.Errorf("metrics_address %q: want host:port, e.g. \"[::1]:9477\"", c.MetricsAddress))
+		}
+	}
 	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
 		return nil, loc.at("", 0, "state_dir", fmt.Errorf("state_dir %q: must be an absolute path", c.StateDir))
 	}

@@ -97,6 +97,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer srv.Close()
+	if cfg.MetricsAddress != "" {
+		ms, err := serveMetrics(ctx, cfg.MetricsAddress, sw, logger)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
 	go reloadOnHangup(ctx, *cfgPath, sw, logger)
 	err = sw.Run(ctx)
