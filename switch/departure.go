@@ -201,7 +201,7 @@ func (s *Switch) homeFlows(p *vmPort) []*ovs.Flow {
 
 // watchHome installs the flows of a VM running here, on its home host.
 func (s *Switch) watchHome(p *vmPort) {
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.homeFlows(p)}); err != nil {
+	if err := s.syncFlows(p); err != nil {
 		s.log.Error("install flows", "port", p.name(), "err", err)
 	}
 	s.publish()
@@ -215,9 +215,9 @@ func (s *Switch) depart(p *vmPort, why string) {
 	now := s.deps.Now()
 	p.dep = &departed{port: p.key(), mac: [6]byte(p.mac), hoa: p.vm.HomeAddress,
 		maxFrames: s.cfg.Departure.BufferFrames, maxHold: s.cfg.Departure.MaxHold, counters: p.counters}
-	p.departedAt, p.takeoverAt = now, time.Time{}
+	p.departedAt, p.takeoverAt, p.takeoverMAC = now, time.Time{}, nil
 	s.publish()
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.departureFlows(p, nil)}); err != nil {
+	if err := s.syncFlows(p); err != nil {
 		s.log.Error("install departure flows", "port", p.name(), "err", err)
 	}
 	s.log.Info("VM left its home host: holding its frames until the Home Agent takes over", "port", p.name(),
@@ -249,12 +249,12 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 // tookOver acts on the Home Agent's takeover of a departed VM's address.
 func (s *Switch) tookOver(ev takeoverSeen) {
 	p := s.byKey[ev.port]
-	if p == nil || p.dep == nil || !p.takeoverAt.IsZero() {
+	if p == nil || p.dep == nil || !p.takeoverAt.IsZero() || s.dp == nil {
 		return
 	}
 	now := s.deps.Now()
-	p.takeoverAt = now
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): s.departureFlows(p, ev.mac)}); err != nil {
+	p.takeoverAt, p.takeoverMAC = now, ev.mac
+	if err := s.syncFlows(p); err != nil {
 		s.log.Error("install release flows", "port", p.name(), "err", err)
 	}
 	held := p.counters.Held.Load()
@@ -306,7 +306,7 @@ func (s *Switch) endDeparture(p *vmPort) {
 	}
 	p.dep = nil
 	s.publish()
-	if err := s.deps.Flows.Delete(portCookie(p.key())); err != nil {
+	if err := s.syncFlows(p); err != nil {
 		s.log.Error("remove departure flows", "port", p.name(), "err", err)
 	}
 }

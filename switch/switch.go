@@ -109,10 +109,11 @@ type Switch struct {
 	// vms are all the VMs this daemon knows; byKey finds one by home address
 	// (its identity everywhere, cookies included); ports finds one by the
 	// name of its interface on the bridge, configured or matched.
-	vms      []*vmPort
-	byKey    map[string]*vmPort
-	ports    map[string]*vmPort
-	requests chan func()
+	vms       []*vmPort
+	byKey     map[string]*vmPort
+	ports     map[string]*vmPort
+	requests  chan func()
+	dpRetryAt time.Time // when to try reopening a failed internal port
 	// runCtx and dpErr belong to Run; what Run starts uses them.
 	runCtx context.Context
 	dpErr  chan error
@@ -146,6 +147,7 @@ type vmPort struct {
 	// dep: the VM left this home host and its frames are held (departure.go).
 	dep                    *departed
 	departedAt, takeoverAt time.Time
+	takeoverMAC            net.HardwareAddr // the Home Agent's, once it took over
 	// returning: back on a home host, de-registration in progress.
 	returning bool
 	naLeft    int       // Override advertisements still to send
@@ -288,13 +290,44 @@ func (s *Switch) Run(ctx context.Context) error {
 		case <-timer.C:
 			s.tick()
 		case err := <-s.dpErr:
-			return fmt.Errorf("datapath: %w", err)
+			// ovs-vswitchd restarted (it re-creates its internal ports) or the
+			// port was deleted: open it again and put every flow back.
+			s.log.Error("internal port failed; reopening it and reinstalling flows", "err", err)
+			s.dropDatapath()
+			s.recoverDatapath()
 		}
 	}
 }
 
+// dropDatapath forgets a datapath whose port failed.
+func (s *Switch) dropDatapath() {
+	if s.dp != nil {
+		s.dp.conn.Close()
+	}
+	s.dp, s.kgPort = nil, 0
+	s.globalInstalled = false
+}
+
+// recoverDatapath reopens the internal port and makes the bridge's flows agree
+// with every VM's state again; on failure it retries a second later.
+func (s *Switch) recoverDatapath() {
+	if err := s.prepare(); err != nil || s.dp == nil {
+		s.log.Warn("internal port not back yet; retrying", "err", err)
+		s.dpRetryAt = s.deps.Now().Add(time.Second)
+		return
+	}
+	s.dpRetryAt = time.Time{}
+	for _, p := range s.vms {
+		if err := s.syncFlows(p); err != nil {
+			s.log.Error("reinstall flows", "port", p.name(), "err", err)
+		}
+	}
+	s.publish()
+	s.log.Info("internal port reopened and flows reinstalled")
+}
+
 func (s *Switch) armTimer(t *time.Timer) {
-	next := time.Time{}
+	next := s.dpRetryAt
 	for _, p := range s.vms {
 		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due(), p.departureDue()} {
 			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
@@ -340,12 +373,20 @@ func (s *Switch) handleEvent(ev ovsctl.Event) {
 			p.iface = ev.Iface.Name
 			s.ports[p.iface] = p
 		}
-		if ev.Iface.OFPort > 0 && p.ofport == 0 {
+		switch {
+		case ev.Iface.OFPort > 0 && p.ofport == 0:
 			p.ofport = ev.Iface.OFPort
 			p.since = s.deps.Now()
 			if err := s.activate(p, ev.Iface); err != nil {
 				p.err = err.Error()
 				s.log.Error("cannot serve VM", "port", p.name(), "hoa", p.vm.HomeAddress, "err", err)
+			}
+		case ev.Iface.OFPort > 0 && ev.Iface.OFPort != p.ofport:
+			// ovs-vswitchd renumbered the port (a restart): same VM, new rules.
+			s.log.Info("port renumbered", "port", p.name(), "from", p.ofport, "to", ev.Iface.OFPort)
+			p.ofport = ev.Iface.OFPort
+			if err := s.syncFlows(p); err != nil {
+				s.log.Error("reinstall flows", "port", p.name(), "err", err)
 			}
 		}
 	}
@@ -403,10 +444,9 @@ func (s *Switch) removeVM(p *vmPort) {
 		s.deactivate(p)
 	}
 	s.endDeparture(p)
-	for _, c := range []uint64{portCookie(p.key()), spoofCookie(p.key())} {
-		if err := s.deps.Flows.Delete(c); err != nil {
-			s.log.Error("remove flows", "port", p.name(), "err", err)
-		}
+	p.ofport = 0
+	if err := s.syncFlows(p); err != nil {
+		s.log.Error("remove flows", "port", p.name(), "err", err)
 	}
 	s.unbindIface(p)
 	if p.vm.Port != "" {
@@ -530,14 +570,8 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	}
 	p.nd = nd
 	// One bundle: a migrated guest's first frames may already be on their way.
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{
-		portCookie(p.key()):  s.portFlows(p),
-		spoofCookie(p.key()): s.spoofFlows(p),
-	}); err != nil {
-		return fmt.Errorf("install flows: %w", err)
-	}
-	if err := s.deps.Flows.SetNoFlood(p.iface, true); err != nil {
-		return fmt.Errorf("keep LAN floods off %s: %w", p.iface, err)
+	if err := s.syncFlows(p); err != nil {
+		return err
 	}
 	if err := s.installGlobalFlows(); err != nil {
 		return err
@@ -653,13 +687,14 @@ func (s *Switch) deactivate(p *vmPort) {
 		s.endReturn(p)
 	}
 	if !p.foreign {
+		if err := s.syncFlows(p); err != nil {
+			s.log.Error("remove flows", "port", p.name(), "err", err)
+		}
 		s.depart(p, "port left")
 		return
 	}
-	for _, c := range []uint64{portCookie(p.key()), spoofCookie(p.key())} {
-		if err := s.deps.Flows.Delete(c); err != nil {
-			s.log.Error("remove flows", "port", p.name(), "err", err)
-		}
+	if err := s.syncFlows(p); err != nil {
+		s.log.Error("remove flows", "port", p.name(), "err", err)
 	}
 	// The VM runs elsewhere now; the next host registers its own care-of address,
 	// so no de-registration is sent from here.
@@ -684,22 +719,11 @@ func (s *Switch) returnHome(p *vmPort) error {
 	if err := s.ensureDatapath(); err != nil {
 		return err
 	}
-	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
-	if !ok || uplink.OFPort <= 0 {
-		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
-	}
-	hoa := p.vm.HomeAddress.String()
-	flows := []*ovs.Flow{
-		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: uplink.OFPort, Matches: []ovs.Match{ovs.IPv6Destination(hoa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
-		// The Override advertisement leaves kgswitch with the guest's MAC as
-		// source; NORMAL would learn that MAC on the internal port.
-		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(uplink.OFPort)}},
-	}
-	flows = append(flows, s.homeFlows(p)...)
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): flows}); err != nil {
-		return fmt.Errorf("install flows: %w", err)
-	}
 	p.returning = true
+	if err := s.syncFlows(p); err != nil {
+		p.returning = false
+		return err
+	}
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
 	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
@@ -736,11 +760,7 @@ func (s *Switch) endReturn(p *vmPort) {
 	p.returning = false
 	p.binding = nil
 	p.naLeft, p.nextNA = 0, time.Time{}
-	var flows []*ovs.Flow
-	if p.ofport != 0 {
-		flows = s.homeFlows(p)
-	}
-	if err := s.deps.Flows.ReplaceSets(map[uint64][]*ovs.Flow{portCookie(p.key()): flows}); err != nil {
+	if err := s.syncFlows(p); err != nil {
 		s.log.Error("remove flows", "port", p.name(), "err", err)
 	}
 	s.publish()
@@ -806,19 +826,6 @@ func portCookie(port string) uint64 {
 const spoofBit = 1 << 47
 
 func spoofCookie(port string) uint64 { return portCookie(port) | spoofBit }
-
-func (s *Switch) spoofFlows(p *vmPort) []*ovs.Flow {
-	// A frame with another source MAC than the guest's is spoofed.
-	return []*ovs.Flow{{Priority: 190, InPort: p.ofport, Actions: []ovs.Action{ovs.Drop()}}}
-}
-
-func (s *Switch) portFlows(p *vmPort) []*ovs.Flow {
-	return []*ovs.Flow{
-		// Everything the guest sends goes to kgswitch; nothing reaches the foreign LAN.
-		{Priority: 200, InPort: p.ofport, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
-		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
-	}
-}
 
 func (s *Switch) globalFlows() []*ovs.Flow {
 	coa := s.cfg.CareOfAddress.String()
@@ -1025,12 +1032,15 @@ var allNodes = netip.MustParseAddr("ff02::1")
 
 func (s *Switch) tick() {
 	now := s.deps.Now()
+	if !s.dpRetryAt.IsZero() && !now.Before(s.dpRetryAt) {
+		s.recoverDatapath()
+	}
 	changed := false
 	for _, p := range s.vms {
-		if !p.nextRA.IsZero() && !now.Before(p.nextRA) {
+		if s.dp != nil && !p.nextRA.IsZero() && !now.Before(p.nextRA) {
 			s.advertise(p, now)
 		}
-		if !p.nextNA.IsZero() && !now.Before(p.nextNA) {
+		if s.dp != nil && !p.nextNA.IsZero() && !now.Before(p.nextNA) {
 			s.announceHome(p, now)
 		}
 		s.checkDeparture(p, now)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -177,6 +178,7 @@ func (f *fakeFlows) text() []string {
 }
 
 type harness struct {
+	opens  atomic.Int32
 	sw     *Switch
 	conn   *fakeConn
 	uplink *fakeUplink
@@ -229,9 +231,12 @@ func newHarnessWith(t *testing.T, cfgText string, store Store, ifaces ...ovsctl.
 	}
 	h.sw = New(cfg, Deps{
 		DB: h.db, Flows: h.flows, Uplink: h.uplink,
-		OpenPort: func(context.Context, string) (FrameConn, net.HardwareAddr, error) { return h.conn, kgMAC, nil },
-		RandSeq:  func() uint16 { return 1000 },
-		Store:    store,
+		OpenPort: func(context.Context, string) (FrameConn, net.HardwareAddr, error) {
+			h.opens.Add(1)
+			return h.conn, kgMAC, nil
+		},
+		RandSeq: func() uint16 { return 1000 },
+		Store:   store,
 	})
 	for _, i := range ifaces {
 		h.db.add(i)
@@ -1306,5 +1311,37 @@ func TestReload(t *testing.T) {
 	case s := <-h.uplink.out:
 		t.Fatalf("packet to %v for a VM removed by reload", s.dst)
 	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// After ovs-vswitchd restarts, its internal port is a new device and its flow
+// tables are empty: kgswitch reopens the port and puts every flow back.
+func TestInternalPortReopened(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	before := len(h.flows.text())
+	opens := h.opens.Load()
+	// ovs-vswitchd restarts: flows gone, the old port dead. The harness hands
+	// out a fresh conn on the next open.
+	old := h.conn
+	h.flows.mu.Lock()
+	h.flows.flows = map[uint64][]*ovs.Flow{}
+	h.flows.mu.Unlock()
+	h.conn = newFakeConn()
+	old.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for h.opens.Load() == opens || len(h.flows.text()) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("port opened %d times, %d flows, want a reopen and %d flows", h.opens.Load(), len(h.flows.text()), before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Traffic goes through the new port, and the binding was not disturbed.
+	h.conn.in <- ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 10))
+	if s := h.nextSent(t); s.dst != ha {
+		t.Fatalf("got %v", s.dst)
+	}
+	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
+		t.Errorf("got %+v", st[0])
 	}
 }
