@@ -25,6 +25,27 @@ type Uplink interface {
 	Close() error
 }
 
+// BatchFrameConn is a FrameConn that moves many frames per system call; the
+// datapath uses it when the conn offers it. Only the datapath goroutine calls
+// ReadFrames and WriteFrames; WriteFrame stays safe for every goroutine.
+type BatchFrameConn interface {
+	FrameConn
+	// ReadFrames blocks until at least one frame arrives, then fills bufs[i]
+	// with up to len(bufs) frames and sets lens[i]; it returns how many.
+	ReadFrames(bufs [][]byte, lens []int) (int, error)
+	// WriteFrames writes frames in order and returns how many were written
+	// before an error, which is the next frame's.
+	WriteFrames(frames [][]byte) (int, error)
+}
+
+// BatchUplink is an Uplink that sends many packets per system call.
+type BatchUplink interface {
+	Uplink
+	// WriteIPv6Batch sends pkts[i] to dsts[i] and returns how many were
+	// sent before an error, which is the next packet's.
+	WriteIPv6Batch(pkts [][]byte, dsts []netip.Addr) (int, error)
+}
+
 // headroom is kept in front of every received frame so the outer IPv6 header
 // of the tunnel fits before the guest's packet without moving it.
 const headroom = netpkt.IPv6Len - netpkt.EthernetLen
@@ -83,6 +104,9 @@ type fib struct {
 	departedByMAC map[[6]byte]*departed
 	departedByHoA map[netip.Addr]*departed
 	atHome        map[netip.Addr]string
+	// awaiting maps the MAC of each VM this host is foreign for, whose port
+	// is not here (yet), to the VM's key: a frame from it means it runs here.
+	awaiting map[[6]byte]string
 }
 
 // Datapath moves frames between the internal port and the tunnels.
@@ -101,33 +125,65 @@ type Datapath struct {
 	tookOver chan takeoverSeen
 	leaving  chan string
 	global   Counters
+
+	// The datapath goroutine's transmit queues: forwarded frames and tunnel
+	// packets wait here, still in the receive buffers they arrived in, until
+	// flush sends each queue with one system call.
+	toPort   txQueue
+	toUplink txQueue
+	// seg is scratch space for the segments of an oversized TCP frame.
+	seg []byte
 }
 
 func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
 	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64),
-		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16)}
+		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16),
+		toPort: newTxQueue(batchSize), toUplink: newTxQueue(batchSize)}
 	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
 	return d
 }
 
-// Run processes frames until ctx ends or the conn fails.
+// Run processes frames until ctx ends or the conn fails. With a
+// BatchFrameConn it reads up to batchSize frames per system call and sends
+// what they turn into with one system call per direction.
 func (d *Datapath) Run(ctx context.Context) error {
-	buf := make([]byte, headroom+maxFrame)
+	n := 1
+	bc, batched := d.conn.(BatchFrameConn)
+	if batched {
+		n = batchSize
+	}
+	bufs := make([][]byte, n)
+	views := make([][]byte, n)
+	lens := make([]int, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+maxFrame)
+		views[i] = bufs[i][headroom:]
+	}
 	out := make([]byte, 0, 2048)
 	for {
-		n, err := d.conn.ReadFrame(buf[headroom:])
+		k, err := 1, error(nil)
+		if batched {
+			k, err = bc.ReadFrames(views, lens)
+		} else {
+			lens[0], err = d.conn.ReadFrame(views[0])
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		out = d.handle(buf, n, out[:0])
+		for i := range k {
+			out = d.handle(bufs[i], lens[i], out[:0])
+		}
+		d.flush()
 	}
 }
 
 // handle processes the frame at buf[headroom:headroom+n]. out is scratch space
-// for replies built from scratch; it is returned for reuse.
+// for replies built from scratch; it is returned for reuse. What handle
+// forwards may wait in the transmit queues, in buf, until the caller's flush:
+// buf must not be reused before.
 func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	frame := buf[headroom : headroom+n]
 	f := d.fib.Load()
@@ -141,6 +197,10 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	}
 	if dep := f.departedByMAC[[6]byte(eth.Dst())]; dep != nil {
 		d.fromHomeLink(f, dep, frame)
+		return out
+	}
+	if key, ok := f.awaiting[[6]byte(eth.Src())]; ok {
+		d.announced(key)
 		return out
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
@@ -175,9 +235,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	if !ok {
 		// ICMPv6 from a Home Agent to the host itself: OpenFlow diverted it
 		// because it cannot see routing headers; hand it back unchanged.
-		if err := d.conn.WriteFrame(frame[:netpkt.EthernetLen+len(ip)]); err != nil {
-			d.global.drop(DropWriteError)
-		}
+		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], &d.global, countNothing, 0)
 		return out
 	}
 	d.fromHomeAgent(f, buf, ip, hoa, upper)
@@ -225,12 +283,7 @@ func (d *Datapath) fromHomeAgent(f *fib, buf []byte, ip netpkt.IPv6, hoa netip.A
 	netpkt.PutIPv6(hdr, plen, next, netpkt.IPv6(hdr).HopLimit(), netpkt.IPv6(hdr).Src(), hoa)
 	frame := buf[ipStart+rh2Len-netpkt.EthernetLen : ipStart+rh2Len+netpkt.IPv6Len+plen]
 	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-	if err := d.conn.WriteFrame(frame); err != nil {
-		g.counters.drop(DropWriteError)
-		return
-	}
-	g.counters.FromTunnelPackets.Add(1)
-	g.counters.FromTunnelBytes.Add(uint64(netpkt.IPv6Len + plen))
+	d.queuePort(frame, g.counters, countFromTunnel, netpkt.IPv6Len+plen)
 }
 
 func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []byte {
@@ -325,15 +378,15 @@ func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []
 		// Two guests of one home link on this host: they are neighbours, and
 		// the frame goes straight across instead of round the Home Agent.
 		netpkt.PutEthernet(frame, peer.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-		if err := d.conn.WriteFrame(frame[:netpkt.EthernetLen+len(ip)]); err != nil {
-			g.counters.drop(DropWriteError)
-			return out
-		}
-		g.counters.LocalPackets.Add(1)
+		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], g.counters, countLocal, len(ip))
 		return out
 	}
 	if !g.tunnel {
 		g.counters.drop(DropNotBound)
+		return out
+	}
+	if len(ip) > f.mtu+netpkt.IPv6Len && ip.NextHeader() == protoTCP && d.segmentTCP(f, g, ip) {
+		// Bigger than any link: a segmentation offload's work (see segmentTCP).
 		return out
 	}
 	if len(ip) > f.mtu {
@@ -345,12 +398,7 @@ func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []
 		return out[:0]
 	}
 	pkt := encapsulate(buf, headroom+netpkt.EthernetLen, len(ip), f.coa, g.ha)
-	if err := d.uplink.WriteIPv6(pkt, g.ha); err != nil {
-		g.counters.drop(DropWriteError)
-		return out
-	}
-	g.counters.ToTunnelPackets.Add(1)
-	g.counters.ToTunnelBytes.Add(uint64(len(ip)))
+	d.queueUplink(pkt, g.ha, g.counters, len(ip))
 	return out
 }
 
@@ -375,10 +423,137 @@ func (d *Datapath) fromTunnel(f *fib, buf []byte, outer netpkt.IPv6) {
 	start := headroom + netpkt.EthernetLen + netpkt.IPv6Len - netpkt.EthernetLen
 	frame := buf[start : start+netpkt.EthernetLen+len(inner)]
 	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-	if err := d.conn.WriteFrame(frame); err != nil {
-		g.counters.drop(DropWriteError)
+	d.queuePort(frame, g.counters, countFromTunnel, len(inner))
+}
+
+// What a queued packet counts as once it has left.
+const (
+	countNothing = iota
+	countToTunnel
+	countFromTunnel
+	countLocal
+)
+
+// txQueue is a batch of packets on their way out, with what to count for
+// each. Its slices never grow past the capacity made at the start, so
+// queueing allocates nothing.
+type txQueue struct {
+	pkts     [][]byte
+	dsts     []netip.Addr // uplink only
+	counters []*Counters
+	kinds    []uint8
+	bytes    []int
+}
+
+func newTxQueue(n int) txQueue {
+	return txQueue{pkts: make([][]byte, 0, n), dsts: make([]netip.Addr, 0, n), counters: make([]*Counters, 0, n),
+		kinds: make([]uint8, 0, n), bytes: make([]int, 0, n)}
+}
+
+func (q *txQueue) full() bool { return len(q.pkts) == cap(q.pkts) }
+
+func (q *txQueue) add(pkt []byte, dst netip.Addr, c *Counters, kind uint8, bytes int) {
+	q.pkts = append(q.pkts, pkt)
+	q.dsts = append(q.dsts, dst)
+	q.counters = append(q.counters, c)
+	q.kinds = append(q.kinds, kind)
+	q.bytes = append(q.bytes, bytes)
+	q.count(len(q.pkts)-1, 1)
+}
+
+// count adds (sign 1) or takes back (sign -1) packet i in its counters. A
+// packet is counted when it is queued, so the counters never lag behind what
+// has left; one that fails is taken back and counted as a drop.
+func (q *txQueue) count(i int, sign uint64) {
+	c, n := q.counters[i], uint64(q.bytes[i])*sign
+	switch q.kinds[i] {
+	case countToTunnel:
+		c.ToTunnelPackets.Add(sign)
+		c.ToTunnelBytes.Add(n)
+	case countFromTunnel:
+		c.FromTunnelPackets.Add(sign)
+		c.FromTunnelBytes.Add(n)
+	case countLocal:
+		c.LocalPackets.Add(sign)
+	}
+}
+
+// failed takes packet i back from its counters and counts it as dropped.
+func (q *txQueue) failed(i int) {
+	if i >= len(q.pkts) {
 		return
 	}
-	g.counters.FromTunnelPackets.Add(1)
-	g.counters.FromTunnelBytes.Add(uint64(len(inner)))
+	q.count(i, ^uint64(0))
+	q.counters[i].drop(DropWriteError)
+}
+
+func (q *txQueue) reset() {
+	q.pkts, q.dsts, q.counters, q.kinds, q.bytes = q.pkts[:0], q.dsts[:0], q.counters[:0], q.kinds[:0], q.bytes[:0]
+}
+
+// queuePort queues frame for the internal port.
+func (d *Datapath) queuePort(frame []byte, c *Counters, kind uint8, bytes int) {
+	if d.toPort.full() {
+		d.flushPort()
+	}
+	d.toPort.add(frame, netip.Addr{}, c, kind, bytes)
+}
+
+// queueUplink queues a tunnel packet to the Home Agent dst; bytes is the inner
+// packet's length.
+func (d *Datapath) queueUplink(pkt []byte, dst netip.Addr, c *Counters, bytes int) {
+	if d.toUplink.full() {
+		d.flushUplink()
+	}
+	d.toUplink.add(pkt, dst, c, countToTunnel, bytes)
+}
+
+// flush sends both transmit queues.
+func (d *Datapath) flush() {
+	d.flushUplink()
+	d.flushPort()
+}
+
+func (d *Datapath) flushPort() {
+	q := &d.toPort
+	if bc, ok := d.conn.(BatchFrameConn); ok {
+		for i := 0; i < len(q.pkts); {
+			n, err := bc.WriteFrames(q.pkts[i:])
+			if i += n; err != nil {
+				q.failed(i)
+				i++ // a frame the port refused is dropped; the rest still go
+			} else if n == 0 {
+				break
+			}
+		}
+	} else {
+		for i, p := range q.pkts {
+			if err := d.conn.WriteFrame(p); err != nil {
+				q.failed(i)
+			}
+		}
+	}
+	q.reset()
+}
+
+func (d *Datapath) flushUplink() {
+	q := &d.toUplink
+	if bu, ok := d.uplink.(BatchUplink); ok {
+		for i := 0; i < len(q.pkts); {
+			n, err := bu.WriteIPv6Batch(q.pkts[i:], q.dsts[i:])
+			if i += n; err != nil {
+				q.failed(i)
+				i++
+			} else if n == 0 {
+				break
+			}
+		}
+	} else {
+		for i, p := range q.pkts {
+			if err := d.uplink.WriteIPv6(p, q.dsts[i]); err != nil {
+				q.failed(i)
+			}
+		}
+	}
+	q.reset()
 }

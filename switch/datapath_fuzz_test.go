@@ -36,6 +36,7 @@ func FuzzHandle(f *testing.F) {
 		}
 		n := copy(buf[headroom:], frame)
 		d.handle(buf, n, nil)
+		d.flush()
 		for {
 			select {
 			case s := <-up.out:

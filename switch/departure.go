@@ -332,3 +332,13 @@ func (s *Switch) Deactivate(ctx context.Context, port string) error {
 	}
 	return err
 }
+
+// announced reports a frame from a VM whose port is not on this host yet (a
+// migrated guest announcing itself as it resumes, faster than OVSDB reports
+// its port): the control loop activates it when the port appears.
+func (d *Datapath) announced(key string) {
+	select {
+	case d.activate <- key:
+	default:
+	}
+}

@@ -1,6 +1,7 @@
 package vswitch
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 
@@ -39,4 +40,82 @@ func decapsulate(outer netpkt.IPv6) (netpkt.IPv6, error) {
 		return nil, errInnerBroken
 	}
 	return inner, nil
+}
+
+// protoTCP is TCP's IPv6 next header value.
+const protoTCP = 6
+
+// TCP flags that belong to one segment of a split one only (RFC 9293 §3.1):
+// FIN and PSH to the last, CWR to the first (RFC 3168 §6.1.2, as TSO does).
+const (
+	tcpFIN = 0x01
+	tcpPSH = 0x08
+	tcpCWR = 0x80
+)
+
+// segScratch bounds the segments of one oversized frame: a 64 KiB payload in
+// segments of at least 536 bytes (RFC 9293 §3.7.1), with their headers.
+const segScratch = 65536 + (65536/536+1)*(2*netpkt.IPv6Len+60)
+
+// segmentTCP tunnels a TCP packet from guest g that is bigger than any link
+// would carry: a guest with TCP segmentation offload hands its NIC such
+// "super-frames" and the NIC cuts them up. kgswitch's own port has its
+// offloads switched off, but a hypervisor switch with userspace TSO can still
+// deliver one. It is cut into segments that fit the tunnel (the guest's MSS
+// is unknown here; any smaller size is valid TCP), each with its TCP checksum
+// computed in full, so a partial checksum left for the offload does not
+// matter. It reports false for what it cannot split (extension headers, a
+// broken TCP header), which then gets a Packet Too Big.
+func (d *Datapath) segmentTCP(f *fib, g *guest, ip netpkt.IPv6) bool {
+	tcp := ip.Payload()
+	if ip.NextHeader() != protoTCP || len(tcp) < 20 {
+		return false
+	}
+	thl := int(tcp[12]>>4) * 4
+	mss := f.mtu - netpkt.IPv6Len - thl
+	if thl < 20 || thl > len(tcp) || mss <= 0 {
+		return false
+	}
+	if d.seg == nil {
+		d.seg = make([]byte, segScratch)
+	}
+	payload := tcp[thl:]
+	seq := binary.BigEndian.Uint32(tcp[4:8])
+	flags := tcp[13]
+	src, dst := ip.Src(), ip.Dst()
+	// What is queued goes first, and the scratch space is free.
+	d.flushUplink()
+	off := 0
+	for p := 0; p < len(payload); p += mss {
+		chunk := payload[p:min(p+mss, len(payload))]
+		size := 2*netpkt.IPv6Len + thl + len(chunk)
+		if off+size > len(d.seg) || d.toUplink.full() {
+			d.flushUplink()
+			off = 0
+		}
+		pkt := d.seg[off : off+size]
+		off += size
+		inner := pkt[netpkt.IPv6Len:]
+		// The guest's header as it is (traffic class, flow label, hop limit).
+		copy(inner, ip[:netpkt.IPv6Len])
+		binary.BigEndian.PutUint16(inner[4:6], uint16(thl+len(chunk)))
+		seg := inner[netpkt.IPv6Len:]
+		copy(seg, tcp[:thl])
+		copy(seg[thl:], chunk)
+		binary.BigEndian.PutUint32(seg[4:8], seq+uint32(p))
+		fl := flags
+		if p+len(chunk) < len(payload) {
+			fl &^= tcpFIN | tcpPSH
+		}
+		if p > 0 {
+			fl &^= tcpCWR
+		}
+		seg[13] = fl
+		seg[16], seg[17] = 0, 0
+		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum(src, dst, protoTCP, seg))
+		netpkt.PutIPv6(pkt, len(inner), netpkt.ProtoIPv6, tunnelHopLimit, f.coa, g.ha)
+		d.queueUplink(pkt, g.ha, g.counters, len(inner))
+	}
+	d.flushUplink()
+	return true
 }

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"fmt"
+	"maps"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
 	"github.com/kgswitch/kgswitch/ovsctl"
@@ -23,6 +24,7 @@ func (s *Switch) flowsFor(p *vmPort) map[uint64][]*ovs.Flow {
 	case p.dep != nil:
 		sets[portCookie(p.key())] = s.departureFlows(p, p.takeoverMAC)
 	case p.ofport == 0:
+		sets[portCookie(p.key())] = s.awaitFlows(p)
 	case p.foreign:
 		sets[portCookie(p.key())] = s.portFlows(p)
 		sets[spoofCookie(p.key())] = s.spoofFlows(p)
@@ -52,12 +54,54 @@ func (s *Switch) syncFlows(p *vmPort) error {
 	return nil
 }
 
+// awaitFlows are installed, on a host foreign to a VM whose MAC is known,
+// before its port appears: a migrated guest may send (MLD, its RARP
+// announcement) within milliseconds of its port appearing, before the port's
+// own flows are in. Whatever port its frames come from, they go to kgswitch,
+// not to the foreign LAN (where the bridge would also learn the guest's MAC and
+// deliver the LAN's unicast to it), and their arrival tells kgswitch the guest
+// runs here.
+func (s *Switch) awaitFlows(p *vmPort) []*ovs.Flow {
+	if !s.foreignFor(p) || p.vm.MAC == nil {
+		return nil
+	}
+	return []*ovs.Flow{
+		{Priority: 180, Matches: []ovs.Match{ovs.DataLinkSource(p.vm.MAC.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+	}
+}
+
+// syncAll makes every VM's flows agree with its state, in one bundle: at
+// start, and after ovs-vswitchd lost its tables.
+func (s *Switch) syncAll() error {
+	if s.dp == nil {
+		return nil
+	}
+	all := map[uint64][]*ovs.Flow{}
+	for _, p := range s.vms {
+		maps.Copy(all, s.flowsFor(p))
+	}
+	if err := s.deps.Flows.ReplaceSets(all); err != nil {
+		return fmt.Errorf("install flows: %w", err)
+	}
+	for _, p := range s.vms {
+		if p.foreign && p.ofport != 0 {
+			if err := s.deps.Flows.SetNoFlood(p.iface, true); err != nil {
+				return fmt.Errorf("keep LAN floods off %s: %w", p.iface, err)
+			}
+		}
+	}
+	return nil
+}
+
 // portFlows are a foreign guest's: all it sends goes to kgswitch, and
-// kgswitch's frames for it go to it.
+// kgswitch's frames for it go to it, and nothing else does: a bridge that
+// learnt the guest's MAC (from a frame sent before these flows were in) must
+// not deliver the foreign LAN's unicast to it.
 func (s *Switch) portFlows(p *vmPort) []*ovs.Flow {
 	return []*ovs.Flow{
 		{Priority: 200, InPort: p.ofport, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
+		{Priority: 190, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Drop()}},
 	}
 }
 
@@ -91,4 +135,33 @@ func (s *Switch) expectedCookies() map[uint64]bool {
 		}
 	}
 	return want
+}
+
+// reconcileFlows removes flows a previous run installed that no VM needs any
+// more (a VM dropped from the configuration while kgswitch was down). Flows
+// without kgswitch's cookie prefix are never touched.
+func (s *Switch) reconcileFlows() {
+	if s.dp == nil {
+		return
+	}
+	flows, err := s.deps.Flows.Dump(ovsctl.Cookie, ovsctl.CookieMask)
+	if err != nil {
+		s.log.Warn("list kgswitch's flows", "err", err)
+		return
+	}
+	want := s.expectedCookies()
+	stale := map[uint64][]*ovs.Flow{}
+	for _, f := range flows {
+		if !want[f.Cookie] {
+			stale[f.Cookie] = nil
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	if err := s.deps.Flows.ReplaceSets(stale); err != nil {
+		s.log.Warn("remove stale flows", "err", err)
+		return
+	}
+	s.log.Info("removed flows left by a previous run", "cookies", len(stale))
 }

@@ -56,6 +56,8 @@ type FlowTable interface {
 	Delete(cookie uint64) error
 	SetNoFlood(port string, on bool) error
 	Packets(cookie uint64) (packets, bytes uint64, err error)
+	// Dump lists the flows whose cookie matches cookie under mask.
+	Dump(cookie, mask uint64) ([]*ovs.Flow, error)
 }
 
 // PortOpener opens the internal port once OVS has created its network device,
@@ -141,9 +143,10 @@ type vmPort struct {
 	err         string    // why the port could not be served, for status
 	nextRA      time.Time // next unsolicited Router Advertisement; zero = none
 	// pending: on a foreign host, prepared, the guest not yet running here.
-	pending   bool
-	asked     *atomic.Bool
-	activated time.Time
+	pending     bool
+	seenRunning time.Time // a frame from the guest before its port appeared
+	asked       *atomic.Bool
+	activated   time.Time
 	// dep: the VM left this home host and its frames are held (departure.go).
 	dep                    *departed
 	departedAt, takeoverAt time.Time
@@ -251,6 +254,16 @@ func (s *Switch) Run(ctx context.Context) error {
 		// Not fatal: the uplink may be added later; activate retries.
 		s.log.Error("prepare for arriving guests", "err", err)
 	}
+	// The VMs already here are served before anything else, so that the
+	// flows a previous run left are recognised as current, not stale.
+	for _, p := range slices.Clone(s.vms) {
+		if s.presentAtStart[p.key()] {
+			if i, ok := s.deps.DB.Interface(p.vm.Port); ok {
+				s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: i})
+			}
+		}
+	}
+	s.reconcileFlows()
 	events := s.deps.DB.Events()
 	for {
 		s.mirrorState()
@@ -274,7 +287,11 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.handleSignal(pkt)
 		case key := <-activate:
 			if p := s.byKey[key]; p != nil {
-				s.activateGuest(p, "first frame from the guest")
+				if p.ofport == 0 && s.foreignFor(p) {
+					p.seenRunning = s.deps.Now()
+				} else {
+					s.activateGuest(p, "first frame from the guest")
+				}
 			}
 		case key := <-leaving:
 			if p := s.byKey[key]; p != nil && p.ofport != 0 && !p.foreign {
@@ -317,11 +334,6 @@ func (s *Switch) recoverDatapath() {
 		return
 	}
 	s.dpRetryAt = time.Time{}
-	for _, p := range s.vms {
-		if err := s.syncFlows(p); err != nil {
-			s.log.Error("reinstall flows", "port", p.name(), "err", err)
-		}
-	}
 	s.publish()
 	s.log.Info("internal port reopened and flows reinstalled")
 }
@@ -523,10 +535,17 @@ func (s *Switch) foreignFor(p *vmPort) bool {
 func (s *Switch) prepare() error {
 	for _, p := range s.vms {
 		if s.foreignFor(p) || s.holds(p) {
+			created := s.dp == nil
 			if err := s.ensureDatapath(); err != nil {
 				return err
 			}
-			return s.installGlobalFlows()
+			if err := s.installGlobalFlows(); err != nil {
+				return err
+			}
+			if created {
+				return s.syncAll()
+			}
+			return nil
 		}
 	}
 	return nil
@@ -586,9 +605,16 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 		// It ran here before kgswitch started.
 		delete(s.presentAtStart, p.key())
 		s.activateGuest(p, whyAtStart)
+	} else if !p.seenRunning.IsZero() && s.deps.Now().Sub(p.seenRunning) < announceMemory {
+		s.activateGuest(p, "guest announced itself before its port appeared")
 	}
+	p.seenRunning = time.Time{}
 	return nil
 }
+
+// announceMemory is how long a frame from a guest whose port had not appeared
+// yet still counts as "it runs here" when the port does appear.
+const announceMemory = 10 * time.Second
 
 // activateGuest acts on a move once the guest runs on this host: it registers
 // the care-of address and starts the guest's Router Advertisements.
@@ -894,10 +920,14 @@ func (s *Switch) publish() {
 	now := s.deps.Now()
 	f := &fib{coa: s.cfg.CareOfAddress, mtu: tunnelMTU, routerMAC: s.routerMAC,
 		byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}, returning: map[netip.Addr]bool{},
-		departedByMAC: map[[6]byte]*departed{}, departedByHoA: map[netip.Addr]*departed{}, atHome: map[netip.Addr]string{}}
+		departedByMAC: map[[6]byte]*departed{}, departedByHoA: map[netip.Addr]*departed{}, atHome: map[netip.Addr]string{},
+		awaiting: map[[6]byte]string{}}
 	for _, p := range s.vms {
 		if p.returning {
 			f.returning[p.vm.HomeAddress] = true
+		}
+		if p.ofport == 0 && p.dep == nil && s.foreignFor(p) && p.vm.MAC != nil {
+			f.awaiting[[6]byte(p.vm.MAC)] = p.key()
 		}
 		if p.dep != nil {
 			f.departedByMAC[p.dep.mac] = p.dep
@@ -1199,6 +1229,11 @@ func (s *Switch) reload(cfg *config.Config) error {
 		if vm.Port != "" {
 			if i, ok := s.deps.DB.Interface(vm.Port); ok {
 				s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: i})
+			}
+		}
+		if p.ofport == 0 {
+			if err := s.syncFlows(p); err != nil {
+				s.log.Error("reload: flows", "port", p.name(), "err", err)
 			}
 		}
 	}

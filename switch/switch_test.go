@@ -147,6 +147,10 @@ func (f *fakeFlows) ReplaceSets(sets map[uint64][]*ovs.Flow) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for cookie, fl := range sets {
+		if len(fl) == 0 {
+			delete(f.flows, cookie)
+			continue
+		}
 		f.flows[cookie] = fl
 	}
 	return nil
@@ -164,6 +168,22 @@ func (f *fakeFlows) SetNoFlood(port string, on bool) error {
 	return nil
 }
 func (f *fakeFlows) Packets(cookie uint64) (uint64, uint64, error) { return 0, 0, nil }
+func (f *fakeFlows) Dump(cookie, mask uint64) ([]*ovs.Flow, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*ovs.Flow
+	for c, fl := range f.flows {
+		if c&mask != cookie&mask {
+			continue
+		}
+		for _, x := range fl {
+			y := *x
+			y.Cookie = c
+			out = append(out, &y)
+		}
+	}
+	return out, nil
+}
 func (f *fakeFlows) text() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -217,6 +237,14 @@ func newHarness(t *testing.T, cfgText string, ifaces ...ovsctl.Interface) *harne
 }
 
 func newHarnessWith(t *testing.T, cfgText string, store Store, ifaces ...ovsctl.Interface) *harness {
+	return newHarnessAll(t, cfgText, store, nil, ifaces...)
+}
+
+func newHarnessFlows(t *testing.T, cfgText string, flows *fakeFlows, ifaces ...ovsctl.Interface) *harness {
+	return newHarnessAll(t, cfgText, nil, flows, ifaces...)
+}
+
+func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, ifaces ...ovsctl.Interface) *harness {
 	t.Helper()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
@@ -226,8 +254,11 @@ func newHarnessWith(t *testing.T, cfgText string, store Store, ifaces ...ovsctl.
 		conn:   newFakeConn(),
 		uplink: &fakeUplink{out: make(chan sent, 16)},
 		db:     &fakeDB{ifaces: map[string]ovsctl.Interface{"eth0": {Name: "eth0", OFPort: 1}}, events: make(chan ovsctl.Event, 16)},
-		flows:  &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}},
+		flows:  flows,
 		done:   make(chan error, 1),
+	}
+	if h.flows == nil {
+		h.flows = &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
 	}
 	h.sw = New(cfg, Deps{
 		DB: h.db, Flows: h.flows, Uplink: h.uplink,
@@ -1343,5 +1374,47 @@ func TestInternalPortReopened(t *testing.T) {
 	}
 	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
 		t.Errorf("got %+v", st[0])
+	}
+}
+
+// A migrated guest may announce itself before OVSDB reports its port here:
+// its frames go to kgswitch (not the foreign LAN) and count as "it runs here".
+func TestAnnouncedBeforePortAppears(t *testing.T) {
+	h := newHarness(t, testConfig)
+	if !strings.Contains(strings.Join(h.flows.text(), "\n"), "priority=180,dl_src=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:9") {
+		t.Fatalf("no flow diverting the absent guest's MAC to kgswitch: %q", h.flows.text())
+	}
+	h.conn.in <- rarp(guestMAC)
+	h.noFrame(t)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	if bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil || bu.Lifetime == 0 {
+		t.Fatalf("got %+v (%v), want a registration as soon as the port appears", bu, err)
+	}
+	flows := strings.Join(h.flows.text(), "\n")
+	if strings.Contains(flows, "priority=180") || !strings.Contains(flows, "priority=190,dl_dst=52:54:00:00:00:10,table=0,idle_timeout=0,actions=drop") {
+		t.Errorf("got flows %s, want the port's own (and the LAN kept off the guest's MAC)", flows)
+	}
+}
+
+// A restarted kgswitch removes the flows of a VM dropped from its
+// configuration while it was down, keeps the others', and never touches a
+// flow without its cookie.
+func TestStaleFlowsReconciled(t *testing.T) {
+	h := &harness{flows: &fakeFlows{flows: map[uint64][]*ovs.Flow{
+		portCookie("2001:db8:2000::99"): {{Priority: 200, InPort: 7, Actions: []ovs.Action{ovs.Drop()}}},
+		0x1234:                          {{Priority: 5, Actions: []ovs.Action{ovs.Normal()}}},
+	}, noFlood: map[string]bool{}}}
+	h2 := newHarnessFlows(t, testConfig, h.flows, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h2.nextSent(t) // the guest was running here: it registers at once
+	h2.flows.mu.Lock()
+	defer h2.flows.mu.Unlock()
+	if _, ok := h2.flows.flows[portCookie("2001:db8:2000::99")]; ok {
+		t.Error("stale VM's flows survived the restart")
+	}
+	if _, ok := h2.flows.flows[0x1234]; !ok {
+		t.Error("a flow without kgswitch's cookie was removed")
+	}
+	if len(h2.flows.flows[portCookie(hoa.String())]) == 0 {
+		t.Error("the running VM's flows are missing")
 	}
 }

@@ -356,7 +356,9 @@ func moveForeign(t *testing.T, ctx context.Context, e *scenario.Env, from, to st
 }
 
 // checkLeft checks that kgswitch on host, which the guest's port left, shows
-// the port absent and holds no binding for it.
+// the port absent and holds no binding for it. The home host may still be
+// covering the departure (holding frames until the Home Agent took over and
+// the neighbours moved): that is "departed", also without a binding.
 func checkLeft(t *testing.T, ctx context.Context, e *scenario.Env, host string) {
 	t.Helper()
 	st, err := e.Status(ctx, host, lab.GuestPort)
@@ -364,8 +366,8 @@ func checkLeft(t *testing.T, ctx context.Context, e *scenario.Env, host string) 
 		t.Errorf("%s status: %v", host, err)
 		return
 	}
-	if st.Location != "absent" || st.BindingState != "" {
-		t.Errorf("%s status after the guest left: %+v, want absent with no binding", host, st)
+	if (st.Location != "absent" && !(host == "hostA" && st.Location == "departed")) || st.BindingState != "" {
+		t.Errorf("%s status after the guest left: %+v, want absent (or departed, on the home host) with no binding", host, st)
 	}
 }
 

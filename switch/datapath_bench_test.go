@@ -1,0 +1,168 @@
+package vswitch
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/kgswitch/kgswitch/ndresponder"
+	"github.com/kgswitch/kgswitch/netpkt"
+)
+
+// countConn is an internal port that counts what it is given and keeps
+// nothing, so that a benchmark sees only the datapath's own cost.
+type countConn struct{ frames, batches int }
+
+func (c *countConn) ReadFrame([]byte) (int, error) { select {} }
+func (c *countConn) WriteFrame([]byte) error       { c.frames++; return nil }
+func (c *countConn) Close() error                  { return nil }
+func (c *countConn) ReadFrames([][]byte, []int) (int, error) {
+	select {}
+}
+func (c *countConn) WriteFrames(f [][]byte) (int, error) {
+	c.frames += len(f)
+	c.batches++
+	return len(f), nil
+}
+
+type countUplink struct{ pkts, batches int }
+
+func (u *countUplink) WriteIPv6([]byte, netip.Addr) error { u.pkts++; return nil }
+func (u *countUplink) Close() error                       { return nil }
+func (u *countUplink) WriteIPv6Batch(p [][]byte, _ []netip.Addr) (int, error) {
+	u.pkts += len(p)
+	u.batches++
+	return len(p), nil
+}
+
+// benchDatapath is a datapath serving one bound guest, as on a foreign host.
+func benchDatapath(tb testing.TB) (*Datapath, *countConn, *countUplink, *guest) {
+	tb.Helper()
+	conn, up := &countConn{}, &countUplink{}
+	d := newDatapath(conn, up)
+	nd, err := ndresponder.New(ndresponder.HomeLink{Prefix: netip.MustParsePrefix("2001:db8:2000::/64"), RouterLinkLocal: routerLL}, kgMAC)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := &guest{port: "vnet3", mac: [6]byte(guestMAC), hoa: hoa, prefix: netip.MustParsePrefix("2001:db8:2000::/64"), ha: ha,
+		tunnel: true, nd: nd, ptbFrom: routerLL, counters: &Counters{}, ownLL: new([]netip.Addr)}
+	d.fib.Store(&fib{coa: coa, mtu: tunnelMTU, routerMAC: kgMAC,
+		byMAC: map[[6]byte]*guest{g.mac: g}, byHoA: map[netip.Addr]*guest{hoa: g}})
+	return d, conn, up, g
+}
+
+// guestFrame is a UDP frame from the guest to the correspondent whose IPv6
+// packet is size bytes long.
+func guestFrame(size int) []byte {
+	return ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, size-netpkt.IPv6Len-8))
+}
+
+// tunnelFrame is an IP6IP6 frame from the Home Agent carrying a UDP packet of
+// size bytes to the guest.
+func tunnelFrame(size int) []byte {
+	inner := udpPacket(cn, hoa, size-netpkt.IPv6Len-8)
+	tun := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(inner))
+	netpkt.PutIPv6(tun, len(inner), netpkt.ProtoIPv6, 64, ha, coa)
+	return ethFrame(kgMAC, lanMAC, append(tun, inner...))
+}
+
+// forward runs frame through handle as Run does: copied into a receive
+// buffer (as recvmmsg would), handled, and flushed every batchSize frames.
+func forward(b *testing.B, d *Datapath, frame []byte) {
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+maxFrame)
+	}
+	out := make([]byte, 0, 2048)
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		buf := bufs[i%batchSize]
+		n := copy(buf[headroom:], frame)
+		out = d.handle(buf, n, out[:0])
+		if i%batchSize == batchSize-1 {
+			d.flush()
+		}
+	}
+	d.flush()
+}
+
+// BenchmarkEncap is a guest's packet into the tunnel to its Home Agent.
+func BenchmarkEncap(b *testing.B) {
+	for _, size := range []int{64, 1460} {
+		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
+			d, _, up, g := benchDatapath(b)
+			forward(b, d, guestFrame(size))
+			if up.pkts != b.N || g.counters.ToTunnelPackets.Load() != uint64(b.N) {
+				b.Fatalf("got %d tunnel packets, counted %d, want %d", up.pkts, g.counters.ToTunnelPackets.Load(), b.N)
+			}
+		})
+	}
+}
+
+// BenchmarkDecap is a tunnel packet from the Home Agent out to the guest.
+func BenchmarkDecap(b *testing.B) {
+	for _, size := range []int{64, 1460} {
+		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
+			d, conn, _, g := benchDatapath(b)
+			forward(b, d, tunnelFrame(size))
+			if conn.frames != b.N || g.counters.FromTunnelPackets.Load() != uint64(b.N) {
+				b.Fatalf("got %d frames to the guest, counted %d, want %d", conn.frames, g.counters.FromTunnelPackets.Load(), b.N)
+			}
+		})
+	}
+}
+
+// TestForwardingAllocatesNothing is the benchmarks' promise as a test:
+// neither direction of the tunnel allocates per packet, flush included.
+func TestForwardingAllocatesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"encap", guestFrame(1460)},
+		{"decap", tunnelFrame(1460)},
+	} {
+		d, conn, up, _ := benchDatapath(t)
+		buf := make([]byte, headroom+maxFrame)
+		out := make([]byte, 0, 2048)
+		allocs := testing.AllocsPerRun(1000, func() {
+			n := copy(buf[headroom:], tc.frame)
+			out = d.handle(buf, n, out[:0])
+			d.flush()
+		})
+		if allocs != 0 {
+			t.Errorf("%s: got %v allocations per packet, want 0", tc.name, allocs)
+		}
+		if conn.frames+up.pkts < 1000 {
+			t.Errorf("%s: only %d of 1000+ packets left", tc.name, conn.frames+up.pkts)
+		}
+	}
+}
+
+// TestFlushBatches checks that the datapath hands a batch's
+// packets to the conn and the uplink in one call each, in order.
+func TestFlushBatches(t *testing.T) {
+	d, conn, up, g := benchDatapath(t)
+	bufs := make([][]byte, 10)
+	for i := range bufs {
+		bufs[i] = make([]byte, headroom+maxFrame)
+		frame := guestFrame(100)
+		if i%2 == 1 {
+			frame = tunnelFrame(100)
+		}
+		n := copy(bufs[i][headroom:], frame)
+		d.handle(bufs[i], n, nil)
+	}
+	if conn.frames != 0 || up.pkts != 0 {
+		t.Fatalf("got %d frames and %d packets sent before flush, want none", conn.frames, up.pkts)
+	}
+	d.flush()
+	if conn.batches != 1 || conn.frames != 5 || up.batches != 1 || up.pkts != 5 {
+		t.Errorf("got %d frames in %d batches and %d packets in %d batches, want 5 in 1 each", conn.frames, conn.batches, up.pkts, up.batches)
+	}
+	if got := g.counters.ToTunnelPackets.Load() + g.counters.FromTunnelPackets.Load(); got != 10 {
+		t.Errorf("got %d packets counted, want 10", got)
+	}
+}
