@@ -406,14 +406,25 @@ type Capture struct {
 
 // StartCapture captures IPv6 on iface in node into a pcap file.
 func (e *Env) StartCapture(ctx context.Context, node, iface, name string) (*Capture, error) {
-	return e.StartCaptureFilter(ctx, node, iface, name, "ip6")
+	return e.startCapture(ctx, node, iface, name, "ip6", false)
 }
 
 // StartCaptureFilter captures what matches the tcpdump filter expression
-// (every frame when it is "") on iface in node into a pcap file.
+// (every frame when it is "") on iface in node into a pcap file. Unlike
+// StartCapture it captures in immediate mode: libpcap otherwise hands frames
+// over in blocks up to a second late, and the frames of the last block are
+// lost when Stop ends tcpdump, so a capture stopped right after the traffic
+// it is to prove would miss its end.
 func (e *Env) StartCaptureFilter(ctx context.Context, node, iface, name, filter string) (*Capture, error) {
+	return e.startCapture(ctx, node, iface, name, filter, true)
+}
+
+func (e *Env) startCapture(ctx context.Context, node, iface, name, filter string, immediate bool) (*Capture, error) {
 	path := filepath.Join(e.Lab.Dir, name+".pcap")
 	argv := []string{"tcpdump", "-i", iface, "-U", "-n", "-w", path}
+	if immediate {
+		argv = append(argv, "--immediate-mode")
+	}
 	if filter != "" {
 		argv = append(argv, filter)
 	}
