@@ -9,7 +9,10 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
 	"github.com/ovn-kubernetes/libovsdb/cache"
 	"github.com/ovn-kubernetes/libovsdb/client"
@@ -17,31 +20,81 @@ import (
 	"github.com/ovn-kubernetes/libovsdb/ovsdb"
 )
 
-// ErrNotConnected is returned by DB methods once the OVSDB connection is
-// gone (closed, or lost: DB does not reconnect yet).
+// ErrNotConnected is returned (wrapped) by DB writes while the OVSDB
+// connection is down, and after Close.
 var ErrNotConnected = errors.New("ovsctl: not connected to ovsdb-server")
+
+// Reconnection timing. The poll interval bounds how late a lost connection
+// is noticed (libovsdb, once told to reconnect, no longer reports
+// disconnections); the backoff bounds how often a dead server is retried.
+const (
+	connPollInterval   = 100 * time.Millisecond
+	reconnectFirst     = 100 * time.Millisecond
+	reconnectMax       = 2 * time.Second
+	reconnectTimeout   = 5 * time.Second
+	closedEndpointPath = "unix:/nonexistent/ovsctl-closed.sock"
+)
+
+// A server that keeps the connection open but stops answering (stopped,
+// wedged, or behind a dead TCP path) is found by an echo (RFC 7047 section
+// 4.1.11) every probeInterval; no answer within probeTimeout drops the
+// connection, which then reconnects like any other. Variables so that
+// tests can shorten them. libovsdb's own WithInactivityCheck is not used:
+// in v0.8.1 it closes a channel that transactions may still send on.
+var (
+	probeInterval = 15 * time.Second
+	probeTimeout  = 5 * time.Second
+)
 
 // DB is a connection to one ovsdb-server holding the Open_vSwitch database,
 // with a live replica (RFC 7047 section 4.1.5 "monitor") of the rows
-// kgswitch reads. All methods are safe for concurrent use.
+// kgswitch reads. A lost connection is re-established with backoff and the
+// replica resynchronised (see Disconnected and Reconnected). All methods
+// are safe for concurrent use.
 type DB struct {
 	log *slog.Logger
 	cli client.Client
-	q   *eventQueue
+	q   *queue[Event]
 
-	// mu serialises reconcile so that Events reflect one linear history.
+	// mu serialises reconcile and the connection state changes so that
+	// Events reflect one linear history.
 	mu sync.Mutex
 	tr *tracker
 
+	// connected is what Connected reports; it is only changed by the
+	// watchConnection goroutine, with mu held.
+	connected atomic.Bool
+	// lost is closed when the current connection is found lost; writes
+	// in flight give up then instead of waiting for the reconnection.
+	lost chan struct{}
+	// gen is the Interface table replica the current connection filled:
+	// libovsdb replaces it when it repopulates the cache after
+	// reconnecting, which reveals a reconnection too quick to be seen
+	// as a disconnection.
+	gen *cache.RowCache
+	// snap holds the last known rows while disconnected, nil otherwise.
+	snap atomic.Pointer[snapshot]
+
 	closing   chan struct{}
 	closeOnce sync.Once
+}
+
+// snapshot is the replica's content frozen at disconnection: libovsdb
+// empties its cache before repopulating it on reconnection.
+type snapshot struct {
+	ifaces   map[string]Interface // by name
+	bridgeOf map[string]string    // interface name to bridge name
 }
 
 // Dial connects to the ovsdb-server at endpoint ("unix:/abs/path/db.sock"
 // or "tcp:host:port"), starts monitoring the Open_vSwitch, Bridge, Port and
 // Interface tables, and returns once the initial contents are replicated.
 // Every Interface row present at that time is reported on Events as Added.
-// A nil logger discards logs.
+// The first connection must succeed; later losses are survived: DB
+// reconnects with exponential backoff (100 ms up to 2 s, forever), a server
+// that stops answering echo requests (sent every 15 s) for 5 s is
+// disconnected from, and each reconnection is reported as Disconnected,
+// the row differences, then Reconnected. A nil logger discards logs.
 func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -53,7 +106,13 @@ func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error
 	// libovsdb logs through logr; V(n) maps to slog level -n, so its
 	// chatty V(3+) messages stay below slog's Info.
 	lg := logr.FromSlogHandler(logger.Handler()).WithName("libovsdb")
-	cli, err := client.NewOVSDBClient(dbm, client.WithEndpoint(endpoint), client.WithLogger(&lg))
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = reconnectFirst
+	bo.MaxInterval = reconnectMax
+	// libovsdb panics if its reconnection loop ever gives up.
+	bo.MaxElapsedTime = 0
+	cli, err := client.NewOVSDBClient(dbm, client.WithEndpoint(endpoint), client.WithLogger(&lg),
+		client.WithReconnect(reconnectTimeout, bo))
 	if err != nil {
 		return nil, fmt.Errorf("ovsctl: OVSDB client for %s: %w", endpoint, err)
 	}
@@ -63,15 +122,16 @@ func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error
 	d := &DB{
 		log:     logger,
 		cli:     cli,
-		q:       newEventQueue(),
+		q:       newQueue[Event](),
 		tr:      newTracker(),
+		lost:    make(chan struct{}),
 		closing: make(chan struct{}),
 	}
-	go d.watchDisconnect(cli.DisconnectNotify())
 
 	// The handler must be registered before the monitor so that no
 	// notification slips between the initial dump and the first update.
 	// It only learns which row changed; reconcile reads the row itself.
+	// libovsdb keeps handlers across reconnections.
 	onChange := func(table string, m model.Model) {
 		if r, ok := m.(*ovsInterface); ok && table == tableInterface {
 			d.reconcile(r.UUID)
@@ -95,43 +155,192 @@ func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error
 		client.WithTable(&o, &o.Bridges),
 		client.WithTable(&b, &b.Name, &b.Ports),
 		client.WithTable(&p, &p.Name, &p.Interfaces),
-		client.WithTable(&i, &i.Name, &i.Type, &i.OFPort, &i.MACInUse, &i.ExternalIDs),
+		client.WithTable(&i, &i.Name, &i.Type, &i.OFPort, &i.MACInUse, &i.ExternalIDs, &i.IfIndex, &i.LinkState),
 	)
 	if _, err := cli.Monitor(ctx, mon); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("ovsctl: monitor %s: %w", endpoint, err)
 	}
+	d.gen = d.interfaceCache()
+	d.connected.Store(true)
 	// The monitor reply is already in the cache, but libovsdb delivers the
 	// matching cache events asynchronously; resync makes Interface rows
 	// visible to Events before Dial returns.
 	d.resync()
+	go d.watchConnection()
+	go d.probe()
 	logger.Debug("ovsdb connected", "endpoint", endpoint)
 	return d, nil
 }
 
-// watchDisconnect ends Events when the connection drops without Close.
-func (d *DB) watchDisconnect(disc <-chan struct{}) {
-	select {
-	case <-disc:
-	case <-d.closing:
-		return
+// Connected reports whether DB is connected to ovsdb-server and its
+// replica is current. It turns false at most about 100 ms after the
+// connection is lost, with a Disconnected event.
+func (d *DB) Connected() bool {
+	return d.connected.Load()
+}
+
+// interfaceCache returns the Interface table replica, nil before the
+// first connection.
+func (d *DB) interfaceCache() *cache.RowCache {
+	return d.cacheTable(tableInterface)
+}
+
+// watchConnection follows the state of libovsdb's connection, which with
+// reconnection enabled is only visible as the current endpoint being
+// empty while disconnected, and reports changes.
+func (d *DB) watchConnection() {
+	t := time.NewTicker(connPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closing:
+			return
+		case <-t.C:
+		}
+		// CurrentEndpoint waits while libovsdb holds its connection
+		// lock, i.e. until a reconnection attempt has finished
+		// (including the re-monitor), so "" means disconnected and
+		// anything else means connected with a repopulated cache.
+		// libovsdb's Connected turns false only when the connection is
+		// dropped on purpose (probe), but then at once.
+		up := d.cli.CurrentEndpoint() != "" && d.cli.Connected()
+		select {
+		case <-d.closing:
+			return
+		default:
+		}
+		switch was := d.connected.Load(); {
+		case was && !up:
+			if !d.markDown(false) {
+				// The cache was already being repopulated.
+				d.markUp()
+			}
+		case !was && up:
+			d.markUp()
+		case was && up && d.interfaceCache() != d.gen:
+			// Lost and regained between two polls.
+			d.markDown(true)
+			d.markUp()
+		}
 	}
-	select {
-	case <-d.closing:
-		return
-	default:
+}
+
+// probe echoes the server while connected and drops a connection that
+// does not answer, so that libovsdb reconnects.
+func (d *DB) probe() {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.closing:
+			return
+		case <-t.C:
+		}
+		if !d.Connected() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+		err := d.cli.Echo(ctx)
+		cancel()
+		if err != nil && d.Connected() && !isClosed(d.closing) {
+			d.log.Warn("ovsdb-server does not answer echo; reconnecting", "err", err)
+			// Reported here: the watcher cannot see it while a
+			// reconnection attempt waits on the silent server.
+			if d.markDown(false) {
+				d.cli.Disconnect()
+			}
+		}
 	}
-	d.log.Error("ovsdb connection lost; events end")
-	d.q.end()
+}
+
+// markDown freezes the replica, fails pending writes and reports
+// Disconnected, unless already done. Unless reconnected is set (the caller
+// knows and calls markUp next), it reports false, doing nothing, when the
+// replica was already replaced by a reconnection: the frozen copy could be
+// a half-filled one.
+func (d *DB) markDown(reconnected bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.connected.Load() {
+		return true
+	}
+	snap := d.snapshotRows()
+	if d.interfaceCache() != d.gen && !reconnected {
+		return false
+	}
+	d.snap.Store(snap)
+	d.connected.Store(false)
+	close(d.lost)
+	d.q.push(Event{Kind: Disconnected})
+	d.log.Warn("ovsdb connection lost; reconnecting")
+	return true
+}
+
+// markUp reports what changed while disconnected, then Reconnected.
+func (d *DB) markUp() {
+	d.mu.Lock()
+	if !d.connected.Load() {
+		d.gen = d.interfaceCache()
+		d.lost = make(chan struct{})
+		d.snap.Store(nil)
+		d.connected.Store(true)
+	} else {
+		d.gen = d.interfaceCache()
+	}
+	d.mu.Unlock()
+	d.resync()
+	d.q.push(Event{Kind: Reconnected})
+	d.log.Info("ovsdb connection re-established")
+}
+
+// snapshotRows copies the replica into a snapshot.
+func (d *DB) snapshotRows() *snapshot {
+	s := &snapshot{
+		ifaces:   make(map[string]Interface),
+		bridgeOf: make(map[string]string),
+	}
+	it, pt, bt := d.cacheTable(tableInterface), d.cacheTable(tablePort), d.cacheTable(tableBridge)
+	if it == nil || pt == nil || bt == nil {
+		return s
+	}
+	ifaceName := make(map[string]string)
+	for u, m := range it.RowsShallow() {
+		r := m.(*ovsInterface)
+		s.ifaces[r.Name] = interfaceFromRow(u, r)
+		ifaceName[u] = r.Name
+	}
+	portBridge := make(map[string]string)
+	for _, m := range bt.RowsShallow() {
+		b := m.(*ovsBridge)
+		for _, pu := range b.Ports {
+			portBridge[pu] = b.Name
+		}
+	}
+	for pu, m := range pt.RowsShallow() {
+		p := m.(*ovsPort)
+		br, ok := portBridge[pu]
+		if !ok {
+			continue
+		}
+		for _, iu := range p.Interfaces {
+			if n, ok := ifaceName[iu]; ok {
+				s.bridgeOf[n] = br
+			}
+		}
+	}
+	return s
 }
 
 // reconcile compares the cached Interface row uuid with what Events last
 // reported and queues the difference.
+// While disconnected it does nothing: the cache may be half repopulated,
+// and markUp resyncs every row anyway.
 func (d *DB) reconcile(uuid string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	c := d.cli.Cache()
-	if c == nil {
+	if c == nil || !d.connected.Load() {
 		return
 	}
 	var row *ovsInterface
@@ -172,15 +381,18 @@ func (d *DB) resync() {
 	}
 }
 
-// Events returns the channel of Interface changes. It is closed after Close,
-// or once the connection is lost and the queued events were received. The
-// channel is unbuffered but backed by an unbounded queue: a slow reader
+// Events returns the channel of Interface changes and connection state
+// changes (Disconnected, Reconnected; consumers must ignore kinds they do
+// not know). It stays open across reconnections and is closed by Close.
+// The channel is unbuffered but backed by an unbounded queue: a slow reader
 // delays events, it never loses them.
 func (d *DB) Events() <-chan Event {
 	return d.q.out
 }
 
-// cacheTable returns the replica of table, or nil when disconnected.
+// cacheTable returns the live replica of table, nil before the first
+// connection. While reconnecting it may be momentarily empty: readers
+// that answer callers use the snapshot instead.
 func (d *DB) cacheTable(table string) *cache.RowCache {
 	c := d.cli.Cache()
 	if c == nil {
@@ -204,7 +416,12 @@ func (d *DB) findInterface(name string) (string, *ovsInterface, bool) {
 }
 
 // Interface returns the current contents of the Interface row called name.
+// While disconnected it answers from the contents last known.
 func (d *DB) Interface(name string) (Interface, bool) {
+	if s := d.snap.Load(); s != nil {
+		ifc, ok := s.ifaces[name]
+		return cloneInterface(ifc), ok
+	}
 	u, r, ok := d.findInterface(name)
 	if !ok {
 		return Interface{}, false
@@ -227,8 +444,13 @@ func (d *DB) portBridge(portUUID string) (string, bool) {
 }
 
 // BridgeOf returns the name of the bridge that holds the interface iface
-// (through the Port that lists it).
+// (through the Port that lists it). While disconnected it answers from the
+// contents last known.
 func (d *DB) BridgeOf(iface string) (string, bool) {
+	if s := d.snap.Load(); s != nil {
+		br, ok := s.bridgeOf[iface]
+		return br, ok
+	}
 	iu, _, ok := d.findInterface(iface)
 	if !ok {
 		return "", false
@@ -254,10 +476,15 @@ func (d *DB) BridgeOf(iface string) (string, bool) {
 // whatever its type; if it is on another bridge it fails. ovs-vswitchd
 // assigns the OpenFlow port number afterwards: watch Events for the Updated
 // event that carries it.
+//
+// While disconnected it fails at once with an error wrapping
+// ErrNotConnected; if the connection is lost during the transaction it
+// fails the same way within about 100 ms, and whether the port was created
+// is then unknown until Reconnected.
 func (d *DB) EnsureInternalPort(ctx context.Context, bridge, name string) error {
 	ports, bridges := d.cacheTable(tablePort), d.cacheTable(tableBridge)
-	if ports == nil || bridges == nil {
-		return ErrNotConnected
+	if !d.Connected() || ports == nil || bridges == nil {
+		return fmt.Errorf("ovsctl: add internal port %q to bridge %q: %w", name, bridge, ErrNotConnected)
 	}
 	for pu, m := range ports.RowsShallow() {
 		if m.(*ovsPort).Name != name {
@@ -318,12 +545,13 @@ func (d *DB) EnsureInternalPort(ctx context.Context, bridge, name string) error 
 // (RFC 7047 section 5.1: "delete" by key set, then "insert" of the new
 // pairs) in one transaction instead of rewriting it, so keys written by
 // others (OpenStack, libvirt, ovn) survive even if they change concurrently.
+// While disconnected it fails like EnsureInternalPort.
 func (d *DB) SetExternalIDs(ctx context.Context, iface string, set map[string]string, del []string) error {
 	if len(set) == 0 && len(del) == 0 {
 		return nil
 	}
-	if d.cacheTable(tableInterface) == nil {
-		return ErrNotConnected
+	if !d.Connected() || d.cacheTable(tableInterface) == nil {
+		return fmt.Errorf("ovsctl: set external_ids on interface %q: %w", iface, ErrNotConnected)
 	}
 	// "insert" into a map leaves existing keys alone, so keys being set are
 	// deleted first.
@@ -360,11 +588,27 @@ func (d *DB) SetExternalIDs(ctx context.Context, iface string, set map[string]st
 // transact runs ops as one transaction and checks every result. Each
 // mutate must have matched a row: OVSDB reports a mutate of zero rows as
 // success, which for kgswitch means the target row is missing.
+// With reconnection enabled libovsdb would hold a transaction until the
+// server is back; it is cut short when the connection is seen lost.
 func (d *DB) transact(ctx context.Context, ops []ovsdb.Operation) error {
+	d.mu.Lock()
+	lost := d.lost
+	d.mu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-lost:
+			cancel()
+		case <-d.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	res, err := d.cli.Transact(ctx, ops...)
 	if err != nil {
-		if errors.Is(err, client.ErrNotConnected) {
-			return ErrNotConnected
+		if errors.Is(err, client.ErrNotConnected) || isClosed(lost) || isClosed(d.closing) {
+			return fmt.Errorf("%w: %v", ErrNotConnected, err)
 		}
 		return err
 	}
@@ -384,7 +628,29 @@ func (d *DB) transact(ctx context.Context, ops []ovsdb.Operation) error {
 func (d *DB) Close() {
 	d.closeOnce.Do(func() {
 		close(d.closing)
+		d.connected.Store(false)
 		d.cli.Close()
+		// libovsdb's Close does nothing while it is between
+		// reconnection attempts, and its retry loop cannot be stopped;
+		// an endpoint that never answers keeps that loop from bringing
+		// a closed DB back to life.
+		d.cli.UpdateEndpoints([]string{closedEndpointPath})
 		d.q.abort()
 	})
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// cloneInterface returns a copy of ifc that shares no memory with it.
+func cloneInterface(ifc Interface) Interface {
+	ifc.MAC = slices.Clone(ifc.MAC)
+	ifc.ExternalIDs = maps.Clone(ifc.ExternalIDs)
+	return ifc
 }

@@ -8,4 +8,12 @@
 // the OpenFlow flows that carry kgswitch's cookie, always naming the switch
 // by its management socket so that several OVS instances can run side by
 // side.
+//
+// Both survive OVS restarts. DB reconnects to ovsdb-server with backoff,
+// keeps answering reads from the last known rows meanwhile, and reports the
+// outage on Events (Disconnected, the rows that changed, Reconnected).
+// ovs-vswitchd restarting loses every OpenFlow flow but changes nothing in
+// OVSDB, so Flows.WatchSwitch holds an OpenFlow connection to the bridge and
+// reports SwitchDown and SwitchUp; on SwitchUp the caller reinstalls its
+// flows (Count and Cookies show what is installed).
 package ovsctl

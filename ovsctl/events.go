@@ -26,13 +26,21 @@ type Interface struct {
 	MAC net.HardwareAddr
 	// ExternalIDs is a copy of the external_ids column.
 	ExternalIDs map[string]string
+	// IfIndex is the Linux interface index of the device behind the
+	// port (the ifindex column); 0 when unknown or not a Linux device.
+	IfIndex int
+	// LinkUp reports whether link_state is "up". A persistent tap (as
+	// libvirt makes them) stays on the bridge when QEMU quits; only its
+	// link goes down.
+	LinkUp bool
 }
 
 // equal reports whether a and b describe the same row contents.
 func (a Interface) equal(b Interface) bool {
 	return a.UUID == b.UUID && a.Name == b.Name && a.Type == b.Type &&
 		a.OFPort == b.OFPort && bytes.Equal(a.MAC, b.MAC) &&
-		maps.Equal(a.ExternalIDs, b.ExternalIDs)
+		maps.Equal(a.ExternalIDs, b.ExternalIDs) &&
+		a.IfIndex == b.IfIndex && a.LinkUp == b.LinkUp
 }
 
 // interfaceFromRow converts a cached row into an Interface that shares no
@@ -52,10 +60,16 @@ func interfaceFromRow(uuid string, r *ovsInterface) Interface {
 	if len(r.ExternalIDs) > 0 {
 		ifc.ExternalIDs = maps.Clone(r.ExternalIDs)
 	}
+	if r.IfIndex != nil {
+		ifc.IfIndex = *r.IfIndex
+	}
+	ifc.LinkUp = r.LinkState != nil && *r.LinkState == "up"
 	return ifc
 }
 
-// EventKind says what happened to an Interface row.
+// EventKind says what happened to an Interface row, or to the connection
+// that reports them. More kinds may be added: consumers must ignore kinds
+// they do not know.
 type EventKind int
 
 // The kinds of Event.
@@ -67,6 +81,17 @@ const (
 	Updated
 	// Removed means the row is gone; Event.Iface holds its last contents.
 	Removed
+	// Disconnected means the connection to ovsdb-server was lost. DB
+	// keeps reconnecting with backoff; meanwhile Interface and BridgeOf
+	// answer from the last known contents and writes fail with
+	// ErrNotConnected. Event.Iface is empty.
+	Disconnected
+	// Reconnected means the connection is back and the database was
+	// monitored again. The Added, Updated and Removed events queued
+	// before it brought the consumer's view up to date with whatever
+	// changed while disconnected, so this is the moment to redo writes
+	// that failed. Event.Iface is empty.
+	Reconnected
 )
 
 // String returns the kind's name.
@@ -78,11 +103,16 @@ func (k EventKind) String() string {
 		return "Updated"
 	case Removed:
 		return "Removed"
+	case Disconnected:
+		return "Disconnected"
+	case Reconnected:
+		return "Reconnected"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
 
-// Event is one change to the Interface table, as seen after it happened.
+// Event is one change to the Interface table, as seen after it happened,
+// or a change of the connection (Disconnected, Reconnected).
 type Event struct {
 	Kind  EventKind
 	Iface Interface
@@ -124,23 +154,23 @@ func (t *tracker) reconcile(uuid string, row *ovsInterface) (Event, bool) {
 	return Event{}, false
 }
 
-// eventQueue is an unbounded FIFO between the libovsdb event goroutine,
-// which must never block (libovsdb drops events when its own buffer is
-// full), and the consumer of DB.Events, which may be slow.
-type eventQueue struct {
-	out chan Event
+// queue is an unbounded FIFO between a producer that must never block
+// (libovsdb's event goroutine drops events when its own buffer is full)
+// and a consumer that may be slow.
+type queue[T any] struct {
+	out chan T
 
 	mu      sync.Mutex
-	items   []Event
+	items   []T
 	ended   bool // no more pushes; close out once drained
 	wake    chan struct{}
 	stop    chan struct{}
 	stopped sync.Once
 }
 
-func newEventQueue() *eventQueue {
-	q := &eventQueue{
-		out:  make(chan Event),
+func newQueue[T any]() *queue[T] {
+	q := &queue[T]{
+		out:  make(chan T),
 		wake: make(chan struct{}, 1),
 		stop: make(chan struct{}),
 	}
@@ -149,7 +179,7 @@ func newEventQueue() *eventQueue {
 }
 
 // push appends e without blocking.
-func (q *eventQueue) push(e Event) {
+func (q *queue[T]) push(e T) {
 	q.mu.Lock()
 	if !q.ended {
 		q.items = append(q.items, e)
@@ -159,7 +189,7 @@ func (q *eventQueue) push(e Event) {
 }
 
 // end lets the consumer drain what is queued, then closes out.
-func (q *eventQueue) end() {
+func (q *queue[T]) end() {
 	q.mu.Lock()
 	q.ended = true
 	q.mu.Unlock()
@@ -167,19 +197,19 @@ func (q *eventQueue) end() {
 }
 
 // abort closes out promptly, discarding anything still queued.
-func (q *eventQueue) abort() {
+func (q *queue[T]) abort() {
 	q.end()
 	q.stopped.Do(func() { close(q.stop) })
 }
 
-func (q *eventQueue) signal() {
+func (q *queue[T]) signal() {
 	select {
 	case q.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (q *eventQueue) run() {
+func (q *queue[T]) run() {
 	defer close(q.out)
 	for {
 		q.mu.Lock()
@@ -197,7 +227,8 @@ func (q *eventQueue) run() {
 			}
 		}
 		e := q.items[0]
-		q.items[0] = Event{}
+		var zero T
+		q.items[0] = zero
 		q.items = q.items[1:]
 		q.mu.Unlock()
 		select {

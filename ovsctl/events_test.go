@@ -37,6 +37,16 @@ func TestInterfaceFromRow(t *testing.T) {
 				ExternalIDs: map[string]string{"iface-id": "x"}},
 		},
 		{
+			name: "tap with link up",
+			row:  ovsInterface{Name: "vnet3", IfIndex: intp(12), LinkState: strp("up")},
+			want: Interface{UUID: "u1", Name: "vnet3", IfIndex: 12, LinkUp: true},
+		},
+		{
+			name: "link down",
+			row:  ovsInterface{Name: "vnet3", IfIndex: intp(12), LinkState: strp("down")},
+			want: Interface{UUID: "u1", Name: "vnet3", IfIndex: 12},
+		},
+		{
 			name: "failed port, garbage mac",
 			row:  ovsInterface{Name: "bad", OFPort: intp(-1), MACInUse: strp("nonsense")},
 			want: Interface{UUID: "u1", Name: "bad", OFPort: -1},
@@ -93,6 +103,16 @@ func TestTracker(t *testing.T) {
 			},
 		},
 		{
+			name: "link and ifindex changes are updates",
+			steps: []step{
+				{"u1", &ovsInterface{Name: "t", LinkState: strp("down")}, &Event{Added, Interface{UUID: "u1", Name: "t"}}},
+				{"u1", &ovsInterface{Name: "t", LinkState: strp("up")}, &Event{Updated, Interface{UUID: "u1", Name: "t", LinkUp: true}}},
+				{"u1", &ovsInterface{Name: "t", LinkState: strp("up"), IfIndex: intp(9)}, &Event{Updated, Interface{UUID: "u1", Name: "t", LinkUp: true, IfIndex: 9}}},
+				{"u1", &ovsInterface{Name: "t", LinkState: strp("up"), IfIndex: intp(9)}, nil},
+				{"u1", &ovsInterface{Name: "t", IfIndex: intp(9)}, &Event{Updated, Interface{UUID: "u1", Name: "t", IfIndex: 9}}},
+			},
+		},
+		{
 			name: "delete of a row never seen",
 			steps: []step{
 				{"u9", nil, nil},
@@ -125,7 +145,10 @@ func TestTracker(t *testing.T) {
 }
 
 func TestEventKindString(t *testing.T) {
-	for k, want := range map[EventKind]string{Added: "Added", Updated: "Updated", Removed: "Removed", 0: "EventKind(0)"} {
+	for k, want := range map[EventKind]string{
+		Added: "Added", Updated: "Updated", Removed: "Removed",
+		Disconnected: "Disconnected", Reconnected: "Reconnected", 0: "EventKind(0)", 99: "EventKind(99)",
+	} {
 		if got := k.String(); got != want {
 			t.Errorf("got EventKind(%d).String() = %q, want %q", int(k), got, want)
 		}
@@ -133,7 +156,7 @@ func TestEventKindString(t *testing.T) {
 }
 
 func TestEventQueueOrderAndEnd(t *testing.T) {
-	q := newEventQueue()
+	q := newQueue[Event]()
 	// Far more than any channel buffer: push must never block.
 	const n = 10000
 	for i := range n {
@@ -154,7 +177,7 @@ func TestEventQueueOrderAndEnd(t *testing.T) {
 }
 
 func TestEventQueueAbort(t *testing.T) {
-	q := newEventQueue()
+	q := newQueue[Event]()
 	q.push(Event{Kind: Added})
 	q.push(Event{Kind: Added})
 	q.abort()
@@ -175,15 +198,18 @@ func TestEventQueueAbort(t *testing.T) {
 // FuzzInterfaceFromRow decodes arbitrary column values: it must not panic,
 // and a valid mac_in_use must survive the conversion.
 func FuzzInterfaceFromRow(f *testing.F) {
-	f.Add("kg0", "internal", 5, "fe:54:00:12:34:56", "k", "v")
-	f.Add("", "", -1, "", "", "")
-	f.Add("x", "tap", 0, "zz:zz", "a", "")
-	f.Fuzz(func(t *testing.T, name, typ string, ofport int, macText, k, v string) {
+	f.Add("kg0", "internal", 5, "fe:54:00:12:34:56", "k", "v", 7, "up")
+	f.Add("", "", -1, "", "", "", 0, "")
+	f.Add("x", "tap", 0, "zz:zz", "a", "", -3, "down")
+	f.Fuzz(func(t *testing.T, name, typ string, ofport int, macText, k, v string, ifindex int, link string) {
 		row := ovsInterface{Name: name, Type: typ, OFPort: &ofport, MACInUse: &macText,
-			ExternalIDs: map[string]string{k: v}}
+			ExternalIDs: map[string]string{k: v}, IfIndex: &ifindex, LinkState: &link}
 		got := interfaceFromRow("u", &row)
-		if got.Name != name || got.OFPort != ofport || got.ExternalIDs[k] != v {
-			t.Errorf("got %+v, want name %q ofport %d %q=%q", got, name, ofport, k, v)
+		if got.Name != name || got.OFPort != ofport || got.ExternalIDs[k] != v || got.IfIndex != ifindex {
+			t.Errorf("got %+v, want name %q ofport %d %q=%q ifindex %d", got, name, ofport, k, v, ifindex)
+		}
+		if got.LinkUp != (link == "up") {
+			t.Errorf("got LinkUp %v for link_state %q", got.LinkUp, link)
 		}
 		if m, err := net.ParseMAC(macText); err == nil && got.MAC.String() != m.String() {
 			t.Errorf("got MAC %v, want %v", got.MAC, m)

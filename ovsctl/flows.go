@@ -1,10 +1,15 @@
 package ovsctl
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
@@ -37,6 +42,9 @@ type Flows struct {
 	// there (OpenFlow 1.0.0 section 5.2.1; 1.1 dropped it), and OVS
 	// silently ignores no-flood in a 1.1+ port_mod.
 	of10 *ovs.OpenFlowService
+	// ofctl runs ovs-ofctl for the commands whose output go-openvswitch
+	// does not expose (flow_count, cookies of unparsed flows).
+	ofctl func(args ...string) ([]byte, error)
 }
 
 // NewFlows returns a Flows for the switch at target, the bridge management
@@ -65,7 +73,21 @@ func newFlows(target string, logger *slog.Logger, opts ...ovs.OptionFunc) *Flows
 		log:    logger,
 		of:     with(ovs.ProtocolOpenFlow14),
 		of10:   with(ovs.ProtocolOpenFlow10),
+		ofctl:  runOfctl,
 	}
+}
+
+// runOfctl runs ovs-ofctl and returns its standard output; a failure
+// carries what it printed on standard error.
+func runOfctl(args ...string) ([]byte, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command("ovs-ofctl", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("%w: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return out, nil
 }
 
 // ownCookie reports whether cookie is in kgswitch's cookie space.
@@ -200,4 +222,93 @@ func (f *Flows) Packets(cookie uint64) (packets, bytes uint64, err error) {
 		return 0, 0, fmt.Errorf("ovsctl: dump-aggregate cookie %#x on %s: %w", cookie, f.target, err)
 	}
 	return st.PacketCount, st.ByteCount, nil
+}
+
+// cookieArg is ovs-ofctl's match on cookie in the bits of mask.
+func cookieArg(cookie, mask uint64) string {
+	return fmt.Sprintf("cookie=%#x/%#x", cookie&mask, mask)
+}
+
+// Count returns how many flows, in all tables, have a cookie that matches
+// cookie in the bits set in mask (mask 0: every flow), with one ovs-ofctl
+// dump-aggregate. It is cheap enough to poll: after ovs-vswitchd restarts
+// Count(Cookie, CookieMask) is 0 until kgswitch reinstalls its flows.
+func (f *Flows) Count(cookie, mask uint64) (int, error) {
+	args := []string{"dump-aggregate", "--protocols=" + ovs.ProtocolOpenFlow14, f.target}
+	if mask != 0 {
+		args = append(args, cookieArg(cookie, mask))
+	}
+	f.mu.Lock()
+	out, err := f.ofctl(args...)
+	f.mu.Unlock()
+	if err != nil {
+		return 0, fmt.Errorf("ovsctl: dump-aggregate on %s: %w", f.target, err)
+	}
+	n, err := parseFlowCount(out)
+	if err != nil {
+		return 0, fmt.Errorf("ovsctl: dump-aggregate on %s: %w", f.target, err)
+	}
+	return n, nil
+}
+
+// Cookies returns every cookie in kgswitch's space (Cookie under
+// CookieMask) that has flows installed, with its number of flows, from one
+// ovs-ofctl dump-flows. At start kgswitch deletes the cookies it no longer
+// wants: flows with other cookies are never listed, so never touched.
+func (f *Flows) Cookies() (map[uint64]int, error) {
+	f.mu.Lock()
+	out, err := f.ofctl("dump-flows", "--protocols="+ovs.ProtocolOpenFlow14, f.target, cookieArg(Cookie, CookieMask))
+	f.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("ovsctl: dump-flows on %s: %w", f.target, err)
+	}
+	all, err := parseCookies(out)
+	if err != nil {
+		return nil, fmt.Errorf("ovsctl: dump-flows on %s: %w", f.target, err)
+	}
+	// The switch filtered already; filtering again keeps a foreign
+	// cookie out even if a future ovs-ofctl ignored the mask.
+	maps.DeleteFunc(all, func(c uint64, _ int) bool { return !ownCookie(c) })
+	return all, nil
+}
+
+// parseFlowCount reads flow_count from ovs-ofctl dump-aggregate output
+// ("OFPST_AGGREGATE reply (OF1.4) (xid=0x2): packet_count=0 byte_count=0
+// flow_count=3").
+func parseFlowCount(out []byte) (int, error) {
+	for _, field := range strings.Fields(string(out)) {
+		v, ok := strings.CutPrefix(field, "flow_count=")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return 0, fmt.Errorf("bad flow_count %q", v)
+		}
+		return int(n), nil
+	}
+	return 0, fmt.Errorf("no flow_count in %q", bytes.TrimSpace(out))
+}
+
+// parseCookies counts the flows per cookie in ovs-ofctl dump-flows output,
+// where each flow is a line starting with "cookie=0x...,". Only the cookie
+// is read, so flows go-openvswitch cannot parse still count.
+func parseCookies(out []byte) (map[uint64]int, error) {
+	got := make(map[uint64]int)
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		v, ok := strings.CutPrefix(line, "cookie=")
+		if !ok {
+			continue // the reply header, blank lines
+		}
+		if i := strings.IndexAny(v, ", "); i >= 0 {
+			v = v[:i]
+		}
+		c, err := strconv.ParseUint(v, 0, 64)
+		if err != nil {
+			return nil, fmt.Errorf("bad cookie in flow %q", line)
+		}
+		got[c]++
+	}
+	return got, nil
 }

@@ -2,6 +2,7 @@ package ovsctl
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -170,4 +171,144 @@ func TestFlowsErrorsWrapped(t *testing.T) {
 	if _, err := f.Dump(0, 0); err == nil {
 		t.Errorf("got Dump error nil, want error")
 	}
+}
+
+// newRawFakeFlows is newFakeFlows whose raw ovs-ofctl runs are recorded
+// too.
+func newRawFakeFlows() (*Flows, *fakeOfctl) {
+	f, fake := newFakeFlows()
+	f.ofctl = func(args ...string) ([]byte, error) { return fake.exec("ovs-ofctl", args...) }
+	return f, fake
+}
+
+func TestCount(t *testing.T) {
+	tests := []struct {
+		name         string
+		cookie, mask uint64
+		out          string
+		wantCall     string
+		want         int
+		wantErr      bool
+	}{
+		{
+			name: "own cookies", cookie: Cookie | 5, mask: CookieMask,
+			out:      "OFPST_AGGREGATE reply (OF1.4) (xid=0x2): packet_count=10 byte_count=600 flow_count=7\n",
+			wantCall: "ovs-ofctl dump-aggregate --protocols=OpenFlow14 unix:/run/x/br0.mgmt cookie=0x6b67000000000000/0xffff000000000000",
+			want:     7,
+		},
+		{
+			name: "exact cookie", cookie: Cookie | 5, mask: ^uint64(0),
+			out:      "OFPST_AGGREGATE reply (OF1.4) (xid=0x2): packet_count=0 byte_count=0 flow_count=0\n",
+			wantCall: "ovs-ofctl dump-aggregate --protocols=OpenFlow14 unix:/run/x/br0.mgmt cookie=0x6b67000000000005/0xffffffffffffffff",
+			want:     0,
+		},
+		{
+			name: "every flow", mask: 0,
+			out:      "OFPST_AGGREGATE reply (OF1.4) (xid=0x2): packet_count=0 byte_count=0 flow_count=1",
+			wantCall: "ovs-ofctl dump-aggregate --protocols=OpenFlow14 unix:/run/x/br0.mgmt",
+			want:     1,
+		},
+		{
+			name: "no flow_count", mask: 0, out: "OFPST_AGGREGATE reply: packet_count=0",
+			wantCall: "ovs-ofctl dump-aggregate --protocols=OpenFlow14 unix:/run/x/br0.mgmt", wantErr: true,
+		},
+		{
+			name: "bad flow_count", mask: 0, out: "flow_count=-1",
+			wantCall: "ovs-ofctl dump-aggregate --protocols=OpenFlow14 unix:/run/x/br0.mgmt", wantErr: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, fake := newRawFakeFlows()
+			fake.out = []byte(tt.out)
+			got, err := f.Count(tt.cookie, tt.mask)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("got Count() = %d, %v, want %d, error %v", got, err, tt.want, tt.wantErr)
+			}
+			if len(fake.calls) != 1 || fake.calls[0] != tt.wantCall {
+				t.Errorf("got calls %q, want [%q]", fake.calls, tt.wantCall)
+			}
+		})
+	}
+}
+
+func TestCookies(t *testing.T) {
+	f, fake := newRawFakeFlows()
+	fake.out = []byte("OFPST_FLOW reply (OF1.4) (xid=0x2):\n" +
+		" cookie=0x6b67000000000001, duration=1.5s, table=0, n_packets=0, n_bytes=0, idle_age=1, priority=100,in_port=3 actions=NORMAL\n" +
+		" cookie=0x6b67000000000001, duration=1.5s, table=0, n_packets=0, n_bytes=0, priority=90,in_port=4 actions=output:3\n" +
+		" cookie=0x6b67000000000002, duration=1.5s, table=1, n_packets=4, n_bytes=400, idle_age=1, priority=5 actions=learn(table=2,NXM_OF_ETH_DST[])\n" +
+		" cookie=0x1234, duration=1s, table=0, n_packets=0, n_bytes=0, priority=5,arp actions=NORMAL\n")
+	got, err := f.Cookies()
+	if err != nil {
+		t.Fatalf("Cookies() = %v", err)
+	}
+	want := map[uint64]int{Cookie | 1: 2, Cookie | 2: 1}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Cookies() mismatch (-want +got):\n%s", diff)
+	}
+	wantCall := "ovs-ofctl dump-flows --protocols=OpenFlow14 unix:/run/x/br0.mgmt cookie=0x6b67000000000000/0xffff000000000000"
+	if len(fake.calls) != 1 || fake.calls[0] != wantCall {
+		t.Errorf("got calls %q, want [%q]", fake.calls, wantCall)
+	}
+
+	fake.out = []byte(" cookie=0xzz, priority=1 actions=drop\n")
+	if _, err := f.Cookies(); err == nil {
+		t.Errorf("got Cookies() error nil for a malformed cookie, want error")
+	}
+	fake.out, fake.err = []byte(""), errors.New("exit status 1: failed to connect")
+	if _, err := f.Cookies(); err == nil || !strings.Contains(err.Error(), "br0.mgmt") {
+		t.Errorf("got Cookies() error %v, want one naming the target", err)
+	}
+	if _, err := f.Count(Cookie, CookieMask); err == nil || !strings.Contains(err.Error(), "br0.mgmt") {
+		t.Errorf("got Count() error %v, want one naming the target", err)
+	}
+}
+
+// FuzzParseCookies: any dump-flows output must parse without panicking,
+// and the counts of flow lines built from a parse must parse back equal.
+func FuzzParseCookies(f *testing.F) {
+	f.Add([]byte("OFPST_FLOW reply (OF1.4) (xid=0x2):\n cookie=0x6b67000000000001, duration=1.5s, table=0, priority=1 actions=drop\n"))
+	f.Add([]byte("cookie=0x1 cookie=0x2\ncookie=18446744073709551615,"))
+	f.Add([]byte("cookie=\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		got, err := parseCookies(out)
+		if err != nil {
+			return
+		}
+		var b strings.Builder
+		for c, n := range got {
+			if n <= 0 {
+				t.Fatalf("got count %d for cookie %#x, want > 0", n, c)
+			}
+			for range n {
+				fmt.Fprintf(&b, " cookie=%#x, duration=1s, table=0, priority=1 actions=drop\n", c)
+			}
+		}
+		again, err := parseCookies([]byte(b.String()))
+		if err != nil || !cmp.Equal(got, again) {
+			t.Errorf("round trip: got %v, %v, want %v", again, err, got)
+		}
+	})
+}
+
+// FuzzParseFlowCount: any dump-aggregate output must parse without
+// panicking, and a count printed back must parse equal.
+func FuzzParseFlowCount(f *testing.F) {
+	f.Add([]byte("OFPST_AGGREGATE reply (OF1.4) (xid=0x2): packet_count=0 byte_count=0 flow_count=3"))
+	f.Add([]byte("flow_count="))
+	f.Add([]byte("flow_count=99999999999999999999"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		n, err := parseFlowCount(out)
+		if err != nil {
+			return
+		}
+		if n < 0 {
+			t.Fatalf("got negative count %d", n)
+		}
+		again, err := parseFlowCount([]byte(fmt.Sprintf("packet_count=0 flow_count=%d", n)))
+		if err != nil || again != n {
+			t.Errorf("round trip: got %d, %v, want %d", again, err, n)
+		}
+	})
 }

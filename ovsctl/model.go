@@ -40,8 +40,9 @@ type ovsPort struct {
 }
 
 // ovsInterface is the part of an Interface row kgswitch reads and writes.
-// OFPort and MACInUse are optional columns ("min": 0, "max": 1), hence
-// pointers; ovs-vswitchd fills them in after the row is created.
+// OFPort, MACInUse, IfIndex and LinkState are optional columns ("min": 0,
+// "max": 1), hence pointers; ovs-vswitchd fills them in after the row is
+// created.
 type ovsInterface struct {
 	UUID        string            `ovsdb:"_uuid"`
 	Name        string            `ovsdb:"name"`
@@ -49,6 +50,8 @@ type ovsInterface struct {
 	OFPort      *int              `ovsdb:"ofport"`
 	MACInUse    *string           `ovsdb:"mac_in_use"`
 	ExternalIDs map[string]string `ovsdb:"external_ids"`
+	IfIndex     *int              `ovsdb:"ifindex"`
+	LinkState   *string           `ovsdb:"link_state"`
 }
 
 // clientDBModel returns the libovsdb client model for the four tables.
