@@ -73,6 +73,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Store keeps bindings across restarts; nil keeps nothing.
 	Store Store
+	// SwitchEvents reports ovs-vswitchd going down and coming back (it loses
+	// its flow tables); nil when not watched.
+	SwitchEvents <-chan ovsctl.SwitchEvent
 	// Now and RandSeq default to the wall clock and a random number generator.
 	Now     func() time.Time
 	RandSeq func() uint16
@@ -116,6 +119,8 @@ type Switch struct {
 	ports     map[string]*vmPort
 	requests  chan func()
 	dpRetryAt time.Time // when to try reopening a failed internal port
+	// switchDown and dbDown: ovs-vswitchd or ovsdb-server is unreachable.
+	switchDown, dbDown bool
 	// runCtx and dpErr belong to Run; what Run starts uses them.
 	runCtx context.Context
 	dpErr  chan error
@@ -283,6 +288,17 @@ func (s *Switch) Run(ctx context.Context) error {
 				return errors.New("OVSDB event stream ended")
 			}
 			s.handleEvent(ev)
+			switch ev.Kind {
+			case ovsctl.Disconnected:
+				s.log.Warn("OVSDB connection lost; forwarding goes on, reconnecting")
+				s.dbDown = true
+			case ovsctl.Reconnected:
+				s.log.Info("OVSDB connection back")
+				s.dbDown = false
+				for _, p := range s.vms {
+					p.mirrored = nil // write it all again
+				}
+			}
 		case pkt := <-signal:
 			s.handleSignal(pkt)
 		case key := <-activate:
@@ -304,6 +320,12 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.tookOver(ev)
 		case fn := <-s.requests:
 			fn()
+		case ev, ok := <-s.deps.SwitchEvents:
+			if !ok {
+				s.deps.SwitchEvents = nil
+				continue
+			}
+			s.switchEvent(ev)
 		case <-timer.C:
 			s.tick()
 		case err := <-s.dpErr:
@@ -313,6 +335,32 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.dropDatapath()
 			s.recoverDatapath()
 		}
+	}
+}
+
+// switchEvent handles ovs-vswitchd going away and coming back: it comes back
+// with empty flow tables and ports without their no-flood bit.
+func (s *Switch) switchEvent(ev ovsctl.SwitchEvent) {
+	switch ev.State {
+	case ovsctl.SwitchDown:
+		if !s.switchDown {
+			s.log.Warn("ovs-vswitchd unreachable", "err", ev.Err)
+		}
+		s.switchDown = true
+	case ovsctl.SwitchUp:
+		if !s.switchDown {
+			return // the first report, at start
+		}
+		s.switchDown = false
+		s.globalInstalled = false
+		if err := s.installGlobalFlows(); err != nil {
+			s.log.Error("reinstall host-wide flows", "err", err)
+		}
+		if err := s.syncAll(); err != nil {
+			s.log.Error("reinstall flows", "err", err)
+			return
+		}
+		s.log.Info("ovs-vswitchd is back: flows reinstalled")
 	}
 }
 
@@ -473,6 +521,9 @@ func (s *Switch) removeVM(p *vmPort) {
 // mirrorState writes kgswitch's view of each present VM into its interface's
 // external_ids, when it changed.
 func (s *Switch) mirrorState() {
+	if s.dbDown {
+		return
+	}
 	now := s.deps.Now()
 	for _, p := range s.vms {
 		if p.iface == "" || p.ofport == 0 {

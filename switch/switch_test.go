@@ -198,14 +198,15 @@ func (f *fakeFlows) text() []string {
 }
 
 type harness struct {
-	opens  atomic.Int32
-	sw     *Switch
-	conn   *fakeConn
-	uplink *fakeUplink
-	db     *fakeDB
-	flows  *fakeFlows
-	cancel context.CancelFunc
-	done   chan error
+	switchEv chan ovsctl.SwitchEvent
+	opens    atomic.Int32
+	sw       *Switch
+	conn     *fakeConn
+	uplink   *fakeUplink
+	db       *fakeDB
+	flows    *fakeFlows
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 type memStore struct {
@@ -251,11 +252,12 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 		t.Fatal(err)
 	}
 	h := &harness{
-		conn:   newFakeConn(),
-		uplink: &fakeUplink{out: make(chan sent, 16)},
-		db:     &fakeDB{ifaces: map[string]ovsctl.Interface{"eth0": {Name: "eth0", OFPort: 1}}, events: make(chan ovsctl.Event, 16)},
-		flows:  flows,
-		done:   make(chan error, 1),
+		conn:     newFakeConn(),
+		uplink:   &fakeUplink{out: make(chan sent, 16)},
+		db:       &fakeDB{ifaces: map[string]ovsctl.Interface{"eth0": {Name: "eth0", OFPort: 1}}, events: make(chan ovsctl.Event, 16)},
+		flows:    flows,
+		done:     make(chan error, 1),
+		switchEv: make(chan ovsctl.SwitchEvent, 4),
 	}
 	if h.flows == nil {
 		h.flows = &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
@@ -266,8 +268,9 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 			h.opens.Add(1)
 			return h.conn, kgMAC, nil
 		},
-		RandSeq: func() uint16 { return 1000 },
-		Store:   store,
+		RandSeq:      func() uint16 { return 1000 },
+		Store:        store,
+		SwitchEvents: h.switchEv,
 	})
 	for _, i := range ifaces {
 		h.db.add(i)
@@ -1416,5 +1419,36 @@ func TestStaleFlowsReconciled(t *testing.T) {
 	}
 	if len(h2.flows.flows[portCookie(hoa.String())]) == 0 {
 		t.Error("the running VM's flows are missing")
+	}
+}
+
+// ovs-vswitchd restarted: its tables are empty and no-flood bits gone, while
+// the internal port (a persistent tap) survives. kgswitch puts it all back.
+func TestSwitchRestartReinstallsFlows(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	before := len(h.flows.text())
+	h.switchEv <- ovsctl.SwitchEvent{State: ovsctl.SwitchUp} // the first report changes nothing
+	h.switchEv <- ovsctl.SwitchEvent{State: ovsctl.SwitchDown}
+	h.flows.mu.Lock()
+	h.flows.flows = map[uint64][]*ovs.Flow{}
+	h.flows.noFlood = map[string]bool{}
+	h.flows.mu.Unlock()
+	h.switchEv <- ovsctl.SwitchEvent{State: ovsctl.SwitchUp}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.flows.text()) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("got %d flows after ovs-vswitchd came back, want %d", len(h.flows.text()), before)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.flows.mu.Lock()
+	nf := h.flows.noFlood["vnet3"]
+	h.flows.mu.Unlock()
+	if !nf {
+		t.Error("no-flood not set again on vnet3")
+	}
+	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
+		t.Errorf("got %+v", st[0])
 	}
 }

@@ -81,13 +81,15 @@ func cmdRun(args []string, stderr io.Writer) error {
 	} else {
 		logger.Warn("no state_dir configured: a restart registers every binding from scratch")
 	}
+	flows := ovsctl.NewFlows(cfg.BridgeTarget(), logger)
 	sw := vswitch.New(cfg, vswitch.Deps{
-		Store:    store,
-		DB:       db,
-		Flows:    ovsctl.NewFlows(cfg.BridgeTarget(), logger),
-		OpenPort: vswitch.OpenInternalPort,
-		Uplink:   uplink,
-		Logger:   logger,
+		Store:        store,
+		SwitchEvents: flows.WatchSwitch(ctx),
+		DB:           db,
+		Flows:        flows,
+		OpenPort:     vswitch.OpenInternalPort,
+		Uplink:       uplink,
+		Logger:       logger,
 	})
 	if err := os.MkdirAll(filepath.Dir(cfg.ControlSocket), 0o755); err != nil {
 		return err
