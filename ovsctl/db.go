@@ -429,6 +429,23 @@ func (d *DB) Interface(name string) (Interface, bool) {
 	return interfaceFromRow(u, r), true
 }
 
+// Interfaces returns every Interface row, sorted by name; while disconnected,
+// as last known.
+func (d *DB) Interfaces() []Interface {
+	var out []Interface
+	if s := d.snap.Load(); s != nil {
+		for _, ifc := range s.ifaces {
+			out = append(out, cloneInterface(ifc))
+		}
+	} else if t := d.cacheTable(tableInterface); t != nil {
+		for u, m := range t.RowsShallow() {
+			out = append(out, interfaceFromRow(u, m.(*ovsInterface)))
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
 // portBridge returns the name of the Bridge whose ports include portUUID.
 func (d *DB) portBridge(portUUID string) (string, bool) {
 	t := d.cacheTable(tableBridge)

@@ -317,6 +317,13 @@ func TestIntegrationDB(t *testing.T) {
 		if ifc, ok := d.Interface("pre"); !ok || ifc.Type != "internal" {
 			t.Errorf("got Interface(pre) = %+v, %v, want type internal, true", ifc, ok)
 		}
+		var names []string
+		for _, i := range d.Interfaces() {
+			names = append(names, i.Name)
+		}
+		if !slices.Contains(names, "pre") || !slices.Contains(names, "br0") || !slices.IsSorted(names) {
+			t.Errorf("got Interfaces() names %v, want br0 and pre among them, sorted", names)
+		}
 	})
 
 	t.Run("add and delete port", func(t *testing.T) {

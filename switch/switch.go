@@ -29,6 +29,7 @@ import (
 type OVSDB interface {
 	Events() <-chan ovsctl.Event
 	Interface(name string) (ovsctl.Interface, bool)
+	Interfaces() []ovsctl.Interface
 	EnsureInternalPort(ctx context.Context, bridge, name string) error
 	SetExternalIDs(ctx context.Context, iface string, set map[string]string, del []string) error
 }
@@ -247,12 +248,11 @@ func (s *Switch) Run(ctx context.Context) error {
 		}
 	}
 	s.presentAtStart = map[string]bool{}
-	for _, p := range s.vms {
-		if p.vm.Port == "" {
-			continue
-		}
-		if i, ok := s.deps.DB.Interface(p.vm.Port); ok && i.OFPort > 0 {
+	var present []ovsctl.Interface
+	for _, i := range s.deps.DB.Interfaces() {
+		if p := s.declared(i, s.match(i)); p != nil && i.OFPort > 0 {
 			s.presentAtStart[p.key()] = true
+			present = append(present, i)
 		}
 	}
 	if err := s.prepare(); err != nil {
@@ -261,12 +261,8 @@ func (s *Switch) Run(ctx context.Context) error {
 	}
 	// The VMs already here are served before anything else, so that the
 	// flows a previous run left are recognised as current, not stale.
-	for _, p := range slices.Clone(s.vms) {
-		if s.presentAtStart[p.key()] {
-			if i, ok := s.deps.DB.Interface(p.vm.Port); ok {
-				s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: i})
-			}
-		}
+	for _, i := range present {
+		s.handleEvent(ovsctl.Event{Kind: ovsctl.Added, Iface: i})
 	}
 	s.reconcileFlows()
 	events := s.deps.DB.Events()

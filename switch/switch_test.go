@@ -106,6 +106,15 @@ func (d *fakeDB) EnsureInternalPort(_ context.Context, bridge, name string) erro
 	d.ifaces[name] = ovsctl.Interface{Name: name, Type: "internal", OFPort: 9}
 	return nil
 }
+func (d *fakeDB) Interfaces() []ovsctl.Interface {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []ovsctl.Interface
+	for _, i := range d.ifaces {
+		out = append(out, i)
+	}
+	return out
+}
 func (d *fakeDB) SetExternalIDs(_ context.Context, iface string, set map[string]string, del []string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -1450,5 +1459,15 @@ func TestSwitchRestartReinstallsFlows(t *testing.T) {
 	}
 	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
 		t.Errorf("got %+v", st[0])
+	}
+}
+
+// After a restart, a VM declared in external_ids and running here resumes at
+// once: it will not announce itself again.
+func TestDeclaredVMRunningAtStart(t *testing.T) {
+	ids := map[string]string{KeyHomeAddress: "2001:db8:2000::10", "attached-mac": "52:54:00:00:00:10"}
+	h := newHarness(t, noVMConfig, ovsctl.Interface{Name: "tap7", OFPort: 7, ExternalIDs: ids})
+	if bu, err := mipv6.ParseBUPacket(h.nextSent(t).pkt); err != nil || bu.HomeAddress != hoa {
+		t.Fatalf("got %+v (%v), want a registration at start", bu, err)
 	}
 }
