@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,22 +25,9 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	router := fs.String("router", "", "home router's link-local `address`; default: as --home-agent")
 	activate := fs.Bool("activate", false, "the guest already runs on this host: register at once instead of waiting for its first frame")
 	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
-	// Go's flag package stops at the first positional argument: accept the port
-	// name first (as documented) by parsing the rest after it.
-	var port string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		port, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	port, err := parsePortArgs(fs, args)
+	if err != nil {
 		return err
-	}
-	if port == "" && fs.NArg() > 0 {
-		port = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
-	}
-	if port == "" {
-		return usageErr("missing PORT (the OVS interface name, e.g. vnet3)")
 	}
 	if *hoa == "" {
 		return usageErr("missing --hoa")
@@ -64,22 +52,36 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// cmdPortVerb runs `kgswitch activate|deactivate PORT`.
-func cmdPortVerb(verb string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet(verb, verb+" PORT [flags]", stderr)
-	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+// parsePortArgs parses "PORT [flags]" or "[flags] PORT". Go's flag package
+// stops at the first positional argument, so a leading port name is taken
+// off before the flags are parsed.
+func parsePortArgs(fs *flag.FlagSet, args []string) (string, error) {
 	var port string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		port, args = args[0], args[1:]
 	}
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return "", err
+	}
+	switch {
+	case port == "" && fs.NArg() == 1:
+		port = fs.Arg(0)
+	case fs.NArg() > 0:
+		return "", usageErr("unexpected argument %q", fs.Arg(fs.NArg()-1))
 	}
 	if port == "" {
-		return usageErr("missing PORT (the OVS interface name, e.g. vnet3)")
+		return "", usageErr("missing PORT (the OVS interface name, e.g. vnet3)")
 	}
-	if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
+	return port, nil
+}
+
+// cmdPortVerb runs `kgswitch activate|deactivate PORT`.
+func cmdPortVerb(verb string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet(verb, verb+" PORT [flags]", stderr)
+	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+	port, err := parsePortArgs(fs, args)
+	if err != nil {
+		return err
 	}
 	var out struct{}
 	if err := call(*socket, http.MethodPost, "/v1/ports/"+url.PathEscape(port)+"/"+verb, nil, &out); err != nil {
