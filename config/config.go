@@ -76,6 +76,8 @@ type HomeNetwork struct {
 	HomeAgent       netip.Addr
 	RouterLinkLocal netip.Addr
 	RouterAddrs     []netip.Addr
+	// RouterMAC is the home router's MAC, when known; see ndresponder.
+	RouterMAC net.HardwareAddr
 	// Advertise mirrors the home router's Router Advertisements to guests away
 	// from home; nil when the home router sends none.
 	Advertise *ndresponder.Advertisement
@@ -122,6 +124,7 @@ type fileHomeNetwork struct {
 	HomeAgent       string         `toml:"home_agent"`
 	RouterLinkLocal string         `toml:"router_link_local"`
 	RouterAddrs     []string       `toml:"router_addresses"`
+	RouterMAC       string         `toml:"router_mac"`
 	Advertise       *fileAdvertise `toml:"advertise"`
 }
 
@@ -376,6 +379,11 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
 		if err != nil {
 			return nil, loc.at("home_network", i, keyOf(err), fmt.Errorf("home_network[%d]: %w", i, err))
+		}
+		if fh.RouterMAC != "" {
+			if h.RouterMAC, err = ParseMAC(fh.RouterMAC); err != nil {
+				return nil, loc.at("home_network", i, "router_mac", fmt.Errorf("home_network[%d]: router_%w", i, err))
+			}
 		}
 		if fh.Advertise != nil {
 			if h.Advertise, err = fh.Advertise.parse(); err != nil {

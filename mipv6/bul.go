@@ -340,6 +340,14 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 		if b.state == StateRefreshing && !b.expires.IsZero() && !now.Before(b.expires) {
 			b.state = StateRegistering // lapsed: the Home Agent no longer tunnels
 		}
+		if b.state == StateDeregistering {
+			// From the home link, a de-registration rejected with 135 may be
+			// answered to the old care-of address (the binding still stands),
+			// so kgswitch never learns the number the Home Agent wants. Jumping
+			// half the sequence space each retry makes one of any three
+			// consecutive tries ahead of whatever the Home Agent holds.
+			b.seq += 1<<15 - 2
+		}
 		return b.send(now)
 	case StateBound:
 		b.state = StateRefreshing

@@ -406,3 +406,32 @@ func TestRestore(t *testing.T) {
 		t.Errorf("got sequence %d after restart, want %d", bu3.Sequence, bu.Sequence+1)
 	}
 }
+
+// Whatever sequence number the Home Agent last accepted, one of the first
+// three tries of a de-registration is ahead of it in 16-bit serial arithmetic
+// (RFC 1982), even if no Binding Acknowledgement ever reaches kgswitch.
+func TestDeregistrationRetriesCoverTheSequenceSpace(t *testing.T) {
+	for _, start := range []uint16{0, 1, 100, 32767, 32768, 40000, 65535} {
+		b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, start)
+		bu, _ := b.Deregister(t0, tHoA)
+		seqs := []uint16{bu.Sequence}
+		for len(seqs) < 3 {
+			now := b.Due()
+			next, ok := b.Tick(now)
+			if !ok {
+				t.Fatalf("no retry at %v", now)
+			}
+			seqs = append(seqs, next.Sequence)
+		}
+		for last := 0; last < 1<<16; last++ {
+			ahead := false
+			for _, s := range seqs {
+				d := uint16(s - uint16(last))
+				ahead = ahead || (d != 0 && d < 1<<15)
+			}
+			if !ahead {
+				t.Fatalf("start %d: tries %v are none ahead of %d", start, seqs, last)
+			}
+		}
+	}
+}

@@ -26,6 +26,18 @@ type HomeLink struct {
 	// Advertise, when not nil, is repeated to the guest as the home router's
 	// Router Advertisement; nil when the home router sends none.
 	Advertise *Advertisement
+	// RouterMAC, when known, is the home router's real MAC: answers for the
+	// router carry it, so a guest that resolves its router abroad still has
+	// the right MAC when it comes home. Otherwise kgswitch's own MAC is used.
+	RouterMAC net.HardwareAddr
+}
+
+// routerMAC is the link-layer address kgswitch gives for the home router.
+func (r *Responder) routerMAC() net.HardwareAddr {
+	if len(r.link.RouterMAC) == 6 {
+		return r.link.RouterMAC
+	}
+	return r.mac
 }
 
 // Guest is what the responder must know of the VM it answers.
@@ -153,6 +165,9 @@ func (r *Responder) Respond(out []byte, frame []byte, guest Guest) ([]byte, Deci
 		return out, IgnoredOffLink, nil
 	}
 	lladdr := r.mac
+	if isRouter {
+		lladdr = r.routerMAC()
+	}
 	if d := eth.Dst(); d[0]&1 == 0 {
 		lladdr = d
 	}

@@ -272,7 +272,7 @@ func TestAdvertisementValidate(t *testing.T) {
 }
 
 func TestUnsolicitedNA(t *testing.T) {
-	out, err := AppendUnsolicitedNA(nil, guestMAC, guestMAC, hoa)
+	out, err := AppendUnsolicitedNA(nil, Unsolicited{Target: hoa, LLAddr: guestMAC, From: guestMAC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,5 +291,37 @@ func TestUnsolicitedNA(t *testing.T) {
 	na := m.(*ndp.NeighborAdvertisement)
 	if !na.Override || na.Solicited || na.Router || na.TargetAddress != hoa || na.Options[0].(*ndp.LinkLayerAddress).Addr.String() != guestMAC.String() {
 		t.Errorf("got %+v, want O=1 S=0 R=0 for %v with %v", na, hoa, guestMAC)
+	}
+}
+
+// With the home router's MAC configured, a guest resolving its router abroad
+// learns the real MAC, which still works when it comes home.
+func TestRespondWithRouterMAC(t *testing.T) {
+	realRouter := net.HardwareAddr{0x42, 0x0d, 0x24, 0x0b, 0xaf, 0x8c}
+	r, err := New(HomeLink{Prefix: netip.MustParsePrefix("2001:db8:2000::/64"), RouterLinkLocal: routerLL, RouterMAC: realRouter,
+		Advertise: &Advertisement{Interval: time.Second, RouterLifetime: 30 * time.Second}}, answerMAC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		target netip.Addr
+		want   net.HardwareAddr
+	}{{routerLL, realRouter}, {peer, answerMAC}} {
+		out, _, err := r.Respond(nil, nsFrame(t, hoa, tt.target, 255), Guest{MAC: guestMAC, Owns: owns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := netpkt.ParseIPv6(netpkt.Ethernet(out).Payload())
+		m, _ := ndp.ParseMessage(p.Payload())
+		if got := m.(*ndp.NeighborAdvertisement).Options[0].(*ndp.LinkLayerAddress).Addr; got.String() != tt.want.String() {
+			t.Errorf("answer for %v: got %v, want %v", tt.target, got, tt.want)
+		}
+	}
+	ra, err := r.AppendRouterAdvertisement(nil, guestMAC, netip.MustParseAddr("ff02::1"), 1460)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src := netpkt.Ethernet(ra).Src(); src.String() != realRouter.String() {
+		t.Errorf("RA from %v, want the router's MAC %v", src, realRouter)
 	}
 }

@@ -63,7 +63,7 @@ func (r *Responder) AppendRouterAdvertisement(out []byte, guest net.HardwareAddr
 		OtherConfiguration:   a.Other,
 		RouterLifetime:       a.RouterLifetime,
 		Options: []ndp.Option{
-			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: r.mac},
+			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: r.routerMAC()},
 			ndp.NewMTU(uint32(mtu)),
 			&ndp.PrefixInformation{
 				PrefixLength:                   uint8(r.link.Prefix.Bits()),
@@ -82,7 +82,7 @@ func (r *Responder) AppendRouterAdvertisement(out []byte, guest net.HardwareAddr
 	}
 	n := len(out)
 	out = append(out, make([]byte, netpkt.EthernetLen+netpkt.IPv6Len)...)
-	netpkt.PutEthernet(out[n:], guest, r.mac, netpkt.EtherTypeIPv6)
+	netpkt.PutEthernet(out[n:], guest, r.routerMAC(), netpkt.EtherTypeIPv6)
 	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, src, dst)
 	return append(out, msg...), nil
 }
@@ -93,26 +93,43 @@ func (r *Responder) Advertises() bool { return r.link.Advertise != nil }
 // Interval is the time between unsolicited advertisements.
 func (r *Responder) Interval() time.Duration { return r.link.Advertise.Interval }
 
-// AppendUnsolicitedNA appends an unsolicited Neighbor Advertisement for target
-// to all nodes (RFC 4861 §7.2.6) with the Override flag set, so that every
-// neighbour cache on the link, whatever its state, takes lladdr for target at
-// once; from is the frame's source MAC. kgswitch sends it on a home link for a
-// guest back home (lladdr = the guest's MAC) and for a guest that left (lladdr
-// = the Home Agent's MAC, whose own advertisement lacks the Override flag).
-func AppendUnsolicitedNA(out []byte, from, lladdr net.HardwareAddr, target netip.Addr) ([]byte, error) {
+// Unsolicited describes an unsolicited Neighbor Advertisement (RFC 4861
+// §7.2.6), always with the Override flag, so that every neighbour cache that
+// hears it, whatever its state, takes LLAddr for Target at once.
+type Unsolicited struct {
+	Target netip.Addr
+	LLAddr net.HardwareAddr // the target link-layer address advertised
+	From   net.HardwareAddr // the frame's source MAC
+	// To is the frame's destination MAC; nil means all nodes on the link.
+	To     net.HardwareAddr
+	Router bool
+}
+
+// AppendUnsolicitedNA appends the advertisement u describes, to the
+// all-nodes group. kgswitch sends it on a home link for a guest back home
+// (LLAddr = the guest's MAC), for a guest that left (LLAddr = the Home Agent's
+// MAC, whose own advertisement lacks the Override flag), and to a guest back
+// home for its router (LLAddr = the real router's MAC, where abroad it may
+// have learnt kgswitch's).
+func AppendUnsolicitedNA(out []byte, u Unsolicited) ([]byte, error) {
 	na := &ndp.NeighborAdvertisement{
+		Router:        u.Router,
 		Override:      true,
-		TargetAddress: target,
-		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: lladdr}},
+		TargetAddress: u.Target,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: u.LLAddr}},
 	}
-	msg, err := ndp.MarshalMessageChecksum(na, target, allNodes)
+	msg, err := ndp.MarshalMessageChecksum(na, u.Target, allNodes)
 	if err != nil {
 		return out, fmt.Errorf("ndresponder: encode NA: %w", err)
 	}
+	to := u.To
+	if to == nil {
+		to = netpkt.MulticastMAC(allNodes)
+	}
 	n := len(out)
 	out = append(out, make([]byte, netpkt.EthernetLen+netpkt.IPv6Len)...)
-	netpkt.PutEthernet(out[n:], netpkt.MulticastMAC(allNodes), from, netpkt.EtherTypeIPv6)
-	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, target, allNodes)
+	netpkt.PutEthernet(out[n:], to, u.From, netpkt.EtherTypeIPv6)
+	netpkt.PutIPv6(out[n+netpkt.EthernetLen:], len(msg), netpkt.ProtoICMPv6, 255, u.Target, allNodes)
 	return append(out, msg...), nil
 }
 

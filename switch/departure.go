@@ -259,7 +259,7 @@ func (s *Switch) tookOver(ev takeoverSeen) {
 	}
 	held := p.counters.Held.Load()
 	s.dp.release(p.dep, ev.mac)
-	na, err := ndresponder.AppendUnsolicitedNA(nil, s.routerMAC, ev.mac, p.vm.HomeAddress)
+	na, err := ndresponder.AppendUnsolicitedNA(nil, ndresponder.Unsolicited{Target: p.vm.HomeAddress, LLAddr: ev.mac, From: s.routerMAC})
 	if err == nil {
 		err = s.dp.conn.WriteFrame(na)
 	}
@@ -267,7 +267,7 @@ func (s *Switch) tookOver(ev takeoverSeen) {
 		s.log.Warn("send Override advertisement", "port", p.name(), "err", err)
 	}
 	s.log.Info("Home Agent took over: neighbours overridden, held frames released", "port", p.name(),
-		"hoa", p.vm.HomeAddress, "home_agent_mac", ev.mac, "after", now.Sub(p.departedAt).String(), "held", held)
+		"hoa", p.vm.HomeAddress, "home_agent_mac", ev.mac.String(), "after", now.Sub(p.departedAt).String(), "held", held)
 }
 
 // departureDue is when a departure needs its next look; zero = none.

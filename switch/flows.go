@@ -121,6 +121,8 @@ func (s *Switch) returnFlows(p *vmPort) []*ovs.Flow {
 		// The advertisement leaves kgswitch with the guest's MAC as source;
 		// NORMAL would learn that MAC on the internal port.
 		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.uplinkPort)}},
+		// The router's MAC for the guest alone (tellRouter).
+		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
 	}
 }
 

@@ -74,6 +74,9 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Store keeps bindings across restarts; nil keeps nothing.
 	Store Store
+	// NeighborMAC looks up the host's neighbour table (HostNeighbor); nil
+	// looks nothing up.
+	NeighborMAC func(netip.Addr) net.HardwareAddr
 	// SwitchEvents reports ovs-vswitchd going down and coming back (it loses
 	// its flow tables); nil when not watched.
 	SwitchEvents <-chan ovsctl.SwitchEvent
@@ -629,7 +632,7 @@ func (s *Switch) activate(p *vmPort, iface ovsctl.Interface) error {
 	}
 	nd, err := ndresponder.New(ndresponder.HomeLink{
 		Prefix: p.vm.Home.Prefix, RouterLinkLocal: p.vm.Home.RouterLinkLocal, RouterAddrs: p.vm.Home.RouterAddrs,
-		Advertise: p.vm.Home.Advertise,
+		Advertise: p.vm.Home.Advertise, RouterMAC: p.vm.Home.RouterMAC,
 	}, s.routerMAC)
 	if err != nil {
 		return err
@@ -800,10 +803,34 @@ func (s *Switch) returnHome(p *vmPort) error {
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
 	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
+	s.tellRouter(p)
 	if bu, ok := p.binding.Deregister(s.deps.Now(), p.vm.HomeAddress); ok {
 		s.sendBU(bu)
 	}
 	return nil
+}
+
+// tellRouter gives a guest back home its home router's real MAC (Override),
+// to the guest alone: abroad, kgswitch answered for the router, and a guest
+// that resolved it there would keep sending home-link traffic to a MAC that
+// does not exist at home.
+func (s *Switch) tellRouter(p *vmPort) {
+	mac := p.vm.Home.RouterMAC
+	if mac == nil && s.deps.NeighborMAC != nil {
+		mac = s.deps.NeighborMAC(p.vm.Home.RouterLinkLocal)
+	}
+	if mac == nil {
+		s.log.Debug("home router's MAC unknown; cannot correct a returning guest's entry", "port", p.name())
+		return
+	}
+	frame, err := ndresponder.AppendUnsolicitedNA(nil, ndresponder.Unsolicited{Target: p.vm.Home.RouterLinkLocal, LLAddr: mac,
+		From: mac, To: p.mac, Router: true})
+	if err == nil {
+		err = s.dp.conn.WriteFrame(frame)
+	}
+	if err != nil {
+		s.log.Warn("send router advertisement to returning guest", "port", p.name(), "err", err)
+	}
 }
 
 // homeAdvertisements is how many Override advertisements announce a guest back
@@ -812,13 +839,14 @@ const homeAdvertisements = 3
 
 // announceHome sends one Override advertisement for a guest back home.
 func (s *Switch) announceHome(p *vmPort, now time.Time) {
-	frame, err := ndresponder.AppendUnsolicitedNA(nil, p.mac, p.mac, p.vm.HomeAddress)
+	frame, err := ndresponder.AppendUnsolicitedNA(nil, ndresponder.Unsolicited{Target: p.vm.HomeAddress, LLAddr: p.mac, From: p.mac})
 	if err == nil {
 		err = s.dp.conn.WriteFrame(frame)
 	}
 	if err != nil {
 		s.log.Warn("send Neighbor Advertisement", "port", p.name(), "err", err)
 	}
+	s.tellRouter(p)
 	p.naLeft--
 	p.nextNA = now.Add(time.Second)
 	if p.naLeft <= 0 {

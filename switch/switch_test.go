@@ -280,6 +280,12 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 		RandSeq:      func() uint16 { return 1000 },
 		Store:        store,
 		SwitchEvents: h.switchEv,
+		NeighborMAC: func(a netip.Addr) net.HardwareAddr {
+			if a == routerLL {
+				return realRouterMAC
+			}
+			return nil
+		},
 	})
 	for _, i := range ifaces {
 		h.db.add(i)
@@ -887,6 +893,20 @@ home_address = "2001:db8:2000::10"
 mac = "52:54:00:00:00:10"
 `
 
+var realRouterMAC = net.HardwareAddr{0x42, 0x0d, 0x24, 0x0b, 0xaf, 0x8c}
+
+func checkRouterNA(t *testing.T, f []byte) {
+	t.Helper()
+	eth := netpkt.Ethernet(f)
+	ip, _ := netpkt.ParseIPv6(eth.Payload())
+	m, err := ndp.ParseMessage(ip.Payload())
+	na, ok := m.(*ndp.NeighborAdvertisement)
+	if err != nil || !ok || !na.Override || !na.Router || na.TargetAddress != routerLL ||
+		na.Options[0].(*ndp.LinkLayerAddress).Addr.String() != realRouterMAC.String() || eth.Dst().String() != guestMAC.String() {
+		t.Fatalf("got %v (%v) to %v, want an Override router NA for %v with %v to the guest alone", m, err, eth.Dst(), routerLL, realRouterMAC)
+	}
+}
+
 func TestReturnHome(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
@@ -921,6 +941,9 @@ func TestReturnHome(t *testing.T) {
 			if ba[6] != mipv6.IPProtoMH {
 				t.Fatalf("BA to the home address carries next header %d, want the Mobility Header directly", ba[6])
 			}
+			// On arrival the guest is told its router's real MAC (the host's
+			// neighbour table knows it), in case it resolved it abroad.
+			checkRouterNA(t, h.nextFrame(t))
 			h.conn.in <- ethFrame(kgMAC, lanMAC, ba)
 			start := time.Now()
 			for i := 0; i < tt.wantNAs; i++ {
@@ -932,6 +955,7 @@ func TestReturnHome(t *testing.T) {
 				if err != nil || !ok || !na.Override || na.TargetAddress != hoa || eth.Src().String() != guestMAC.String() {
 					t.Fatalf("frame %d: got %v (%v), want an Override NA for %v from %v", i, m, err, hoa, guestMAC)
 				}
+				checkRouterNA(t, h.nextFrame(t))
 			}
 			if tt.wantNAs > 0 {
 				if el := time.Since(start); el < 1500*time.Millisecond {
@@ -1116,7 +1140,7 @@ func TestDeparture(t *testing.T) {
 		h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
 		waitLocation(t, h, "returning")
 		for _, f := range h.flows.text() {
-			if strings.Contains(f, "dl_dst=52:54:00:00:00:10") {
+			if strings.Contains(f, "in_port=1,dl_dst=52:54:00:00:00:10") {
 				t.Errorf("departure flow left after the VM came back: %s", f)
 			}
 		}

@@ -85,6 +85,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	sw := vswitch.New(cfg, vswitch.Deps{
 		Store:        store,
 		SwitchEvents: flows.WatchSwitch(ctx),
+		NeighborMAC:  vswitch.HostNeighbor,
 		DB:           db,
 		Flows:        flows,
 		OpenPort:     vswitch.OpenInternalPort,
