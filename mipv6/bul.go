@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -77,19 +78,21 @@ type Binding struct {
 	// Lifetime is the lifetime requested; the Home Agent may grant less.
 	Lifetime time.Duration
 
-	state    State
-	seq      uint16 // sequence number of the last BU sent
-	firstReg bool   // no binding accepted yet by this Home Agent via this Binding
-	sentAt   time.Time
-	timeout  time.Duration // current retransmission timeout
-	due      time.Time     // when Tick must run next; zero = never
-	expires  time.Time     // end of the granted lifetime
-	granted  time.Duration
-	status   uint8
-	reason   string
-	recent   [MaxUpdateRate]time.Time // send times, for the rate limit
-	sends    uint64
-	dereg    bool
+	state     State
+	seq       uint16 // sequence number of the last BU sent
+	firstReg  bool   // no binding accepted yet by this Home Agent via this Binding
+	sentAt    time.Time
+	timeout   time.Duration // current retransmission timeout
+	due       time.Time     // when Tick must run next; zero = never
+	expires   time.Time     // end of the granted lifetime
+	granted   time.Duration
+	status    uint8
+	reason    string
+	recent    [MaxUpdateRate]time.Time // send times, for the rate limit
+	sends     uint64
+	dereg     bool
+	burst     int      // de-registrations still to send at once
+	burstSeqs []uint16 // the last de-registrations' numbers: any may be answered
 }
 
 // NewBinding returns an idle binding. initialSeq should be random: a VM that moved
@@ -153,13 +156,28 @@ func (b *Binding) Register(now time.Time) (BUPacket, bool) {
 
 // Deregister sends a lifetime-0 Binding Update from coa: the VM's home address when
 // it is back on its home link (RFC 6275 §11.5.4).
+//
+// The first three tries go out at once, each half the sequence space after the
+// last (see Tick): a Home Agent that rejects one as out of window may answer
+// the old care-of address, so waiting for its answer could take a
+// retransmission timeout, while one of the three is always in window.
 func (b *Binding) Deregister(now time.Time, coa netip.Addr) (BUPacket, bool) {
 	b.CareOf = coa
 	b.state = StateDeregistering
 	b.dereg = true
 	b.timeout = InitialBindackTimeout
-	return b.send(now)
+	b.burst = deregBurst - 1
+	b.burstSeqs = b.burstSeqs[:0]
+	bu, ok := b.send(now)
+	if ok {
+		b.burstSeqs = append(b.burstSeqs, bu.Sequence)
+		b.due = now
+	}
+	return bu, ok
 }
+
+// deregBurst is how many de-registrations go out together.
+const deregBurst = 3
 
 func (b *Binding) lifetimeUnits() uint16 {
 	if b.dereg {
@@ -217,7 +235,7 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		bu, ok := b.send(now)
 		return bu, ok, nil
 	}
-	if ba.Sequence != b.seq {
+	if ba.Sequence != b.seq && !(b.dereg && slices.Contains(b.burstSeqs, ba.Sequence)) {
 		return BUPacket{}, false, ErrBAWrongSequence
 	}
 	b.status, b.reason = ba.Status, StatusString(ba.Status)
@@ -344,9 +362,21 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 			// From the home link, a de-registration rejected with 135 may be
 			// answered to the old care-of address (the binding still stands),
 			// so kgswitch never learns the number the Home Agent wants. Jumping
-			// half the sequence space each retry makes one of any three
+			// half the sequence space each try makes one of any three
 			// consecutive tries ahead of whatever the Home Agent holds.
 			b.seq += 1<<15 - 2
+			bu, ok := b.send(now)
+			if ok {
+				if len(b.burstSeqs) == deregBurst {
+					b.burstSeqs = b.burstSeqs[1:]
+				}
+				b.burstSeqs = append(b.burstSeqs, bu.Sequence)
+				if b.burst > 0 {
+					b.burst--
+					b.due = now
+				}
+			}
+			return bu, ok
 		}
 		return b.send(now)
 	case StateBound:

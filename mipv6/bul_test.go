@@ -435,3 +435,26 @@ func TestDeregistrationRetriesCoverTheSequenceSpace(t *testing.T) {
 		}
 	}
 }
+
+func TestDeregistrationBurst(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, 10)
+	first, _ := b.Deregister(t0, tHoA)
+	second, ok2 := b.Tick(t0)
+	third, ok3 := b.Tick(t0)
+	if !ok2 || !ok3 || second.Sequence != first.Sequence+1<<15-1 || third.Sequence != second.Sequence+1<<15-1 {
+		t.Fatalf("got %d, %d (%v), %d (%v), want three at once, half the space apart", first.Sequence, second.Sequence, ok2, third.Sequence, ok3)
+	}
+	if _, ok := b.Tick(t0.Add(10 * time.Millisecond)); ok {
+		t.Fatal("a fourth de-registration at once")
+	}
+	if got := b.Due().Sub(t0); got != InitialBindackTimeout {
+		t.Errorf("got next try after %v, want %v", got, InitialBindackTimeout)
+	}
+	// The Home Agent accepted the second (the first was out of window).
+	if _, _, err := b.HandleBA(t0, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: second.Sequence}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Snapshot(t0).State != StateDeregistered {
+		t.Errorf("got %v, want deregistered", b.Snapshot(t0).State)
+	}
+}

@@ -7,11 +7,17 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
-// HostNeighbor returns the MAC the host's own neighbour table holds for addr,
-// or nil. On a home host, the home router is the host's router too, so the
-// host knows its real MAC.
-func HostNeighbor(addr netip.Addr) net.HardwareAddr {
-	neighs, err := netlink.NeighList(0, netlink.FAMILY_V6)
+// HostNeighbor returns the MAC the host's own neighbour table holds for addr
+// on the link where the host has the address via, or nil. On a home host the
+// home router is the host's router too, so the host can know its real MAC.
+// When the table has no entry yet, HostNeighbor makes the host resolve addr
+// (a datagram to the discard port) and returns nil: a later call finds it.
+func HostNeighbor(addr, via netip.Addr) net.HardwareAddr {
+	link := linkWith(via)
+	if link == nil {
+		return nil
+	}
+	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
 	if err != nil {
 		return nil
 	}
@@ -22,6 +28,27 @@ func HostNeighbor(addr netip.Addr) net.HardwareAddr {
 		}
 		if n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
 			return n.HardwareAddr
+		}
+	}
+	if c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: addr.AsSlice(), Zone: link.Attrs().Name, Port: 9}); err == nil {
+		c.Write([]byte{0})
+		c.Close()
+	}
+	return nil
+}
+
+// linkWith returns the interface that has address a.
+func linkWith(a netip.Addr) netlink.Link {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		return nil
+	}
+	for _, x := range addrs {
+		if y, ok := netip.AddrFromSlice(x.IP); ok && y == a {
+			l, err := netlink.LinkByIndex(x.LinkIndex)
+			if err == nil {
+				return l
+			}
 		}
 	}
 	return nil

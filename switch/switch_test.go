@@ -927,6 +927,13 @@ func TestReturnHome(t *testing.T) {
 			if bu.Lifetime != 0 || bu.Src != hoa || bu.HomeAddress != hoa || s.dst != ha {
 				t.Fatalf("got %+v to %v, want a de-registration from the home address to the Home Agent", bu, s.dst)
 			}
+			// Two more at once, half the sequence space apart each.
+			for i := 0; i < 2; i++ {
+				b2, err := mipv6.ParseBUPacket(h.nextSent(t).pkt)
+				if err != nil || b2.Lifetime != 0 {
+					t.Fatalf("burst %d: got %+v (%v), want a de-registration", i, b2, err)
+				}
+			}
 			flows := strings.Join(h.flows.text(), "\n")
 			for _, want := range []string{"ipv6_dst=2001:db8:2000::10,nw_proto=135", "in_port=9,dl_src=52:54:00:00:00:10"} {
 				if !strings.Contains(flows, want) {

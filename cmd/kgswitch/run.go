@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -85,7 +87,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	sw := vswitch.New(cfg, vswitch.Deps{
 		Store:        store,
 		SwitchEvents: flows.WatchSwitch(ctx),
-		NeighborMAC:  vswitch.HostNeighbor,
+		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return vswitch.HostNeighbor(a, cfg.CareOfAddress) },
 		DB:           db,
 		Flows:        flows,
 		OpenPort:     vswitch.OpenInternalPort,

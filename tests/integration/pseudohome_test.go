@@ -1,0 +1,694 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/labha"
+	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+)
+
+// The pseudo home network (issue 4): a guest on a foreign host cannot tell it
+// left home. Its Router Advertisements keep coming, its path MTU is what the
+// tunnel carries, the Home Agent's own packets reach it as they did at home,
+// and when it comes back the home link forgets the Home Agent at once.
+
+// tunnelMTU is the largest packet kgswitch's tunnel carries over the lab's
+// 1500-byte links: 1500 minus the outer IPv6 header.
+const tunnelMTU = 1460
+
+// startDaemonsHoA starts the lab Home Agent and kgswitch on hostA and hostB,
+// both with the guest declared at home address hoa and with adv (may be nil)
+// as the home network's advertise table.
+func startDaemonsHoA(t *testing.T, ctx context.Context, e *scenario.Env, hoa netip.Addr, adv *scenario.Advertise) {
+	t.Helper()
+	if err := e.StartHomeAgent(ctx); err != nil {
+		t.Fatalf("start Home Agent: %v", err)
+	}
+	for _, host := range []string{"hostA", "hostB"} {
+		cfg, err := e.WriteConfigHoA(host, hoa, adv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// moveAway moves the guest from hostA to hostB and waits until cn reaches
+// addr again through the Home Agent; it returns when the port moved.
+func moveAway(t *testing.T, ctx context.Context, e *scenario.Env, addr netip.Addr) time.Time {
+	t.Helper()
+	moved := time.Now()
+	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatalf("move hostA -> hostB: %v", err)
+	}
+	if _, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	bound := time.Since(moved)
+	reach, err := e.WaitReachable(ctx, "cn", addr.String(), 40*time.Second)
+	if err != nil {
+		t.Fatalf("after hostA -> hostB: %v", err)
+	}
+	t.Logf("hostA -> hostB: bound after %v, cn reaches %v after %v", bound.Round(time.Millisecond), addr, (bound + reach).Round(time.Millisecond))
+	return moved
+}
+
+// tsharkFields returns, for each frame of c matching filter, the values of
+// fields (tshark -T fields), one slice per frame.
+func tsharkFields(t *testing.T, ctx context.Context, c *scenario.Capture, filter string, fields ...string) [][]string {
+	t.Helper()
+	args := []string{"-Y", filter, "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	out, err := c.Tshark(ctx, args...)
+	if err != nil {
+		t.Fatalf("tshark -Y %q: %v\n%s", filter, err, out)
+	}
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if line != "" {
+			rows = append(rows, strings.Split(line, "|"))
+		}
+	}
+	return rows
+}
+
+// macOf returns dev's MAC address in node.
+func macOf(t *testing.T, ctx context.Context, e *scenario.Env, node, dev string) string {
+	t.Helper()
+	out, err := e.Lab.Run(ctx, node, "cat", "/sys/class/net/"+dev+"/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+// TestSLAACGuestKeepsAddress: a guest that configured its address and default
+// route by SLAAC from the home router's advertisements (lifetimes 30 s) stays
+// on a foreign host for three lifetimes. Only kgswitch's repetition of the
+// advertisement can keep both alive there: the home router's own never
+// reach the foreign link.
+func TestSLAACGuestKeepsAddress(t *testing.T) {
+	const (
+		lifetime = 30 * time.Second
+		interval = 10 * time.Second
+		away     = 3 * lifetime
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	slaac := lab.GuestSLAACAddr
+	if want := netip.MustParseAddr("2001:db8:2000::5054:ff:fe00:10"); slaac != want {
+		t.Fatalf("got lab.GuestSLAACAddr = %v, want %v", slaac, want)
+	}
+	if err := e.Lab.GuestUseSLAAC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Lab.StartRadvd(ctx, lab.RAConfig{MinInterval: 3 * time.Second, MaxInterval: interval,
+		RouterLifetime: lifetime, ValidLifetime: lifetime, PreferredLifetime: lifetime}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Lab.WaitGuestSLAAC(ctx, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Addr(ctx, "vm", lab.Uplink, slaac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Forever || st.Valid > lifetime {
+		t.Fatalf("guest's SLAAC address at home: %s; want radvd's %v lifetimes", st.Line, lifetime)
+	}
+	startDaemonsHoA(t, ctx, e, slaac, &scenario.Advertise{Interval: interval,
+		RouterLifetime: lifetime, ValidLifetime: lifetime, PreferredLifetime: lifetime})
+	if n, err := e.Ping(ctx, "cn", slaac.String(), 3); err != nil || n != 3 {
+		t.Fatalf("guest at home: %d/3 pings to its SLAAC address answered (%v)", n, err)
+	}
+	rtrMAC := macOf(t, ctx, e, "rtr", "home0")
+
+	capture, err := e.StartCapture(ctx, "vm", lab.Uplink, "vm-eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capture.Stop()
+	moved := moveAway(t, ctx, e, slaac)
+	raAtBound, err := e.RASent(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Watch the guest's state while it is away: every lapse would show.
+	minValid, minPreferred := lifetime, lifetime
+	var lapses []string
+	for time.Since(moved) < away+2*time.Second {
+		time.Sleep(2 * time.Second)
+		a, err := e.Addr(ctx, "vm", lab.Uplink, slaac)
+		switch {
+		case err != nil:
+			lapses = append(lapses, fmt.Sprintf("%v: %v", time.Since(moved).Round(time.Second), err))
+			continue
+		case a.Deprecated || a.Forever:
+			lapses = append(lapses, fmt.Sprintf("%v: %s", time.Since(moved).Round(time.Second), a.Line))
+		}
+		minValid, minPreferred = min(minValid, a.Valid), min(minPreferred, a.Preferred)
+		if r, _ := e.Lab.Run(ctx, "vm", "ip", "-6", "route", "show", "default"); !strings.Contains(r, "via "+lab.RouterLinkLocal.String()) {
+			lapses = append(lapses, fmt.Sprintf("%v: default route %q", time.Since(moved).Round(time.Second), r))
+		}
+	}
+	stayed := time.Since(moved)
+	for _, l := range lapses {
+		t.Errorf("guest's state lapsed while away: %s", l)
+	}
+
+	a, err := e.Addr(ctx, "vm", lab.Uplink, slaac)
+	if err != nil {
+		t.Fatalf("after %v on hostB: %v", stayed.Round(time.Second), err)
+	}
+	if a.Forever || a.Valid <= 0 || a.Preferred <= 0 || a.Deprecated {
+		t.Errorf("after %v on hostB: got %q, want the SLAAC address valid and preferred, with finite lifetimes", stayed.Round(time.Second), a.Line)
+	}
+	route, err := e.Lab.Run(ctx, "vm", "ip", "-6", "route", "show", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(route, "via "+lab.RouterLinkLocal.String()+" dev "+lab.Uplink+" proto ra") {
+		t.Errorf("after %v on hostB: got default route %q, want one via %v learnt from an advertisement", stayed.Round(time.Second), route, lab.RouterLinkLocal)
+	}
+	if n, err := e.Ping(ctx, "cn", slaac.String(), 5); err != nil || n != 5 {
+		t.Errorf("after %v on hostB: %d/5 pings from cn to %v answered (%v)", stayed.Round(time.Second), n, slaac, err)
+	}
+	raSent, err := e.RASent(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if grew := raSent - raAtBound; grew < uint64(stayed/interval)-1 {
+		t.Errorf("kgswitch's ra_sent grew by %d in %v, want about one per %v", grew, stayed.Round(time.Second), interval)
+	}
+	capture.Stop()
+
+	// What reached the guest while it was away: kgswitch's advertisements
+	// only, to its MAC, from the router's link-local address, with the tunnel
+	// MTU and the configured lifetimes.
+	var times []time.Time
+	lt := strconv.Itoa(int(lifetime / time.Second))
+	for _, r := range tsharkFields(t, ctx, capture, "icmpv6.type == 134", "frame.time_epoch", "eth.src", "eth.dst", "ipv6.src",
+		"icmpv6.nd.ra.router_lifetime", "icmpv6.opt.mtu", "icmpv6.opt.prefix", "icmpv6.opt.prefix.valid_lifetime", "icmpv6.opt.prefix.preferred_lifetime") {
+		at := parseEpoch(t, r[0])
+		if at.Before(moved) {
+			continue
+		}
+		if r[1] == rtrMAC {
+			t.Errorf("the home router's own advertisement reached the guest on hostB at +%v: %v", at.Sub(moved).Round(time.Millisecond), r)
+			continue
+		}
+		want := []string{r[0], r[1], lab.GuestMAC.String(), lab.RouterLinkLocal.String(), lt, strconv.Itoa(tunnelMTU), lab.HomePrefix.Addr().String(), lt, lt}
+		if strings.Join(r, "|") != strings.Join(want, "|") {
+			t.Errorf("advertisement at +%v: got %v, want %v (eth.src, eth.dst, ipv6.src, router lifetime, MTU, prefix, valid, preferred)",
+				at.Sub(moved).Round(time.Millisecond), r[1:], want[1:])
+		}
+		times = append(times, at)
+	}
+	var gap time.Duration
+	for i := 1; i < len(times); i++ {
+		gap = max(gap, times[i].Sub(times[i-1]))
+	}
+	if len(times) < int(stayed/interval)-1 || gap > interval+2*time.Second {
+		t.Errorf("the guest got %d advertisements in %v on hostB, longest gap %v; want one every %v", len(times), stayed.Round(time.Second), gap.Round(time.Millisecond), interval)
+	}
+	t.Logf("guest on hostB for %v (lifetimes %v): %d advertisements from kgswitch (ra_sent %d), longest gap %v; lowest valid_lft %v, preferred_lft %v; at the end: %s",
+		stayed.Round(time.Second), lifetime, len(times), raSent, gap.Round(time.Millisecond), minValid, minPreferred, a.Line)
+}
+
+// TestPathMTU: a guest with a 1500-byte MTU sends and receives bulk TCP
+// through the tunnel, which carries 1460 bytes: kgswitch's Packet Too Big
+// makes the guest shrink its packets, without a stall.
+func TestPathMTU(t *testing.T) {
+	const d = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDaemons(t, ctx, e, true)
+	if err := e.StartIperf3Server(ctx, "cn"); err != nil {
+		t.Fatal(err)
+	}
+	moveAway(t, ctx, e, lab.HoA)
+	if mtu, out, err := e.RouteMTU(ctx, "vm", lab.CNAddr); err != nil || mtu != 0 {
+		t.Fatalf("guest's route to cn before the transfer: %q (%v), want no path MTU yet", out, err)
+	}
+	link, err := e.Lab.Run(ctx, "vm", "cat", "/sys/class/net/"+lab.Uplink+"/mtu")
+	if err != nil || strings.TrimSpace(link) != "1500" {
+		t.Fatalf("guest's MTU: %q (%v), want 1500", link, err)
+	}
+
+	results := map[string]scenario.IperfResult{}
+	for _, dir := range []struct {
+		name    string
+		reverse bool
+	}{{"guest -> cn", false}, {"cn -> guest", true}} {
+		r, err := e.Iperf3(ctx, "vm", lab.CNAddr, d, dir.reverse)
+		if err != nil {
+			t.Fatalf("%s: %v", dir.name, err)
+		}
+		results[dir.name] = r
+		if r.BitsPerSecond <= 0 || len(r.Intervals) < int(d/time.Second) {
+			t.Errorf("%s: got %.0f bit/s in %d intervals, want throughput over %v", dir.name, r.BitsPerSecond, len(r.Intervals), d)
+		}
+		for i, b := range r.Intervals {
+			if i > 0 && b == 0 {
+				t.Errorf("%s: interval %d carried 0 bytes (stall); intervals %v", dir.name, i, r.Intervals)
+			}
+		}
+	}
+	st, err := e.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Drops["too-big"] == 0 {
+		t.Errorf("kgswitch on hostB: got drops %v, want too-big > 0 (a Packet Too Big sent to the guest)", st.Drops)
+	}
+	mtu, out, err := e.RouteMTU(ctx, "vm", lab.CNAddr)
+	if err != nil || mtu != tunnelMTU {
+		t.Errorf("guest's route to cn after the transfer: %q (%v), want mtu %d", out, err, tunnelMTU)
+	}
+	cnMTU, _, _ := e.RouteMTU(ctx, "cn", lab.HoA)
+	for _, name := range []string{"guest -> cn", "cn -> guest"} {
+		r := results[name]
+		t.Logf("%s: %.1f Mbit/s over %v, retransmits %d, bytes per second %v", name, r.BitsPerSecond/1e6, d, r.Retransmits, r.Intervals)
+	}
+	t.Logf("kgswitch sent %d Packet Too Big (drops %v); guest's path MTU to cn %d, cn's to the guest %d", st.Drops["too-big"], st.Drops, mtu, cnMTU)
+}
+
+// TestHomeAgentOwnPackets: the Home Agent's own packets to a guest away from
+// home are not tunnelled but sent to the care-of address with a type 2
+// routing header (RFC 6275 §6.4, §9.3.2); kgswitch delivers them to the guest
+// as plain packets to its home address, as at home.
+func TestHomeAgentOwnPackets(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDaemons(t, ctx, e, true)
+	moveAway(t, ctx, e, lab.HoA)
+
+	uplink, err := e.StartCapture(ctx, "hostB", lab.Uplink, "hostB-uplink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uplink.Stop()
+	guest, err := e.StartCapture(ctx, "vm", lab.Uplink, "vm-eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guest.Stop()
+	const count = 5
+	if n, err := e.Ping(ctx, "ha", lab.HoA.String(), count); err != nil || n != count {
+		t.Errorf("ping from the Home Agent to %v: %d/%d answered (%v)", lab.HoA, n, count, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	uplink.Stop()
+	guest.Stop()
+
+	ha, hoa, coa := lab.HAAddr.String(), lab.HoA.String(), lab.CareOfAddr.String()
+	rh2 := tsharkFields(t, ctx, uplink, "icmpv6.type == 128 && ipv6.src == "+ha, "ipv6.nxt", "ipv6.dst", "ipv6.routing.type", "ipv6.routing.segleft", "ipv6.routing.mipv6.home_address")
+	direct := 0
+	for _, r := range rh2 {
+		switch strings.Join(r, "|") {
+		case "43|" + coa + "|2|1|" + hoa:
+			direct++
+		default:
+			t.Errorf("echo request from the Home Agent on hostB's uplink: got next header, dst, routing type, segments left, home address = %v, want 43, %s, 2, 1, %s", r, coa, hoa)
+		}
+	}
+	if direct != count {
+		t.Errorf("got %d echo requests from the Home Agent to %s with a type 2 routing header on hostB's uplink, want %d", direct, coa, count)
+	}
+	seen := tsharkFields(t, ctx, guest, "icmpv6.type == 128 && ipv6.src == "+ha, "ipv6.dst", "ipv6.nxt", "eth.src")
+	for _, r := range seen {
+		if r[0] != hoa || r[1] != "58" {
+			t.Errorf("echo request from the Home Agent at the guest: got dst, next header = %s, %s, want %s, 58 (no extension header)", r[0], r[1], hoa)
+		}
+	}
+	if len(seen) != count {
+		t.Errorf("the guest saw %d echo requests from the Home Agent, want %d", len(seen), count)
+	}
+	if rh := tsharkFields(t, ctx, guest, "ipv6.routing", "frame.number"); len(rh) != 0 {
+		t.Errorf("%d packets with a routing header reached the guest, want none", len(rh))
+	}
+	replies := tsharkFields(t, ctx, uplink, "icmpv6.type == 129 && ipv6.dst == "+ha, "ipv6.src", "ipv6.nxt")
+	for _, r := range replies {
+		if r[0] != coa+","+hoa || r[1] != "41,58" {
+			t.Errorf("echo reply to the Home Agent on hostB's uplink: got src %s, next header %s, want tunnelled from %s (inner %s)", r[0], r[1], coa, hoa)
+		}
+	}
+	t.Logf("Home Agent -> guest: %d/%d echo requests with a type 2 routing header on hostB's uplink, %d delivered plain to %s; %d replies tunnelled back",
+		direct, count, len(seen), hoa, len(replies))
+}
+
+// neighLLAddr returns the link-layer address of rtr's neighbour entry for a
+// on the home link, and the entry.
+func neighLLAddr(ctx context.Context, e *scenario.Env, a netip.Addr) (string, string) {
+	out, err := e.Lab.Run(ctx, "rtr", "ip", "-6", "neigh", "show", a.String(), "dev", "home0")
+	if err != nil {
+		return "", err.Error()
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1], strings.TrimSpace(out)
+		}
+	}
+	return "", strings.TrimSpace(out)
+}
+
+// TestReturnHome: a guest goes from its home host to a foreign host and back
+// under a TCP stream. Back home, kgswitch de-registers it and, once the Home
+// Agent confirms, tells the home link with three Override advertisements that
+// the guest's MAC holds its home address again, so the home router stops
+// sending to the Home Agent at once rather than after its neighbour
+// unreachability detection.
+func TestReturnHome(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDaemons(t, ctx, e, true)
+	hoa := lab.HoA.String()
+	guestMAC := lab.GuestMAC.String()
+	haMAC := macOf(t, ctx, e, "ha", "eth0")
+
+	capture, err := e.StartCapture(ctx, "hostA", lab.Uplink, "hostA-uplink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer capture.Stop()
+	// 5 MiB at 192 KiB/s: about 27 s, past both moves.
+	const total = 5 << 20
+	stream, err := e.StartTCPStream(ctx, "cn", total, 192<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	moveAway(t, ctx, e, lab.HoA)
+	if mac, entry := neighLLAddr(ctx, e, lab.HoA); mac != haMAC {
+		t.Errorf("rtr's neighbour entry with the guest away: %q, want the Home Agent's MAC %s", entry, haMAC)
+	}
+
+	pings, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	evBefore, err := e.HAEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if err := e.Lab.MoveGuest(ctx, "hostB", "hostA"); err != nil {
+		pings.Stop()
+		t.Fatalf("move hostB -> hostA: %v", err)
+	}
+	// Watch hostA's kgswitch and rtr's neighbour entry together.
+	var locations []string
+	var returning, home, neighAt time.Duration
+	var entry string
+	for time.Since(back) < 10*time.Second && (home == 0 || neighAt == 0) {
+		if st, err := e.Status(ctx, "hostA", lab.GuestPort); err == nil {
+			loc := st.Location
+			if st.BindingState != "" {
+				loc += "/" + st.BindingState
+			}
+			if len(locations) == 0 || locations[len(locations)-1] != loc {
+				locations = append(locations, loc)
+			}
+			if st.Location == "returning" && returning == 0 {
+				returning = time.Since(back)
+			}
+			if st.Location == "home" && st.BindingState == "" && returning != 0 && home == 0 {
+				home = time.Since(back)
+			}
+		}
+		if neighAt == 0 {
+			var mac string
+			if mac, entry = neighLLAddr(ctx, e, lab.HoA); mac == guestMAC {
+				neighAt = time.Since(back)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if returning == 0 || home == 0 {
+		t.Errorf("hostA's kgswitch after the guest came back: locations %v, want returning, then home without binding%s", locations, haSince(e, len(evBefore)))
+	}
+	// Without the Override advertisement the router would keep the Home
+	// Agent's MAC until its neighbour unreachability detection gave up
+	// (DELAY 5 s, then probes).
+	if neighAt == 0 {
+		t.Errorf("rtr's neighbour entry for %s 10 s after the return: %q, want lladdr %s within 2 s", hoa, entry, guestMAC)
+	} else if neighAt > 2*time.Second {
+		t.Errorf("rtr's neighbour entry for %s had lladdr %s only %v after the return, want within 2 s", hoa, guestMAC, neighAt.Round(time.Millisecond))
+	}
+	reach, err := e.WaitReachable(ctx, "cn", hoa, 10*time.Second)
+	if err != nil {
+		pings.Stop()
+		// The TCP stream would wait for its timeout: give up now.
+		t.Fatalf("after hostB -> hostA: %v", err)
+	}
+	time.Sleep(time.Second)
+	loss := pings.Stop()
+
+	client, server, err := stream.Wait()
+	if err != nil {
+		t.Fatalf("TCP stream: %v", err)
+	}
+	if client.Error != "" || server.Error != "" {
+		t.Errorf("TCP stream broke: client %q, server %q", client.Error, server.Error)
+	}
+	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA ||
+		client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
+		t.Errorf("TCP stream: cn sent %d (sha256 %.12s), guest received %d (%.12s), cn got back %d (%.12s); want all equal",
+			client.Sent, client.SentSHA, server.Received, server.ReceivedSH, client.Received, client.ReceivedSH)
+	}
+	capture.Stop()
+
+	// The Home Agent's view: a de-registration from the home address, a
+	// successful Acknowledgement with lifetime 0, the binding gone.
+	all, err := e.HAEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := all[len(evBefore):]
+	var dereg, ack, removed *scenario.HAEvent
+	for i, ev := range evs {
+		if ev.HoA != hoa {
+			continue
+		}
+		switch {
+		case ev.Msg == labha.EventBUReceived && ev.Lifetime == 0 && dereg == nil:
+			dereg = &evs[i]
+		case ev.Msg == labha.EventBASent && ev.Lifetime == 0 && ev.Status == 0 && ack == nil:
+			ack = &evs[i]
+		case ev.Msg == labha.EventBindingRemoved && removed == nil:
+			removed = &evs[i]
+		}
+	}
+	if dereg == nil || ack == nil || removed == nil {
+		t.Fatalf("Home Agent log since the return lacks bu-received with lifetime 0, ba-sent status 0 lifetime 0 and binding-removed:\n%s", formatEvents(evs))
+	}
+	if dereg.CoA != hoa {
+		t.Errorf("de-registration's care-of address: got %s, want the home address %s (RFC 6275 §11.5.4)", dereg.CoA, hoa)
+	}
+
+	// Three Override advertisements from the guest's MAC to all nodes, one a
+	// second, after the Acknowledgement.
+	nas := tsharkFields(t, ctx, capture, "icmpv6.type == 136 && eth.src == "+guestMAC+" && ipv6.dst == ff02::1",
+		"frame.time_epoch", "icmpv6.nd.na.target_address", "icmpv6.nd.na.flag.o", "icmpv6.nd.na.flag.s", "icmpv6.opt.linkaddr")
+	var naTimes []string
+	for i, r := range nas {
+		at := parseEpoch(t, r[0])
+		naTimes = append(naTimes, "+"+at.Sub(back).Round(time.Millisecond).String())
+		if r[1] != hoa || !isTrue(r[2]) || isTrue(r[3]) || r[4] != guestMAC {
+			t.Errorf("advertisement %d on hostA's uplink: got target, O, S, target link-layer address = %v, want %s, set, clear, %s", i+1, r[1:], hoa, guestMAC)
+		}
+		if at.Before(ack.Time) {
+			t.Errorf("advertisement %d at %s, before the Home Agent's Acknowledgement at %s", i+1, at.Format("15:04:05.000"), ack.Time.Format("15:04:05.000"))
+		}
+		if i > 0 {
+			if gap := at.Sub(parseEpoch(t, nas[i-1][0])); gap < 800*time.Millisecond || gap > 1500*time.Millisecond {
+				t.Errorf("advertisements %d and %d are %v apart, want about 1 s", i, i+1, gap.Round(time.Millisecond))
+			}
+		}
+	}
+	if len(nas) != 3 {
+		t.Errorf("got %d Override advertisements for %s from %s on hostA's uplink, want 3", len(nas), hoa, guestMAC)
+	}
+
+	t.Logf("hostB -> hostA: kgswitch %v; returning at +%v, home at +%v; Home Agent got the de-registration at +%v, acknowledged at +%v",
+		locations, returning.Round(time.Millisecond), home.Round(time.Millisecond),
+		dereg.Time.Sub(back).Round(time.Millisecond), ack.Time.Sub(back).Round(time.Millisecond))
+	t.Logf("Override advertisements at %v; rtr's entry had the guest's MAC at +%v (%s)", naTimes, neighAt.Round(time.Millisecond), entry)
+	t.Logf("pings every 10 ms during the return: %d sent, %d lost, longest gap %v, first reply after it at %+v from the move; WaitReachable %v",
+		loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond), loss.FirstAfter.Sub(back).Round(time.Millisecond), reach.Round(time.Millisecond))
+	t.Logf("TCP stream: %d bytes each way in %.1f s across hostA -> hostB -> hostA, intact", client.Sent, client.Seconds)
+	if loss.LongestGap >= time.Second {
+		t.Errorf("pings every 10 ms during the return: longest gap %v, want under 1 s", loss.LongestGap.Round(time.Millisecond))
+	}
+	if loss.Sent < 200 {
+		t.Errorf("ping stream sent only %d probes; the loss figure means nothing", loss.Sent)
+	}
+}
+
+// isTrue reads a tshark boolean field ("1", "True").
+func isTrue(s string) bool { return s == "1" || strings.EqualFold(s, "true") }
+
+// haSince formats the Home Agent's log from event index from on, for a
+// failure message.
+func haSince(e *scenario.Env, from int) string {
+	evs, err := e.HAEvents()
+	if err != nil {
+		return "; Home Agent log: " + err.Error()
+	}
+	if from > len(evs) {
+		from = len(evs)
+	}
+	return "; Home Agent log since:\n" + formatEvents(evs[from:])
+}
+
+// TestReturnHomeRepeatedly sends the guest out to hostB and back home eight
+// times. hostB registers with a sequence number of its own and hostA
+// de-registers with another; the Home Agent accepts the de-registration only
+// if its number is ahead of hostB's (RFC 6275 §9.5.1), and answers status 135
+// otherwise. That answer cannot reach hostA: while the binding stands, the
+// Home Agent sends its own packets for the home address, this
+// Acknowledgement included, to the old care-of address (HOME-AGENT.md). Every
+// return must succeed whichever numbers the two hosts happened to pick; each
+// trip is a fresh draw.
+func TestReturnHomeRepeatedly(t *testing.T) {
+	const trips = 8
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDaemons(t, ctx, e, true)
+	guestMAC := lab.GuestMAC.String()
+	var figures []string
+	for trip := 1; trip <= trips; trip++ {
+		if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+			t.Fatalf("trip %d: move hostA -> hostB: %v", trip, err)
+		}
+		stB, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 15*time.Second)
+		if err != nil {
+			t.Fatalf("trip %d: %v", trip, err)
+		}
+		evBefore, err := e.HAEvents()
+		if err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		if err := e.Lab.MoveGuest(ctx, "hostB", "hostA"); err != nil {
+			t.Fatalf("trip %d: move hostB -> hostA: %v", trip, err)
+		}
+		st, ok := waitHome(ctx, e, 5*time.Second)
+		home := time.Since(back)
+		if !ok {
+			t.Fatalf("trip %d: hostA's kgswitch 5 s after the guest came back: %s/%s (its last sequence number %d; hostB registered with %d), want home without binding%s",
+				trip, st.Location, st.BindingState, st.Sequence, stB.Sequence, haSince(e, len(evBefore)))
+		}
+		// The router may hold no entry (nothing was sent to the guest):
+		// an unsolicited advertisement creates none (RFC 4861 §7.2.5).
+		if mac, entry := neighLLAddr(ctx, e, lab.HoA); mac != guestMAC && mac != "" {
+			t.Fatalf("trip %d: rtr's neighbour entry after the return: %q, want lladdr %s or none", trip, entry, guestMAC)
+		}
+		figures = append(figures, fmt.Sprintf("trip %d: hostB registered with seq %d, hostA home after %v", trip, stB.Sequence, home.Round(time.Millisecond)))
+	}
+	for _, f := range figures {
+		t.Log(f)
+	}
+}
+
+// waitHome waits until hostA's kgswitch shows the guest at home with no
+// binding (the return finished) and returns its last status.
+func waitHome(ctx context.Context, e *scenario.Env, timeout time.Duration) (scenario.PortStatus, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := e.Status(ctx, "hostA", lab.GuestPort)
+		if err == nil && st.Location == "home" && st.BindingState == "" {
+			return st, true
+		}
+		if time.Now().After(deadline) {
+			return st, false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// guestRouterMAC returns the link-layer address in the guest's neighbour
+// entry for its default router, and the entry.
+func guestRouterMAC(ctx context.Context, e *scenario.Env) (string, string) {
+	out, _ := e.Lab.Run(ctx, "vm", "ip", "-6", "neigh", "show", lab.RouterLinkLocal.String(), "dev", lab.Uplink)
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "lladdr" {
+			return f[i+1], strings.TrimSpace(out)
+		}
+	}
+	return "", strings.TrimSpace(out)
+}
+
+// TestReturnHomeRouterResolvedAbroad: a guest that resolves its default
+// router while abroad (its entry had failed, it rebooted, it never talked to
+// the router before it left) gets kgswitch's answer, since kgswitch
+// impersonates the router. Back home the guest must still reach its router at
+// once: if kgswitch answered with a MAC of its own, the guest keeps sending to
+// a MAC that does not exist on the home link until its neighbour
+// unreachability detection gives up (RFC 4861 §7.3: up to a reachable time of
+// 15-45 s, then 5 s DELAY and 3 probes).
+func TestReturnHomeRouterResolvedAbroad(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDaemons(t, ctx, e, true)
+	hoa := lab.HoA.String()
+	rtrMAC := macOf(t, ctx, e, "rtr", "home0")
+	if n, err := e.Ping(ctx, "vm", lab.CNAddr.String(), 3); err != nil || n != 3 {
+		t.Fatalf("guest at home: %d/3 pings to cn answered (%v)", n, err)
+	}
+	if mac, entry := guestRouterMAC(ctx, e); mac != rtrMAC {
+		t.Fatalf("guest at home: router entry %q, want the router's MAC %s", entry, rtrMAC)
+	}
+	moveAway(t, ctx, e, lab.HoA)
+
+	// Abroad, the guest forgets its neighbours and resolves its router anew.
+	if _, err := e.Lab.Run(ctx, "vm", "ip", "-6", "neigh", "flush", "dev", lab.Uplink); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.Ping(ctx, "vm", lab.CNAddr.String(), 3); err != nil || n != 3 {
+		t.Fatalf("guest on hostB: %d/3 pings to cn answered (%v)", n, err)
+	}
+	macAbroad, entryAbroad := guestRouterMAC(ctx, e)
+	t.Logf("guest's router entry on hostB after resolving it there: %q (the router's MAC is %s)", entryAbroad, rtrMAC)
+
+	back := time.Now()
+	if err := e.Lab.MoveGuest(ctx, "hostB", "hostA"); err != nil {
+		t.Fatalf("move hostB -> hostA: %v", err)
+	}
+	if st, ok := waitHome(ctx, e, 5*time.Second); !ok {
+		t.Errorf("hostA's kgswitch 5 s after the guest came back: %+v, want home without binding", st)
+	}
+	_, err := e.WaitReachable(ctx, "cn", hoa, 10*time.Second)
+	reach := time.Since(back)
+	macHome, entryHome := guestRouterMAC(ctx, e)
+	if err != nil {
+		t.Errorf("back home, the guest having resolved its router abroad (entry abroad %q, now %q, the router's MAC %s): %v",
+			entryAbroad, entryHome, rtrMAC, err)
+	}
+	if macHome != "" && macHome != rtrMAC {
+		t.Errorf("back home: guest's router entry %q, want the router's MAC %s or none", entryHome, rtrMAC)
+	}
+	t.Logf("guest's router MAC: at home %s, abroad %s, back home %s; cn reaches the guest %v after the return",
+		rtrMAC, macAbroad, macHome, reach.Round(time.Millisecond))
+}
