@@ -54,9 +54,16 @@ type Flows struct {
 // version with bundles (OpenFlow 1.4.0 section 7.3.9), except SetNoFlood,
 // which needs OpenFlow 1.0; the bridge must allow both, as OVS does by
 // default.
+//
+// Every ovs-ofctl run is bounded (--timeout): an ovs-vswitchd that does not
+// service OpenFlow (restarting, or without its database) must not stall the
+// caller.
 func NewFlows(target string, logger *slog.Logger) *Flows {
-	return newFlows(target, logger)
+	return newFlows(target, logger, ovs.Timeout(ofctlTimeout))
 }
+
+// ofctlTimeout bounds each ovs-ofctl run, in seconds.
+const ofctlTimeout = 5
 
 // newFlows is NewFlows with extra go-openvswitch options, which tests use
 // to replace the ovs-ofctl executable.

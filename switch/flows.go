@@ -17,7 +17,7 @@ import (
 // means none.
 func (s *Switch) flowsFor(p *vmPort) map[uint64][]*ovs.Flow {
 	sets := map[uint64][]*ovs.Flow{portCookie(p.key()): nil, spoofCookie(p.key()): nil}
-	if s.dp == nil {
+	if s.dp == nil || p.removed {
 		return sets
 	}
 	switch {
@@ -30,6 +30,12 @@ func (s *Switch) flowsFor(p *vmPort) map[uint64][]*ovs.Flow {
 		sets[spoofCookie(p.key())] = s.spoofFlows(p)
 	case p.returning:
 		sets[portCookie(p.key())] = append(s.returnFlows(p), s.homeFlows(p)...)
+		if p.returnPending {
+			// A copy of the guest's frames tells kgswitch it runs here; they
+			// go on to the home link as ever.
+			sets[portCookie(p.key())] = append(sets[portCookie(p.key())], &ovs.Flow{Priority: 210, InPort: p.ofport,
+				Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}})
+		}
 	default:
 		sets[portCookie(p.key())] = s.homeFlows(p)
 	}

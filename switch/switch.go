@@ -140,6 +140,7 @@ type vmPort struct {
 	fromOVSDB   bool
 	declaration string
 	fromAddPort bool              // bound by add-port: kept across configuration reloads
+	removed     bool              // forgotten: no flows at all
 	mirrored    map[string]string // what external_ids last got
 	ofport      int               // 0 while the port is not on this host's bridge
 	foreign     bool
@@ -160,10 +161,12 @@ type vmPort struct {
 	dep                    *departed
 	departedAt, takeoverAt time.Time
 	takeoverMAC            net.HardwareAddr // the Home Agent's, once it took over
-	// returning: back on a home host, de-registration in progress.
-	returning bool
-	naLeft    int       // Override advertisements still to send
-	nextNA    time.Time // when the next one is due
+	// returning: back on a home host, de-registration in progress;
+	// returnPending: the guest does not run here yet.
+	returning     bool
+	returnPending bool
+	naLeft        int       // Override advertisements still to send
+	nextNA        time.Time // when the next one is due
 }
 
 // New returns a Switch for cfg. Nothing happens until Run.
@@ -302,9 +305,12 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.handleSignal(pkt)
 		case key := <-activate:
 			if p := s.byKey[key]; p != nil {
-				if p.ofport == 0 && s.foreignFor(p) {
+				switch {
+				case p.returnPending:
+					s.beginReturn(p, "first frame from the guest")
+				case p.ofport == 0:
 					p.seenRunning = s.deps.Now()
-				} else {
+				default:
 					s.activateGuest(p, "first frame from the guest")
 				}
 			}
@@ -503,9 +509,12 @@ func (s *Switch) removeVM(p *vmPort) {
 		s.deactivate(p)
 	}
 	s.endDeparture(p)
-	p.ofport = 0
+	p.ofport, p.removed = 0, true
 	if err := s.syncFlows(p); err != nil {
 		s.log.Error("remove flows", "port", p.name(), "err", err)
+	}
+	if p.iface != "" && !s.dbDown {
+		s.mirrorIDs(p.iface, map[string]string{KeyState: "", KeyCareOf: "", KeyReason: ""})
 	}
 	s.unbindIface(p)
 	if p.vm.Port != "" {
@@ -744,6 +753,8 @@ func (s *Switch) Activate(ctx context.Context, port string) error {
 			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
 		case p.ofport == 0:
 			err = fmt.Errorf("%w: %s", ErrUnknownPort, port)
+		case p.returnPending:
+			s.beginReturn(p, "activate command")
 		case !p.foreign:
 			err = fmt.Errorf("%w: %s is on its home link; there is nothing to activate", ErrInvalid, port)
 		default:
@@ -795,19 +806,39 @@ func (s *Switch) returnHome(p *vmPort) error {
 	if err := s.ensureDatapath(); err != nil {
 		return err
 	}
-	p.returning = true
+	// Like an arrival abroad, a return is acted on only once the guest runs
+	// here: a de-registration while it still runs abroad would cut it off
+	// there for the rest of the migration.
+	p.returning, p.returnPending = true, true
 	if err := s.syncFlows(p); err != nil {
-		p.returning = false
+		p.returning, p.returnPending = false, false
 		return err
 	}
 	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
 	s.publish()
-	s.log.Info("VM is on its home link: de-registering from its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "home_agent", p.vm.Home.HomeAgent)
+	s.log.Info("VM port on its home host: waiting for the guest to run here", "port", p.name(), "hoa", p.vm.HomeAddress)
+	if !p.seenRunning.IsZero() && s.deps.Now().Sub(p.seenRunning) < announceMemory {
+		s.beginReturn(p, "guest announced itself before its port appeared")
+	}
+	return nil
+}
+
+// beginReturn de-registers a guest that runs on its home host again.
+func (s *Switch) beginReturn(p *vmPort, why string) {
+	if !p.returnPending {
+		return
+	}
+	p.returnPending = false
+	if err := s.syncFlows(p); err != nil {
+		s.log.Error("flows", "port", p.name(), "err", err)
+	}
+	s.publish()
+	s.log.Info("VM runs on its home link: de-registering from its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress,
+		"home_agent", p.vm.Home.HomeAgent, "trigger", why)
 	s.tellRouter(p)
 	if bu, ok := p.binding.Deregister(s.deps.Now(), p.vm.HomeAddress); ok {
 		s.sendBU(bu)
 	}
-	return nil
 }
 
 // tellRouter gives a guest back home its home router's real MAC (Override),
@@ -1003,6 +1034,9 @@ func (s *Switch) publish() {
 		}
 		if p.ofport == 0 && p.dep == nil && s.foreignFor(p) && p.vm.MAC != nil {
 			f.awaiting[[6]byte(p.vm.MAC)] = p.key()
+		}
+		if p.returnPending && p.mac != nil {
+			f.awaiting[[6]byte(p.mac)] = p.key()
 		}
 		if p.dep != nil {
 			f.departedByMAC[p.dep.mac] = p.dep
@@ -1351,18 +1385,23 @@ type PortStatus struct {
 // Status reports every VM, sorted by port name.
 func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 	var out []PortStatus
+	spoof := map[int]uint64{} // index in out -> cookie
 	err := s.do(ctx, func() {
 		now := s.deps.Now()
 		for _, p := range s.vms {
-			st := s.portStatus(p, now)
 			if p.foreign && p.ofport != 0 {
-				if n, _, err := s.deps.Flows.Packets(spoofCookie(p.key())); err == nil && n > 0 {
-					st.Drops["spoofed-mac"] = n
-				}
+				spoof[len(out)] = spoofCookie(p.key())
 			}
-			out = append(out, st)
+			out = append(out, s.portStatus(p, now))
 		}
 	})
+	// OpenFlow is asked outside the control loop: an ovs-vswitchd that does
+	// not answer must not stop the loop's timers (binding refreshes).
+	for i, c := range spoof {
+		if n, _, err := s.deps.Flows.Packets(c); err == nil && n > 0 {
+			out[i].Drops["spoofed-mac"] = n
+		}
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
 	return out, err
 }
@@ -1396,7 +1435,7 @@ func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 		st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
 		st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
 	}
-	if p.pending {
+	if p.pending || p.returnPending {
 		st.BindingState = "waiting-for-guest"
 	}
 	return st

@@ -919,6 +919,19 @@ func TestReturnHome(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, homeHostConfig)
 			h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+			// Nothing goes to the Home Agent until the guest runs here.
+			waitStatus(t, h, "waiting", func(st []PortStatus) bool {
+				return st[0].Location == "returning" && st[0].BindingState == "waiting-for-guest"
+			})
+			select {
+			case s := <-h.uplink.out:
+				t.Fatalf("de-registration (to %v) before the guest runs here", s.dst)
+			case <-time.After(100 * time.Millisecond):
+			}
+			if !strings.Contains(strings.Join(h.flows.text(), "\n"), "priority=210,in_port=3,dl_src=52:54:00:00:00:10,table=0,idle_timeout=0,actions=output:9,normal") {
+				t.Errorf("no flow copying the returning guest's frames to kgswitch: %q", h.flows.text())
+			}
+			h.conn.in <- rarp(guestMAC)
 			s := h.nextSent(t)
 			bu, err := mipv6.ParseBUPacket(s.pkt)
 			if err != nil {
