@@ -729,8 +729,12 @@ func TestIntegrationNoFlood(t *testing.T) {
 	if gotB, gotC := flood(); gotB || gotC {
 		t.Errorf("drop flow on a0: broadcast still reached b1 = %v, c1 = %v", gotB, gotC)
 	}
-	if n, _, err := f.Packets(dropCookie); err != nil || n < before+3 {
+	n, _, err := f.Packets(dropCookie)
+	if err != nil || n < before+3 {
 		t.Errorf("got Packets = %d, %v, want at least %d (the 3 dropped broadcasts)", n, err, before+3)
+	}
+	if m, err := f.PacketsByCookie(); err != nil || m[dropCookie] < n {
+		t.Errorf("got PacketsByCookie = %v, %v, want %#x counted at least %d", m, err, dropCookie, n)
 	}
 }
 

@@ -56,7 +56,8 @@ type FlowTable interface {
 	ReplaceSets(sets map[uint64][]*ovs.Flow) error
 	Delete(cookie uint64) error
 	SetNoFlood(port string, on bool) error
-	Packets(cookie uint64) (packets, bytes uint64, err error)
+	// PacketsByCookie counts, per kgswitch cookie, the packets its flows matched.
+	PacketsByCookie() (map[uint64]uint64, error)
 	// Dump lists the flows whose cookie matches cookie under mask.
 	Dump(cookie, mask uint64) ([]*ovs.Flow, error)
 }
@@ -1397,9 +1398,13 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 	})
 	// OpenFlow is asked outside the control loop: an ovs-vswitchd that does
 	// not answer must not stop the loop's timers (binding refreshes).
-	for i, c := range spoof {
-		if n, _, err := s.deps.Flows.Packets(c); err == nil && n > 0 {
-			out[i].Drops["spoofed-mac"] = n
+	if len(spoof) > 0 {
+		if counts, err := s.deps.Flows.PacketsByCookie(); err == nil {
+			for i, c := range spoof {
+				if n := counts[c]; n > 0 {
+					out[i].Drops["spoofed-mac"] = n
+				}
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })

@@ -176,7 +176,7 @@ func (f *fakeFlows) SetNoFlood(port string, on bool) error {
 	f.noFlood[port] = on
 	return nil
 }
-func (f *fakeFlows) Packets(cookie uint64) (uint64, uint64, error) { return 0, 0, nil }
+func (f *fakeFlows) PacketsByCookie() (map[uint64]uint64, error) { return map[uint64]uint64{}, nil }
 func (f *fakeFlows) Dump(cookie, mask uint64) ([]*ovs.Flow, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

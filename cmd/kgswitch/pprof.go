@@ -19,8 +19,6 @@ import (
 //	--cpuprofile FILE   CPU profile of the whole run, written at exit
 //	--pprof ADDR        net/http/pprof on ADDR (e.g. 127.0.0.1:6060), for
 //	                    profiles of a daemon under load; debug only
-//
-//lint:ignore U1000 cmdRun registers these flags (see the report of issue 7)
 func profileFlags(fs *flag.FlagSet) (start func() (stop func(), err error)) {
 	cpu := fs.String("cpuprofile", "", "write a CPU profile of the run to `file` (for `go tool pprof`)")
 	addr := fs.String("pprof", "", "serve net/http/pprof on `addr` (debugging only; never on a public address)")

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/kgswitch/kgswitch/config"
@@ -46,8 +47,19 @@ func cmdRun(args []string, stderr io.Writer) error {
 	cfgPath := fs.String("config", "/etc/kgswitch/kgswitch.toml", "TOML configuration `file` (see configs/kgswitch.toml)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	startProfile := profileFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	stopProfile, err := startProfile()
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	defer stopProfile()
+	// The live heap is small (~11 MiB with 1,000 VMs); without a limit the
+	// collector lets garbage grow it to twice that. An operator's GOMEMLIMIT wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))
@@ -139,6 +151,9 @@ func reloadOnHangup(ctx context.Context, path string, sw *vswitch.Switch, log *s
 		}
 	}
 }
+
+// defaultMemoryLimit is the soft memory limit of the daemon (see run).
+const defaultMemoryLimit = 20 << 20
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 	var lv slog.Level
