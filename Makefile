@@ -35,9 +35,12 @@ unit:
 integration:
 	$(GO) test -count=1 -timeout 15m ./ovsctl/... ./tests/integration/...
 
-## bench: Go benchmarks of the wire format and the datapath.
+## bench: every figure of bench/README.md in one run of the netns lab (needs root):
+## throughput, packet rate and RTT at home vs. through the Home Agent and kgswitch,
+## kgswitch's CPU per GB and memory, and the datapath's Go benchmarks. Prints a
+## table and writes it as JSON under bench/results/.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchmem ./mipv6/... ./switch/...
+	$(GO) run ./tests/integration/cmd/bench -out bench/results
 
 ## fuzz: run each fuzz target for FUZZTIME (default 20s); fuzz-brief: 2s each, part of `test`.
 ## A failing input is kept in the package's testdata/fuzz/ and from then on runs with `go test`:

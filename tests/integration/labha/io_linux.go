@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"unsafe"
 
 	"github.com/mdlayher/socket"
 	"github.com/vishvananda/netlink"
@@ -95,20 +96,6 @@ func openTunnelSocket(ha netip.Addr) (*tunnelSocket, error) {
 		return nil, fmt.Errorf("bind protocol 41 socket to %v: %w", ha, err)
 	}
 	return &tunnelSocket{c: c}, nil
-}
-
-// read returns the next inner packet (IPv6 raw sockets deliver the payload
-// only) and the outer source address.
-func (s *tunnelSocket) read(ctx context.Context, buf []byte) ([]byte, netip.Addr, error) {
-	n, sa, err := s.c.Recvfrom(ctx, buf, 0)
-	if err != nil {
-		return nil, netip.Addr{}, err
-	}
-	var src netip.Addr
-	if sa6, ok := sa.(*unix.SockaddrInet6); ok {
-		src = netip.AddrFrom16(sa6.Addr)
-	}
-	return buf[:n], src, nil
 }
 
 // tunDevice is the layer-3 TUN device that the routes to bound home
@@ -250,4 +237,128 @@ func localAddrs() (map[netip.Addr]bool, error) {
 		}
 	}
 	return m, nil
+}
+
+// batchSize is how many packets the data plane moves per system call at most.
+const batchSize = 64
+
+// mmsgs is the message array of a recvmmsg(2) or sendmmsg(2), made once.
+type mmsgs struct {
+	msgs  []unix.Mmsghdr
+	iov   []unix.Iovec
+	names []unix.RawSockaddrInet6
+}
+
+func newMmsgs() *mmsgs {
+	return &mmsgs{msgs: make([]unix.Mmsghdr, batchSize), iov: make([]unix.Iovec, batchSize),
+		names: make([]unix.RawSockaddrInet6, batchSize)}
+}
+
+// set points message i at b, with room for (or the value of) a peer address.
+func (m *mmsgs) set(i int, b []byte) {
+	m.iov[i].Base = &b[0]
+	m.iov[i].SetLen(len(b))
+	m.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: (*byte)(unsafe.Pointer(&m.names[i])),
+		Namelen: unix.SizeofSockaddrInet6, Iov: &m.iov[i], Iovlen: 1}}
+}
+
+func mmsg(trap, fd uintptr, msgs []unix.Mmsghdr) (int, unix.Errno) {
+	r, _, errno := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_DONTWAIT, 0, 0)
+	return int(r), errno
+}
+
+// sendBatch sends pkts[i] to dsts[i] with sendmmsg(2) through the runtime's
+// poller. Unlike send it takes no context: a per-call context costs the
+// socket package a goroutine per packet, which the data plane cannot afford.
+// It returns how many were sent before an error, which is the next packet's.
+func (s *rawSender) sendBatch(m *mmsgs, pkts [][]byte, dsts []netip.Addr) (int, error) {
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	sent := 0
+	for sent < len(pkts) {
+		n := min(len(pkts)-sent, batchSize)
+		for i := range n {
+			m.set(i, pkts[sent+i])
+			m.names[i] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dsts[sent+i].As16()}
+		}
+		var k int
+		var errno unix.Errno
+		if err := rc.Write(func(fd uintptr) bool {
+			k, errno = mmsg(unix.SYS_SENDMMSG, fd, m.msgs[:n])
+			return errno != unix.EAGAIN
+		}); err != nil {
+			return sent, err
+		}
+		if errno != 0 && errno != unix.EINTR {
+			return sent, errno
+		}
+		sent += k
+	}
+	return sent, nil
+}
+
+// readBatch waits for inner packets and returns up to len(bufs) of them with
+// one recvmmsg(2): lens[i] bytes of bufs[i], from outer source srcs[i].
+func (s *tunnelSocket) readBatch(m *mmsgs, bufs [][]byte, lens []int, srcs []netip.Addr) (int, error) {
+	rc, err := s.c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := min(len(bufs), batchSize)
+	for i := range n {
+		m.set(i, bufs[i])
+	}
+	var k int
+	var errno unix.Errno
+	if err := rc.Read(func(fd uintptr) bool {
+		k, errno = mmsg(unix.SYS_RECVMMSG, fd, m.msgs[:n])
+		return errno != unix.EAGAIN
+	}); err != nil {
+		return 0, err
+	}
+	if errno != 0 {
+		if errno == unix.EINTR {
+			return 0, nil
+		}
+		return 0, errno
+	}
+	for i := range k {
+		lens[i] = int(m.msgs[i].Len)
+		srcs[i] = netip.AddrFrom16(m.names[i].Addr)
+	}
+	return k, nil
+}
+
+// readBatch waits for a packet on the TUN device and reads it and whatever
+// else is queued, up to len(bufs) packets (a TUN device has no recvmmsg: one
+// read(2) each, but a single wake-up).
+func (t *tunDevice) readBatch(bufs [][]byte, lens []int) (int, error) {
+	rc, err := t.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		for n < len(bufs) {
+			k, err := unix.Read(int(fd), bufs[n])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				if err != unix.EAGAIN {
+					rerr = err
+				}
+				break
+			}
+			lens[n] = k
+			n++
+		}
+		return n > 0 || rerr != nil
+	}); err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
