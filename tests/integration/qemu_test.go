@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -67,6 +64,15 @@ func startVM(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image,
 	if err != nil {
 		t.Fatal(err)
 	}
+	closeAtEnd(t, vm)
+	return vm
+}
+
+// closeAtEnd closes vm when the test ends and logs its console (heartbeats
+// folded), and QEMU's own output when the test failed.
+func closeAtEnd(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	name, host := vm.Name, vm.Host
 	t.Cleanup(func() {
 		if err := vm.Close(); err != nil {
 			t.Errorf("close VM %s: %v", name, err)
@@ -78,7 +84,6 @@ func startVM(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image,
 			}
 		}
 	})
-	return vm
 }
 
 // bootVM starts a guest on host and waits until it is up and cn reaches it.
@@ -98,64 +103,25 @@ func bootVM(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, 
 	return vm
 }
 
-// guestTCP is a paced TCP echo stream from cn to tcpcheck serving in a QEMU
-// guest.
-type guestTCP struct {
-	client *exec.Cmd
-	out    bytes.Buffer
-	vm     *qemu.VM
-}
-
-// startGuestTCP starts tcpcheck serve in the guest and tcpcheck send on cn
-// towards the guest's home address: total bytes at rate bytes/s, giving up
-// after timeout.
-func startGuestTCP(t *testing.T, ctx context.Context, e *scenario.Env, vm *qemu.VM, total, rate int64, timeout time.Duration) *guestTCP {
+// startGuestTCP starts a TCP echo stream from cn to the guest
+// (qemu.StartGuestTCP).
+func startGuestTCP(t *testing.T, ctx context.Context, e *scenario.Env, vm *qemu.VM, total, rate int64, timeout time.Duration) *qemu.GuestTCP {
 	t.Helper()
-	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f /tmp/serve.*; tcpcheck serve -listen '[::]:5001' -timeout %s >/tmp/serve.json 2>/tmp/serve.err &", timeout)); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := vm.Shell(ctx, "cat /tmp/serve.err")
-		if err == nil && strings.Contains(out, "listening") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpcheck serve in the guest: not listening after 10s (%v): %q", err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	s := &guestTCP{vm: vm}
-	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
-		"-bytes", fmt.Sprint(total), "-rate", fmt.Sprint(rate), "-timeout", timeout.String())
-	s.client.Stdout = &s.out
-	if err := s.client.Start(); err != nil {
+	s, err := qemu.StartGuestTCP(ctx, e, vm, total, rate, timeout)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
-// wait returns both ends' reports; vm is where the server runs by now.
-func (s *guestTCP) wait(t *testing.T, ctx context.Context, vm *qemu.VM) (client, server scenario.TCPReport) {
+// waitTCP waits for the stream to end; vm is where the guest runs by now.
+func waitTCP(t *testing.T, ctx context.Context, s *qemu.GuestTCP, vm *qemu.VM) (client, server scenario.TCPReport) {
 	t.Helper()
-	cerr := s.client.Wait()
-	if err := json.Unmarshal(s.out.Bytes(), &client); err != nil {
-		t.Fatalf("tcpcheck send on cn (%v): %q", cerr, s.out.String())
+	client, server, err := s.Wait(ctx, vm)
+	if err != nil {
+		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		out, err := vm.Shell(ctx, "cat /tmp/serve.json")
-		if err == nil && strings.HasPrefix(out, "{") {
-			if err := json.Unmarshal([]byte(out), &server); err != nil {
-				t.Fatalf("tcpcheck serve in the guest: %q: %v", out, err)
-			}
-			return client, server
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpcheck serve in the guest: no report after 10s (%v): %q", err, out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return client, server
 }
 
 // checkTCP fails the test unless the echo stream went through intact.
@@ -218,7 +184,7 @@ func TestQEMUBoot(t *testing.T) {
 	}
 	const total = 512 << 10
 	s := startGuestTCP(t, ctx, e, vm, total, 1<<20, 30*time.Second)
-	client, server := s.wait(t, ctx, vm)
+	client, server := waitTCP(t, ctx, s, vm)
 	checkTCP(t, total, client, server)
 	t.Logf("TCP echo from cn: %d bytes each way in %.2f s", client.Sent, client.Seconds)
 	if c := vm.Crash(); c != "" {
@@ -325,76 +291,315 @@ func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
 	})
 }
 
-// TestQEMUMigrateWithKgswitch live-migrates the guest from hostA (home) to
-// hostB (foreign) with kgswitch on both hosts and the lab Home Agent: cn's
-// pings and a TCP echo stream must reach the guest at its home address again
-// after the switchover. It reports QEMU's downtime, the STOP->RESUME pause
-// and the probes lost.
-func TestQEMUMigrateWithKgswitch(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	e, img := newQEMUEnv(t, ctx)
-	startDaemons(t, ctx, e, true)
-	hoa := lab.HoA.String()
-	migrateWithRetry(t, func(n int) *qemu.VM {
-		src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
-		// At home kgswitch may be de-registering (it cannot know whether the
-		// guest had a binding); it must not take the guest for a foreign one.
-		if st, err := e.Status(ctx, "hostA", lab.GuestPort); err != nil || st.Location == "foreign" {
-			t.Errorf("hostA status with the guest at home: %+v (%v), want it not foreign", st, err)
-		} else {
-			t.Logf("kgswitch on hostA with the guest at home: location %q, binding %q", st.Location, st.BindingState)
+// startKgswitch starts the lab Home Agent and kgswitch on hosts, each with
+// the guest declared on its tap there (taps[host], lab.GuestPort when not
+// given: libvirt names taps per host). With cover false, the home host's
+// departure cover (issue 8) is switched off.
+func startKgswitch(t *testing.T, ctx context.Context, e *scenario.Env, hosts []string, taps map[string]string, cover bool) {
+	t.Helper()
+	if err := e.StartHomeAgent(ctx); err != nil {
+		t.Fatalf("start Home Agent: %v", err)
+	}
+	for _, host := range hosts {
+		g := lab.VM
+		if tap := taps[host]; tap != "" {
+			g.Port = tap
 		}
-		// 2 MiB at 96 KiB/s: about 21 s, spanning the migration and the
-		// Home Agent's takeover.
-		const total = 2 << 20
-		tcp := startGuestTCP(t, ctx, e, src, total, 96<<10, 50*time.Second)
-		pings, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+		cfg, err := e.WriteConfigWith(host, scenario.Config{Guests: []lab.Guest{g}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second)
+		if host == "hostA" && !cover {
+			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.WriteString("\n[departure]\nenabled = false\n")
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
-		// The destination QEMU opens its tap, and the port appears on
-		// hostB's bridge, before the migration starts, as with libvirt.
-		dst := startVM(t, ctx, e, img, "hostB", fmt.Sprintf("B%d", n), true)
-		rep := migrate(t, ctx, src, dst)
-		checkHeartbeatsContinue(t, ctx, src, dst, rep)
-		if dst.Crash() != "" {
-			pings.Stop()
-			src.Close()
-			dst.Close()
+// hopOpts are the knobs of one hop in a test.
+type hopOpts struct {
+	tap          string
+	reachTimeout time.Duration
+}
+
+// hop live-migrates the guest from src to a new QEMU named name on host to,
+// under cn's 10 ms probes (qemu.RunHop), and checks what every hop must show:
+// the same guest carries on there, the destination sends no Binding Update
+// before the guest stops on its source, the Home Agent accepts one after,
+// and cn reaches the guest again. The caller checks dst.Crash() first: a
+// crashed guest ends the hop early (and the attempt, see migrateWithRetry).
+func hop(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, src *qemu.VM, to, name string, o hopOpts) (*qemu.VM, qemu.Hop) {
+	t.Helper()
+	dst, h, err := qemu.RunHop(ctx, src, qemu.HopOptions{
+		Env: e, Image: img, To: to, Name: name, Tap: o.tap, ReachTimeout: o.reachTimeout,
+		Started: func(vm *qemu.VM) { closeAtEnd(t, vm) },
+		Logf:    t.Logf,
+	})
+	if err != nil {
+		logBinding(t, ctx, e, to, o.tap)
+		t.Fatal(err)
+	}
+	rep := h.Migration
+	t.Logf("migration %s (%s) -> %s (%s): %v\nsource events (QEMU clock, from migrate):\n%sdestination events:\n%s",
+		src.Name, src.Host, dst.Name, dst.Host, rep, qemu.FormatEvents(rep.SourceEvents, rep.Start), qemu.FormatEvents(rep.DestEvents, rep.Start))
+	if dst.Crash() != "" {
+		return dst, h
+	}
+	checkHeartbeatsContinue(t, ctx, src, dst, rep)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "hop %s -> %s, relative to the source's STOP (RESUME %+.1fms; destination QEMU started %+.0fms):\n",
+		h.From, h.To, ms(rep.Resume.Sub(rep.Stop)), ms(h.Started.Sub(rep.Stop)))
+	for _, m := range append(append([]qemu.MobilityMessage(nil), h.Updates...), h.Acks...) {
+		fmt.Fprintf(&b, "  %+9.1fms %s %s -> %s seq %d lifetime %d", ms(m.At.Sub(rep.Stop)), map[int]string{qemu.MHBindingUpdate: "BU", qemu.MHBindingAck: "BA"}[m.Type], m.Src, m.Dst, m.Seq, m.Lifetime)
+		if m.Type == qemu.MHBindingAck {
+			fmt.Fprintf(&b, " status %d", m.Status)
+		}
+		b.WriteString("\n")
+	}
+	trigger := `msg="guest runs here`
+	if to == lab.VM.StartHost {
+		trigger = `msg="VM is on its home link`
+	}
+	for _, at := range h.Overrides {
+		fmt.Fprintf(&b, "  %+9.1fms Override NA for %s: %s\n", ms(at.Sub(rep.Stop)), lab.HoA, lab.GuestMAC)
+	}
+	fmt.Fprintf(&b, "  probes lost (sent at, relative to STOP): %s\n", qemu.LostRanges(h.LostProbes, rep.Stop, 50*time.Millisecond))
+	fmt.Fprintf(&b, "  kgswitch on %s: %s", to, lastLogLine(e.KgswitchLog(to), trigger))
+	t.Logf("%s", b.String())
+
+	// The issue's rule: nothing is sent to the Home Agent before the guest
+	// stopped on its source.
+	home := to == lab.VM.StartHost
+	for _, m := range h.Early() {
+		if home && !homeReturnWaits {
+			t.Logf("KNOWN kgswitch issue: %s de-registered the guest (seq %d) %v before it stopped on %s: the Home Agent dropped its binding while the guest still ran abroad",
+				h.To, m.Seq, rep.Stop.Sub(m.At).Round(time.Millisecond), h.From)
+			continue
+		}
+		t.Errorf("hop %s -> %s: %s sent a Binding Update (seq %d, lifetime %d) %v before the guest stopped on %s (STOP at %s)",
+			h.From, h.To, h.To, m.Seq, m.Lifetime, rep.Stop.Sub(m.At).Round(time.Microsecond), h.From, rep.Stop.Format("15:04:05.000000"))
+	}
+	ba, ok := h.AcceptedAck()
+	if !ok {
+		t.Errorf("hop %s -> %s: the Home Agent accepted no Binding Update of %s: updates %+v, acks %+v", h.From, h.To, h.To, h.Updates, h.Acks)
+	}
+	if ok && home {
+		// Back home: de-registered, then the neighbours told (Override).
+		if ba.Lifetime != 0 {
+			t.Errorf("hop %s -> %s: accepted Binding Update has lifetime %d, want 0 (a de-registration)", h.From, h.To, ba.Lifetime)
+		}
+		// kgswitch's Override advertisements follow the Acknowledgement at
+		// once (the guest's own, QEMU's announce after RESUME, may come
+		// earlier); TestQEMUPingPong counts kgswitch's in its log.
+		if n := len(h.Overrides); n == 0 || h.Overrides[n-1].Before(ba.At) {
+			t.Errorf("hop %s -> %s: Override advertisements of the guest's MAC at %v, want some after the de-registration's ack (%v)",
+				h.From, h.To, h.Overrides, ba.At)
+		}
+	}
+	if c := dst.Crash(); c != "" {
+		t.Errorf("guest console reports a crash: %q", c)
+	}
+	return dst, h
+}
+
+// homeReturnWaits says whether kgswitch on the home host waits, as on a
+// foreign host, until a returning guest runs there before it de-registers
+// it. It does not yet: it de-registers as soon as the destination QEMU's tap
+// appears, up to a whole migration before the guest stops abroad, and the
+// test logs that as a known issue. Set it once kgswitch waits, and the test
+// holds the home host to the rule too.
+const homeReturnWaits = true
+
+// countLogLines counts the lines of the file at path that contain s.
+func countLogLines(path, s string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	return strings.Count(string(b), s)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// logHops logs the hops as a table.
+func logHops(t *testing.T, title string, hops []qemu.Hop) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n  %s\n", title, qemu.HopTableHeader)
+	for _, h := range hops {
+		fmt.Fprintf(&b, "  %s\n", h.Row())
+	}
+	t.Logf("%s", b.String())
+}
+
+// TestQEMUMigrateWithKgswitch live-migrates the guest from hostA (home) to
+// hostB (foreign) under cn's 10 ms probes, with kgswitch on both hosts and
+// the lab Home Agent (1 s DAD, takeover advertisement without Override): the
+// acceptance of issue 5's first point and issue 8's last. It prints QEMU's
+// downtime, STOP->RESUME, RESUME->Binding Update and BU->BA (both from a
+// capture on hostB's uplink) and the probes lost, with the home host's
+// departure cover on (at most 5 lost, and a TCP stream through the guest
+// intact) and off (more than 100 lost: the Home Agent's slow takeover).
+func TestQEMUMigrateWithKgswitch(t *testing.T) {
+	var on, off qemu.Hop
+	t.Run("cover-on", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		e, img := newQEMUEnv(t, ctx)
+		startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, true)
+		migrateWithRetry(t, func(n int) *qemu.VM {
+			src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
+			// At home kgswitch may be de-registering (it cannot know whether
+			// the guest had a binding); it must not take the guest for a
+			// foreign one.
+			if st, err := e.Status(ctx, "hostA", lab.GuestPort); err != nil || st.Location == "foreign" {
+				t.Errorf("hostA status with the guest at home: %+v (%v), want it not foreign", st, err)
+			}
+			// 2 MiB at 96 KiB/s: about 21 s, spanning the migration and
+			// the Home Agent's takeover.
+			const total = 2 << 20
+			tcp := startGuestTCP(t, ctx, e, src, total, 96<<10, 50*time.Second)
+			dst, h := hop(t, ctx, e, img, src, "hostB", fmt.Sprintf("B%d", n), hopOpts{})
+			if dst.Crash() != "" {
+				dst.Close()
+				return dst
+			}
+			client, server := waitTCP(t, ctx, tcp, dst)
+			checkTCP(t, total, client, server)
+			t.Logf("TCP stream: %d bytes each way in %.1f s", client.Sent, client.Seconds)
+			if st, err := e.Status(ctx, "hostB", lab.GuestPort); err != nil || st.Location != "foreign" || st.BindingState != "bound" {
+				t.Errorf("hostB status after the migration: %+v (%v), want foreign and bound", st, err)
+			}
+			if st, err := e.Status(ctx, "hostA", lab.GuestPort); err == nil {
+				t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
+			}
+			logHops(t, "A -> B, departure cover on:", []qemu.Hop{h})
+			if h.Probes.Lost > 5 {
+				t.Errorf("with the departure cover: %d probes lost, want at most 5", h.Probes.Lost)
+			}
+			on = h
 			return dst
-		}
+		})
+	})
+	t.Run("cover-off", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		e, img := newQEMUEnv(t, ctx)
+		startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, false)
+		migrateWithRetry(t, func(n int) *qemu.VM {
+			src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
+			dst, h := hop(t, ctx, e, img, src, "hostB", fmt.Sprintf("B%d", n), hopOpts{reachTimeout: 40 * time.Second})
+			if dst.Crash() != "" {
+				dst.Close()
+				return dst
+			}
+			logHops(t, "A -> B, departure cover off:", []qemu.Hop{h})
+			if h.Probes.Lost <= 100 {
+				t.Errorf("without the departure cover: %d probes lost, want more than 100 (else the test measures nothing)", h.Probes.Lost)
+			}
+			off = h
+			return dst
+		})
+	})
+	t.Logf("real QEMU migration hostA (home) -> hostB, probes every 10 ms: departure cover on: %d/%d lost (longest gap %v); off: %d/%d lost (longest gap %v)",
+		on.Probes.Lost, on.Probes.Sent, on.Probes.LongestGap.Round(time.Millisecond), off.Probes.Lost, off.Probes.Sent, off.Probes.LongestGap.Round(time.Millisecond))
+}
 
-		if _, err := e.WaitReachable(ctx, "cn", hoa, 30*time.Second); err != nil {
-			pings.Stop()
-			logBinding(t, ctx, e)
-			t.Fatalf("after the migration to hostB: %v", err)
+// pingPong is the route of TestQEMUPingPong: A -> B -> A, then A -> B -> C
+// -> A. Every move kind meets kgswitch there: home -> foreign (the Home
+// Agent's first registration, with DAD, and the home host's departure
+// cover), foreign -> home (the home host de-registers and sends Override
+// advertisements), foreign -> foreign (the new host meets a sequence number
+// it did not choose: the Home Agent may answer 135).
+var pingPong = []string{"hostA", "hostB", "hostA", "hostB", "hostC", "hostA"}
+
+// TestQEMUPingPong live-migrates one guest along pingPong with real QEMU
+// migrations while cn keeps a paced TCP echo stream to it: the stream must
+// end with no reset and no corrupted or lost byte. hostC names its tap
+// vnet7, as libvirt names taps per host. It prints each hop's figures.
+func TestQEMUPingPong(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e, img := newQEMUEnv(t, ctx)
+	taps := map[string]string{"hostC": "vnet7"}
+	startKgswitch(t, ctx, e, lab.Hosts, taps, true)
+	migrateWithRetry(t, func(n int) *qemu.VM {
+		vm := bootVM(t, ctx, e, img, pingPong[0], fmt.Sprintf("p%d-0A", n))
+		// 64 KiB/s: slow enough for the emulated guest, and 1.5 MiB of it
+		// (24 s) outlasts the five hops.
+		const total = 3 << 19
+		tcp := startGuestTCP(t, ctx, e, vm, total, 64<<10, 100*time.Second)
+		var hops []qemu.Hop
+		for i, to := range pingPong[1:] {
+			dst, h := hop(t, ctx, e, img, vm, to, fmt.Sprintf("p%d-%d%s", n, i+1, strings.TrimPrefix(to, "host")), hopOpts{tap: taps[to]})
+			if dst.Crash() != "" {
+				dst.Close()
+				return dst
+			}
+			hops = append(hops, h)
+			vm = dst
 		}
-		t.Logf("cn reaches the guest again %v after the migration completed", time.Since(rep.Completed).Round(time.Millisecond))
-		client, server := tcp.wait(t, ctx, dst)
-		time.Sleep(500 * time.Millisecond)
-		res := pings.Stop()
+		client, server := waitTCP(t, ctx, tcp, vm)
 		checkTCP(t, total, client, server)
-		logBinding(t, ctx, e)
-		if st, err := e.Status(ctx, "hostB", lab.GuestPort); err != nil || st.Location != "foreign" || st.BindingState != "bound" {
-			t.Errorf("hostB status after the migration: %+v (%v), want foreign and bound", st, err)
+		last := hops[len(hops)-1]
+		end := tcp.End(client)
+		t.Logf("TCP stream: %d bytes each way in %.1f s, %s to %s; the last hop resumed at %s", client.Sent, client.Seconds,
+			tcp.Started.Format("15:04:05.000"), end.Format("15:04:05.000"), last.Migration.Resume.Format("15:04:05.000"))
+		if !end.After(last.Migration.Resume) {
+			t.Errorf("the TCP stream ended at %s, before the last hop resumed (%s): it proves nothing about that hop; make it longer",
+				end.Format("15:04:05.000"), last.Migration.Resume.Format("15:04:05.000"))
 		}
-		t.Logf("QEMU downtime %v, STOP->RESUME %v; pings every 10 ms: %d sent, %d lost, longest gap %v (ended %v after RESUME)",
-			rep.Downtime, rep.Pause().Round(time.Microsecond), res.Sent, res.Lost, res.LongestGap.Round(time.Millisecond),
-			res.FirstAfter.Sub(rep.Resume).Round(time.Millisecond))
-		t.Logf("TCP stream: %d bytes each way in %.1f s", client.Sent, client.Seconds)
-		return dst
+		logHops(t, "ping-pong A -> B -> A -> B -> C -> A, probes every 10 ms:", hops)
+		for _, h := range hops {
+			// Bounds with room for a loaded 2-core machine; the figures are
+			// in the table. Away from home, the first registration's DAD
+			// (1 s) is the Home Agent's; a move between foreign hosts
+			// skips it, so a longer gap there would be kgswitch's.
+			maxGap := 1500 * time.Millisecond
+			if h.From != lab.VM.StartHost && h.To != lab.VM.StartHost {
+				maxGap = 500 * time.Millisecond
+			}
+			if h.Probes.Lost > 30 || h.Probes.LongestGap > maxGap {
+				t.Errorf("hop %s -> %s: %d of %d probes lost, longest gap %v; want at most 30 and under %v",
+					h.From, h.To, h.Probes.Lost, h.Probes.Sent, h.Probes.LongestGap.Round(time.Millisecond), maxGap)
+			}
+		}
+		// Each return home ends with kgswitch's Override advertisements.
+		returns := 0
+		for _, h := range hops {
+			if h.To == lab.VM.StartHost {
+				returns++
+			}
+		}
+		if n := countLogLines(e.KgswitchLog(lab.VM.StartHost), `msg="VM is home: neighbours told"`); n != returns {
+			t.Errorf("kgswitch on %s told the neighbours %d times that the guest is home, want %d (one per return)", lab.VM.StartHost, n, returns)
+		}
+		return vm
 	})
 }
 
-// logBinding logs kgswitch's view on hostB and the Binding Acknowledgements
-// the Home Agent sent.
-func logBinding(t *testing.T, ctx context.Context, e *scenario.Env) {
+// logBinding logs kgswitch's view of the guest's port on host (tap, or
+// lab.GuestPort when empty) and the lab Home Agent's events.
+func logBinding(t *testing.T, ctx context.Context, e *scenario.Env, host, tap string) {
 	t.Helper()
-	st, err := e.Status(ctx, "hostB", lab.GuestPort)
-	t.Logf("kgswitch on hostB: %+v (%v)", st, err)
+	if tap == "" {
+		tap = lab.GuestPort
+	}
+	st, err := e.Status(ctx, host, tap)
+	t.Logf("kgswitch on %s: %+v (%v)", host, st, err)
 	evs, err := e.HAEvents()
 	if err != nil {
 		t.Logf("Home Agent log: %v", err)

@@ -54,8 +54,8 @@ func (r Report) String() string {
 // capability makes both QEMUs report each migration state; the report's
 // times come from their STOP and RESUME events.
 func Migrate(ctx context.Context, src, dst *VM, opt MigrateOptions) (Report, error) {
-	if !dst.cfg.Incoming || src.cfg.Incoming {
-		return Report{}, fmt.Errorf("qemu: migrate %s -> %s: want a running source and an Incoming destination", src.Name, dst.Name)
+	if !dst.cfg.Incoming || dst.migratedIn.Load() || (src.cfg.Incoming && !src.migratedIn.Load()) {
+		return Report{}, fmt.Errorf("qemu: migrate %s -> %s: want a running source (booted, or migrated into) and an Incoming destination not yet migrated into", src.Name, dst.Name)
 	}
 	if opt.DowntimeLimit == 0 {
 		opt.DowntimeLimit = 20 * time.Millisecond
@@ -125,6 +125,8 @@ func Migrate(ctx context.Context, src, dst *VM, opt MigrateOptions) (Report, err
 		return fail(fmt.Errorf("destination never resumed: %w", err))
 	}
 	r.Resume = resume.Time
+	// The guest runs on dst now: it may be the source of the next hop.
+	dst.migratedIn.Store(true)
 	stop, err := src.QMP.WaitEvent(ctx, r.Start, func(e Event) bool { return e.Name == "STOP" })
 	if err != nil {
 		return fail(err)

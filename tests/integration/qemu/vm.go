@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -69,6 +70,9 @@ type VM struct {
 	tools    vmTools
 	closeOne sync.Once
 	closeErr error
+	// migratedIn is set once a migration into this (Incoming) VM
+	// completed: its guest runs here.
+	migratedIn atomic.Bool
 }
 
 type vmTools struct{ qemu, ip, sysctl, ethtool string }

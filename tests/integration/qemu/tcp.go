@@ -1,0 +1,81 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+)
+
+// GuestTCP is a paced TCP echo stream from cn to tcpcheck serving in a QEMU
+// guest (the image's /bin/tcpcheck, see ImageOptions.TCPCheck). The server
+// lives in the guest's memory, so it moves with every migration.
+type GuestTCP struct {
+	// Started is when cn started sending.
+	Started time.Time
+	client  *exec.Cmd
+	out     bytes.Buffer
+}
+
+// StartGuestTCP starts tcpcheck serve in vm's guest and tcpcheck send on cn
+// towards the guest's home address: total bytes at rate bytes/s, both
+// giving up after timeout.
+func StartGuestTCP(ctx context.Context, e *scenario.Env, vm *VM, total, rate int64, timeout time.Duration) (*GuestTCP, error) {
+	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f /tmp/serve.*; tcpcheck serve -listen '[::]:5001' -timeout %s >/tmp/serve.json 2>/tmp/serve.err &", timeout)); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := vm.Shell(ctx, "cat /tmp/serve.err")
+		if err == nil && strings.Contains(out, "listening") {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("tcpcheck serve in the guest: not listening after 10s (%v): %q", err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := &GuestTCP{}
+	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
+		"-bytes", fmt.Sprint(total), "-rate", fmt.Sprint(rate), "-timeout", timeout.String())
+	s.client.Stdout = &s.out
+	s.Started = time.Now()
+	if err := s.client.Start(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Wait waits for the stream to end and returns both ends' reports; vm is
+// where the guest runs by now.
+func (s *GuestTCP) Wait(ctx context.Context, vm *VM) (client, server scenario.TCPReport, err error) {
+	cerr := s.client.Wait()
+	if err := json.Unmarshal(s.out.Bytes(), &client); err != nil {
+		return client, server, fmt.Errorf("tcpcheck send on cn (%v): %q", cerr, s.out.String())
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := vm.Shell(ctx, "cat /tmp/serve.json")
+		if err == nil && strings.HasPrefix(out, "{") {
+			if err := json.Unmarshal([]byte(out), &server); err != nil {
+				return client, server, fmt.Errorf("tcpcheck serve in the guest: %q: %v", out, err)
+			}
+			return client, server, nil
+		}
+		if time.Now().After(deadline) {
+			return client, server, fmt.Errorf("tcpcheck serve in the guest: no report after 10s (%v): %q", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// End is when the stream ended, by cn's report.
+func (s *GuestTCP) End(client scenario.TCPReport) time.Time {
+	return s.Started.Add(time.Duration(client.Seconds * float64(time.Second)))
+}
