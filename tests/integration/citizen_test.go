@@ -1,0 +1,911 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+)
+
+// Issue 6, "kgswitch as an OVS citizen": kgswitch survives its own crash, the
+// restart of either OVS daemon and a reload, refuses a bad configuration,
+// takes a VM declared with ovs-vsctl, and exports its counters to Prometheus.
+
+// czLifetime is the binding lifetime of these tests: short, so a refresh
+// (at three quarters of it) comes within a test.
+const czLifetime = 16 * time.Second
+
+// czEnv is a lab with the Home Agent, kgswitch on hostA (the guest's home
+// host, guest declared) and kgswitch on hostB (a foreign host, with a state
+// directory), whose process the test may signal.
+type czEnv struct {
+	*scenario.Env
+	// CfgB is hostB's configuration file; B is its kgswitch.
+	CfgB string
+	B    *exec.Cmd
+}
+
+// newCzEnv starts the daemons; hostB declares the guest in its file when
+// declareOnB is set, and gets top, if not empty, as extra top-level keys.
+func newCzEnv(t *testing.T, ctx context.Context, declareOnB bool, top string) *czEnv {
+	t.Helper()
+	e := newEnv(t, ctx)
+	e.BindingLifetime = czLifetime
+	if err := e.StartHomeAgent(ctx); err != nil {
+		t.Fatalf("start Home Agent: %v", err)
+	}
+	cfgA, err := e.WriteConfig("hostA", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.StartKgswitch(ctx, "hostA", cfgA); err != nil {
+		t.Fatal(err)
+	}
+	c := &czEnv{Env: e}
+	c.CfgB = c.writeConfigB(t, declareOnB, top)
+	c.B, err = e.RunKgswitch(ctx, "hostB", c.CfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// writeConfigB (re)writes hostB's configuration, with a state directory.
+func (c *czEnv) writeConfigB(t *testing.T, declare bool, top string) string {
+	t.Helper()
+	cfg, err := c.WriteConfig("hostB", declare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := c.StateDir("hostB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := scenario.PrependConfig(cfg, fmt.Sprintf("state_dir = %q\n%s", state, top)); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// moveToB moves the guest from hostA to hostB and waits until hostB's
+// binding is up and the correspondent reaches the guest.
+func (c *czEnv) moveToB(t *testing.T, ctx context.Context) scenario.PortStatus {
+	t.Helper()
+	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	st, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitReachable(ctx, "cn", lab.HoA.String(), 20*time.Second); err != nil {
+		t.Fatalf("after the move: %v", err)
+	}
+	return st
+}
+
+// flows returns kgswitch's flows on host and fails the test if any is
+// installed twice.
+func (c *czEnv) flows(t *testing.T, ctx context.Context, host string) []scenario.Flow {
+	t.Helper()
+	fl, err := c.KgswitchFlows(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dup := scenario.Duplicates(fl); len(dup) > 0 {
+		t.Errorf("%s: flows installed twice (same priority and match):\n%s", host, czFlowList(dup))
+	}
+	return fl
+}
+
+func czFlowList(fl []scenario.Flow) string {
+	var b strings.Builder
+	for _, f := range fl {
+		fmt.Fprintf(&b, "  cookie=%s %s\n", f.Cookie, f)
+	}
+	return b.String()
+}
+
+// czFlowStrings returns the flows without their cookies.
+func czFlowStrings(fl []scenario.Flow) []string {
+	var s []string
+	for _, f := range fl {
+		s = append(s, f.String())
+	}
+	slices.Sort(s)
+	return s
+}
+
+// czDiff lists what is in a but not in b and the other way round.
+func czDiff(a, b []string) string {
+	var out strings.Builder
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			fmt.Fprintf(&out, "  - %s\n", x)
+		}
+	}
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			fmt.Fprintf(&out, "  + %s\n", x)
+		}
+	}
+	return out.String()
+}
+
+// guestFlows returns the flows that concern the guest's port or MAC.
+func guestFlows(fl []scenario.Flow) []scenario.Flow {
+	var out []scenario.Flow
+	for _, f := range fl {
+		s := f.String()
+		if strings.Contains(s, lab.GuestPort) || strings.Contains(s, lab.GuestMAC.String()) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// waitUnbound waits until hostB's kgswitch no longer lists the guest and
+// has no flow for it left, and returns how long that took.
+func (c *czEnv) waitUnbound(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for {
+		_, serr := c.Status(ctx, "hostB", lab.GuestPort)
+		fl, ferr := c.KgswitchFlows(ctx, "hostB")
+		if serr != nil && ferr == nil && len(guestFlows(fl)) == 0 {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			if serr == nil {
+				return time.Since(start), fmt.Errorf("kgswitch still lists %s after %v", lab.GuestPort, timeout)
+			}
+			return time.Since(start), fmt.Errorf("flows for the unbound guest remain after %v (%v):\n%s", timeout, ferr, czFlowList(guestFlows(fl)))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// buEvents returns the Home Agent's bu-received events after t.
+func (c *czEnv) buEvents(t *testing.T, after time.Time) []scenario.HAEvent {
+	t.Helper()
+	return c.haEvents(t, after, "bu-received")
+}
+
+// logSince returns hostB's kgswitch log from byte offset off on.
+func (c *czEnv) logSince(off int64) string {
+	b, _ := os.ReadFile(c.KgswitchLog("hostB"))
+	if off > int64(len(b)) {
+		return ""
+	}
+	return string(b[off:])
+}
+
+func (c *czEnv) logSize() int64 {
+	fi, err := os.Stat(c.KgswitchLog("hostB"))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// waitLogAny waits until hostB's log after off contains one of want.
+func (c *czEnv) waitLogAny(off int64, timeout time.Duration, want ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s := c.logSince(off)
+		for _, w := range want {
+			if strings.Contains(s, w) {
+				return s, true
+			}
+		}
+		if time.Now().After(deadline) {
+			return s, false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// haEvents returns the Home Agent's events named msg after t.
+func (c *czEnv) haEvents(t *testing.T, after time.Time, msg string) []scenario.HAEvent {
+	t.Helper()
+	evs, err := c.HAEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []scenario.HAEvent
+	for _, ev := range evs {
+		if ev.Msg == msg && ev.Time.After(after) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitLog waits until hostB's log after off contains every one of want.
+func (c *czEnv) waitLog(off int64, timeout time.Duration, want ...string) (string, bool) {
+	deadline := time.Now().Add(timeout)
+	for {
+		s := c.logSince(off)
+		ok := true
+		for _, w := range want {
+			if !strings.Contains(s, w) {
+				ok = false
+			}
+		}
+		if ok || time.Now().After(deadline) {
+			return s, ok
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKgswitchKilledAndRestarted: kgswitch on the foreign host is killed
+// (SIGKILL) while it serves a bound guest and started again a second later.
+// Traffic resumes within a second of the restart, the binding is resumed, not
+// registered again, the sequence numbers continue and no flow is duplicated.
+func TestKgswitchKilledAndRestarted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCzEnv(t, ctx, true, "")
+	hoa := lab.HoA.String()
+	st0 := c.moveToB(t, ctx)
+	before := c.flows(t, ctx, "hostB")
+	if len(guestFlows(before)) == 0 {
+		t.Fatalf("no kgswitch flow for the guest on hostB:\n%s", czFlowList(before))
+	}
+	if b, err := os.ReadFile(filepath.Join(c.Lab.Dir, "hostB-state", "bindings.json")); err != nil || !strings.Contains(string(b), hoa) {
+		t.Errorf("state_dir/bindings.json: got %q (%v), want the guest's binding", b, err)
+	}
+
+	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if _, err := scenario.StopKgswitch(c.B, syscall.SIGKILL, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	time.Sleep(time.Second)
+	restarted := time.Now()
+	c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	time.Sleep(3 * time.Second)
+	first, resumed := pings.FirstReplyAfter(restarted)
+	loss := pings.Stop()
+
+	st, err := c.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BindingState != "bound" || st.Reason != "restored" || st.Sequence != st0.Sequence {
+		t.Errorf("after the restart: got state %q reason %q sequence %d, want bound, restored, sequence %d",
+			st.BindingState, st.Reason, st.Sequence, st0.Sequence)
+	}
+	if bus := c.buEvents(t, killed); len(bus) > 0 {
+		t.Errorf("Binding Update(s) within 3 s of the restart, the binding was registered again: %+v", bus)
+	}
+	after := c.flows(t, ctx, "hostB")
+	if len(after) != len(before) {
+		t.Errorf("got %d kgswitch flows after the restart, want %d as before", len(after), len(before))
+	}
+	if d := czDiff(czFlowStrings(before), czFlowStrings(after)); d != "" {
+		t.Errorf("kgswitch flows changed across the restart (- before, + after):\n%s", d)
+	}
+	if !resumed {
+		t.Errorf("no echo reply within 3 s of the restart")
+	} else if d := first.Sub(restarted); d > time.Second {
+		t.Errorf("first echo reply %v after the restart, want within 1s", d.Round(time.Millisecond))
+	}
+
+	// The next Binding Update is the refresh, three quarters into the
+	// lifetime, and numbering continues.
+	var refresh *scenario.HAEvent
+	deadline := time.Now().Add(czLifetime)
+	for refresh == nil && time.Now().Before(deadline) {
+		if bus := c.buEvents(t, killed); len(bus) > 0 {
+			refresh = &bus[0]
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if refresh == nil {
+		t.Fatalf("no refresh Binding Update within %v", czLifetime)
+	}
+	if refresh.Seq != st0.Sequence+1 {
+		t.Errorf("refresh Binding Update: got sequence %d, want %d (the one before the kill + 1)", refresh.Seq, st0.Sequence+1)
+	}
+	st2, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 5*time.Second)
+	if err != nil {
+		t.Error(err)
+	}
+	t.Logf("kgswitch SIGKILLed, restarted 1 s later: control socket up after %v, first echo reply %v after the restart "+
+		"(pings every 10 ms: %d sent, %d lost, longest gap %v)", up.Sub(restarted).Round(time.Millisecond),
+		first.Sub(restarted).Round(time.Millisecond), loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond))
+	t.Logf("status after restart: %s/%s sequence %d (before: %d); %d kgswitch flows before and %d after; refresh BU seq %d at %v after the restart; status then %s sequence %d",
+		st.BindingState, st.Reason, st.Sequence, st0.Sequence, len(before), len(after), refresh.Seq,
+		refresh.Time.Sub(restarted).Round(time.Millisecond), st2.BindingState, st2.Sequence)
+}
+
+// TestOVSRestart: ovs-vswitchd on the foreign host is killed and started
+// again; kgswitch puts its flows back within 2 s and the guest is reachable
+// again.
+func TestOVSRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCzEnv(t, ctx, true, "")
+	hoa := lab.HoA.String()
+	c.moveToB(t, ctx)
+	before := c.flows(t, ctx, "hostB")
+	ovsB := c.Lab.OVS("hostB")
+
+	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	off := c.logSize()
+	if err := ovsB.KillDaemon(lab.OVSVswitchd, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := ovsB.StartDaemon(ctx, lab.OVSVswitchd); err != nil {
+		t.Fatal(err)
+	}
+	up := time.Now()
+	// What an init script does not do but the host's network configuration
+	// would: br0 is a tap the new ovs-vswitchd may have created anew.
+	restored, err := ovsB.RestoreHostIP(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var after []scenario.Flow
+	var back time.Time
+	for deadline := up.Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		fl, err := c.KgswitchFlows(ctx, "hostB")
+		if err == nil && len(fl) >= len(before) {
+			after, back = fl, time.Now()
+			break
+		}
+	}
+	if back.IsZero() {
+		fl, _ := c.KgswitchFlows(ctx, "hostB")
+		t.Fatalf("kgswitch's flows not back 5 s after ovs-vswitchd restarted: %d of %d:\n%s", len(fl), len(before), czFlowList(fl))
+	}
+	if d := back.Sub(up); d > 2*time.Second {
+		t.Errorf("kgswitch's flows back %v after ovs-vswitchd was up, want within 2s", d.Round(time.Millisecond))
+	}
+	if d := czDiff(czFlowStrings(before), czFlowStrings(after)); d != "" {
+		t.Errorf("kgswitch flows differ after the ovs-vswitchd restart (- before, + after):\n%s", d)
+	}
+	if dup := scenario.Duplicates(after); len(dup) > 0 {
+		t.Errorf("flows installed twice:\n%s", czFlowList(dup))
+	}
+	reach, err := c.WaitReachable(ctx, "cn", hoa, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	loss := pings.Stop()
+	if !czRunning(c.B) {
+		t.Error("kgswitch died with ovs-vswitchd")
+	}
+	// no-flood is OpenFlow port state, lost with ovs-vswitchd.
+	show, err := ovsB.Ofctl(ctx, "-O", "OpenFlow10", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := czPortConfig(show, lab.GuestPort); !strings.Contains(cfg, "NO_FLOOD") {
+		t.Errorf("%s after the restart: config %q, want NO_FLOOD", lab.GuestPort, cfg)
+	}
+	st, err := c.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil || st.BindingState != "bound" {
+		t.Errorf("hostB status after the restart: %+v (%v), want bound", st, err)
+	}
+	t.Logf("ovs-vswitchd killed, up again after %v (br0 address restored by the lab: %v); kgswitch's %d flows back %v after it was up; "+
+		"cn reached the guest %v after that; pings every 10 ms: %d sent, %d lost, longest gap %v",
+		up.Sub(killed).Round(time.Millisecond), restored, len(after), back.Sub(up).Round(time.Millisecond),
+		reach.Round(time.Millisecond), loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond))
+	czLogLines(t, c.logSince(off), "level=INFO", "level=WARN", "level=ERROR")
+}
+
+// czLogLines logs the lines of log that contain any of subs.
+func czLogLines(t *testing.T, log string, subs ...string) {
+	t.Helper()
+	for _, l := range strings.Split(log, "\n") {
+		for _, s := range subs {
+			if strings.Contains(l, s) {
+				t.Logf("  kgswitch: %s", l)
+				break
+			}
+		}
+	}
+}
+
+// czPortConfig returns the "config:" line of port in `ovs-ofctl show`.
+func czPortConfig(show, port string) string {
+	lines := strings.Split(show, "\n")
+	for i, l := range lines {
+		if !strings.Contains(l, "("+port+")") {
+			continue
+		}
+		for _, m := range lines[i+1:] {
+			if strings.HasPrefix(strings.TrimSpace(m), "config:") {
+				return strings.TrimSpace(m)
+			}
+			if !strings.HasPrefix(m, "     ") {
+				break
+			}
+		}
+	}
+	return ""
+}
+
+func czRunning(cmd *exec.Cmd) bool {
+	return cmd.ProcessState == nil && alive(cmd.Process.Pid)
+}
+
+// TestOVSDBOutage: ovsdb-server on the foreign host dies while kgswitch
+// serves a guest: kgswitch stays up and responsive, and forwards as long as
+// ovs-vswitchd does; when ovsdb-server is back kgswitch reconnects and keeps
+// mirroring its state into the Interface.
+//
+// ovs-vswitchd itself stops servicing its ports and OpenFlow connections
+// while it holds no OVSDB connection (bridge_run returns before running the
+// ofprotos when it lacks the database lock); with the userspace datapath
+// that stops all forwarding through the bridge, the host's own traffic
+// included. The test measures the host's own traffic as a control and holds
+// kgswitch to forwarding only when the bridge forwards at all.
+func TestOVSDBOutage(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCzEnv(t, ctx, true, "")
+	hoa := lab.HoA.String()
+	c.moveToB(t, ctx)
+	ovsB := c.Lab.OVS("hostB")
+	if err := c.WaitExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-state", "foreign/bound", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	flowsBefore := c.flows(t, ctx, "hostB")
+
+	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	off := c.logSize()
+	if err := ovsB.KillDaemon(lab.OVSDBServer, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	// The host's own traffic through br0, as a control.
+	hostN, _ := c.Ping(ctx, "hostB", "2001:db8:3000::1", 5)
+	// kgswitch's control socket answers promptly (Prometheus scrapes and
+	// operators' status calls must not stall it).
+	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+	statusStart := time.Now()
+	_, statusErr := c.Kgswitch(sctx, "hostB", "status", "--json")
+	statusTook := time.Since(statusStart)
+	scancel()
+	if statusErr != nil {
+		t.Errorf("kgswitch status while ovsdb-server is down: no answer within 3s (%v)", statusErr)
+	}
+	if d := 4*time.Second - time.Since(down); d > 0 {
+		time.Sleep(d)
+	}
+	end := time.Now()
+	gap := pings.LongestGapBetween(down, end)
+	pings.Stop()
+	if !czRunning(c.B) {
+		t.Fatalf("kgswitch exited when ovsdb-server died:\n%s", c.logSince(off))
+	}
+	if hostN > 0 && gap > 100*time.Millisecond {
+		t.Errorf("while ovsdb-server was down the bridge forwarded the host's own pings (%d/5) but the guest's traffic stopped for %v", hostN, gap.Round(time.Millisecond))
+	}
+
+	offBack := c.logSize()
+	if err := ovsB.StartDaemon(ctx, lab.OVSDBServer); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	if log, ok := c.waitLogAny(offBack, 10*time.Second, "OVSDB connection back", "connection re-established"); !ok {
+		t.Errorf("kgswitch's log says nothing of a reconnection 10 s after ovsdb-server was back:\n%s", log)
+	}
+	reconnected := time.Since(back)
+	// kgswitch reconciles its mirror: an operator's unrelated key stays, and
+	// kgswitch's own key is written again when something clobbers it.
+	if _, err := ovsB.Vsctl(ctx, "set", "Interface", lab.GuestPort, "external_ids:foo=bar"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ovsB.Vsctl(ctx, "remove", "Interface", lab.GuestPort, "external_ids", "kagemusha-state"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-state", "foreign/bound", 5*time.Second); err != nil {
+		t.Errorf("after the reconnection: %v", err)
+	}
+	if v, err := c.ExternalID(ctx, "hostB", lab.GuestPort, "foo"); err != nil || v != "bar" {
+		t.Errorf("operator's external_ids:foo: got %q (%v), want bar", v, err)
+	}
+	reach, err := c.WaitReachable(ctx, "cn", hoa, 10*time.Second)
+	if err != nil {
+		t.Errorf("after the reconnection: %v", err)
+	}
+	flowsAfter := c.flows(t, ctx, "hostB")
+	if d := czDiff(czFlowStrings(flowsBefore), czFlowStrings(flowsAfter)); d != "" {
+		t.Errorf("kgswitch flows changed across the ovsdb-server outage (- before, + after):\n%s", d)
+	}
+	st, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 5*time.Second)
+	if err != nil {
+		t.Error(err)
+	}
+	if evs := c.haEvents(t, down, "binding-expired"); len(evs) > 0 {
+		t.Errorf("the Home Agent's binding expired during the %v outage: %+v", end.Sub(down).Round(time.Millisecond), evs)
+	}
+	t.Logf("ovsdb-server down for %v; meanwhile: host's own pings through br0 %d/5, guest's longest gap %v, kgswitch status answered in %v (err %v)",
+		back.Sub(down).Round(time.Millisecond), hostN, gap.Round(time.Millisecond), statusTook.Round(time.Millisecond), statusErr)
+	t.Logf("kgswitch logged its reconnection %v after ovsdb-server was back; cn reached the guest %v later; binding %s sequence %d",
+		reconnected.Round(time.Millisecond), reach.Round(time.Millisecond), st.BindingState, st.Sequence)
+	czLogLines(t, c.logSince(off), "level=INFO", "level=WARN", "level=ERROR msg=\"ovsdb", "sent Binding Update")
+}
+
+// czSIGHUP sends SIGHUP to kgswitch.
+func czSIGHUP(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP: %v", err)
+	}
+}
+
+// czVMTable is the guest's [[vm]] table.
+func czVMTable() string {
+	return fmt.Sprintf("\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", lab.GuestPort, lab.HoA, lab.GuestMAC)
+}
+
+// TestReload: SIGHUP adds a VM to a running kgswitch, refuses a broken file
+// (keeping the running configuration), and removes a VM with its flows.
+func TestReload(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCzEnv(t, ctx, false, "")
+	hoa := lab.HoA.String()
+	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the guest's announcements are over
+	if st, err := c.Status(ctx, "hostB", lab.GuestPort); err == nil {
+		t.Fatalf("hostB serves %s before it is in its file: %+v", lab.GuestPort, st)
+	}
+	flows0 := c.flows(t, ctx, "hostB")
+
+	// (a) A VM added to the file is served.
+	if err := scenario.AppendConfig(c.CfgB, czVMTable()); err != nil {
+		t.Fatal(err)
+	}
+	hup := time.Now()
+	czSIGHUP(t, c.B)
+	st, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "waiting-for-guest", 5*time.Second)
+	if err != nil {
+		t.Fatalf("after adding the VM and SIGHUP: %v", err)
+	}
+	served := time.Since(hup)
+	if st.Location != "foreign" {
+		t.Errorf("got location %q, want foreign", st.Location)
+	}
+	if _, err := c.Kgswitch(ctx, "hostB", "activate", lab.GuestPort); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	reach, err := c.WaitReachable(ctx, "cn", hoa, 20*time.Second)
+	if err != nil {
+		t.Fatalf("after the reload: %v", err)
+	}
+	flowsA := c.flows(t, ctx, "hostB")
+	if len(guestFlows(flowsA)) == 0 {
+		t.Errorf("no flow for the guest after the reload:\n%s", czFlowList(flowsA))
+	}
+
+	// (b) A file that does not parse is refused with its line; nothing changes.
+	good, err := os.ReadFile(c.CfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Count(string(good), "\n") + 2
+	if err := os.WriteFile(c.CfgB, append(append([]byte{}, good...), "\nthis is = = not TOML\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	off := c.logSize()
+	czSIGHUP(t, c.B)
+	want := fmt.Sprintf("%s:%d:", c.CfgB, line)
+	if log, ok := c.waitLog(off, 5*time.Second, "reload refused", want); !ok {
+		t.Errorf("broken file: kgswitch's log lacks \"reload refused\" with %q:\n%s", want, log)
+	} else {
+		t.Logf("broken file refused: %s", strings.TrimSpace(log))
+	}
+	stB, err := c.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil || stB.BindingState != "bound" || stB.Sequence != st.Sequence {
+		t.Errorf("status after a refused reload: %+v (%v), want bound with sequence %d as before", stB, err, st.Sequence)
+	}
+	if d := czDiff(czFlowStrings(flowsA), czFlowStrings(c.flows(t, ctx, "hostB"))); d != "" {
+		t.Errorf("flows changed by a refused reload:\n%s", d)
+	}
+	// A file that parses but does not validate (a second VM with the
+	// guest's MAC) is refused the same way.
+	collide := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = \"2001:db8:2000::11\"\nmac = %q\n", lab.GuestMAC)
+	line = strings.Count(string(good), "\n") + strings.Count(collide, "\n")
+	if err := os.WriteFile(c.CfgB, append(append([]byte{}, good...), collide...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	off = c.logSize()
+	czSIGHUP(t, c.B)
+	want = fmt.Sprintf("%s:%d:", c.CfgB, line)
+	if log, ok := c.waitLog(off, 5*time.Second, "reload refused", want, "already used by port "+lab.GuestPort); !ok {
+		t.Errorf("MAC collision: kgswitch's log lacks \"reload refused\" with %q:\n%s", want, log)
+	} else {
+		t.Logf("MAC collision refused: %s", strings.TrimSpace(log))
+	}
+	if _, err := c.Status(ctx, "hostB", "vnet9"); err == nil {
+		t.Error("a refused reload added vnet9")
+	}
+	if stB, err := c.Status(ctx, "hostB", lab.GuestPort); err != nil || stB.BindingState != "bound" {
+		t.Errorf("status after a refused reload: %+v (%v), want bound", stB, err)
+	}
+	if !czRunning(c.B) {
+		t.Fatal("kgswitch exited on a broken file")
+	}
+
+	// (c) The VM removed from the file: no longer served, its flows gone.
+	c.writeConfigB(t, false, "")
+	off = c.logSize()
+	czSIGHUP(t, c.B)
+	gone, err := c.waitUnbound(ctx, 5*time.Second)
+	if err != nil {
+		t.Errorf("VM removed from the file: %v\n%s", err, c.logSince(off))
+	}
+	flowsC := c.flows(t, ctx, "hostB")
+	if v, err := c.ExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-state"); err != nil || v == "foreign/bound" {
+		t.Errorf("kagemusha-state of the removed VM: got %q (%v), want it cleared", v, err)
+	}
+	t.Logf("reload: VM served %v after SIGHUP (state %s), bound after activate, cn reached it %v later; "+
+		"VM removed: unlisted, flows gone %v after SIGHUP; kgswitch flows: %d without the VM, %d with it, %d after removal",
+		served.Round(time.Millisecond), "waiting-for-guest", reach.Round(time.Millisecond), gone.Round(time.Millisecond),
+		len(flows0), len(flowsA), len(flowsC))
+}
+
+// TestBadConfigAtStart: kgswitch refuses to start on a bad file, with exit
+// status 2 and "path:line: reason" naming the right line.
+func TestBadConfigAtStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	base, err := e.WriteConfig("hostB", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(b)
+	lines := strings.Split(good, "\n")
+	lineOf := func(prefix string) int {
+		for i, l := range lines {
+			if strings.HasPrefix(l, prefix) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no line %q in\n%s", prefix, good)
+		return 0
+	}
+	n := len(lines) // the good file ends with a newline: the next line is n
+	other := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = %q\nmac = %q\n", "2001:db8:2000::11", "52:54:00:00:00:99")
+	for _, tc := range []struct {
+		name, text string
+		line       int
+		reason     string
+	}{
+		{"syntax error", good + "\nbridge = = \"br1\"\n", n + 1, ""},
+		{"unknown key", "colour = \"blue\"\n" + good, 1, "unknown key colour"},
+		{"bad address", strings.Replace(good, `care_of_address = "2001:db8:3000::3"`, `care_of_address = "2001:db8:3000::zz"`, 1),
+			lineOf("care_of_address"), "2001:db8:3000::zz"},
+		{"duplicate home address", good + strings.Replace(other, "2001:db8:2000::11", lab.HoA.String(), 1), n + 3, "already used by port vnet3"},
+		{"MAC collision", good + strings.Replace(other, "52:54:00:00:00:99", lab.GuestMAC.String(), 1), n + 4, "already used by port vnet3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(e.Lab.Dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			cmd := e.Lab.Command(cctx, "hostB", e.Bin.Kgswitch, "run", "--config", path)
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			start := time.Now()
+			err := cmd.Run()
+			took := time.Since(start)
+			if code := exitCode(err); code != 2 || cctx.Err() != nil {
+				t.Errorf("got exit status %d (%v) after %v, want 2 within 2s; stderr:\n%s", code, err, took.Round(time.Millisecond), stderr.String())
+			}
+			want := fmt.Sprintf("%s:%d: ", path, tc.line)
+			if got := stderr.String(); !strings.Contains(got, want) || !strings.Contains(got, tc.reason) {
+				t.Errorf("got stderr %q, want %q and %q", got, want, tc.reason)
+			}
+			t.Logf("%s: exit %d in %v: %s", tc.name, exitCode(err), took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
+		})
+	}
+}
+
+// TestDeclaredWithOVSVsctl: a VM declared only in OVSDB (ovs-vsctl set
+// Interface ... external_ids:kagemusha-home-address) is served like one of
+// the TOML file or of add-port, with the same flows, and unbound when the key
+// goes.
+func TestDeclaredWithOVSVsctl(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := newCzEnv(t, ctx, false, "")
+	hoa := lab.HoA.String()
+	ovsB := c.Lab.OVS("hostB")
+	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	flows0 := c.flows(t, ctx, "hostB")
+
+	// way waits for the guest to be bound and reachable and returns its flows.
+	way := func(name string) ([]scenario.Flow, time.Duration) {
+		t.Helper()
+		if _, err := c.Kgswitch(ctx, "hostB", "activate", lab.GuestPort); err != nil {
+			t.Fatalf("%s: activate: %v", name, err)
+		}
+		if _, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		reach, err := c.WaitReachable(ctx, "cn", hoa, 20*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		fl := c.flows(t, ctx, "hostB")
+		if len(guestFlows(fl)) == 0 {
+			t.Errorf("%s: no flow for the guest:\n%s", name, czFlowList(fl))
+		}
+		return fl, reach
+	}
+	unbound := func(name string) time.Duration {
+		t.Helper()
+		d, err := c.waitUnbound(ctx, 5*time.Second)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		return d
+	}
+
+	// OVSDB.
+	if _, err := ovsB.Vsctl(ctx, "set", "Interface", lab.GuestPort, "external_ids:kagemusha-home-address="+hoa,
+		"external_ids:attached-mac="+lab.GuestMAC.String()); err != nil {
+		t.Fatal(err)
+	}
+	byDB, reachDB := way("ovs-vsctl")
+	if err := c.WaitExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-state", "foreign/bound", 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	if v, err := c.ExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-care-of"); err != nil || v != lab.CareOfAddr.String() {
+		t.Errorf("kagemusha-care-of: got %q (%v), want %v", v, err, lab.CareOfAddr)
+	}
+	if _, err := ovsB.Vsctl(ctx, "remove", "Interface", lab.GuestPort, "external_ids", "kagemusha-home-address"); err != nil {
+		t.Fatal(err)
+	}
+	goneDB := unbound("key removed")
+	if v, err := c.ExternalID(ctx, "hostB", lab.GuestPort, "kagemusha-state"); err != nil || v == "foreign/bound" {
+		t.Errorf("kagemusha-state after the key was removed: got %q (%v), want it cleared", v, err)
+	}
+
+	// add-port.
+	if _, err := c.Kgswitch(ctx, "hostB", "add-port", lab.GuestPort, "--hoa", hoa, "--mac", lab.GuestMAC.String()); err != nil {
+		t.Fatalf("add-port: %v", err)
+	}
+	byCLI, reachCLI := way("add-port")
+
+	// TOML: a clean stop (flows stay) and a start with the VM in the file;
+	// the start reconciles the flows to what the file gives.
+	if _, err := scenario.StopKgswitch(c.B, syscall.SIGTERM, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if fl := c.flows(t, ctx, "hostB"); len(guestFlows(fl)) == 0 {
+		t.Errorf("SIGTERM removed the guest's flows; they should stay:\n%s", czFlowList(fl))
+	}
+	c.writeConfigB(t, true, "")
+	var err error
+	if c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // reconciliation
+	byTOML := c.flows(t, ctx, "hostB")
+	if n, err := c.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {
+		t.Errorf("TOML: %d/3 pings answered (%v)", n, err)
+	}
+
+	for _, x := range []struct {
+		name string
+		fl   []scenario.Flow
+	}{{"add-port", byCLI}, {"TOML", byTOML}} {
+		if d := czDiff(czFlowStrings(byDB), czFlowStrings(x.fl)); d != "" {
+			t.Errorf("flows of the ovs-vsctl way (-) and the %s way (+) differ:\n%s", x.name, d)
+		}
+	}
+	t.Logf("ovs-vsctl: bound, cn reached the guest %v after activate; key removed: unbound and flows gone in %v; add-port: reached after %v; "+
+		"kgswitch flows: %d without a VM, %d by ovs-vsctl, %d by add-port, %d by TOML", reachDB.Round(time.Millisecond),
+		goneDB.Round(time.Millisecond), reachCLI.Round(time.Millisecond), len(flows0), len(byDB), len(byCLI), len(byTOML))
+}
+
+// TestMetrics: the Prometheus counters agree with `kgswitch status`.
+func TestMetrics(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The daemon listens in hostB's own namespace: any port is free there.
+	const addr = "[::1]:9477"
+	c := newCzEnv(t, ctx, true, fmt.Sprintf("metrics_address = %q\n", addr))
+	hoa := lab.HoA.String()
+	c.moveToB(t, ctx)
+	if n, err := c.Ping(ctx, "cn", hoa, 10); err != nil || n != 10 {
+		t.Errorf("%d/10 pings answered (%v)", n, err)
+	}
+	text, err := c.Metrics(ctx, "hostB", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := scenario.ParseMetrics(text)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, text)
+	}
+	within := func(name string, got float64, want uint64) {
+		t.Helper()
+		// Traffic in flight between the two reads: the guest's ND and RAs.
+		if got <= 0 || got > float64(want) || float64(want)-got > 5 {
+			t.Errorf("%s: got %v, want > 0 and within 5 below status's %d", name, got, want)
+		}
+	}
+	for _, x := range []struct {
+		dir  string
+		want uint64
+	}{{"to_ha", st.ToTunnelPackets}, {"from_ha", st.FromTunnelPackets}} {
+		m, ok := scenario.FindMetric(ms, "kgswitch_tunnel_packets_total", map[string]string{"direction": x.dir, "home_address": hoa})
+		if !ok {
+			t.Errorf("no kgswitch_tunnel_packets_total{direction=%q,home_address=%q}:\n%s", x.dir, hoa, text)
+			continue
+		}
+		within("kgswitch_tunnel_packets_total "+x.dir, m.Value, x.want)
+		t.Logf("kgswitch_tunnel_packets_total{direction=%q} = %v, status says %d", x.dir, m.Value, x.want)
+	}
+	info, ok := scenario.FindMetric(ms, "kgswitch_vm_info", map[string]string{"home_address": hoa, "port": lab.GuestPort})
+	if !ok {
+		t.Fatalf("no kgswitch_vm_info for %s:\n%s", hoa, text)
+	}
+	if info.Labels["location"] != "foreign" || info.Labels["binding_state"] != "bound" || info.Value != 1 {
+		t.Errorf("got kgswitch_vm_info %v = %v, want location foreign, binding_state bound, value 1", info.Labels, info.Value)
+	}
+	if m, ok := scenario.FindMetric(ms, "kgswitch_binding_sequence", map[string]string{"home_address": hoa}); !ok || m.Value != float64(st.Sequence) {
+		t.Errorf("kgswitch_binding_sequence: got %v (found %v), want %d", m.Value, ok, st.Sequence)
+	}
+	t.Logf("kgswitch_vm_info %v; %d samples in all", info.Labels, len(ms))
+}
