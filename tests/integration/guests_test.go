@@ -82,17 +82,7 @@ func TestLabExtraGuests(t *testing.T) {
 func newGuestsEnv(t *testing.T, ctx context.Context) *scenario.Env {
 	t.Helper()
 	requireLab(t)
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "kgswitch-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		bins, buildErr = scenario.Build(ctx, dir)
-	})
-	if buildErr != nil {
-		t.Fatalf("build: %v", buildErr)
-	}
+	requireBinaries(t, ctx)
 	start := time.Now()
 	l, err := lab.New(ctx, lab.Options{Logf: t.Logf, ExtraGuests: true})
 	if err != nil {

@@ -19,11 +19,10 @@ var (
 	buildErr  error
 )
 
-// newEnv builds a lab with kgswitch's binaries, and dumps the daemons' logs when
-// the test fails, so a failure in CI can be understood from its output.
-func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
+// requireBinaries builds kgswitch, the lab Home Agent and tcpcheck once per
+// test binary, or fails the test.
+func requireBinaries(t *testing.T, ctx context.Context) {
 	t.Helper()
-	requireLab(t)
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kgswitch-bin-")
 		if err != nil {
@@ -35,6 +34,14 @@ func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
 	if buildErr != nil {
 		t.Fatalf("build: %v", buildErr)
 	}
+}
+
+// newEnv builds a lab with kgswitch's binaries, and dumps the daemons' logs when
+// the test fails, so a failure in CI can be understood from its output.
+func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
+	t.Helper()
+	requireLab(t)
+	requireBinaries(t, ctx)
 	l := newLab(t, ctx)
 	e := &scenario.Env{Lab: l, Bin: bins}
 	t.Cleanup(func() {
