@@ -314,23 +314,16 @@ func (s *Switch) endDeparture(p *vmPort) {
 // Deactivate tells a home host that the VM on port stopped here (for
 // automation that knows first, such as QEMU's migration completion).
 func (s *Switch) Deactivate(ctx context.Context, port string) error {
-	var err error
-	if e := s.do(ctx, func() {
-		p := s.ports[port]
+	return s.onPort(ctx, port, func(p *vmPort) error {
 		switch {
-		case p == nil:
-			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
 		case s.foreignFor(p):
-			err = fmt.Errorf("%w: %s is not on its home host; nothing to cover", ErrInvalid, port)
+			return fmt.Errorf("%w: %s is not on its home host; nothing to cover", ErrInvalid, port)
 		case !s.holds(p):
-			err = fmt.Errorf("%w: departure cover is switched off for %s", ErrInvalid, port)
-		default:
-			s.depart(p, "deactivate command")
+			return fmt.Errorf("%w: departure cover is switched off for %s", ErrInvalid, port)
 		}
-	}); e != nil {
-		return e
-	}
-	return err
+		s.depart(p, "deactivate command")
+		return nil
+	})
 }
 
 // announced reports a frame from a VM whose port is not on this host yet (a

@@ -746,21 +746,31 @@ func (s *Switch) persist() {
 // automation that knows before the guest's first frame (QEMU's
 // pause-before-switchover, a libvirt event).
 func (s *Switch) Activate(ctx context.Context, port string) error {
-	var err error
-	if e := s.do(ctx, func() {
-		p := s.ports[port]
+	return s.onPort(ctx, port, func(p *vmPort) error {
 		switch {
-		case p == nil:
-			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
 		case p.ofport == 0:
-			err = fmt.Errorf("%w: %s", ErrUnknownPort, port)
+			return fmt.Errorf("%w: %s", ErrUnknownPort, port)
 		case p.returnPending:
 			s.beginReturn(p, "activate command")
 		case !p.foreign:
-			err = fmt.Errorf("%w: %s is on its home link; there is nothing to activate", ErrInvalid, port)
+			return fmt.Errorf("%w: %s is on its home link; there is nothing to activate", ErrInvalid, port)
 		default:
 			s.activateGuest(p, "activate command")
 		}
+		return nil
+	})
+}
+
+// onPort runs fn in the control loop on the VM whose interface is port.
+func (s *Switch) onPort(ctx context.Context, port string, fn func(p *vmPort) error) error {
+	var err error
+	if e := s.do(ctx, func() {
+		p := s.ports[port]
+		if p == nil {
+			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
+			return
+		}
+		err = fn(p)
 	}); e != nil {
 		return e
 	}
