@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -124,6 +125,11 @@ type Switch struct {
 	ports     map[string]*vmPort
 	requests  chan func()
 	dpRetryAt time.Time // when to try reopening a failed internal port
+	// countsMu guards counts (the last flow packet counts read) and
+	// countsDone (closed when the query in flight ends; nil when none).
+	countsMu   sync.Mutex
+	counts     map[uint64]uint64
+	countsDone chan struct{}
 	// switchDown and dbDown: ovs-vswitchd or ovsdb-server is unreachable.
 	switchDown, dbDown bool
 	// runCtx and dpErr belong to Run; what Run starts uses them.
@@ -1409,16 +1415,51 @@ func (s *Switch) Status(ctx context.Context) ([]PortStatus, error) {
 	// OpenFlow is asked outside the control loop: an ovs-vswitchd that does
 	// not answer must not stop the loop's timers (binding refreshes).
 	if len(spoof) > 0 {
-		if counts, err := s.deps.Flows.PacketsByCookie(); err == nil {
-			for i, c := range spoof {
-				if n := counts[c]; n > 0 {
-					out[i].Drops["spoofed-mac"] = n
-				}
+		counts := s.flowCounts(ctx)
+		for i, c := range spoof {
+			if n := counts[c]; n > 0 {
+				out[i].Drops["spoofed-mac"] = n
 			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Port < out[j].Port })
 	return out, err
+}
+
+// flowCountWait bounds how long status waits for OpenFlow's counters; an
+// ovs-vswitchd that does not answer (it stops serving OpenFlow without its
+// database) must not make status hang.
+const flowCountWait = 500 * time.Millisecond
+
+// flowCounts returns the packet counts of kgswitch's flows per cookie: fresh
+// when ovs-vswitchd answers in time, else the last ones read. One query runs
+// at a time.
+func (s *Switch) flowCounts(ctx context.Context) map[uint64]uint64 {
+	s.countsMu.Lock()
+	if s.countsDone == nil {
+		done := make(chan struct{})
+		s.countsDone = done
+		go func() {
+			c, err := s.deps.Flows.PacketsByCookie()
+			s.countsMu.Lock()
+			if err == nil {
+				s.counts = c
+			}
+			s.countsDone = nil
+			s.countsMu.Unlock()
+			close(done)
+		}()
+	}
+	done := s.countsDone
+	s.countsMu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(flowCountWait):
+	case <-ctx.Done():
+	}
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	return s.counts
 }
 
 // portStatus is one VM's status, from the control loop's own state.
