@@ -52,7 +52,7 @@ func newCzEnv(t *testing.T, ctx context.Context, declareOnB bool, top string) *c
 	}
 	c := &czEnv{Env: e}
 	c.CfgB = c.writeConfigB(t, declareOnB, top)
-	c.B, err = e.RunKgswitch(ctx, "hostB", c.CfgB)
+	c.B, err = e.RunKgswitch(ctx, "hostB", c.CfgB, "--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +276,7 @@ func TestKgswitchKilledAndRestarted(t *testing.T) {
 	killed := time.Now()
 	time.Sleep(time.Second)
 	restarted := time.Now()
-	c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB)
+	c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB, "--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -829,7 +829,7 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 	}
 	c.writeConfigB(t, true, "")
 	var err error
-	if c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB); err != nil {
+	if c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB, "--log-level", "debug"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {

@@ -26,27 +26,6 @@ func (e *Env) StartHomeAgentProc(ctx context.Context) (*exec.Cmd, error) {
 		"-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String())
 }
 
-// StartKgswitchProc runs `kgswitch run` on host like StartKgswitch, with
-// extra flags after the configuration, and returns its process (`ip netns
-// exec` execs kgswitch in place, so the process is kgswitch itself).
-func (e *Env) StartKgswitchProc(ctx context.Context, host, cfgPath string, extra ...string) (*exec.Cmd, error) {
-	argv := append([]string{e.Bin.Kgswitch, "run", "--config", cfgPath}, extra...)
-	cmd, err := e.Lab.Start(ctx, host, e.KgswitchLog(host), argv...)
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
-			return cmd, nil
-		} else if time.Now().After(deadline) {
-			log, _ := os.ReadFile(e.KgswitchLog(host))
-			return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // ProcUsage is a process's CPU time so far and its memory, from /proc.
 type ProcUsage struct {
 	CPU time.Duration

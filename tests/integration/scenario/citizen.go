@@ -19,27 +19,6 @@ import (
 // installs has 0x6b67 in its cookie's top 16 bits.
 const KgswitchCookie = "cookie=0x6b67000000000000/0xffff000000000000"
 
-// RunKgswitch runs `kgswitch run` on host like StartKgswitch and returns its
-// process, so a test can signal it (`ip netns exec` execs kgswitch in place,
-// so the process is kgswitch itself). It waits until the control socket
-// answers.
-func (e *Env) RunKgswitch(ctx context.Context, host, cfgPath string) (*exec.Cmd, error) {
-	cmd, err := e.Lab.Start(ctx, host, e.KgswitchLog(host), e.Bin.Kgswitch, "run", "--config", cfgPath, "--log-level", "debug")
-	if err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
-			return cmd, nil
-		} else if time.Now().After(deadline) || !processRunning(cmd.Process.Pid) {
-			log, _ := os.ReadFile(e.KgswitchLog(host))
-			return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // processRunning reports whether pid exists and is not a zombie.
 func processRunning(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

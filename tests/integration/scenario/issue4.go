@@ -27,26 +27,9 @@ type Advertise struct {
 // another address than lab.HoA) and, when adv is not nil, the home network's
 // advertise table.
 func (e *Env) WriteConfigHoA(host string, hoa netip.Addr, adv *Advertise) (string, error) {
-	ovs := e.Lab.OVS(host)
-	coa := CareOf(host)
-	if ovs == nil || !coa.IsValid() {
-		return "", fmt.Errorf("write kgswitch config: %q is not a lab host", host)
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "bridge = %q\novs_rundir = %q\nuplink = %q\ncare_of_address = %q\ncontrol_socket = %q\n",
-		ovs.Bridge, ovs.RunDir, lab.Uplink, coa.String(), e.ControlSocket(host))
-	if e.BindingLifetime != 0 {
-		fmt.Fprintf(&b, "binding_lifetime = %q\n", e.BindingLifetime.String())
-	}
-	fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
-		lab.HomePrefix.String(), lab.HAAddr.String(), lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String())
-	if adv != nil {
-		fmt.Fprintf(&b, "\n[home_network.advertise]\ninterval = %q\nrouter_lifetime = %q\nvalid_lifetime = %q\npreferred_lifetime = %q\n",
-			adv.Interval.String(), adv.RouterLifetime.String(), adv.ValidLifetime.String(), adv.PreferredLifetime.String())
-	}
-	fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", lab.GuestPort, hoa.String(), lab.GuestMAC.String())
-	path := filepath.Join(e.Lab.Dir, host+"-kgswitch.toml")
-	return path, os.WriteFile(path, []byte(b.String()), 0o644)
+	g := lab.VM
+	g.HoA = hoa
+	return e.WriteConfigWith(host, Config{Guests: []lab.Guest{g}, Advertise: adv})
 }
 
 // AddrState is one IPv6 address of an interface as `ip -6 addr show` reports

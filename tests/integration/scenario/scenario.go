@@ -182,6 +182,9 @@ type Config struct {
 	// home network, so kgswitch repeats a Router Advertisement of the home
 	// prefix to the network's guests away from home.
 	AdvertiseInterval time.Duration
+	// Advertise, when not nil, is the whole [home_network.advertise] table
+	// (it wins over AdvertiseInterval).
+	Advertise *Advertise
 }
 
 // WriteConfigWith writes kgswitch's TOML configuration for host with the
@@ -209,7 +212,11 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	for _, hn := range homes {
 		fmt.Fprintf(&b, "\n[[home_network]]\nprefix = %q\nhome_agent = %q\nrouter_link_local = %q\nrouter_addresses = [%q]\n",
 			hn.Prefix.String(), hn.HAAddr.String(), hn.RouterLinkLocal.String(), hn.RouterAddr.String())
-		if c.AdvertiseInterval != 0 {
+		switch adv := c.Advertise; {
+		case adv != nil:
+			fmt.Fprintf(&b, "\n[home_network.advertise]\ninterval = %q\nrouter_lifetime = %q\nvalid_lifetime = %q\npreferred_lifetime = %q\n",
+				adv.Interval.String(), adv.RouterLifetime.String(), adv.ValidLifetime.String(), adv.PreferredLifetime.String())
+		case c.AdvertiseInterval != 0:
 			fmt.Fprintf(&b, "\n[home_network.advertise]\ninterval = %q\n", c.AdvertiseInterval.String())
 		}
 	}
@@ -220,21 +227,32 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-// StartKgswitch runs `kgswitch run` on host with the given configuration and
-// waits until its control socket answers.
+// StartKgswitch runs `kgswitch run` on host with the given configuration,
+// logging at debug level, and waits until its control socket answers.
 func (e *Env) StartKgswitch(ctx context.Context, host, cfgPath string) error {
-	if _, err := e.Lab.Start(ctx, host, e.KgswitchLog(host), e.Bin.Kgswitch, "run", "--config", cfgPath, "--log-level", "debug"); err != nil {
-		return err
+	_, err := e.RunKgswitch(ctx, host, cfgPath, "--log-level", "debug")
+	return err
+}
+
+// RunKgswitch runs `kgswitch run --config cfgPath` with extra flags on host,
+// waits until its control socket answers, and returns its process, so a test
+// can signal it (`ip netns exec` execs kgswitch in place, so the process is
+// kgswitch itself).
+func (e *Env) RunKgswitch(ctx context.Context, host, cfgPath string, extra ...string) (*exec.Cmd, error) {
+	argv := append([]string{e.Bin.Kgswitch, "run", "--config", cfgPath}, extra...)
+	cmd, err := e.Lab.Start(ctx, host, e.KgswitchLog(host), argv...)
+	if err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
-			return nil
-		} else if time.Now().After(deadline) {
+			return cmd, nil
+		} else if time.Now().After(deadline) || !processRunning(cmd.Process.Pid) {
 			log, _ := os.ReadFile(e.KgswitchLog(host))
-			return fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
+			return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -212,7 +212,7 @@ func run(r *Results, secs, pings, vms, active int, kgBin string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := e.StartKgswitchProc(ctx, "hostA", cfgA); err != nil {
+	if _, err := e.RunKgswitch(ctx, "hostA", cfgA); err != nil {
 		return err
 	}
 	extra := scenario.ExtraGuests(max(vms-1, 0))
@@ -229,7 +229,7 @@ func run(r *Results, secs, pings, vms, active int, kgBin string) error {
 	if strings.Contains(string(help), "-pprof") {
 		kgArgs = append(kgArgs, "--pprof", pprofAddr)
 	}
-	kgCmd, err := e.StartKgswitchProc(ctx, "hostB", cfgB, kgArgs...)
+	kgCmd, err := e.RunKgswitch(ctx, "hostB", cfgB, kgArgs...)
 	if err != nil {
 		return err
 	}
