@@ -355,7 +355,13 @@ func TestHomeAgentOwnPackets(t *testing.T) {
 // neighLLAddr returns the link-layer address of rtr's neighbour entry for a
 // on the home link, and the entry.
 func neighLLAddr(ctx context.Context, e *scenario.Env, a netip.Addr) (string, string) {
-	out, err := e.Lab.Run(ctx, "rtr", "ip", "-6", "neigh", "show", a.String(), "dev", "home0")
+	return neighEntry(ctx, e, "rtr", a, "home0")
+}
+
+// neighEntry returns the link-layer address of node's neighbour entry for a
+// on dev, and the entry (or the error, when ip fails).
+func neighEntry(ctx context.Context, e *scenario.Env, node string, a netip.Addr, dev string) (string, string) {
+	out, err := e.Lab.Run(ctx, node, "ip", "-6", "neigh", "show", a.String(), "dev", dev)
 	if err != nil {
 		return "", err.Error()
 	}
@@ -629,14 +635,7 @@ func waitHome(ctx context.Context, e *scenario.Env, timeout time.Duration) (scen
 // guestRouterMAC returns the link-layer address in the guest's neighbour
 // entry for its default router, and the entry.
 func guestRouterMAC(ctx context.Context, e *scenario.Env) (string, string) {
-	out, _ := e.Lab.Run(ctx, "vm", "ip", "-6", "neigh", "show", lab.RouterLinkLocal.String(), "dev", lab.Uplink)
-	f := strings.Fields(out)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "lladdr" {
-			return f[i+1], strings.TrimSpace(out)
-		}
-	}
-	return "", strings.TrimSpace(out)
+	return neighEntry(ctx, e, "vm", lab.RouterLinkLocal, lab.Uplink)
 }
 
 // TestReturnHomeRouterResolvedAbroad: a guest that resolves its default
