@@ -10,8 +10,10 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/mdlayher/socket"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,11 +36,41 @@ func openLinkSocket(ifi *net.Interface) (*linkSocket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
+	// Attached before bind, so no frame is queued unfiltered.
+	if err := c.SetBPF(signallingFilter); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("attach BPF filter: %w", err)
+	}
 	if err := c.Bind(&unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IPV6), Ifindex: ifi.Index}); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("bind AF_PACKET socket to %s: %w", ifi.Name, err)
 	}
 	return &linkSocket{c: c, ifindex: ifi.Index}, nil
+}
+
+// signallingFilter keeps in the kernel every frame whose first next header
+// cannot lead to a Binding Update or a DAD answer: the home link carries the
+// guests' data (TCP, UDP, tunnels), and without it every frame was copied to
+// this socket, read one system call at a time and thrown away. Under load the
+// copies overflowed the socket and cost the Home Agent most of a core.
+var signallingFilter = mustAssemble([]bpf.Instruction{
+	// SOCK_DGRAM: offset 0 is the IPv6 header.
+	bpf.LoadAbsolute{Off: 6, Size: 1},                                              // Next Header
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 5},                           // Hop-by-Hop
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 43, SkipTrue: 4},                          // Routing
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 60, SkipTrue: 3},                          // Destination Options (HAO)
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(mipv6.IPProtoICMPv6), SkipTrue: 2}, // DAD answers
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 135, SkipTrue: 1},                         // Mobility Header
+	bpf.RetConstant{Val: 0},
+	bpf.RetConstant{Val: 0xffff},
+})
+
+func mustAssemble(prog []bpf.Instruction) []bpf.RawInstruction {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		panic(err)
+	}
+	return raw
 }
 
 // read returns the next IPv6 packet received (not sent) on the link.
