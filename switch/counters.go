@@ -28,13 +28,14 @@ const (
 	DropInactive                          // the guest has not been activated on this host yet
 	DropHoldExpired                       // held for a departed VM longer than departure.max_hold
 	DropHoldOverflow                      // more than departure.buffer_frames held for a departed VM
+	DropSocketOverflow                    // the kernel's receive queue of the internal port was full: kgswitch read too slowly
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
-	"signal-rejected", "inactive", "hold-expired", "hold-overflow",
+	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
 }
 
 func (r DropReason) String() string {

@@ -38,6 +38,24 @@ type BatchFrameConn interface {
 	WriteFrames(frames [][]byte) (int, error)
 }
 
+// kernelDropper is a FrameConn whose kernel side can drop frames it was too
+// slow to read, and can say how many since it was last asked.
+type kernelDropper interface {
+	KernelDrops() (uint64, error)
+}
+
+// collectKernelDrops charges the frames the kernel dropped on the internal
+// port since the last call to the socket-overflow counter. Any goroutine.
+func (d *Datapath) collectKernelDrops() error {
+	kd, ok := d.conn.(kernelDropper)
+	if !ok {
+		return nil
+	}
+	n, err := kd.KernelDrops()
+	d.global.Drops[DropSocketOverflow].Add(n)
+	return err
+}
+
 // BatchUplink is an Uplink that sends many packets per system call.
 type BatchUplink interface {
 	Uplink
@@ -124,7 +142,9 @@ type Datapath struct {
 	// takeover of a departed VM's address and a VM that is leaving.
 	tookOver chan takeoverSeen
 	leaving  chan string
-	global   Counters
+	// global counts what belongs to no VM; the Switch owns it so that a
+	// reopened internal port keeps counting where the old one stopped.
+	global *Counters
 
 	// The datapath goroutine's transmit queues: forwarded frames and tunnel
 	// packets wait here, still in the receive buffers they arrived in, until
@@ -137,7 +157,7 @@ type Datapath struct {
 
 func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
 	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64),
-		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16),
+		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16), global: &Counters{},
 		toPort: newTxQueue(batchSize), toUplink: newTxQueue(batchSize)}
 	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
 	return d
@@ -235,7 +255,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	if !ok {
 		// ICMPv6 from a Home Agent to the host itself: OpenFlow diverted it
 		// because it cannot see routing headers; hand it back unchanged.
-		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], &d.global, countNothing, 0)
+		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], d.global, countNothing, 0)
 		return out
 	}
 	d.fromHomeAgent(f, buf, ip, hoa, upper)

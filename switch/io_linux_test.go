@@ -208,6 +208,96 @@ func TestPacketConnBatches(t *testing.T) {
 	}
 }
 
+// TestPacketConnCountsKernelDrops fills the internal port's receive queue
+// without reading it: the queue must be the size kgswitch asked for, and
+// what did not fit must come back from KernelDrops, once.
+func TestPacketConnCountsKernelDrops(t *testing.T) {
+	var (
+		p    *packetConn
+		peer *packet.Conn
+	)
+	inPrivateNetns(t, func() error {
+		if err := vethPair(); err != nil {
+			return err
+		}
+		ia, err := net.InterfaceByName("a")
+		if err != nil {
+			return err
+		}
+		ib, err := net.InterfaceByName("b")
+		if err != nil {
+			return err
+		}
+		c, err := packet.Listen(ia, packet.Raw, unix.ETH_P_ALL, nil)
+		if err != nil {
+			return err
+		}
+		if p, err = newPacketConn(c, ia.HardwareAddr); err != nil {
+			return err
+		}
+		peer, err = packet.Listen(ib, packet.Raw, unix.ETH_P_ALL, nil)
+		return err
+	})
+	defer p.Close()
+	defer peer.Close()
+
+	var size int
+	var serr error
+	if err := p.rc.Control(func(fd uintptr) { size, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if size < rcvBuf { // the kernel reports twice what was set
+		t.Errorf("SO_RCVBUF = %d, want at least %d", size, rcvBuf)
+	}
+	if n, err := p.KernelDrops(); err != nil {
+		t.Fatal(err)
+	} else if n != 0 {
+		t.Fatalf("%d drops before any frame was sent", n)
+	}
+
+	// 1,500-byte frames take over 2 KiB of queue each: 8,000 overflow 8 MiB.
+	const sent = 8000
+	f := make([]byte, 1500)
+	copy(f, []byte{0x02, 0, 0, 0, 0, 0xaa, 0x02, 0, 0, 0, 0, 0xbb, 0x88, 0xb5})
+	to := &packet.Addr{HardwareAddr: net.HardwareAddr{2, 0, 0, 0, 0, 0xaa}}
+	for range sent {
+		if _, err := peer.WriteTo(f, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drops, err := p.KernelDrops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if drops == 0 || drops >= sent {
+		t.Fatalf("KernelDrops = %d after %d frames into an unread socket, want some but not all", drops, sent)
+	}
+	if again, err := p.KernelDrops(); err != nil || again != 0 {
+		t.Errorf("second KernelDrops = %d, %v; want 0 (counted once)", again, err)
+	}
+	// What was not dropped is there to read.
+	bufs, lens := make([][]byte, batchSize), make([]int, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	queued := 0
+	for {
+		p.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		k, err := p.ReadFrames(bufs, lens)
+		if err != nil {
+			break
+		}
+		for i := range k {
+			if lens[i] == len(f) {
+				queued++
+			}
+		}
+	}
+	if queued == 0 || uint64(queued)+drops > sent {
+		t.Errorf("read %d queued frames and %d were dropped, of %d sent", queued, drops, sent)
+	}
+}
+
 // TestUplinkBatch sends a batch of packets through the raw uplink socket to
 // the loopback address, where a raw socket for their protocol receives them.
 func TestUplinkBatch(t *testing.T) {

@@ -111,6 +111,8 @@ type Switch struct {
 	// globalHAs are the Home Agents the installed host-wide flows divert.
 	globalHAs       []netip.Addr
 	globalInstalled bool
+	// dpCounters are the datapath's counters for frames of no VM.
+	dpCounters Counters
 	// stored is what the Store held at start; saved is what was last saved.
 	stored map[string]StoredBinding
 	saved  []byte
@@ -948,6 +950,7 @@ func (s *Switch) ensureDatapath() error {
 	s.routerMAC = mac
 	s.uplinkPort = uplink.OFPort
 	s.dp = newDatapath(conn, s.deps.Uplink)
+	s.dp.global = &s.dpCounters
 	s.publish()
 	dp := s.dp
 	go func() {
@@ -1397,6 +1400,23 @@ type PortStatus struct {
 	Released          uint64            `json:"released"`
 	Drops             map[string]uint64 `json:"drops,omitempty"`
 	Error             string            `json:"error,omitempty"`
+}
+
+// DatapathDrops reports the frames the datapath dropped that belong to no VM
+// (malformed, from unknown sources, for unknown home addresses, signalling
+// the control loop could not take) and those the kernel dropped before
+// kgswitch could read them, by reason.
+func (s *Switch) DatapathDrops(ctx context.Context) (map[string]uint64, error) {
+	var collectErr error
+	err := s.do(ctx, func() {
+		if s.dp != nil {
+			collectErr = s.dp.collectKernelDrops()
+		}
+	})
+	if err == nil && collectErr != nil {
+		s.log.Warn("read the internal port's kernel drop counter", "err", collectErr)
+	}
+	return s.dpCounters.DropMap(), err
 }
 
 // Status reports every VM, sorted by port name.

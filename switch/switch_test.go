@@ -52,7 +52,11 @@ type fakeConn struct {
 	out    chan []byte
 	closed chan struct{}
 	once   sync.Once
+	// kernelDrops is what the kernel would have dropped since last asked.
+	kernelDrops atomic.Uint64
 }
+
+func (c *fakeConn) KernelDrops() (uint64, error) { return c.kernelDrops.Swap(0), nil }
 
 func newFakeConn() *fakeConn {
 	return &fakeConn{in: make(chan []byte, 16), out: make(chan []byte, 16), closed: make(chan struct{})}
@@ -499,6 +503,35 @@ func TestGuestFramesDroppedWithReason(t *testing.T) {
 		if got := st[0].Drops[reason]; got != want {
 			t.Errorf("got drops[%s] = %d, want %d (all: %v)", reason, got, want, st[0].Drops)
 		}
+	}
+}
+
+// Frames of no VM, and the kernel's drops on the internal port, are counted
+// for the datapath as a whole; the kernel's count accumulates across reads.
+func TestDatapathDropsOfNoVM(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	h.conn.in <- guestMAC // 6 bytes: not even an Ethernet header
+	h.conn.in <- ethFrame(kgMAC, net.HardwareAddr{2, 9, 9, 9, 9, 9}, udpPacket(hoa, cn, 10))
+	h.noFrame(t)
+	h.conn.kernelDrops.Store(7)
+	ctx := context.Background()
+	if _, err := h.sw.DatapathDrops(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.conn.kernelDrops.Store(5)
+	got, err := h.sw.DatapathDrops(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"malformed": 1, "unknown-source": 1, "socket-overflow": 12}
+	if !maps.Equal(got, want) {
+		t.Errorf("DatapathDrops = %v, want %v", got, want)
+	}
+	// They are no VM's.
+	st, _ := h.sw.Status(ctx)
+	if _, ok := st[0].Drops["socket-overflow"]; ok || st[0].Drops["malformed"] != 0 {
+		t.Errorf("VM's drops %v include the datapath's", st[0].Drops)
 	}
 }
 

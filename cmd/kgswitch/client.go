@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -110,15 +111,38 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tHOME ADDRESS\tWHERE\tBINDING\tREASON\tCARE-OF\tHOME AGENT\tSEQ\tLIFETIME\tTO HA pkts/bytes\tFROM HA pkts/bytes\tDROPS")
 	for _, p := range st {
-		drops := []string{}
-		for k, v := range p.Drops {
-			drops = append(drops, fmt.Sprintf("%s=%d", k, v))
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0fs\t%d/%d\t%d/%d\t%s\n", p.Port, p.HomeAddress, p.Location,
 			dash(p.BindingState), dash(p.Reason), dash(p.CareOf), p.HomeAgent, p.Sequence, p.LifetimeLeftSec,
-			p.ToTunnelPackets, p.ToTunnelBytes, p.FromTunnelPackets, p.FromTunnelBytes, dash(strings.Join(drops, ",")))
+			p.ToTunnelPackets, p.ToTunnelBytes, p.FromTunnelPackets, p.FromTunnelBytes, dash(formatDrops(p.Drops)))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Drops of no VM's: a table row per VM cannot show a full socket or a
+	// stranger's frames, and they are what an operator looks for first.
+	var dp datapathStatus
+	if err := call(*socket, http.MethodGet, "/v1/datapath", nil, &dp); err != nil {
+		return err
+	}
+	if len(dp.Drops) > 0 {
+		_, err := fmt.Fprintf(stdout, "datapath drops (no VM's): %s\n", formatDrops(dp.Drops))
+		return err
+	}
+	return nil
+}
+
+// formatDrops prints drop counters as reason=n, sorted by reason.
+func formatDrops(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(out, ",")
 }
 
 func dash(s string) string {

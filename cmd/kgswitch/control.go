@@ -75,9 +75,22 @@ func serveControl(ctx context.Context, path string, sw *vswitch.Switch, log *slo
 		}
 		writeJSON(w, http.StatusOK, st)
 	})
+	mux.HandleFunc("GET /v1/datapath", func(w http.ResponseWriter, r *http.Request) {
+		drops, err := sw.DatapathDrops(r.Context())
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error(), Code: 1})
+			return
+		}
+		writeJSON(w, http.StatusOK, datapathStatus{Drops: drops})
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, BaseContext: func(net.Listener) context.Context { return ctx }}
 	go srv.Serve(ln)
 	return srv, nil
+}
+
+// datapathStatus is what belongs to no VM.
+type datapathStatus struct {
+	Drops map[string]uint64 `json:"drops"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -21,7 +21,7 @@ import (
 type statusCollector struct {
 	sw *vswitch.Switch
 
-	info, lifetime, sequence, packets, bytes, drops, nd, ra, held, released *prometheus.Desc
+	info, lifetime, sequence, packets, bytes, drops, dpDrops, nd, ra, held, released *prometheus.Desc
 }
 
 func newStatusCollector(sw *vswitch.Switch) *statusCollector {
@@ -35,7 +35,10 @@ func newStatusCollector(sw *vswitch.Switch) *statusCollector {
 			[]string{"home_address", "direction"}, nil),
 		bytes: prometheus.NewDesc("kgswitch_tunnel_bytes_total", "Inner-packet bytes through the tunnel, by direction.",
 			[]string{"home_address", "direction"}, nil),
-		drops:    prometheus.NewDesc("kgswitch_drops_total", "Frames dropped, by reason.", []string{"home_address", "reason"}, nil),
+		drops: prometheus.NewDesc("kgswitch_drops_total", "Frames dropped, by reason.", []string{"home_address", "reason"}, nil),
+		dpDrops: prometheus.NewDesc("kgswitch_datapath_drops_total",
+			"Frames of no VM the datapath dropped, and frames the kernel dropped on the internal port (socket-overflow), by reason.",
+			[]string{"reason"}, nil),
 		nd:       prometheus.NewDesc("kgswitch_nd_answered_total", "Neighbor Solicitations answered on the pseudo home link.", vm, nil),
 		ra:       prometheus.NewDesc("kgswitch_ra_sent_total", "Router Advertisements sent to the guest.", vm, nil),
 		held:     prometheus.NewDesc("kgswitch_departure_held_total", "Frames held for a VM that left its home host.", vm, nil),
@@ -44,7 +47,7 @@ func newStatusCollector(sw *vswitch.Switch) *statusCollector {
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.nd, c.ra, c.held, c.released} {
+	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.dpDrops, c.nd, c.ra, c.held, c.released} {
 		ch <- d
 	}
 }
@@ -73,6 +76,14 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.ra, prometheus.CounterValue, float64(p.RASent), h)
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.CounterValue, float64(p.Held), h)
 		ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(p.Released), h)
+	}
+	drops, err := c.sw.DatapathDrops(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.dpDrops, err)
+		return
+	}
+	for reason, n := range drops {
+		ch <- prometheus.MustNewConstMetric(c.dpDrops, prometheus.CounterValue, float64(n), reason)
 	}
 }
 
