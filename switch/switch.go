@@ -426,6 +426,9 @@ func (s *Switch) armTimer(t *time.Timer) {
 }
 
 func (s *Switch) handleEvent(ev ovsctl.Event) {
+	if s.hostPortRenumbered(ev) {
+		return
+	}
 	switch ev.Kind {
 	case ovsctl.Removed:
 		p := s.ports[ev.Iface.Name]
@@ -464,6 +467,36 @@ func (s *Switch) handleEvent(ev ovsctl.Event) {
 			}
 		}
 	}
+}
+
+// hostPortRenumbered follows a new OpenFlow port number of the internal port
+// or the uplink (an operator re-adding one, or ovs-vswitchd honouring a new
+// ofport_request): every flow names them by number, so all are reinstalled;
+// left alone, tunnel packets would go to whatever port took the old number.
+// It reports whether ev was about one of the two.
+func (s *Switch) hostPortRenumbered(ev ovsctl.Event) bool {
+	var at *int
+	switch ev.Iface.Name {
+	case s.cfg.InternalPort:
+		at = &s.kgPort
+	case s.cfg.Uplink:
+		at = &s.uplinkPort
+	default:
+		return false
+	}
+	if ev.Kind == ovsctl.Removed || s.dp == nil || ev.Iface.OFPort <= 0 || ev.Iface.OFPort == *at {
+		return true // a removed internal port fails the datapath, which recovers
+	}
+	s.log.Info("host port renumbered: reinstalling every flow", "port", ev.Iface.Name, "from", *at, "to", ev.Iface.OFPort)
+	*at = ev.Iface.OFPort
+	s.globalInstalled = false
+	if err := s.installGlobalFlows(); err != nil {
+		s.log.Error("reinstall host-wide flows", "err", err)
+	}
+	if err := s.syncAll(); err != nil {
+		s.log.Error("reinstall flows", "err", err)
+	}
+	return true
 }
 
 // declared handles a VM declared on its interface's external_ids: it adds,

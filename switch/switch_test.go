@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -532,6 +534,34 @@ func TestDatapathDropsOfNoVM(t *testing.T) {
 	st, _ := h.sw.Status(ctx)
 	if _, ok := st[0].Drops["socket-overflow"]; ok || st[0].Drops["malformed"] != 0 {
 		t.Errorf("VM's drops %v include the datapath's", st[0].Drops)
+	}
+}
+
+// When the internal port or the uplink gets a new OpenFlow number, every
+// flow that names the old one is replaced.
+func TestHostPortRenumbered(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	mentions := func(port int) int {
+		n := 0
+		for _, f := range h.flows.text() {
+			if regexp.MustCompile(fmt.Sprintf(`(in_port=|output:)%d(,|$)`, port)).MatchString(f) {
+				n++
+			}
+		}
+		return n
+	}
+	if mentions(9) == 0 || mentions(1) == 0 {
+		t.Fatalf("flows name neither the internal port (9) nor the uplink (1):\n%s", strings.Join(h.flows.text(), "\n"))
+	}
+	h.db.add(ovsctl.Interface{Name: "kgs0", Type: "internal", OFPort: 19})
+	h.db.add(ovsctl.Interface{Name: "eth0", OFPort: 11})
+	deadline := time.Now().Add(5 * time.Second)
+	for mentions(9)+mentions(1) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := mentions(9) + mentions(1); n > 0 || mentions(19) == 0 || mentions(11) == 0 {
+		t.Errorf("after renumbering, %d flows still name ports 9 or 1:\n%s", n, strings.Join(h.flows.text(), "\n"))
 	}
 }
 
