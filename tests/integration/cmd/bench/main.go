@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -49,7 +50,21 @@ func main() {
 	active := flag.Int("active", 100, "of which active (bound to the Home Agent) for the memory figure")
 	kgBin := flag.String("kgswitch", "", "use this kgswitch binary instead of building one (e.g. one with profiling flags)")
 	flag.BoolVar(&hold, "hold", false, "after the move, keep the lab up for a person to look at until Ctrl-C")
+	echo := flag.String("udp-echo", "", "internal: serve UDP echo on `addr` (the wake-up floor's server, run in the lab)")
+	rtt := flag.String("udp-rtt", "", "internal: print the RTTs of -pings UDP probes to the echo server at `addr`")
 	flag.Parse()
+	switch {
+	case *echo != "":
+		// It serves until killed; returning is failing.
+		fmt.Fprintf(os.Stderr, "bench: %v\n", serveUDPEcho(*echo))
+		os.Exit(1)
+	case *rtt != "":
+		if err := udpRTTs(*rtt, *pings, 10*time.Millisecond); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	r := &Results{Started: time.Now().UTC(), Config: RunConfig{IperfSeconds: *secs, Pings: *pings, VMs: *vms, Active: *active}}
 	if err := run(r, *secs, *pings, *vms, *active, *kgBin); err != nil {
 		fmt.Fprintf(os.Stderr, "bench failed: %v\n", err)
@@ -80,8 +95,13 @@ type Results struct {
 	// HomeAgent is the lab Home Agent (part of path b).
 	HomeAgent DaemonFigures `json:"home_agent"`
 	Memory    MemoryFigures `json:"memory"`
-	GoBench   []GoBench     `json:"go_benchmarks"`
-	Goals     []Goal        `json:"goals"`
+	// Breakdown splits path (b)'s figures between kgswitch and the rest.
+	Breakdown Breakdown `json:"breakdown"`
+	// Wakeup is the round-trip cost of one user-space process on this
+	// machine.
+	Wakeup  WakeupFloor `json:"wakeup_floor"`
+	GoBench []GoBench   `json:"go_benchmarks"`
+	Goals   []Goal      `json:"goals"`
 	// Profile is the top of kgswitch's CPU profile over the run, when its
 	// binary has --cpuprofile.
 	Profile string `json:"profile,omitempty"`
@@ -120,6 +140,38 @@ type PathFigures struct {
 	// CPU is each lab process's share of one CPU during the 4-stream TCP
 	// run (1.0 = a whole core), to show what saturates.
 	CPU map[string]float64 `json:"cpu_during_tcp4"`
+	// MachineCores is the whole machine's busy CPU during that run (cores,
+	// from /proc/stat: everything but idle and iowait, kernel included), and
+	// MachineCPUSecondsPerGB the same per GB that reached the guest.
+	MachineCores           float64 `json:"machine_cores_during_tcp4"`
+	MachineCPUSecondsPerGB float64 `json:"machine_cpu_seconds_per_gb_tcp4"`
+	// SocketDrops are the frames the kernel dropped during that run because
+	// a packet socket's queue was full, by namespace and process (ss -0 -m).
+	SocketDrops map[string]uint64 `json:"socket_drops_during_tcp4,omitempty"`
+}
+
+// Breakdown is how much of path (b)'s cost is kgswitch's.
+type Breakdown struct {
+	// Decap and Encap are the times a ping spends inside kgswitch, per
+	// direction, from captures on hostB during a second ping run of path
+	// (b): decapsulation from the tunnel frame reaching the internal port to
+	// the guest's frame leaving it; encapsulation from the guest's reply
+	// reaching the internal port to the tunnel packet leaving the host's
+	// bridge port (so the host kernel's routing of it is included).
+	DecapMedianUs float64 `json:"decap_median_us"`
+	DecapP99Us    float64 `json:"decap_p99_us"`
+	EncapMedianUs float64 `json:"encap_median_us"`
+	EncapP99Us    float64 `json:"encap_p99_us"`
+	Samples       int     `json:"samples"`
+	// KgswitchCPUShare is kgswitch's CPU over the machine's busy CPU during
+	// (b)'s TCP 4-stream run.
+	KgswitchCPUShare float64 `json:"kgswitch_cpu_share_tcp4"`
+	// RatioIfKgswitchFree estimates the TCP 4-stream ratio b/a if kgswitch
+	// cost nothing and the rest of path (b) got its CPU: the measured ratio
+	// times (b)'s busy cores over those cores without kgswitch's. The
+	// estimate assumes (b) is bound by the machine's CPU (MachineCores near
+	// the machine's count), as it is in this lab.
+	RatioIfKgswitchFree float64 `json:"ratio_if_kgswitch_free_tcp4"`
 }
 
 // Ratios are path (b) against path (a), measured in the same run.
@@ -247,6 +299,13 @@ func run(r *Results, secs, pings, vms, active int, kgBin string) error {
 		}
 	}
 
+	step("the cost of one user-space process in a round trip, on this machine")
+	if r.Wakeup, err = wakeupFloor(ctx, e, min(pings, 500)); err != nil {
+		return fmt.Errorf("wake-up floor: %w", err)
+	}
+	step("  kernel echo %.0f µs, echo from a woken process %.0f µs: %+.0f µs per process",
+		r.Wakeup.KernelEchoMedianUs, r.Wakeup.UserEchoMedianUs, r.Wakeup.PerProcessUs)
+
 	step("(a) guest at home on hostA: OVS alone")
 	if r.Home, err = measurePath(ctx, e, secs, pings, procs, nil); err != nil {
 		return fmt.Errorf("path (a): %w", err)
@@ -307,6 +366,13 @@ func run(r *Results, secs, pings, vms, active int, kgBin string) error {
 		r.HomeAgent.LoadPeakRSSMiB = mib(u.HWMKiB)
 	}
 	r.ratios()
+	r.breakdown()
+	step("kgswitch's share of the round trip: captures on hostB during %d more pings", pings)
+	if err := kgswitchLatency(ctx, e, pings, &r.Breakdown); err != nil {
+		return fmt.Errorf("latency breakdown: %w", err)
+	}
+	step("  inside kgswitch: decapsulation %.0f µs, encapsulation %.0f µs (medians of %d)",
+		r.Breakdown.DecapMedianUs, r.Breakdown.EncapMedianUs, r.Breakdown.Samples)
 
 	step("memory: %d VMs configured on hostB, making %d active", vms, active)
 	if r.Memory, err = thousandVMs(ctx, e, kgCmd.Process.Pid, extra, vms, active); err != nil {
@@ -362,6 +428,8 @@ func measurePath(ctx context.Context, e *scenario.Env, secs, pings int, procs ma
 	for _, run := range runs {
 		before := usages(procs)
 		fwdBefore := forwarded(ctx, e)
+		busyBefore, _ := machineBusy()
+		dropsBefore := socketDrops(ctx, e)
 		began := time.Now()
 		res, err := e.BenchIperf(ctx, "cn", hoa, run.args...)
 		if err != nil {
@@ -369,11 +437,23 @@ func measurePath(ctx context.Context, e *scenario.Env, secs, pings int, procs ma
 		}
 		wall := time.Since(began)
 		after := usages(procs)
+		busyAfter, _ := machineBusy()
 		*run.dst = res
 		if run.dst == &p.TCP4 {
 			p.CPU = map[string]float64{}
 			for name := range procs {
 				p.CPU[name] = math.Round((after[name]-before[name]).Seconds()/wall.Seconds()*100) / 100
+			}
+			busy := (busyAfter - busyBefore).Seconds()
+			p.MachineCores = math.Round(busy/wall.Seconds()*100) / 100
+			if gb := res.BitsPerSecond / 8 * float64(secs) / 1e9; gb > 0 {
+				p.MachineCPUSecondsPerGB = math.Round(busy/gb*100) / 100
+			}
+			p.SocketDrops = map[string]uint64{}
+			for k, n := range socketDrops(ctx, e) {
+				if d := n - dropsBefore[k]; n >= dropsBefore[k] && d > 0 {
+					p.SocketDrops[k] = d
+				}
 			}
 		}
 		if cost != nil {
@@ -447,6 +527,164 @@ func (r *Results) ratios() {
 		RTTAddUs:  r.Foreign.RTTMeanUs - r.Home.RTTMeanUs,
 		RTTAddP99: r.Foreign.RTTP99Us - r.Home.RTTP99Us,
 	}
+}
+
+// breakdown derives kgswitch's share of path (b)'s CPU from the 4-stream runs.
+func (r *Results) breakdown() {
+	kg := r.Foreign.CPU["kgswitch(hostB)"]
+	if r.Foreign.MachineCores > 0 {
+		r.Breakdown.KgswitchCPUShare = math.Round(kg/r.Foreign.MachineCores*1000) / 1000
+	}
+	if rest := r.Foreign.MachineCores - kg; rest > 0 {
+		r.Breakdown.RatioIfKgswitchFree = math.Round(r.Ratios.TCP4*r.Foreign.MachineCores/rest*1000) / 1000
+	}
+}
+
+// machineBusy is the CPU time the whole machine has spent busy since boot:
+// the first line of /proc/stat without idle and iowait.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var ticks int64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is in user already
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ
+}
+
+var ssDropRe = regexp.MustCompile(`users:\(\("([^"]+)",pid=\d+,fd=(\d+)\)\).*,d(\d+)\)`)
+
+// socketDrops reads the drop counter of every packet socket in the lab's
+// namespaces on path (b), keyed "node process fd".
+func socketDrops(ctx context.Context, e *scenario.Env) map[string]uint64 {
+	m := map[string]uint64{}
+	for _, node := range []string{"hostA", "hostB", "ha"} {
+		out, err := e.Lab.Command(ctx, node, "ss", "-0", "-a", "-m", "-p", "-n").Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if mm := ssDropRe.FindStringSubmatch(line); mm != nil {
+				n, _ := strconv.ParseUint(mm[3], 10, 64)
+				m[node+" "+mm[1]+" fd"+mm[2]] = n
+			}
+		}
+	}
+	return m
+}
+
+// kgswitchLatency pings the guest on path (b) while capturing on hostB's
+// internal port and bridge port, and times each echo inside kgswitch.
+func kgswitchLatency(ctx context.Context, e *scenario.Env, pings int, b *Breakdown) error {
+	kgs, err := e.StartCaptureFilter(ctx, "hostB", "kgs0", "latency-kgs0", "ip6")
+	if err != nil {
+		return err
+	}
+	br, err := e.StartCaptureFilter(ctx, "hostB", lab.Bridge, "latency-br0", "ip6 proto 41")
+	if err != nil {
+		kgs.Stop()
+		return err
+	}
+	_, perr := e.PingRTTs(ctx, "cn", lab.HoA.String(), pings, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	kgs.Stop()
+	br.Stop()
+	if perr != nil {
+		return perr
+	}
+	in, err := echoTimes(ctx, kgs)
+	if err != nil {
+		return err
+	}
+	out, err := echoTimes(ctx, br)
+	if err != nil {
+		return err
+	}
+	var decap, encap []time.Duration
+	for seq, t := range in.tunnelled {
+		if d, ok := in.request[seq]; ok && d > t {
+			decap = append(decap, d-t)
+		}
+	}
+	for seq, t := range in.reply {
+		if o, ok := out.tunnelledReply[seq]; ok && o > t {
+			encap = append(encap, o-t)
+		}
+	}
+	if len(decap) < pings/2 || len(encap) < pings/2 {
+		return fmt.Errorf("only %d decapsulations and %d encapsulations of %d pings seen in the captures", len(decap), len(encap), pings)
+	}
+	b.Samples = min(len(decap), len(encap))
+	b.DecapMedianUs, b.DecapP99Us = medianP99(decap)
+	b.EncapMedianUs, b.EncapP99Us = medianP99(encap)
+	return nil
+}
+
+// echoes are the capture times of ICMPv6 echoes by sequence number.
+type echoes struct {
+	tunnelled, request, reply, tunnelledReply map[int]time.Duration
+}
+
+// echoTimes reads a capture's echo requests and replies, tunnelled or not.
+func echoTimes(ctx context.Context, c *scenario.Capture) (echoes, error) {
+	e := echoes{map[int]time.Duration{}, map[int]time.Duration{}, map[int]time.Duration{}, map[int]time.Duration{}}
+	out, err := c.Tshark(ctx, "-Y", "icmpv6.type == 128 || icmpv6.type == 129", "-T", "fields",
+		"-e", "frame.time_epoch", "-e", "ipv6.nxt", "-e", "icmpv6.type", "-e", "icmpv6.echo.sequence_number")
+	if err != nil {
+		return e, err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 {
+			continue
+		}
+		secs, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		seq, err := strconv.Atoi(last(f[3]))
+		if err != nil {
+			continue
+		}
+		t := time.Duration(secs * 1e9)
+		tunnelled := strings.HasPrefix(f[1], "41")
+		switch typ := last(f[2]); {
+		case typ == "128" && tunnelled:
+			e.tunnelled[seq] = t
+		case typ == "128":
+			e.request[seq] = t
+		case typ == "129" && tunnelled:
+			e.tunnelledReply[seq] = t
+		case typ == "129":
+			e.reply[seq] = t
+		}
+	}
+	return e, nil
+}
+
+// last is the last of tshark's comma-separated values (the inner header's,
+// in a tunnelled packet).
+func last(s string) string { return s[strings.LastIndexByte(s, ',')+1:] }
+
+func medianP99(d []time.Duration) (median, p99 float64) {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	us := func(x time.Duration) float64 { return math.Round(float64(x.Nanoseconds())/100) / 10 }
+	return us(s[len(s)/2]), us(s[max(int(math.Ceil(0.99*float64(len(s))))-1, 0)])
 }
 
 // thousandVMs adds OVS ports for active-1 of the extra guests to hostB (the
@@ -595,7 +833,34 @@ func (r *Results) print(w *os.File) {
 	for _, n := range names {
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t\n", n, r.Home.CPU[n], r.Foreign.CPU[n])
 	}
+	fmt.Fprintf(tw, "whole machine (busy cores)\t%.2f\t%.2f\t\n", r.Home.MachineCores, r.Foreign.MachineCores)
+	fmt.Fprintf(tw, "whole machine (CPU s per GB to the guest)\t%.1f\t%.1f\t\n", r.Home.MachineCPUSecondsPerGB, r.Foreign.MachineCPUSecondsPerGB)
 	tw.Flush()
+
+	fmt.Fprintln(w, "\nkgswitch's share of path (b):")
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "time inside kgswitch, decapsulation (µs, median / p99)\t%.0f / %.0f\t\n", r.Breakdown.DecapMedianUs, r.Breakdown.DecapP99Us)
+	fmt.Fprintf(tw, "time inside kgswitch, encapsulation (µs, median / p99)\t%.0f / %.0f\t\n", r.Breakdown.EncapMedianUs, r.Breakdown.EncapP99Us)
+	fmt.Fprintf(tw, "one woken process in a round trip on this machine (µs, median)\t%+.0f\t\n", r.Wakeup.PerProcessUs)
+	fmt.Fprintf(tw, "kgswitch's share of the machine's CPU, TCP 4 streams\t%.0f %%\t\n", r.Breakdown.KgswitchCPUShare*100)
+	fmt.Fprintf(tw, "TCP 4-stream ratio b/a if kgswitch cost nothing (estimate)\t%.2f\t\n", r.Breakdown.RatioIfKgswitchFree)
+	tw.Flush()
+	if len(r.Foreign.SocketDrops)+len(r.Home.SocketDrops) > 0 {
+		fmt.Fprintln(w, "\nFrames dropped by full packet-socket queues during TCP 4 streams:")
+		keys := slices.Sorted(maps.Keys(r.Foreign.SocketDrops))
+		for k := range r.Home.SocketDrops {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "socket\t(a)\t(b)\t")
+		for _, k := range keys {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t\n", k, r.Home.SocketDrops[k], r.Foreign.SocketDrops[k])
+		}
+		tw.Flush()
+	}
 
 	fmt.Fprintln(w, "\nDaemons on path (b):")
 	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
