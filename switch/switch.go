@@ -381,6 +381,10 @@ func (s *Switch) switchEvent(ev ovsctl.SwitchEvent) {
 // dropDatapath forgets a datapath whose port failed.
 func (s *Switch) dropDatapath() {
 	if s.dp != nil {
+		// What the kernel dropped on the old socket is counted before
+		// the socket, and its counter, go away. A failed port may not
+		// answer; then there is nothing more to learn from it.
+		_ = s.dp.collectKernelDrops()
 		s.dp.conn.Close()
 	}
 	s.dp, s.kgPort = nil, 0

@@ -1478,6 +1478,7 @@ func TestInternalPortReopened(t *testing.T) {
 	h.flows.flows = map[uint64][]*ovs.Flow{}
 	h.flows.mu.Unlock()
 	h.conn = newFakeConn()
+	old.kernelDrops.Store(4) // never asked for before the port died
 	old.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for h.opens.Load() == opens || len(h.flows.text()) != before {
@@ -1493,6 +1494,10 @@ func TestInternalPortReopened(t *testing.T) {
 	}
 	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
 		t.Errorf("got %+v", st[0])
+	}
+	// The old socket's drops were counted before it went.
+	if d, err := h.sw.DatapathDrops(context.Background()); err != nil || d["socket-overflow"] != 4 {
+		t.Errorf("DatapathDrops = %v, %v; want socket-overflow=4 from the old port", d, err)
 	}
 }
 
