@@ -50,20 +50,12 @@ func main() {
 	active := flag.Int("active", 100, "of which active (bound to the Home Agent) for the memory figure")
 	kgBin := flag.String("kgswitch", "", "use this kgswitch binary instead of building one (e.g. one with profiling flags)")
 	flag.BoolVar(&hold, "hold", false, "after the move, keep the lab up for a person to look at until Ctrl-C")
-	echo := flag.String("udp-echo", "", "internal: serve UDP echo on `addr` (the wake-up floor's server, run in the lab)")
-	rtt := flag.String("udp-rtt", "", "internal: print the RTTs of -pings UDP probes to the echo server at `addr`")
+	echo := flag.String("icmp-echo", "", "internal: answer pings to `addr` from user space (the wake-up floor's responder, run in the lab)")
 	flag.Parse()
-	switch {
-	case *echo != "":
+	if *echo != "" {
 		// It serves until killed; returning is failing.
-		fmt.Fprintf(os.Stderr, "bench: %v\n", serveUDPEcho(*echo))
+		fmt.Fprintf(os.Stderr, "bench: %v\n", serveICMPEcho(*echo))
 		os.Exit(1)
-	case *rtt != "":
-		if err := udpRTTs(*rtt, *pings, 10*time.Millisecond); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: %v\n", err)
-			os.Exit(1)
-		}
-		return
 	}
 	r := &Results{Started: time.Now().UTC(), Config: RunConfig{IperfSeconds: *secs, Pings: *pings, VMs: *vms, Active: *active}}
 	if err := run(r, *secs, *pings, *vms, *active, *kgBin); err != nil {
@@ -307,7 +299,7 @@ func run(r *Results, secs, pings, vms, active int, kgBin string) error {
 	if r.Wakeup, err = wakeupFloor(ctx, e, min(pings, 500)); err != nil {
 		return fmt.Errorf("wake-up floor: %w", err)
 	}
-	step("  kernel echo %.0f µs, echo from a woken process %.0f µs: %+.0f µs per process",
+	step("  ping answered by the kernel %.0f µs, by a woken process %.0f µs: %+.0f µs per process",
 		r.Wakeup.KernelEchoMedianUs, r.Wakeup.UserEchoMedianUs, r.Wakeup.PerProcessUs)
 
 	step("(a) guest at home on hostA: OVS alone")

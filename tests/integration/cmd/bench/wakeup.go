@@ -2,24 +2,24 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
 )
 
 // WakeupFloor is what one user-space process in the path costs a round trip
-// on this machine, before it does any work: the same one-link round trip
-// answered by the kernel (ICMPv6 echo) and by a process that is woken by
-// each probe (a UDP echo server in Go). Path (b) adds four such wake-ups to
-// every round trip (the Home Agent and kgswitch, each way) and path (a)
-// none, so this bounds what any user-space tunnel endpoint can reach here.
+// on this machine, before it does any work: pings across one link answered
+// by the kernel, then by a Go process woken by each (the kernel's own echo
+// replies switched off). Same client, same link; the difference is the
+// process's wake-up, its two system calls and the runtime's poller. Path (b)
+// adds four such wake-ups to every round trip (the Home Agent and kgswitch,
+// each way) and path (a) none.
 type WakeupFloor struct {
 	KernelEchoMedianUs float64 `json:"kernel_echo_median_us"`
 	UserEchoMedianUs   float64 `json:"user_echo_median_us"`
@@ -27,12 +27,9 @@ type WakeupFloor struct {
 	Probes             int     `json:"probes"`
 }
 
-// echoPort is the UDP port of the echo server the floor is measured with.
-const echoPort = 7777
-
-// serveUDPEcho answers every datagram on addr with itself, until killed.
-func serveUDPEcho(addr string) error {
-	c, err := net.ListenPacket("udp6", addr)
+// serveICMPEcho answers every ICMPv6 Echo Request to addr, until killed.
+func serveICMPEcho(addr string) error {
+	c, err := icmp.ListenPacket("ip6:ipv6-icmp", addr)
 	if err != nil {
 		return err
 	}
@@ -42,36 +39,19 @@ func serveUDPEcho(addr string) error {
 		if err != nil {
 			return err
 		}
-		if _, err := c.WriteTo(buf[:n], from); err != nil {
+		m, err := icmp.ParseMessage(58, buf[:n])
+		if err != nil || m.Type != ipv6.ICMPTypeEchoRequest {
+			continue
+		}
+		// The kernel fills in the checksum of raw ICMPv6 sockets.
+		reply, err := (&icmp.Message{Type: ipv6.ICMPTypeEchoReply, Body: m.Body}).Marshal(nil)
+		if err != nil {
+			continue
+		}
+		if _, err := c.WriteTo(reply, from); err != nil {
 			return err
 		}
 	}
-}
-
-// udpRTTs sends count probes to addr every interval and prints the round-trip
-// times of those answered, in microseconds, as a JSON array.
-func udpRTTs(addr string, count int, interval time.Duration) error {
-	c, err := net.Dial("udp6", addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rtts := make([]float64, 0, count)
-	buf := make([]byte, 64)
-	for i := range count {
-		probe := []byte(strconv.Itoa(i))
-		began := time.Now()
-		if _, err := c.Write(probe); err != nil {
-			return err
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
-		n, err := c.Read(buf)
-		if err == nil && string(buf[:n]) == string(probe) {
-			rtts = append(rtts, float64(time.Since(began).Nanoseconds())/1e3)
-		}
-		time.Sleep(interval)
-	}
-	return json.NewEncoder(os.Stdout).Encode(rtts)
 }
 
 // wakeupFloor measures WakeupFloor across the cn–rtr link of the lab.
@@ -81,39 +61,38 @@ func wakeupFloor(ctx context.Context, e *scenario.Env, probes int) (WakeupFloor,
 	if err != nil {
 		return f, err
 	}
-	target := net.JoinHostPort(lab.RouterCNAddr.String(), strconv.Itoa(echoPort))
-	srv := e.Lab.Command(ctx, "rtr", self, "-udp-echo", target)
+	target := lab.RouterCNAddr.String()
+	kernel, err := e.PingRTTs(ctx, "cn", target, probes, 10*time.Millisecond)
+	if err != nil {
+		return f, err
+	}
+	const ignore = "net.ipv6.icmp.echo_ignore_all"
+	if _, err := e.Lab.Run(ctx, "rtr", "sysctl", "-qw", ignore+"=1"); err != nil {
+		return f, err
+	}
+	defer e.Lab.Run(context.Background(), "rtr", "sysctl", "-qw", ignore+"=0")
+	srv := e.Lab.Command(ctx, "rtr", self, "-icmp-echo", target)
 	if err := srv.Start(); err != nil {
 		return f, err
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	time.Sleep(200 * time.Millisecond) // the server binds
-	kernel, err := e.PingRTTs(ctx, "cn", lab.RouterCNAddr.String(), probes, 10*time.Millisecond)
-	if err != nil {
-		return f, err
+	if _, err := e.WaitReachable(ctx, "cn", target, 5*time.Second); err != nil {
+		return f, fmt.Errorf("user-space echo: %w", err)
 	}
-	out, err := e.Lab.Command(ctx, "cn", self, "-udp-rtt", target, "-pings", strconv.Itoa(probes)).Output()
+	user, err := e.PingRTTs(ctx, "cn", target, probes, 10*time.Millisecond)
 	if err != nil {
-		return f, fmt.Errorf("UDP echo client: %w", err)
-	}
-	var user []float64
-	if err := json.Unmarshal(out, &user); err != nil {
-		return f, fmt.Errorf("UDP echo client: %w", err)
+		return f, fmt.Errorf("user-space echo: %w", err)
 	}
 	if len(user) < probes/2 {
-		return f, fmt.Errorf("UDP echo: %d of %d probes answered", len(user), probes)
+		return f, fmt.Errorf("user-space echo: %d of %d pings answered", len(user), probes)
 	}
-	ks := make([]float64, len(kernel))
-	for i, d := range kernel {
-		ks[i] = float64(d.Nanoseconds()) / 1e3
-	}
-	f.KernelEchoMedianUs, f.UserEchoMedianUs = median(ks), median(user)
+	f.KernelEchoMedianUs, f.UserEchoMedianUs = medianUs(kernel), medianUs(user)
 	f.PerProcessUs = f.UserEchoMedianUs - f.KernelEchoMedianUs
 	return f, nil
 }
 
-func median(v []float64) float64 {
-	s := slices.Clone(v)
+func medianUs(d []time.Duration) float64 {
+	s := slices.Clone(d)
 	slices.Sort(s)
-	return float64(int(s[len(s)/2]*10+0.5)) / 10
+	return float64(s[len(s)/2].Microseconds())
 }
