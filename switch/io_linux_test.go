@@ -41,6 +41,34 @@ func inPrivateNetns(t *testing.T, setup func() error) {
 	}
 }
 
+// openPacketPair opens kgswitch's packetConn on veth end a and a plain
+// AF_PACKET conn on end b, in the namespace vethPair set up.
+func openPacketPair() (*packetConn, *packet.Conn, error) {
+	ia, err := net.InterfaceByName("a")
+	if err != nil {
+		return nil, nil, err
+	}
+	ib, err := net.InterfaceByName("b")
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := packet.Listen(ia, packet.Raw, unix.ETH_P_ALL, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := newPacketConn(c, ia.HardwareAddr)
+	if err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	peer, err := packet.Listen(ib, packet.Raw, unix.ETH_P_ALL, nil)
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return p, peer, nil
+}
+
 // vethPair creates veth a-b, both up, with offloads as the kernel makes them.
 func vethPair() error {
 	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "a"}, PeerName: "b"}); err != nil {
@@ -97,22 +125,8 @@ func TestPacketConnBatches(t *testing.T) {
 			}
 			txOff[i] = v
 		}
-		ia, err := net.InterfaceByName("a")
-		if err != nil {
-			return err
-		}
-		ib, err := net.InterfaceByName("b")
-		if err != nil {
-			return err
-		}
-		c, err := packet.Listen(ia, packet.Raw, unix.ETH_P_ALL, nil)
-		if err != nil {
-			return err
-		}
-		if p, err = newPacketConn(c, ia.HardwareAddr); err != nil {
-			return err
-		}
-		peer, err = packet.Listen(ib, packet.Raw, unix.ETH_P_ALL, nil)
+		var err error
+		p, peer, err = openPacketPair()
 		return err
 	})
 	defer p.Close()
@@ -220,22 +234,8 @@ func TestPacketConnCountsKernelDrops(t *testing.T) {
 		if err := vethPair(); err != nil {
 			return err
 		}
-		ia, err := net.InterfaceByName("a")
-		if err != nil {
-			return err
-		}
-		ib, err := net.InterfaceByName("b")
-		if err != nil {
-			return err
-		}
-		c, err := packet.Listen(ia, packet.Raw, unix.ETH_P_ALL, nil)
-		if err != nil {
-			return err
-		}
-		if p, err = newPacketConn(c, ia.HardwareAddr); err != nil {
-			return err
-		}
-		peer, err = packet.Listen(ib, packet.Raw, unix.ETH_P_ALL, nil)
+		var err error
+		p, peer, err = openPacketPair()
 		return err
 	})
 	defer p.Close()
