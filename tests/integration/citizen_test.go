@@ -908,4 +908,20 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("kgswitch_binding_sequence: got %v (found %v), want %d", m.Value, ok, st.Sequence)
 	}
 	t.Logf("kgswitch_vm_info %v; %d samples in all", info.Labels, len(ms))
+
+	// The table an operator reads asks the daemon for the VMs and for the
+	// datapath's own drops; both must answer.
+	table, err := c.Kgswitch(ctx, "hostB", "status")
+	if err != nil {
+		t.Fatalf("kgswitch status: %v\n%s", err, table)
+	}
+	row := ""
+	for _, line := range strings.Split(table, "\n") {
+		if strings.HasPrefix(line, lab.GuestPort+" ") {
+			row = line
+		}
+	}
+	if !strings.Contains(row, "foreign") || !strings.Contains(row, "bound") {
+		t.Errorf("kgswitch status has no row for %s foreign and bound:\n%s", lab.GuestPort, table)
+	}
 }
