@@ -173,18 +173,7 @@ func (p *packetConn) ReadFrames(bufs [][]byte, lens []int) (int, error) {
 
 // recvmmsg runs under the poller: false means "wait until readable".
 func (p *packetConn) recvmmsg(fd uintptr) bool {
-	n, errno := mmsg(unix.SYS_RECVMMSG, fd, p.rmsgs[:p.rn], unix.MSG_DONTWAIT)
-	switch errno {
-	case unix.EAGAIN:
-		return false
-	case unix.EINTR:
-		return p.recvmmsg(fd)
-	case 0:
-		p.rn = n
-	default:
-		p.rn, p.rerr = 0, errno
-	}
-	return true
+	return pollMmsg(unix.SYS_RECVMMSG, fd, p.rmsgs[:p.rn], &p.rn, &p.rerr)
 }
 
 // WriteFrames sends frames, in order, with as few sendmmsg(2) as the socket
@@ -213,18 +202,27 @@ func (p *packetConn) WriteFrames(frames [][]byte) (int, error) {
 }
 
 func (p *packetConn) sendmmsg(fd uintptr) bool {
-	n, errno := mmsg(unix.SYS_SENDMMSG, fd, p.wmsgs[:p.wn], unix.MSG_DONTWAIT)
-	switch errno {
-	case unix.EAGAIN:
-		return false
-	case unix.EINTR:
-		return p.sendmmsg(fd)
-	case 0:
-		p.wn = n
-	default:
-		p.wn, p.werr = 0, errno
+	return pollMmsg(unix.SYS_SENDMMSG, fd, p.wmsgs[:p.wn], &p.wn, &p.werr)
+}
+
+// pollMmsg is one non-blocking recvmmsg(2) or sendmmsg(2) of msgs, as a
+// RawConn callback: false means "wait until ready". Otherwise *n is how
+// many messages moved, or 0 with the error in *err.
+func pollMmsg(trap, fd uintptr, msgs []unix.Mmsghdr, n *int, err *error) bool {
+	for {
+		k, errno := mmsg(trap, fd, msgs, unix.MSG_DONTWAIT)
+		switch errno {
+		case unix.EAGAIN:
+			return false
+		case unix.EINTR:
+			continue
+		case 0:
+			*n = k
+		default:
+			*n, *err = 0, errno
+		}
+		return true
 	}
-	return true
 }
 
 // mmsg is recvmmsg(2) or sendmmsg(2) on msgs (not empty).
