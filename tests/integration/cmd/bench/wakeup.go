@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
@@ -86,13 +85,8 @@ func wakeupFloor(ctx context.Context, e *scenario.Env, probes int) (WakeupFloor,
 	if len(user) < probes/2 {
 		return f, fmt.Errorf("user-space echo: %d of %d pings answered", len(user), probes)
 	}
-	f.KernelEchoMedianUs, f.UserEchoMedianUs = medianUs(kernel), medianUs(user)
+	f.KernelEchoMedianUs, _ = medianP99(kernel)
+	f.UserEchoMedianUs, _ = medianP99(user)
 	f.PerProcessUs = f.UserEchoMedianUs - f.KernelEchoMedianUs
 	return f, nil
-}
-
-func medianUs(d []time.Duration) float64 {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return float64(s[len(s)/2].Microseconds())
 }
