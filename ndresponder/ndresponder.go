@@ -75,6 +75,10 @@ func New(link HomeLink, mac net.HardwareAddr) (*Responder, error) {
 	return &Responder{link: link, mac: mac}, nil
 }
 
+// AllNodes is the link-local all-nodes multicast address (RFC 4291 §2.7.1),
+// the destination of unsolicited Router Advertisements.
+var AllNodes = netip.MustParseAddr("ff02::1")
+
 // Errors for frames that are not solicitations the responder understands; callers count them.
 var (
 	ErrNotSolicitation = errors.New("ndresponder: not a Neighbor Solicitation")

@@ -1,63 +1,182 @@
 package vswitch
 
 import (
-	"fmt"
+	"hash/fnv"
 	"maps"
+	"net"
+	"net/netip"
+	"slices"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
 	"github.com/kgswitch/kgswitch/ovsctl"
 )
 
-// A VM's OpenFlow rules follow from its state alone: flowsFor says what they
-// must be, and syncFlows makes the bridge agree. Every state change calls
-// syncFlows, and so do a restart and an ovs-vswitchd that lost its tables, so
-// there is one place that decides what a VM's flows are.
+// Every use of OpenFlow is in this file. A VM's rules follow from its phase
+// alone: flowsFor says what they must be, and syncFlows asks OVS for them.
+// Every change of phase calls syncFlows, and so do a restart and an
+// ovs-vswitchd that lost its tables, so there is one place that decides what
+// a VM's flows are.
 
-// flowsFor returns, per cookie of p, the flows p's state needs; an empty set
+// FlowTable is what the control loop needs of the bridge's OpenFlow tables.
+type FlowTable interface {
+	// ReplaceSets atomically replaces, per cookie, the flows carrying it.
+	ReplaceSets(sets map[uint64][]*ovs.Flow) error
+	SetNoFlood(port string, on bool) error
+	// PacketsByCookie counts, per kgswitch cookie, the packets its flows matched.
+	PacketsByCookie() (map[uint64]uint64, error)
+	// Dump lists the flows whose cookie matches cookie under mask.
+	Dump(cookie, mask uint64) ([]*ovs.Flow, error)
+}
+
+// flowsFor returns, per cookie of p, the flows p's phase needs; an empty set
 // means none.
 func (s *Switch) flowsFor(p *vmPort) map[uint64][]*ovs.Flow {
-	sets := map[uint64][]*ovs.Flow{portCookie(p.key()): nil, spoofCookie(p.key()): nil}
-	if s.dp == nil || p.removed {
+	port, spoof := portCookie(p.key()), spoofCookie(p.key())
+	sets := map[uint64][]*ovs.Flow{port: nil, spoof: nil}
+	if s.dp == nil {
 		return sets
 	}
-	switch {
-	case p.dep != nil:
-		sets[portCookie(p.key())] = s.departureFlows(p, p.takeoverMAC)
-	case p.ofport == 0:
-		sets[portCookie(p.key())] = s.awaitFlows(p)
-	case p.foreign:
-		sets[portCookie(p.key())] = s.portFlows(p)
-		sets[spoofCookie(p.key())] = s.spoofFlows(p)
-	case p.returning:
-		sets[portCookie(p.key())] = append(s.returnFlows(p), s.homeFlows(p)...)
-		if p.returnPending {
-			// A copy of the guest's frames tells kgswitch it runs here; they
-			// go on to the home link as ever.
-			sets[portCookie(p.key())] = append(sets[portCookie(p.key())], &ovs.Flow{Priority: 210, InPort: p.ofport,
-				Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}})
+	switch p.phase {
+	case absent:
+		sets[port] = s.awaitFlows(p)
+	case departed:
+		sets[port] = s.departureFlows(p, p.dep.takeoverMAC)
+	case prepared, abroad:
+		sets[port] = s.portFlows(p)
+		sets[spoof] = s.spoofFlows(p)
+	case broken:
+		if s.foreignFor(p) && p.mac != nil {
+			// Kept off the foreign LAN all the same.
+			sets[port] = s.portFlows(p)
+			sets[spoof] = s.spoofFlows(p)
 		}
-	default:
-		sets[portCookie(p.key())] = s.homeFlows(p)
+	case returnWaiting:
+		// A copy of the guest's frames tells kgswitch it runs here; they
+		// go on to the home link as ever.
+		sets[port] = append(append(s.returnFlows(p), s.homeFlows(p)...), &ovs.Flow{Priority: 210, InPort: p.ofport,
+			Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}})
+	case returning:
+		sets[port] = append(s.returnFlows(p), s.homeFlows(p)...)
+	case home:
+		sets[port] = s.homeFlows(p)
 	}
 	return sets
 }
 
-// syncFlows installs p's flows as its state requires, in one bundle.
-func (s *Switch) syncFlows(p *vmPort) error {
+// isolated: the VM's port keeps the foreign LAN's floods off.
+func (s *Switch) isolated(p *vmPort) bool {
+	return p.ofport != 0 && p.iface != "" && (p.foreignHere() || (p.phase == broken && s.foreignFor(p) && p.mac != nil))
+}
+
+// syncFlows asks OVS for p's flows as its phase requires, in one bundle.
+func (s *Switch) syncFlows(p *vmPort) {
 	if s.dp == nil {
-		return nil
+		return
 	}
-	if err := s.deps.Flows.ReplaceSets(s.flowsFor(p)); err != nil {
-		return fmt.Errorf("flows of %s: %w", p.name(), err)
+	s.ovs.replace(s.flowsFor(p))
+	if s.isolated(p) {
+		s.ovs.setNoFlood(p.iface, true)
 	}
-	if p.foreign && p.ofport != 0 {
-		// OpenFlow port state, not flows: it is lost when ovs-vswitchd
-		// restarts, so it is set with the flows every time.
-		if err := s.deps.Flows.SetNoFlood(p.iface, true); err != nil {
-			return fmt.Errorf("keep LAN floods off %s: %w", p.iface, err)
+}
+
+// dropFlows asks OVS to remove every flow of p (a VM forgotten).
+func (s *Switch) dropFlows(p *vmPort) {
+	if s.dp == nil {
+		return
+	}
+	s.ovs.replace(map[uint64][]*ovs.Flow{portCookie(p.key()): nil, spoofCookie(p.key()): nil})
+}
+
+// syncAll asks for every VM's flows, in one bundle: at start, and after
+// ovs-vswitchd lost its tables.
+func (s *Switch) syncAll() {
+	if s.dp == nil {
+		return
+	}
+	all := map[uint64][]*ovs.Flow{}
+	for _, p := range s.vms {
+		maps.Copy(all, s.flowsFor(p))
+	}
+	s.ovs.replace(all)
+	for _, p := range s.vms {
+		if s.isolated(p) {
+			s.ovs.setNoFlood(p.iface, true)
 		}
 	}
-	return nil
+}
+
+// portCookie gives each port's flows a cookie of their own under kgswitch's
+// prefix, so one VM's flows are replaced without touching another's.
+func portCookie(port string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(port))
+	c := h.Sum64() &^ (ovsctl.CookieMask | spoofBit)
+	if c == 0 {
+		c = 1 // cookie ovsctl.Cookie itself is the host-wide flows'
+	}
+	return ovsctl.Cookie | c
+}
+
+// spoofBit marks the cookie of a port's anti-spoofing drop flow, kept apart
+// so its packet count is the number of spoofed frames.
+const spoofBit = 1 << 47
+
+func spoofCookie(port string) uint64 { return portCookie(port) | spoofBit }
+
+func (s *Switch) globalFlows() []*ovs.Flow {
+	coa := s.cfg.CareOfAddress.String()
+	flows := []*ovs.Flow{
+		// Tunnel and Mobility Header packets for the care-of address bypass the host
+		// kernel, which has neither ip6_tunnel nor MIP6 and would answer them with
+		// Parameter Problems.
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		// What kgswitch hands back to the host (see fromUplink) goes to the
+		// bridge's local port, where the care-of address lives.
+		{Priority: 150, Protocol: ovs.ProtocolIPv6, InPort: s.kgPort, Matches: []ovs.Match{ovs.IPv6Destination(coa)}, Actions: []ovs.Action{ovs.Output(ovsLocalPort)}},
+		// What kgswitch sends goes only where a port flow says.
+		{Priority: 100, InPort: s.kgPort, Actions: []ovs.Action{ovs.Drop()}},
+	}
+	// A Home Agent sends its own packets for a guest (echo replies, ICMP errors)
+	// to the care-of address with a type 2 routing header, which the host kernel
+	// would refuse; OpenFlow cannot match the routing header, so all ICMPv6 from
+	// a served Home Agent comes to kgswitch, which passes on what is the host's.
+	for _, ha := range s.homeAgents() {
+		flows = append(flows, &ovs.Flow{Priority: 190, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort,
+			Matches: []ovs.Match{ovs.IPv6Source(ha.String()), ovs.IPv6Destination(coa), ovs.NetworkProtocol(58)},
+			Actions: []ovs.Action{ovs.Output(s.kgPort)}})
+	}
+	return flows
+}
+
+// ovsLocalPort is OpenFlow's OFPP_LOCAL, the bridge's own interface.
+const ovsLocalPort = 0xfffe
+
+// homeAgents lists, sorted, the Home Agents of the configured VMs for which
+// this host is foreign: any of them may arrive at any time.
+func (s *Switch) homeAgents() []netip.Addr {
+	var has []netip.Addr
+	for _, p := range s.vms {
+		if s.foreignFor(p) && !slices.Contains(has, p.vm.Home.HomeAgent) {
+			has = append(has, p.vm.Home.HomeAgent)
+		}
+	}
+	slices.SortFunc(has, netip.Addr.Compare)
+	return has
+}
+
+// installGlobalFlows asks for the host-wide flows when their set changed:
+// it depends on which Home Agents the served guests use.
+func (s *Switch) installGlobalFlows() {
+	if s.dp == nil {
+		return
+	}
+	has := s.homeAgents()
+	if s.globalInstalled && slices.Equal(has, s.globalHAs) {
+		return
+	}
+	s.ovs.replace(map[uint64][]*ovs.Flow{ovsctl.Cookie: s.globalFlows()})
+	s.globalInstalled, s.globalHAs = true, has
 }
 
 // awaitFlows are installed, on a host foreign to a VM whose MAC is known,
@@ -74,29 +193,6 @@ func (s *Switch) awaitFlows(p *vmPort) []*ovs.Flow {
 	return []*ovs.Flow{
 		{Priority: 180, Matches: []ovs.Match{ovs.DataLinkSource(p.vm.MAC.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 	}
-}
-
-// syncAll makes every VM's flows agree with its state, in one bundle: at
-// start, and after ovs-vswitchd lost its tables.
-func (s *Switch) syncAll() error {
-	if s.dp == nil {
-		return nil
-	}
-	all := map[uint64][]*ovs.Flow{}
-	for _, p := range s.vms {
-		maps.Copy(all, s.flowsFor(p))
-	}
-	if err := s.deps.Flows.ReplaceSets(all); err != nil {
-		return fmt.Errorf("install flows: %w", err)
-	}
-	for _, p := range s.vms {
-		if p.foreign && p.ofport != 0 {
-			if err := s.deps.Flows.SetNoFlood(p.iface, true); err != nil {
-				return fmt.Errorf("keep LAN floods off %s: %w", p.iface, err)
-			}
-		}
-	}
-	return nil
 }
 
 // portFlows are a foreign guest's: all it sends goes to kgswitch, and
@@ -132,44 +228,36 @@ func (s *Switch) returnFlows(p *vmPort) []*ovs.Flow {
 	}
 }
 
-// expectedCookies lists every cookie kgswitch's flows should carry now.
-func (s *Switch) expectedCookies() map[uint64]bool {
-	want := map[uint64]bool{ovsctl.Cookie: true}
-	for _, p := range s.vms {
-		for c, fl := range s.flowsFor(p) {
-			if len(fl) > 0 {
-				want[c] = true
-			}
-		}
+// homeFlows are the flows of a VM running on its home host: OpenFlow copies
+// DAD probes for its home address to kgswitch (and on, unchanged), the sign
+// that the Home Agent is taking over because the VM left.
+func (s *Switch) homeFlows(p *vmPort) []*ovs.Flow {
+	if !s.holds(p) {
+		return nil
 	}
-	return want
+	return []*ovs.Flow{{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: s.uplinkPort,
+		Matches: []ovs.Match{ovs.ICMP6Type(135), ovs.NeighborDiscoveryTarget(p.vm.HomeAddress.String())},
+		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}}
 }
 
-// reconcileFlows removes flows a previous run installed that no VM needs any
-// more (a VM dropped from the configuration while kgswitch was down). Flows
-// without kgswitch's cookie prefix are never touched.
-func (s *Switch) reconcileFlows() {
-	if s.dp == nil {
-		return
+// departureFlows catch what the home link sends to a departed VM and the Home
+// Agent's takeover advertisement; once the Home Agent's MAC is known, they let
+// kgswitch's released frames and its Override advertisement out to the link.
+func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
+	hoa := p.vm.HomeAddress.String()
+	flows := []*ovs.Flow{
+		{Priority: 200, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: s.uplinkPort,
+			Matches: []ovs.Match{ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(hoa)},
+			Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}},
 	}
-	flows, err := s.deps.Flows.Dump(ovsctl.Cookie, ovsctl.CookieMask)
-	if err != nil {
-		s.log.Warn("list kgswitch's flows", "err", err)
-		return
+	if haMAC != nil {
+		flows = append(flows,
+			&ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.DataLinkDestination(haMAC.String())},
+				Actions: []ovs.Action{ovs.Output(s.uplinkPort)}},
+			&ovs.Flow{Priority: 200, Protocol: ovs.ProtocolICMPv6, InPort: s.kgPort,
+				Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(hoa)},
+				Actions: []ovs.Action{ovs.Output(s.uplinkPort)}})
 	}
-	want := s.expectedCookies()
-	stale := map[uint64][]*ovs.Flow{}
-	for _, f := range flows {
-		if !want[f.Cookie] {
-			stale[f.Cookie] = nil
-		}
-	}
-	if len(stale) == 0 {
-		return
-	}
-	if err := s.deps.Flows.ReplaceSets(stale); err != nil {
-		s.log.Warn("remove stale flows", "err", err)
-		return
-	}
-	s.log.Info("removed flows left by a previous run", "cookies", len(stale))
+	return flows
 }

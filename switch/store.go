@@ -1,10 +1,12 @@
 package vswitch
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"time"
@@ -77,4 +79,30 @@ func (f *FileStore) Save(m map[string]StoredBinding) error {
 		return err
 	}
 	return os.Rename(tmp, f.Path)
+}
+
+// persist saves the bindings when they changed.
+func (s *Switch) persist() {
+	if s.deps.Store == nil {
+		return
+	}
+	m := map[string]StoredBinding{}
+	maps.Copy(m, s.stored) // not yet claimed by a VM here: keep for later
+	for _, p := range s.vms {
+		if p.binding == nil || p.phase == returnWaiting || p.phase == returning {
+			continue
+		}
+		r := p.binding.Record()
+		m[p.key()] = StoredBinding{HomeAgent: p.binding.HomeAgent.String(), CareOf: p.binding.CareOf.String(),
+			Sequence: r.Sequence, Granted: r.Granted, Expires: r.Expires}
+	}
+	b, _ := json.Marshal(m)
+	if bytes.Equal(b, s.saved) {
+		return
+	}
+	if err := s.deps.Store.Save(m); err != nil {
+		s.log.Error("save bindings", "err", err)
+		return
+	}
+	s.saved = b
 }

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/kgswitch/kgswitch/config"
+	"github.com/kgswitch/kgswitch/hostio"
 	"github.com/kgswitch/kgswitch/ovsctl"
 	vswitch "github.com/kgswitch/kgswitch/switch"
 )
@@ -80,7 +81,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fmt.Errorf("connect to OVSDB at %s: %w", cfg.OVSDBEndpoint(), err)
 	}
 	defer db.Close()
-	uplink, err := vswitch.OpenUplink()
+	uplink, err := hostio.OpenUplink()
 	if err != nil {
 		return err
 	}
@@ -99,10 +100,10 @@ func cmdRun(args []string, stderr io.Writer) error {
 	sw := vswitch.New(cfg, vswitch.Deps{
 		Store:        store,
 		SwitchEvents: flows.WatchSwitch(ctx),
-		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return vswitch.HostNeighbor(a, cfg.CareOfAddress) },
+		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return hostio.HostNeighbor(a, cfg.CareOfAddress) },
 		DB:           db,
 		Flows:        flows,
-		OpenPort:     vswitch.OpenInternalPort,
+		OpenPort:     hostio.OpenInternalPort,
 		Uplink:       uplink,
 		Logger:       logger,
 	})

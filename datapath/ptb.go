@@ -1,4 +1,4 @@
-package vswitch
+package datapath
 
 import (
 	"encoding/binary"

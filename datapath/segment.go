@@ -1,46 +1,10 @@
-package vswitch
+package datapath
 
 import (
 	"encoding/binary"
-	"errors"
-	"net/netip"
 
 	"github.com/kgswitch/kgswitch/netpkt"
 )
-
-// tunnelHopLimit is the outer hop limit of IP6IP6 packets, as a Linux ip6_tunnel
-// and UMIP's Home Agent use (RFC 2473 §6.3 leaves it to the entry point).
-const tunnelHopLimit = 64
-
-// encapsulate writes an outer IPv6 header (RFC 2473 §3, no Tunnel Encapsulation
-// Limit option: a Home Agent sends none and expects none) into the 40 bytes
-// before inner, which must start at offset off >= 40 of buf, and returns the
-// whole tunnel packet. No byte of the inner packet moves.
-func encapsulate(buf []byte, off, innerLen int, src, dst netip.Addr) []byte {
-	outer := buf[off-netpkt.IPv6Len : off+innerLen]
-	netpkt.PutIPv6(outer, innerLen, netpkt.ProtoIPv6, tunnelHopLimit, src, dst)
-	return outer
-}
-
-// Reasons a tunnel packet is not decapsulated.
-var (
-	errNotTunnel   = errors.New("not an IP6IP6 packet")
-	errInnerBroken = errors.New("malformed inner packet")
-)
-
-// decapsulate checks an IP6IP6 packet and returns its inner packet, trimmed to
-// the inner header's payload length. Extension headers before the inner packet
-// are not accepted: neither a Home Agent nor kgswitch puts any there.
-func decapsulate(outer netpkt.IPv6) (netpkt.IPv6, error) {
-	if outer.NextHeader() != netpkt.ProtoIPv6 {
-		return nil, errNotTunnel
-	}
-	inner, err := netpkt.ParseIPv6(outer.Payload())
-	if err != nil {
-		return nil, errInnerBroken
-	}
-	return inner, nil
-}
 
 // protoTCP is TCP's IPv6 next header value.
 const protoTCP = 6
@@ -66,7 +30,7 @@ const segScratch = 65536 + (65536/536+1)*(2*netpkt.IPv6Len+60)
 // computed in full, so a partial checksum left for the offload does not
 // matter. It reports false for what it cannot split (extension headers, a
 // broken TCP header), which then gets a Packet Too Big.
-func (d *Datapath) segmentTCP(f *fib, g *guest, ip netpkt.IPv6) bool {
+func (d *Datapath) segmentTCP(f *FIB, g *Guest, ip netpkt.IPv6) bool {
 	tcp := ip.Payload()
 	if ip.NextHeader() != protoTCP || len(tcp) < 20 {
 		return false
@@ -113,8 +77,8 @@ func (d *Datapath) segmentTCP(f *fib, g *guest, ip netpkt.IPv6) bool {
 		seg[13] = fl
 		seg[16], seg[17] = 0, 0
 		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum(src, dst, protoTCP, seg))
-		netpkt.PutIPv6(pkt, len(inner), netpkt.ProtoIPv6, tunnelHopLimit, f.coa, g.ha)
-		d.queueUplink(pkt, g.ha, g.counters, len(inner))
+		netpkt.PutIPv6(pkt, len(inner), netpkt.ProtoIPv6, tunnelHopLimit, f.coa, g.HomeAgent)
+		d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(inner))
 	}
 	d.flushUplink()
 	return true

@@ -1,25 +1,19 @@
-package vswitch
+package hostio
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"syscall"
 	"time"
 	"unsafe"
 
+	"github.com/kgswitch/kgswitch/datapath"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// batchSize is how many frames one system call moves at most. 64 frames of
-// 1500 bytes are about what one pass of OVS's userspace datapath delivers to
-// a port, and keep the buffers' resident memory under a megabyte.
-const batchSize = 64
 
 // rcvBuf is the internal port's receive queue in the kernel. OVS's userspace
 // datapath writes to the port in bursts while kgswitch may be off the CPU; with
@@ -51,7 +45,7 @@ type packetConn struct {
 // OpenInternalPort waits for the internal port's network device (OVS's
 // userspace datapath creates it as a tap), keeps the host's IPv6 stack off it,
 // switches its offloads off, brings it up and opens it with AF_PACKET.
-func OpenInternalPort(ctx context.Context, name string) (FrameConn, net.HardwareAddr, error) {
+func OpenInternalPort(ctx context.Context, name string) (datapath.FrameConn, net.HardwareAddr, error) {
 	var link netlink.Link
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -114,8 +108,8 @@ func newPacketConn(c *packet.Conn, mac net.HardwareAddr) (*packetConn, error) {
 		return nil, fmt.Errorf("SO_RCVBUFFORCE %d: %v %v", rcvBuf, err, serr)
 	}
 	p := &packetConn{c: c, rc: rc, addr: &packet.Addr{HardwareAddr: mac},
-		rmsgs: make([]unix.Mmsghdr, batchSize), wmsgs: make([]unix.Mmsghdr, batchSize),
-		riov: make([]unix.Iovec, batchSize), wiov: make([]unix.Iovec, batchSize)}
+		rmsgs: make([]unix.Mmsghdr, datapath.BatchSize), wmsgs: make([]unix.Mmsghdr, datapath.BatchSize),
+		riov: make([]unix.Iovec, datapath.BatchSize), wiov: make([]unix.Iovec, datapath.BatchSize)}
 	p.readFn, p.writeFn = p.recvmmsg, p.sendmmsg
 	return p, nil
 }
@@ -230,110 +224,3 @@ func mmsg(trap, fd uintptr, msgs []unix.Mmsghdr, flags int) (int, unix.Errno) {
 	r, _, errno := unix.Syscall6(trap, fd, uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), uintptr(flags), 0, 0)
 	return int(r), errno
 }
-
-// ethtoolValue is struct ethtool_value (linux/ethtool.h).
-type ethtoolValue struct{ cmd, data uint32 }
-
-// ifreqData is struct ifreq with the ifr_data member.
-type ifreqData struct {
-	name [unix.IFNAMSIZ]byte
-	data uintptr
-	_    [16]byte
-}
-
-// Legacy ethtool commands that set one offload each (linux/ethtool.h); x/sys
-// names only some of them.
-const (
-	ethtoolSTXCSUM = 0x17
-	ethtoolSSG     = 0x19
-	ethtoolSTSO    = 0x1f
-	ethtoolSGSO    = 0x24
-	ethtoolSGRO    = 0x2c
-)
-
-// disableOffloads switches segmentation and checksum offloads off on dev, so
-// the kernel hands kgswitch's port whole frames with finished checksums and
-// never glues received frames together (GRO): what kgswitch reads it can
-// tunnel as it is. Whatever still arrives bigger than the link (a hypervisor
-// with userspace TSO) is segmented by the datapath (segmentTCP). A device that
-// lacks an offload answers EOPNOTSUPP, which is what we want anyway.
-func disableOffloads(dev string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	// GSO and TSO first: the kernel refuses to drop the checksum offload
-	// that they depend on while they are on.
-	for _, cmd := range []uint32{ethtoolSGRO, ethtoolSGSO, ethtoolSTSO, ethtoolSSG, ethtoolSTXCSUM} {
-		v := ethtoolValue{cmd: cmd}
-		var ifr ifreqData
-		copy(ifr.name[:], dev)
-		ifr.data = uintptr(unsafe.Pointer(&v))
-		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-		if errno != 0 && errno != unix.EOPNOTSUPP && errno != unix.EINVAL {
-			return fmt.Errorf("ethtool command %#x: %w", cmd, errno)
-		}
-	}
-	return nil
-}
-
-// rawUplink sends complete IPv6 packets through the host stack (IPPROTO_RAW
-// implies IPV6_HDRINCL), so routing and neighbour resolution are the host's.
-// WriteIPv6 may be called from any goroutine; WriteIPv6Batch only from the
-// datapath's.
-type rawUplink struct {
-	fd    int
-	msgs  []unix.Mmsghdr
-	iov   []unix.Iovec
-	names []unix.RawSockaddrInet6
-}
-
-// OpenUplink opens the raw socket tunnel packets and Binding Updates leave by.
-func OpenUplink() (Uplink, error) {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
-	if err != nil {
-		return nil, fmt.Errorf("raw IPv6 socket: %w", err)
-	}
-	return &rawUplink{fd: fd, msgs: make([]unix.Mmsghdr, batchSize), iov: make([]unix.Iovec, batchSize),
-		names: make([]unix.RawSockaddrInet6, batchSize)}, nil
-}
-
-func (u *rawUplink) WriteIPv6(pkt []byte, dst netip.Addr) error {
-	sa := unix.SockaddrInet6{Addr: dst.As16()}
-	for {
-		err := unix.Sendto(u.fd, pkt, 0, &sa)
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-// WriteIPv6Batch sends pkts[i] to dsts[i] with as few sendmmsg(2) as the
-// socket takes. It returns how many left before an error; the error is the
-// next packet's.
-func (u *rawUplink) WriteIPv6Batch(pkts [][]byte, dsts []netip.Addr) (int, error) {
-	sent := 0
-	for sent < len(pkts) {
-		n := min(len(pkts)-sent, len(u.msgs))
-		for i := range n {
-			u.names[i] = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: dsts[sent+i].As16()}
-			u.iov[i].Base = &pkts[sent+i][0]
-			u.iov[i].SetLen(len(pkts[sent+i]))
-			u.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: (*byte)(unsafe.Pointer(&u.names[i])),
-				Namelen: unix.SizeofSockaddrInet6, Iov: &u.iov[i], Iovlen: 1}}
-		}
-		k, errno := mmsg(unix.SYS_SENDMMSG, uintptr(u.fd), u.msgs[:n], 0)
-		switch {
-		case errno == unix.EINTR:
-			continue
-		case errno != 0:
-			// sendmmsg reports an error only when the first packet fails.
-			return sent, errno
-		}
-		sent += k
-	}
-	return sent, nil
-}
-
-func (u *rawUplink) Close() error { return unix.Close(u.fd) }

@@ -1,4 +1,4 @@
-package vswitch
+package hostio
 
 import (
 	"bytes"
@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/kgswitch/kgswitch/datapath"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -147,11 +148,11 @@ func TestPacketConnBatches(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bufs := make([][]byte, batchSize)
+	bufs := make([][]byte, datapath.BatchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
 	}
-	lens := make([]int, batchSize)
+	lens := make([]int, datapath.BatchSize)
 	got, calls := 0, 0
 	deadline := time.Now().Add(5 * time.Second)
 	for got < n && time.Now().Before(deadline) {
@@ -276,7 +277,7 @@ func TestPacketConnCountsKernelDrops(t *testing.T) {
 		t.Errorf("second KernelDrops = %d, %v; want 0 (counted once)", again, err)
 	}
 	// What was not dropped is there to read.
-	bufs, lens := make([][]byte, batchSize), make([]int, batchSize)
+	bufs, lens := make([][]byte, datapath.BatchSize), make([]int, datapath.BatchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, 2048)
 	}

@@ -1,10 +1,9 @@
-package vswitch
+package datapath
 
 import (
-	"net/netip"
 	"testing"
 
-	"github.com/kgswitch/kgswitch/ndresponder"
+	"github.com/kgswitch/kgswitch/datapath/datapathtest"
 	"github.com/kgswitch/kgswitch/netpkt"
 )
 
@@ -19,16 +18,9 @@ func FuzzHandle(f *testing.F) {
 	f.Add(ethFrame(kgMAC, lanMAC, append(tun, back...)))
 	f.Add(ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 1500)))
 
-	conn := newFakeConn()
-	up := &fakeUplink{out: make(chan sent, 1)}
-	d := newDatapath(conn, up)
-	nd, err := ndresponder.New(ndresponder.HomeLink{Prefix: netip.MustParsePrefix("2001:db8:2000::/64"), RouterLinkLocal: routerLL}, kgMAC)
-	if err != nil {
-		f.Fatal(err)
-	}
-	g := &guest{port: "vnet3", mac: [6]byte(guestMAC), hoa: hoa, ha: ha, tunnel: true, nd: nd, ptbFrom: routerLL, counters: &Counters{}, ownLL: new([]netip.Addr)}
-	d.fib.Store(&fib{coa: coa, mtu: tunnelMTU, routerMAC: kgMAC,
-		byMAC: map[[6]byte]*guest{g.mac: g}, byHoA: map[netip.Addr]*guest{hoa: g}})
+	conn := datapathtest.NewConn()
+	up := datapathtest.NewUplink(1)
+	d, _ := newTestDatapath(conn, up, boundGuest(f))
 	buf := make([]byte, headroom+maxFrame)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > maxFrame {
@@ -39,12 +31,12 @@ func FuzzHandle(f *testing.F) {
 		d.flush()
 		for {
 			select {
-			case s := <-up.out:
-				if _, err := netpkt.ParseIPv6(s.pkt); err != nil {
+			case s := <-up.Out:
+				if _, err := netpkt.ParseIPv6(s.Pkt); err != nil {
 					t.Fatalf("uplink got a malformed packet: %v", err)
 				}
 				continue
-			case out := <-conn.out:
+			case out := <-conn.Out:
 				if _, err := netpkt.ParseIPv6(netpkt.Ethernet(out).Payload()); err != nil {
 					t.Fatalf("internal port got a malformed frame: %v", err)
 				}

@@ -1,11 +1,10 @@
-package vswitch
+package datapath
 
 import (
 	"fmt"
 	"net/netip"
 	"testing"
 
-	"github.com/kgswitch/kgswitch/ndresponder"
 	"github.com/kgswitch/kgswitch/netpkt"
 )
 
@@ -36,18 +35,11 @@ func (u *countUplink) WriteIPv6Batch(p [][]byte, _ []netip.Addr) (int, error) {
 }
 
 // benchDatapath is a datapath serving one bound guest, as on a foreign host.
-func benchDatapath(tb testing.TB) (*Datapath, *countConn, *countUplink, *guest) {
+func benchDatapath(tb testing.TB) (*Datapath, *countConn, *countUplink, *Guest) {
 	tb.Helper()
 	conn, up := &countConn{}, &countUplink{}
-	d := newDatapath(conn, up)
-	nd, err := ndresponder.New(ndresponder.HomeLink{Prefix: netip.MustParsePrefix("2001:db8:2000::/64"), RouterLinkLocal: routerLL}, kgMAC)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	g := &guest{port: "vnet3", mac: [6]byte(guestMAC), hoa: hoa, prefix: netip.MustParsePrefix("2001:db8:2000::/64"), ha: ha,
-		tunnel: true, nd: nd, ptbFrom: routerLL, counters: &Counters{}, ownLL: new([]netip.Addr)}
-	d.fib.Store(&fib{coa: coa, mtu: tunnelMTU, routerMAC: kgMAC,
-		byMAC: map[[6]byte]*guest{g.mac: g}, byHoA: map[netip.Addr]*guest{hoa: g}})
+	g := boundGuest(tb)
+	d, _ := newTestDatapath(conn, up, g)
 	return d, conn, up, g
 }
 
@@ -67,9 +59,9 @@ func tunnelFrame(size int) []byte {
 }
 
 // forward runs frame through handle as Run does: copied into a receive
-// buffer (as recvmmsg would), handled, and flushed every batchSize frames.
+// buffer (as recvmmsg would), handled, and flushed every BatchSize frames.
 func forward(b *testing.B, d *Datapath, frame []byte) {
-	bufs := make([][]byte, batchSize)
+	bufs := make([][]byte, BatchSize)
 	for i := range bufs {
 		bufs[i] = make([]byte, headroom+maxFrame)
 	}
@@ -78,10 +70,10 @@ func forward(b *testing.B, d *Datapath, frame []byte) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		buf := bufs[i%batchSize]
+		buf := bufs[i%BatchSize]
 		n := copy(buf[headroom:], frame)
 		out = d.handle(buf, n, out[:0])
-		if i%batchSize == batchSize-1 {
+		if i%BatchSize == BatchSize-1 {
 			d.flush()
 		}
 	}
@@ -94,8 +86,8 @@ func BenchmarkEncap(b *testing.B) {
 		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
 			d, _, up, g := benchDatapath(b)
 			forward(b, d, guestFrame(size))
-			if up.pkts != b.N || g.counters.ToTunnelPackets.Load() != uint64(b.N) {
-				b.Fatalf("got %d tunnel packets, counted %d, want %d", up.pkts, g.counters.ToTunnelPackets.Load(), b.N)
+			if up.pkts != b.N || g.Link.Counters.ToTunnelPackets.Load() != uint64(b.N) {
+				b.Fatalf("got %d tunnel packets, counted %d, want %d", up.pkts, g.Link.Counters.ToTunnelPackets.Load(), b.N)
 			}
 		})
 	}
@@ -107,8 +99,8 @@ func BenchmarkDecap(b *testing.B) {
 		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
 			d, conn, _, g := benchDatapath(b)
 			forward(b, d, tunnelFrame(size))
-			if conn.frames != b.N || g.counters.FromTunnelPackets.Load() != uint64(b.N) {
-				b.Fatalf("got %d frames to the guest, counted %d, want %d", conn.frames, g.counters.FromTunnelPackets.Load(), b.N)
+			if conn.frames != b.N || g.Link.Counters.FromTunnelPackets.Load() != uint64(b.N) {
+				b.Fatalf("got %d frames to the guest, counted %d, want %d", conn.frames, g.Link.Counters.FromTunnelPackets.Load(), b.N)
 			}
 		})
 	}
@@ -162,7 +154,7 @@ func TestFlushBatches(t *testing.T) {
 	if conn.batches != 1 || conn.frames != 5 || up.batches != 1 || up.pkts != 5 {
 		t.Errorf("got %d frames in %d batches and %d packets in %d batches, want 5 in 1 each", conn.frames, conn.batches, up.pkts, up.batches)
 	}
-	if got := g.counters.ToTunnelPackets.Load() + g.counters.FromTunnelPackets.Load(); got != 10 {
+	if got := g.Link.Counters.ToTunnelPackets.Load() + g.Link.Counters.FromTunnelPackets.Load(); got != 10 {
 		t.Errorf("got %d packets counted, want 10", got)
 	}
 }

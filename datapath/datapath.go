@@ -1,11 +1,13 @@
-package vswitch
+package datapath
 
 import (
 	"context"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
+	"github.com/kgswitch/kgswitch/clock"
 	"github.com/kgswitch/kgswitch/ndresponder"
 	"github.com/kgswitch/kgswitch/netpkt"
 )
@@ -38,22 +40,10 @@ type BatchFrameConn interface {
 	WriteFrames(frames [][]byte) (int, error)
 }
 
-// kernelDropper is a FrameConn whose kernel side can drop frames it was too
+// KernelDropper is a FrameConn whose kernel side can drop frames it was too
 // slow to read, and can say how many since it was last asked.
-type kernelDropper interface {
+type KernelDropper interface {
 	KernelDrops() (uint64, error)
-}
-
-// collectKernelDrops charges the frames the kernel dropped on the internal
-// port since the last call to the socket-overflow counter. Any goroutine.
-func (d *Datapath) collectKernelDrops() error {
-	kd, ok := d.conn.(kernelDropper)
-	if !ok {
-		return nil
-	}
-	n, err := kd.KernelDrops()
-	d.global.Drops[DropSocketOverflow].Add(n)
-	return err
 }
 
 // BatchUplink is an Uplink that sends many packets per system call.
@@ -64,6 +54,11 @@ type BatchUplink interface {
 	WriteIPv6Batch(pkts [][]byte, dsts []netip.Addr) (int, error)
 }
 
+// BatchSize is how many frames one system call moves at most. 64 frames of
+// 1500 bytes are about what one pass of OVS's userspace datapath delivers to
+// a port, and keep the buffers' resident memory under a megabyte.
+const BatchSize = 64
+
 // headroom is kept in front of every received frame so the outer IPv6 header
 // of the tunnel fits before the guest's packet without moving it.
 const headroom = netpkt.IPv6Len - netpkt.EthernetLen
@@ -71,79 +66,141 @@ const headroom = netpkt.IPv6Len - netpkt.EthernetLen
 // maxFrame bounds what the internal port delivers (a 64 KiB GSO frame at most).
 const maxFrame = 65536 + netpkt.EthernetLen
 
-// guest is the datapath's view of one VM on a foreign host. Fields other than the
-// counters and ownLL are immutable once published; a change publishes a new guest.
-type guest struct {
-	port   string
-	mac    [6]byte
-	hoa    netip.Addr
-	prefix netip.Prefix // the home link's prefix
-	ha     netip.Addr
-	tunnel bool // the Home Agent accepted the binding
-	// pending: prepared, but the guest has not run here yet (its port appears
-	// when the migration starts, long before the guest resumes here).
-	pending bool
+// TunnelMTU is the largest inner packet the tunnel carries over a 1500-byte
+// uplink: one IPv6 header of overhead.
+const TunnelMTU = 1500 - netpkt.IPv6Len
+
+// Guest is the datapath's view of one VM on a foreign host. A published Guest
+// is never changed; a change publishes a new one, sharing Link.
+type Guest struct {
+	Key       string // the VM's identity (its home address), in events
+	MAC       [6]byte
+	HomeAddr  netip.Addr
+	Prefix    netip.Prefix // the home link's prefix
+	HomeAgent netip.Addr
+	// Tunnel: the Home Agent accepted the binding.
+	Tunnel bool
+	// Pending: prepared, but the guest has not run here yet (its port
+	// appears when the migration starts, long before the guest resumes here).
+	Pending bool
+	ND      *ndresponder.Responder
+	PTBFrom netip.Addr // source of Packet Too Big: the home router's link-local address
+	Link    *GuestLink
+}
+
+// GuestLink is what every snapshot of one guest shares: its counters and
+// what the datapath learnt of it.
+type GuestLink struct {
+	Counters Counters
 	// asked is set once the datapath has asked for activation, so a burst of
-	// frames asks once. Shared by every snapshot of this guest.
-	asked    *atomic.Bool
-	nd       *ndresponder.Responder
-	ptbFrom  netip.Addr
-	counters *Counters
-	// ownLL holds link-local addresses the guest was seen using; the ND responder
-	// must never answer for them. Only the datapath goroutine touches it.
-	ownLL *[]netip.Addr
+	// frames asks once; ResetActivation clears it for the next arrival.
+	asked atomic.Bool
+	// ownLL holds link-local addresses the guest was seen using; the ND
+	// responder must never answer for them. Only the datapath goroutine
+	// touches it.
+	ownLL []netip.Addr
 }
 
-func (g *guest) owns(a netip.Addr) bool {
-	if a == g.hoa {
-		return true
-	}
-	for _, o := range *g.ownLL {
-		if o == a {
-			return true
-		}
-	}
-	return false
+// ResetActivation lets the guest's next frame ask for activation again.
+func (l *GuestLink) ResetActivation() { l.asked.Store(false) }
+
+func (g *Guest) owns(a netip.Addr) bool {
+	return a == g.HomeAddr || slices.Contains(g.Link.ownLL, a)
 }
 
-// fib is an immutable snapshot of the forwarding state.
-type fib struct {
+// FIB is an immutable snapshot of the forwarding state, built by the control
+// loop with NewFIB and the Add methods, then handed over with Publish.
+type FIB struct {
 	coa       netip.Addr
 	mtu       int // largest inner packet the tunnel carries
 	routerMAC net.HardwareAddr
-	byMAC     map[[6]byte]*guest
-	byHoA     map[netip.Addr]*guest
+	byMAC     map[[6]byte]*Guest
+	byHoA     map[netip.Addr]*Guest
 	// returning holds home addresses being de-registered from this (home)
 	// host: Mobility Header packets to them are kgswitch's.
 	returning map[netip.Addr]bool
 	// departedByMAC and departedByHoA are VMs that left this home host and
-	// whose frames are held (see departure.go); atHome maps the home address
-	// of each VM running on this home host to its port.
-	departedByMAC map[[6]byte]*departed
-	departedByHoA map[netip.Addr]*departed
+	// whose frames are held (see hold.go); atHome maps the home address
+	// of each VM running on this home host to its key.
+	departedByMAC map[[6]byte]*Departed
+	departedByHoA map[netip.Addr]*Departed
 	atHome        map[netip.Addr]string
 	// awaiting maps the MAC of each VM this host is foreign for, whose port
 	// is not here (yet), to the VM's key: a frame from it means it runs here.
 	awaiting map[[6]byte]string
 }
 
+// NewFIB returns an empty snapshot for a host whose care-of address is coa
+// and whose internal port has routerMAC (the source of every frame kgswitch
+// sends a guest as its home router).
+func NewFIB(coa netip.Addr, mtu int, routerMAC net.HardwareAddr) *FIB {
+	return &FIB{coa: coa, mtu: mtu, routerMAC: routerMAC,
+		byMAC: map[[6]byte]*Guest{}, byHoA: map[netip.Addr]*Guest{}, returning: map[netip.Addr]bool{},
+		departedByMAC: map[[6]byte]*Departed{}, departedByHoA: map[netip.Addr]*Departed{}, atHome: map[netip.Addr]string{},
+		awaiting: map[[6]byte]string{}}
+}
+
+// AddGuest serves g: a VM on this foreign host.
+func (f *FIB) AddGuest(g *Guest) {
+	f.byMAC[g.MAC] = g
+	f.byHoA[g.HomeAddr] = g
+}
+
+// AddReturning marks hoa as being de-registered from this home host: the
+// Home Agent's answer to it is kgswitch's.
+func (f *FIB) AddReturning(hoa netip.Addr) { f.returning[hoa] = true }
+
+// AddDeparted holds the frames of a VM that left this home host.
+func (f *FIB) AddDeparted(d *Departed) {
+	f.departedByMAC[d.mac] = d
+	f.departedByHoA[d.hoa] = d
+}
+
+// AddAtHome watches for the Home Agent's DAD probe of the home address of a
+// VM running on this home host: the sign it is leaving.
+func (f *FIB) AddAtHome(hoa netip.Addr, key string) { f.atHome[hoa] = key }
+
+// AddAwaiting watches for a frame from mac, a VM expected on this host whose
+// port is not here: the sign it runs here.
+func (f *FIB) AddAwaiting(mac net.HardwareAddr, key string) { f.awaiting[[6]byte(mac)] = key }
+
+// Takeover is what the datapath reports to the control loop: the Home Agent
+// (by its MAC) defends a departed VM's home address now.
+type Takeover struct {
+	Key string
+	MAC net.HardwareAddr
+}
+
+// Events are what the datapath tells the control loop. When a channel is
+// full, the datapath drops the event (signalling is counted as
+// signal-queue-full; the other events recur with the next frame).
+type Events struct {
+	// Signal carries copies of Mobility Header packets addressed to the
+	// care-of address or a returning home address.
+	Signal <-chan []byte
+	// Activate carries the key of a VM whose guest just sent a frame on this
+	// host while prepared or awaited: it runs here now.
+	Activate <-chan string
+	// Leaving carries the key of a VM at home here whose home address the
+	// Home Agent probes (DAD): it is leaving.
+	Leaving <-chan string
+	// TookOver reports the Home Agent's takeover of a departed VM's address.
+	TookOver <-chan Takeover
+}
+
 // Datapath moves frames between the internal port and the tunnels.
 type Datapath struct {
 	conn   FrameConn
 	uplink Uplink
-	fib    atomic.Pointer[fib]
-	// signal receives copies of Mobility Header packets addressed to the care-of
-	// address, for the control loop; when it is full they are dropped and counted.
-	signal chan []byte
-	// activate receives the port of a prepared guest that just sent its first
-	// frame on this host: it runs here now.
+	clock  clock.Clock
+	fib    atomic.Pointer[FIB]
+
+	signal   chan []byte
 	activate chan string
-	// tookOver and leaving report, from a home host, the Home Agent's
-	// takeover of a departed VM's address and a VM that is leaving.
-	tookOver chan takeoverSeen
+	tookOver chan Takeover
 	leaving  chan string
-	// global counts what belongs to no VM; the Switch owns it so that a
-	// reopened internal port keeps counting where the old one stopped.
+	// global counts what belongs to no VM; the control loop owns it so that
+	// a reopened internal port keeps counting where the old one stopped.
 	global *Counters
 
 	// The datapath goroutine's transmit queues: forwarded frames and tunnel
@@ -155,22 +212,51 @@ type Datapath struct {
 	seg []byte
 }
 
-func newDatapath(conn FrameConn, uplink Uplink) *Datapath {
-	d := &Datapath{conn: conn, uplink: uplink, signal: make(chan []byte, 64), activate: make(chan string, 64),
-		tookOver: make(chan takeoverSeen, 16), leaving: make(chan string, 16), global: &Counters{},
-		toPort: newTxQueue(batchSize), toUplink: newTxQueue(batchSize)}
-	d.fib.Store(&fib{byMAC: map[[6]byte]*guest{}, byHoA: map[netip.Addr]*guest{}})
+// New returns a datapath between conn and uplink that counts what belongs to
+// no VM in global and reads the time (for the hold queue) from clk.
+func New(conn FrameConn, uplink Uplink, clk clock.Clock, global *Counters) *Datapath {
+	d := &Datapath{conn: conn, uplink: uplink, clock: clk, signal: make(chan []byte, 64), activate: make(chan string, 64),
+		tookOver: make(chan Takeover, 16), leaving: make(chan string, 16), global: global,
+		toPort: newTxQueue(BatchSize), toUplink: newTxQueue(BatchSize)}
+	d.fib.Store(NewFIB(netip.Addr{}, TunnelMTU, nil))
 	return d
 }
 
+// Events returns the channels the datapath reports on.
+func (d *Datapath) Events() Events {
+	return Events{Signal: d.signal, Activate: d.activate, Leaving: d.leaving, TookOver: d.tookOver}
+}
+
+// Publish makes f the forwarding state from the next frame on.
+func (d *Datapath) Publish(f *FIB) { d.fib.Store(f) }
+
+// Send writes one frame to the internal port, for the control loop's own
+// frames (Router and Neighbor Advertisements). Any goroutine.
+func (d *Datapath) Send(frame []byte) error { return d.conn.WriteFrame(frame) }
+
+// Close closes the internal port; Run returns.
+func (d *Datapath) Close() error { return d.conn.Close() }
+
+// CollectKernelDrops charges the frames the kernel dropped on the internal
+// port since the last call to the socket-overflow counter. Any goroutine.
+func (d *Datapath) CollectKernelDrops() error {
+	kd, ok := d.conn.(KernelDropper)
+	if !ok {
+		return nil
+	}
+	n, err := kd.KernelDrops()
+	d.global.Drops[DropSocketOverflow].Add(n)
+	return err
+}
+
 // Run processes frames until ctx ends or the conn fails. With a
-// BatchFrameConn it reads up to batchSize frames per system call and sends
+// BatchFrameConn it reads up to BatchSize frames per system call and sends
 // what they turn into with one system call per direction.
 func (d *Datapath) Run(ctx context.Context) error {
 	n := 1
 	bc, batched := d.conn.(BatchFrameConn)
 	if batched {
-		n = batchSize
+		n = BatchSize
 	}
 	bufs := make([][]byte, n)
 	views := make([][]byte, n)
@@ -208,7 +294,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	frame := buf[headroom : headroom+n]
 	f := d.fib.Load()
 	if len(frame) < netpkt.EthernetLen {
-		d.global.drop(DropMalformed)
+		d.global.Drop(DropMalformed)
 		return out
 	}
 	eth := netpkt.Ethernet(frame)
@@ -224,19 +310,19 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		return out
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
-		d.global.drop(DropUnknownSource)
+		d.global.Drop(DropUnknownSource)
 		return out
 	}
 	ip, err := netpkt.ParseIPv6(eth.Payload())
 	if err != nil {
-		d.global.drop(DropMalformed)
+		d.global.Drop(DropMalformed)
 		return out
 	}
 	if (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, ip) {
 		return out
 	}
 	if ip.Dst() != f.coa && !f.returning[ip.Dst()] {
-		d.global.drop(DropUnknownSource)
+		d.global.Drop(DropUnknownSource)
 		return out
 	}
 	if ip.NextHeader() == netpkt.ProtoIPv6 {
@@ -248,7 +334,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		select {
 		case d.signal <- append([]byte(nil), ip...):
 		default:
-			d.global.drop(DropSignalQueueFull)
+			d.global.Drop(DropSignalQueueFull)
 		}
 		return out
 	}
@@ -285,14 +371,14 @@ func routingHeader2(ip netpkt.IPv6) (hoa netip.Addr, next uint8, ok bool) {
 // routing header processed, the home address as destination. Upper-layer
 // checksums already use the home address (the final destination), so they
 // stay valid.
-func (d *Datapath) fromHomeAgent(f *fib, buf []byte, ip netpkt.IPv6, hoa netip.Addr, next uint8) {
+func (d *Datapath) fromHomeAgent(f *FIB, buf []byte, ip netpkt.IPv6, hoa netip.Addr, next uint8) {
 	g := f.byHoA[hoa]
 	if g == nil {
-		d.global.drop(DropUnknownHome)
+		d.global.Drop(DropUnknownHome)
 		return
 	}
-	if ip.Src() != g.ha {
-		g.counters.drop(DropBadTunnelSource)
+	if ip.Src() != g.HomeAgent {
+		g.Link.Counters.Drop(DropBadTunnelSource)
 		return
 	}
 	ipStart := headroom + netpkt.EthernetLen
@@ -302,107 +388,107 @@ func (d *Datapath) fromHomeAgent(f *fib, buf []byte, ip netpkt.IPv6, hoa netip.A
 	hdr := buf[ipStart+rh2Len:]
 	netpkt.PutIPv6(hdr, plen, next, netpkt.IPv6(hdr).HopLimit(), netpkt.IPv6(hdr).Src(), hoa)
 	frame := buf[ipStart+rh2Len-netpkt.EthernetLen : ipStart+rh2Len+netpkt.IPv6Len+plen]
-	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-	d.queuePort(frame, g.counters, countFromTunnel, netpkt.IPv6Len+plen)
+	netpkt.PutEthernet(frame, g.MAC[:], f.routerMAC, netpkt.EtherTypeIPv6)
+	d.queuePort(frame, &g.Link.Counters, countFromTunnel, netpkt.IPv6Len+plen)
 }
 
-func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []byte {
+func (d *Datapath) fromGuest(f *FIB, g *Guest, buf []byte, n int, out []byte) []byte {
 	frame := buf[headroom : headroom+n]
 	eth := netpkt.Ethernet(frame)
-	if g.pending {
+	if g.Pending {
 		// The first frame of a resumed guest (QEMU announces itself with RARP
 		// at once) is the sign it runs here: only now may the Home Agent hear
 		// of the move, or it finds the guest still on its home link (status
 		// 134). Until the control loop has acted, frames are held back.
-		if !g.asked.Swap(true) {
+		if !g.Link.asked.Swap(true) {
 			select {
-			case d.activate <- g.port:
+			case d.activate <- g.Key:
 			default:
-				g.asked.Store(false)
+				g.Link.asked.Store(false)
 			}
 		}
-		g.counters.drop(DropInactive)
+		g.Link.Counters.Drop(DropInactive)
 		return out
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
-		g.counters.drop(DropNotIPv6)
+		g.Link.Counters.Drop(DropNotIPv6)
 		return out
 	}
 	ip, err := netpkt.ParseIPv6(eth.Payload())
 	if err != nil {
-		g.counters.drop(DropMalformed)
+		g.Link.Counters.Drop(DropMalformed)
 		return out
 	}
 	src, dst := ip.Src(), ip.Dst()
-	if src.IsLinkLocalUnicast() && !g.owns(src) && len(*g.ownLL) < 8 {
-		*g.ownLL = append(*g.ownLL, src)
+	if src.IsLinkLocalUnicast() && !g.owns(src) && len(g.Link.ownLL) < 8 {
+		g.Link.ownLL = append(g.Link.ownLL, src)
 	}
 	if ip.NextHeader() == netpkt.ProtoICMPv6 && len(ip.Payload()) > 0 {
 		switch ip.Payload()[0] {
 		case 135: // Neighbor Solicitation
-			reply, decision, err := g.nd.Respond(out, frame, ndresponder.Guest{MAC: eth.Src(), Owns: g.owns})
+			reply, decision, err := g.ND.Respond(out, frame, ndresponder.Guest{MAC: eth.Src(), Owns: g.owns})
 			if err != nil {
-				g.counters.drop(DropMalformed)
+				g.Link.Counters.Drop(DropMalformed)
 				return out
 			}
 			if decision != ndresponder.Answered {
-				g.counters.drop(DropNDIgnored)
+				g.Link.Counters.Drop(DropNDIgnored)
 				return out
 			}
 			if err := d.conn.WriteFrame(reply); err != nil {
-				g.counters.drop(DropWriteError)
+				g.Link.Counters.Drop(DropWriteError)
 			} else {
-				g.counters.NDAnswered.Add(1)
+				g.Link.Counters.NDAnswered.Add(1)
 			}
 			return reply[:0]
 		case 133: // Router Solicitation
-			if !g.nd.Advertises() {
-				g.counters.drop(DropAbsorbed)
+			if !g.ND.Advertises() {
+				g.Link.Counters.Drop(DropAbsorbed)
 				return out
 			}
 			// RFC 4861 §6.2.6: to the soliciting address, or all-nodes from an
 			// address-less guest; always to the guest's MAC alone.
 			to := src
 			if !to.IsValid() || to.IsUnspecified() {
-				to = allNodes
+				to = ndresponder.AllNodes
 			}
-			ra, err := g.nd.AppendRouterAdvertisement(out, eth.Src(), to, f.mtu)
+			ra, err := g.ND.AppendRouterAdvertisement(out, eth.Src(), to, f.mtu)
 			if err == nil {
 				err = d.conn.WriteFrame(ra)
 			}
 			if err != nil {
-				g.counters.drop(DropWriteError)
+				g.Link.Counters.Drop(DropWriteError)
 				return out
 			}
-			g.counters.RASent.Add(1)
+			g.Link.Counters.RASent.Add(1)
 			return ra[:0]
 		case 136, 130, 131, 132, 143:
 			// The guest's own NAs and MLD stay on the pseudo home link: nothing
 			// beyond it may see them.
-			g.counters.drop(DropAbsorbed)
+			g.Link.Counters.Drop(DropAbsorbed)
 			return out
 		}
 	}
 	switch {
 	case dst.IsMulticast():
-		g.counters.drop(DropAbsorbed)
+		g.Link.Counters.Drop(DropAbsorbed)
 		return out
-	case src != g.hoa:
-		g.counters.drop(DropBadSource)
+	case src != g.HomeAddr:
+		g.Link.Counters.Drop(DropBadSource)
 		return out
 	case dst.IsLinkLocalUnicast():
-		g.counters.drop(DropLinkLocal)
+		g.Link.Counters.Drop(DropLinkLocal)
 		return out
 	}
-	if peer := f.byHoA[dst]; peer != nil && peer.prefix == g.prefix {
+	if peer := f.byHoA[dst]; peer != nil && peer.Prefix == g.Prefix {
 		// Two guests of one home link on this host: they are neighbours, and
 		// the frame goes straight across instead of round the Home Agent.
-		netpkt.PutEthernet(frame, peer.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], g.counters, countLocal, len(ip))
+		netpkt.PutEthernet(frame, peer.MAC[:], f.routerMAC, netpkt.EtherTypeIPv6)
+		d.queuePort(frame[:netpkt.EthernetLen+len(ip)], &g.Link.Counters, countLocal, len(ip))
 		return out
 	}
-	if !g.tunnel {
-		g.counters.drop(DropNotBound)
+	if !g.Tunnel {
+		g.Link.Counters.Drop(DropNotBound)
 		return out
 	}
 	if len(ip) > f.mtu+netpkt.IPv6Len && ip.NextHeader() == protoTCP && d.segmentTCP(f, g, ip) {
@@ -410,31 +496,31 @@ func (d *Datapath) fromGuest(f *fib, g *guest, buf []byte, n int, out []byte) []
 		return out
 	}
 	if len(ip) > f.mtu {
-		out = appendPacketTooBig(out, frame, len(ip), f.mtu, f.routerMAC, g.ptbFrom)
+		out = appendPacketTooBig(out, frame, len(ip), f.mtu, f.routerMAC, g.PTBFrom)
 		if err := d.conn.WriteFrame(out); err != nil {
-			g.counters.drop(DropWriteError)
+			g.Link.Counters.Drop(DropWriteError)
 		}
-		g.counters.drop(DropTooBig)
+		g.Link.Counters.Drop(DropTooBig)
 		return out[:0]
 	}
-	pkt := encapsulate(buf, headroom+netpkt.EthernetLen, len(ip), f.coa, g.ha)
-	d.queueUplink(pkt, g.ha, g.counters, len(ip))
+	pkt := encapsulate(buf, headroom+netpkt.EthernetLen, len(ip), f.coa, g.HomeAgent)
+	d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(ip))
 	return out
 }
 
-func (d *Datapath) fromTunnel(f *fib, buf []byte, outer netpkt.IPv6) {
+func (d *Datapath) fromTunnel(f *FIB, buf []byte, outer netpkt.IPv6) {
 	inner, err := decapsulate(outer)
 	if err != nil {
-		d.global.drop(DropMalformed)
+		d.global.Drop(DropMalformed)
 		return
 	}
 	g := f.byHoA[inner.Dst()]
 	if g == nil {
-		d.global.drop(DropUnknownHome)
+		d.global.Drop(DropUnknownHome)
 		return
 	}
-	if outer.Src() != g.ha {
-		g.counters.drop(DropBadTunnelSource)
+	if outer.Src() != g.HomeAgent {
+		g.Link.Counters.Drop(DropBadTunnelSource)
 		return
 	}
 	// decapsulate allows no extension headers, so the inner packet starts right
@@ -442,8 +528,8 @@ func (d *Datapath) fromTunnel(f *fib, buf []byte, outer netpkt.IPv6) {
 	// header's last 14 bytes and nothing moves.
 	start := headroom + netpkt.EthernetLen + netpkt.IPv6Len - netpkt.EthernetLen
 	frame := buf[start : start+netpkt.EthernetLen+len(inner)]
-	netpkt.PutEthernet(frame, g.mac[:], f.routerMAC, netpkt.EtherTypeIPv6)
-	d.queuePort(frame, g.counters, countFromTunnel, len(inner))
+	netpkt.PutEthernet(frame, g.MAC[:], f.routerMAC, netpkt.EtherTypeIPv6)
+	d.queuePort(frame, &g.Link.Counters, countFromTunnel, len(inner))
 }
 
 // What a queued packet counts as once it has left.
@@ -504,7 +590,7 @@ func (q *txQueue) failed(i int) {
 		return
 	}
 	q.count(i, ^uint64(0))
-	q.counters[i].drop(DropWriteError)
+	q.counters[i].Drop(DropWriteError)
 }
 
 func (q *txQueue) reset() {

@@ -1,4 +1,4 @@
-package vswitch
+package hostio
 
 import (
 	"net"

@@ -1,11 +1,11 @@
-package vswitch
+package datapath
 
 import (
 	"bytes"
 	"encoding/binary"
-	"net/netip"
 	"testing"
 
+	"github.com/kgswitch/kgswitch/datapath/datapathtest"
 	"github.com/kgswitch/kgswitch/netpkt"
 )
 
@@ -37,24 +37,23 @@ func tcpSuperFrame(payload int, flags byte) ([]byte, []byte) {
 func TestSegmentTCP(t *testing.T) {
 	const ack, psh, fin, cwr = 0x10, tcpPSH, tcpFIN, tcpCWR
 	frame, data := tcpSuperFrame(20000, ack|psh|fin|cwr)
-	up := &fakeUplink{out: make(chan sent, 64)}
-	d := newDatapath(newFakeConn(), up)
-	_, _, _, g := benchDatapath(t)
-	d.fib.Store(&fib{coa: coa, mtu: tunnelMTU, routerMAC: kgMAC, byMAC: map[[6]byte]*guest{g.mac: g}, byHoA: map[netip.Addr]*guest{hoa: g}})
+	up := datapathtest.NewUplink(64)
+	g := boundGuest(t)
+	d, _ := newTestDatapath(datapathtest.NewConn(), up, g)
 	buf := make([]byte, headroom+maxFrame)
 	n := copy(buf[headroom:], frame)
 	d.handle(buf, n, nil)
 	d.flush()
-	close(up.out)
+	close(up.Out)
 
 	var got []byte
 	seq := uint32(0xfffff000)
 	i := 0
-	for s := range up.out {
-		outer, err := netpkt.ParseIPv6(s.pkt)
-		if err != nil || len(s.pkt) > tunnelMTU+netpkt.IPv6Len || outer.Src() != coa || outer.Dst() != ha || s.dst != ha || outer.NextHeader() != netpkt.ProtoIPv6 {
+	for s := range up.Out {
+		outer, err := netpkt.ParseIPv6(s.Pkt)
+		if err != nil || len(s.Pkt) > TunnelMTU+netpkt.IPv6Len || outer.Src() != coa || outer.Dst() != ha || s.Dst != ha || outer.NextHeader() != netpkt.ProtoIPv6 {
 			t.Fatalf("segment %d: got %d-byte tunnel packet %v -> %v nh %d (err %v), want at most %d bytes %v -> %v nh 41",
-				i, len(s.pkt), outer.Src(), outer.Dst(), outer.NextHeader(), err, tunnelMTU+netpkt.IPv6Len, coa, ha)
+				i, len(s.Pkt), outer.Src(), outer.Dst(), outer.NextHeader(), err, TunnelMTU+netpkt.IPv6Len, coa, ha)
 		}
 		inner, err := netpkt.ParseIPv6(outer.Payload())
 		if err != nil || inner.Src() != hoa || inner.Dst() != cn || inner[1] != 0x0a || inner.HopLimit() != 64 {
@@ -88,7 +87,7 @@ func TestSegmentTCP(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Errorf("got %d bytes of data in %d segments, want the %d sent", len(got), i, len(data))
 	}
-	if c := g.counters.ToTunnelPackets.Load(); c != uint64(i) || i < 20000/tunnelMTU {
+	if c := g.Link.Counters.ToTunnelPackets.Load(); c != uint64(i) || i < 20000/TunnelMTU {
 		t.Errorf("got %d segments, %d counted", i, c)
 	}
 }
@@ -96,15 +95,13 @@ func TestSegmentTCP(t *testing.T) {
 // TestOversizedNonTCPGetsPacketTooBig: what cannot be segmented is refused
 // as before, with a Packet Too Big to the guest.
 func TestOversizedNonTCPGetsPacketTooBig(t *testing.T) {
-	conn := newFakeConn()
-	d := newDatapath(conn, &fakeUplink{out: make(chan sent, 1)})
-	_, _, _, g := benchDatapath(t)
-	d.fib.Store(&fib{coa: coa, mtu: tunnelMTU, routerMAC: kgMAC, byMAC: map[[6]byte]*guest{g.mac: g}, byHoA: map[netip.Addr]*guest{hoa: g}})
+	conn := datapathtest.NewConn()
+	d, _ := newTestDatapath(conn, datapathtest.NewUplink(1), boundGuest(t))
 	buf := make([]byte, headroom+maxFrame)
 	n := copy(buf[headroom:], guestFrame(4000))
 	d.handle(buf, n, nil)
 	d.flush()
-	f := <-conn.out
+	f := <-conn.Out
 	ip := netpkt.IPv6(netpkt.Ethernet(f).Payload())
 	if ip.NextHeader() != netpkt.ProtoICMPv6 || ip.Payload()[0] != 2 {
 		t.Errorf("got next header %d type %d, want a Packet Too Big", ip.NextHeader(), ip.Payload()[0])

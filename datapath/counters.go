@@ -1,4 +1,4 @@
-package vswitch
+package datapath
 
 import (
 	"fmt"
@@ -60,7 +60,8 @@ type Counters struct {
 	Drops             [numDropReasons]atomic.Uint64
 }
 
-func (c *Counters) drop(r DropReason) { c.Drops[r].Add(1) }
+// Drop counts one frame dropped for reason r.
+func (c *Counters) Drop(r DropReason) { c.Drops[r].Add(1) }
 
 // DropMap returns the non-zero drop counters by reason name.
 func (c *Counters) DropMap() map[string]uint64 {

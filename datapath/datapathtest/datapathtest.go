@@ -1,0 +1,147 @@
+// Package datapathtest has in-memory stand-ins for the datapath's internal
+// port and uplink, and builders for the frames tests feed it.
+package datapathtest
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kgswitch/kgswitch/netpkt"
+)
+
+// Conn is the internal port: a test injects frames with Inject and reads
+// what kgswitch writes from Out. It satisfies datapath.FrameConn and
+// datapath.KernelDropper.
+type Conn struct {
+	in     chan []byte
+	Out    chan []byte
+	closed chan struct{}
+	once   sync.Once
+	// Dropped is what the kernel would have dropped since last asked.
+	Dropped atomic.Uint64
+
+	mu sync.Mutex
+	// idle: the reader asked for a frame and none was queued, so it has
+	// handled every frame before; idleCh is closed when idle is set.
+	idle   bool
+	idleCh chan struct{}
+}
+
+// NewConn returns a Conn with room for 16 frames each way.
+func NewConn() *Conn {
+	return &Conn{in: make(chan []byte, 16), Out: make(chan []byte, 16), closed: make(chan struct{}), idleCh: make(chan struct{})}
+}
+
+// Inject queues a frame for the reader.
+func (c *Conn) Inject(frame []byte) {
+	c.mu.Lock()
+	c.idle = false
+	c.mu.Unlock()
+	c.in <- frame
+}
+
+// Idle returns once the reader has handled every injected frame (it is
+// back asking for one), or false when the conn closed first.
+func (c *Conn) Idle() bool {
+	for {
+		c.mu.Lock()
+		if c.idle && len(c.in) == 0 {
+			c.mu.Unlock()
+			return true
+		}
+		ch := c.idleCh
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.closed:
+			return false
+		}
+	}
+}
+
+// KernelDrops returns and clears Dropped.
+func (c *Conn) KernelDrops() (uint64, error) { return c.Dropped.Swap(0), nil }
+
+// ReadFrame returns the next injected frame, or an error once closed.
+func (c *Conn) ReadFrame(b []byte) (int, error) {
+	select {
+	case f := <-c.in:
+		return copy(b, f), nil
+	default:
+	}
+	c.mu.Lock()
+	if len(c.in) == 0 {
+		c.idle = true
+		close(c.idleCh)
+		c.idleCh = make(chan struct{})
+	}
+	c.mu.Unlock()
+	select {
+	case f := <-c.in:
+		return copy(b, f), nil
+	case <-c.closed:
+		return 0, errors.New("closed")
+	}
+}
+
+// WriteFrame puts a copy of b on Out.
+func (c *Conn) WriteFrame(b []byte) error {
+	c.Out <- append([]byte(nil), b...)
+	return nil
+}
+
+// Close makes ReadFrame fail.
+func (c *Conn) Close() error { c.once.Do(func() { close(c.closed) }); return nil }
+
+// Sent is one packet given to an Uplink.
+type Sent struct {
+	Pkt []byte
+	Dst netip.Addr
+}
+
+// Uplink records what is sent to the host's IPv6 stack on Out.
+type Uplink struct{ Out chan Sent }
+
+// NewUplink returns an Uplink with room for n packets.
+func NewUplink(n int) *Uplink { return &Uplink{Out: make(chan Sent, n)} }
+
+// WriteIPv6 puts a copy of pkt on Out.
+func (u *Uplink) WriteIPv6(pkt []byte, dst netip.Addr) error {
+	u.Out <- Sent{append([]byte(nil), pkt...), dst}
+	return nil
+}
+
+// Close does nothing.
+func (u *Uplink) Close() error { return nil }
+
+// EthFrame wraps an IPv6 packet in an Ethernet frame.
+func EthFrame(dst, src net.HardwareAddr, ip []byte) []byte {
+	f := make([]byte, netpkt.EthernetLen, netpkt.EthernetLen+len(ip))
+	netpkt.PutEthernet(f, dst, src, netpkt.EtherTypeIPv6)
+	return append(f, ip...)
+}
+
+// UDPPacket is an IPv6 packet carrying a UDP header and payload bytes
+// 0, 1, 2, ... (the UDP header is left zero).
+func UDPPacket(src, dst netip.Addr, payload int) []byte {
+	p := make([]byte, netpkt.IPv6Len+8+payload)
+	netpkt.PutIPv6(p, 8+payload, 17, 64, src, dst)
+	for i := range payload {
+		p[netpkt.IPv6Len+8+i] = byte(i)
+	}
+	return p
+}
+
+// RARP is the frame QEMU sends from a guest's NIC right after it resumes
+// (qemu_announce_self): a RARP request, broadcast.
+func RARP(mac net.HardwareAddr) []byte {
+	f := make([]byte, 60)
+	netpkt.PutEthernet(f, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, 0x8035)
+	copy(f[14:], []byte{0, 1, 8, 0, 6, 4, 0, 3})
+	copy(f[22:], mac)
+	copy(f[32:], mac)
+	return f
+}

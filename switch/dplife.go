@@ -1,0 +1,190 @@
+package vswitch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/kgswitch/kgswitch/datapath"
+)
+
+// The datapath's life, control side: the internal port is created and opened
+// off the control loop (ovs-vswitchd may take seconds to create it), the
+// datapath starts once it is open, and a failed port is reopened.
+
+// errPortOpening: the internal port is being opened; what needs it waits.
+var errPortOpening = errors.New("internal port is being opened")
+
+// portOpened is the result of opening the internal port.
+type portOpened struct {
+	conn       datapath.FrameConn
+	mac        net.HardwareAddr
+	kgPort     int
+	uplinkPort int
+	err        error
+}
+
+// ensureDatapath starts opening the internal port the first time something
+// needs it; until it is open, it returns errPortOpening.
+func (s *Switch) ensureDatapath() error {
+	if s.dp != nil {
+		return nil
+	}
+	if s.opening {
+		return errPortOpening
+	}
+	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
+	if !ok || uplink.OFPort <= 0 {
+		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
+	}
+	s.opening = true
+	if s.dpWait == nil {
+		s.dpWait = make(chan struct{})
+	}
+	ctx := s.runCtx
+	go func() {
+		r := s.openPort(ctx)
+		r.uplinkPort = uplink.OFPort
+		select {
+		case s.opened <- r:
+		case <-ctx.Done():
+			if r.conn != nil {
+				r.conn.Close()
+			}
+		}
+	}()
+	return errPortOpening
+}
+
+// openPort creates the internal port, waits for its OpenFlow number and opens
+// it. It runs off the control loop.
+func (s *Switch) openPort(ctx context.Context) portOpened {
+	if err := s.deps.DB.EnsureInternalPort(ctx, s.cfg.Bridge, s.cfg.InternalPort); err != nil {
+		return portOpened{err: fmt.Errorf("create internal port %s: %w", s.cfg.InternalPort, err)}
+	}
+	var r portOpened
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if i, ok := s.deps.DB.Interface(s.cfg.InternalPort); ok && i.OFPort > 0 {
+			r.kgPort = i.OFPort
+			break
+		}
+		if time.Now().After(deadline) {
+			return portOpened{err: fmt.Errorf("internal port %s got no OpenFlow port number within 10s", s.cfg.InternalPort)}
+		}
+		select {
+		case <-ctx.Done():
+			return portOpened{err: ctx.Err()}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	conn, mac, err := s.deps.OpenPort(ctx, s.cfg.InternalPort)
+	if err != nil {
+		return portOpened{err: fmt.Errorf("open internal port %s: %w", s.cfg.InternalPort, err)}
+	}
+	r.conn, r.mac = conn, mac
+	return r
+}
+
+// portReady starts the datapath on a freshly opened internal port, puts every
+// flow in place and serves the VMs whose ports arrived meanwhile.
+func (s *Switch) portReady(r portOpened) {
+	s.opening = false
+	if r.err != nil {
+		s.log.Warn("internal port not ready; retrying", "err", r.err)
+		s.dpRetryAt = s.clock.Now().Add(time.Second)
+		return
+	}
+	s.dpRetryAt = time.Time{}
+	s.routerMAC, s.kgPort, s.uplinkPort = r.mac, r.kgPort, r.uplinkPort
+	s.dp = datapath.New(r.conn, s.deps.Uplink, s.clock, &s.dpCounters)
+	dp, ctx := s.dp, s.runCtx
+	go func() {
+		if err := dp.Run(ctx); err != nil {
+			select {
+			case s.dpErr <- err:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	s.globalInstalled = false
+	s.installGlobalFlows()
+	s.syncAll()
+	s.ovs.reconcileStale()
+	s.publish()
+	if s.dpWait != nil {
+		close(s.dpWait)
+		s.dpWait = nil
+	}
+	s.log.Info("internal port open", "port", s.cfg.InternalPort, "ofport", s.kgPort)
+	for _, p := range s.vms {
+		if p.ofport != 0 && p.phase == absent {
+			i, ok := s.deps.DB.Interface(p.iface)
+			if !ok {
+				continue
+			}
+			p.ofport = 0
+			s.handleEvent(eventAdded(i))
+		}
+	}
+}
+
+// dropDatapath forgets a datapath whose port failed.
+func (s *Switch) dropDatapath() {
+	if s.dp != nil {
+		// What the kernel dropped on the old socket is counted before
+		// the socket, and its counter, go away. A failed port may not
+		// answer; then there is nothing more to learn from it.
+		_ = s.dp.CollectKernelDrops()
+		s.dp.Close()
+	}
+	s.dp, s.kgPort = nil, 0
+	s.globalInstalled = false
+}
+
+// recoverDatapath reopens the internal port; portReady makes the bridge's
+// flows agree with every VM's phase again.
+func (s *Switch) recoverDatapath() {
+	s.dpRetryAt = time.Time{}
+	if err := s.prepare(); err != nil && !errors.Is(err, errPortOpening) {
+		s.log.Warn("internal port not back yet; retrying", "err", err)
+		s.dpRetryAt = s.clock.Now().Add(time.Second)
+	}
+}
+
+// publish gives the datapath a new snapshot of the forwarding state, derived
+// from each VM's phase.
+func (s *Switch) publish() {
+	if s.dp == nil {
+		return
+	}
+	now := s.clock.Now()
+	f := datapath.NewFIB(s.cfg.CareOfAddress, datapath.TunnelMTU, s.routerMAC)
+	for _, p := range s.vms {
+		switch p.phase {
+		case absent:
+			if s.foreignFor(p) && p.vm.MAC != nil {
+				f.AddAwaiting(p.vm.MAC, p.key())
+			}
+		case departed:
+			f.AddDeparted(p.dep.hold)
+		case returnWaiting, returning:
+			f.AddReturning(p.vm.HomeAddress)
+			if p.phase == returnWaiting {
+				f.AddAwaiting(p.mac, p.key())
+			}
+		case prepared, abroad:
+			f.AddGuest(&datapath.Guest{Key: p.key(), MAC: [6]byte(p.mac), HomeAddr: p.vm.HomeAddress, Prefix: p.vm.Home.Prefix,
+				HomeAgent: p.vm.Home.HomeAgent, Tunnel: p.phase == abroad && p.binding.Tunnelling(now), Pending: p.phase == prepared,
+				ND: p.nd, PTBFrom: p.vm.Home.RouterLinkLocal, Link: p.link})
+		}
+		// Also while returning: the VM may leave again before the Home
+		// Agent answered.
+		if p.ofport != 0 && p.atHomeHere() && s.holds(p) {
+			f.AddAtHome(p.vm.HomeAddress, p.key())
+		}
+	}
+	s.dp.Publish(f)
+}

@@ -1,0 +1,280 @@
+package vswitch
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kgswitch/kgswitch/clock"
+	"github.com/kgswitch/kgswitch/datapath"
+	"github.com/kgswitch/kgswitch/ovsctl"
+)
+
+// Run runs the control loop until ctx ends. On return, flows and bindings stay
+// as they are: the VMs are still there and a restarted daemon takes over.
+func (s *Switch) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The datapath outlives any request that happens to create it.
+	s.runCtx, s.dpErr = ctx, make(chan error, 1)
+	defer func() {
+		if s.dp != nil {
+			s.dp.Close()
+		}
+	}()
+	go s.ovs.run(ctx)
+	timer := s.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	s.stored = map[string]StoredBinding{}
+	if s.deps.Store != nil {
+		st, err := s.deps.Store.Load()
+		if err != nil {
+			s.log.Error("cannot read saved bindings; registering from scratch", "err", err)
+		} else {
+			s.stored = st
+		}
+	}
+	s.presentAtStart = map[string]bool{}
+	var present []ovsctl.Interface
+	for _, i := range s.deps.DB.Interfaces() {
+		if p := s.declared(i, s.match(i)); p != nil && i.OFPort > 0 {
+			s.presentAtStart[p.key()] = true
+			present = append(present, i)
+		}
+	}
+	if err := s.prepare(); err != nil {
+		// Not fatal: the uplink may be added later; activate retries.
+		s.log.Error("prepare for arriving guests", "err", err)
+	}
+	// The VMs already here are served before anything else, so that the
+	// flows a previous run left are recognised as current, not stale.
+	for _, i := range present {
+		s.handleEvent(eventAdded(i))
+	}
+	events := s.deps.DB.Events()
+	s.switchEvents = s.deps.SwitchEvents
+	for {
+		s.mirrorState()
+		s.persist()
+		s.armTimer(timer)
+		var ev datapath.Events
+		if s.dp != nil {
+			ev = s.dp.Events()
+		}
+		if err := s.step(ctx, events, ev, timer, false); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// step waits for one thing to happen and handles it; it returns ctx's error
+// when ctx ended, or why the loop cannot go on. Without block it takes only what is ready, and never a request:
+// whatever the datapath, OVS or the clock reported is handled before the
+// next request, so a request sees their effect.
+func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer, block bool) error {
+	requests := s.requests
+	if !block {
+		requests = nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case e, ok := <-events:
+		if !ok {
+			return errors.New("OVSDB event stream ended")
+		}
+		s.dbEvent(e)
+	case pkt := <-ev.Signal:
+		s.handleSignal(pkt)
+	case key := <-ev.Activate:
+		s.guestSeen(key)
+	case key := <-ev.Leaving:
+		if p := s.byKey[key]; p != nil && p.ofport != 0 && p.atHomeHere() {
+			s.depart(p, "Home Agent probes the home address (DAD)")
+		}
+	case t := <-ev.TookOver:
+		s.tookOver(t)
+	case r := <-s.opened:
+		s.portReady(r)
+	case gen := <-s.ovs.applied:
+		s.ovsApplied(gen)
+	case e, ok := <-s.switchEvents:
+		if !ok {
+			s.switchEvents = nil
+			break
+		}
+		s.switchEvent(e)
+	case <-timer.C():
+		s.tick()
+	case err := <-s.dpErr:
+		// ovs-vswitchd restarted (it re-creates its internal ports) or the
+		// port was deleted: open it again and put every flow back.
+		s.log.Error("internal port failed; reopening it and reinstalling flows", "err", err)
+		s.dropDatapath()
+		s.recoverDatapath()
+	case fn := <-requests:
+		fn()
+	default:
+		if !block {
+			return s.step(ctx, events, ev, timer, true)
+		}
+	}
+	return nil
+}
+
+// dbEvent handles a change in OVSDB.
+func (s *Switch) dbEvent(ev ovsctl.Event) {
+	s.handleEvent(ev)
+	switch ev.Kind {
+	case ovsctl.Disconnected:
+		s.log.Warn("OVSDB connection lost; forwarding goes on, reconnecting")
+		s.dbDown = true
+	case ovsctl.Reconnected:
+		s.log.Info("OVSDB connection back")
+		s.dbDown = false
+		for _, p := range s.vms {
+			p.mirrored = nil // write it all again
+		}
+	}
+}
+
+// guestSeen acts on a frame from a guest that kgswitch waits for: it runs on
+// this host now.
+func (s *Switch) guestSeen(key string) {
+	p := s.byKey[key]
+	if p == nil {
+		return
+	}
+	switch {
+	case p.phase == returnWaiting:
+		s.beginReturn(p, "first frame from the guest")
+	case p.ofport == 0:
+		p.seenRunning = s.clock.Now()
+	default:
+		s.activateGuest(p, "first frame from the guest")
+	}
+}
+
+// switchEvent handles ovs-vswitchd going away and coming back: it comes back
+// with empty flow tables and ports without their no-flood bit.
+func (s *Switch) switchEvent(ev ovsctl.SwitchEvent) {
+	switch ev.State {
+	case ovsctl.SwitchDown:
+		if !s.switchDown {
+			s.log.Warn("ovs-vswitchd unreachable", "err", ev.Err)
+		}
+		s.switchDown = true
+	case ovsctl.SwitchUp:
+		if !s.switchDown {
+			return // the first report, at start
+		}
+		s.switchDown = false
+		s.globalInstalled = false
+		s.installGlobalFlows()
+		s.syncAll()
+		s.log.Info("ovs-vswitchd is back: reinstalling flows")
+	}
+}
+
+func (s *Switch) armTimer(t clock.Timer) {
+	next := s.dpRetryAt
+	for _, p := range s.vms {
+		for _, d := range []time.Time{p.nextRA, p.nextNA, p.due(), p.departureDue()} {
+			if !d.IsZero() && (next.IsZero() || d.Before(next)) {
+				next = d
+			}
+		}
+	}
+	wait := time.Hour
+	if !next.IsZero() {
+		wait = max(next.Sub(s.clock.Now()), 0)
+	}
+	t.Reset(wait)
+}
+
+// due is when the port's binding next needs attention; zero = never.
+func (p *vmPort) due() time.Time {
+	if p.binding == nil {
+		return time.Time{}
+	}
+	return p.binding.Due()
+}
+
+func (s *Switch) tick() {
+	now := s.clock.Now()
+	if !s.dpRetryAt.IsZero() && !now.Before(s.dpRetryAt) {
+		s.recoverDatapath()
+	}
+	for _, p := range s.vms {
+		if s.dp != nil && !p.nextRA.IsZero() && !now.Before(p.nextRA) {
+			s.advertise(p, now)
+		}
+		if s.dp != nil && !p.nextNA.IsZero() && !now.Before(p.nextNA) {
+			s.announceHome(p, now)
+		}
+		s.checkDeparture(p, now)
+		if p.binding == nil {
+			continue
+		}
+		if bu, ok := p.binding.Tick(now); ok {
+			s.sendBU(bu)
+		}
+	}
+	// Lapsed bindings stop tunnelling even when no timer changed them.
+	s.publish()
+}
+
+// do runs fn in the control loop and waits for it.
+func (s *Switch) do(ctx context.Context, fn func()) error {
+	done := make(chan struct{})
+	select {
+	case s.requests <- func() { fn(); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ovsAction is an action that must wait until OVS applied generation gen of
+// what the control loop asked of it.
+type ovsAction struct {
+	gen uint64
+	fn  func()
+}
+
+// afterOVS runs fn once OVS has applied everything asked of it so far: at
+// once when nothing is outstanding. Frames that need a flow (a Binding Ack
+// coming back, an advertisement going out) are sent this way.
+func (s *Switch) afterOVS(fn func()) {
+	gen := s.ovs.queuedGen()
+	if s.ovs.appliedGen() >= gen {
+		fn()
+		return
+	}
+	s.waiting = append(s.waiting, ovsAction{gen, fn})
+}
+
+// ovsApplied runs the actions that waited for generation gen or earlier.
+func (s *Switch) ovsApplied(gen uint64) {
+	rest := s.waiting[:0]
+	var run []func()
+	for _, a := range s.waiting {
+		if a.gen <= gen {
+			run = append(run, a.fn)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	s.waiting = rest
+	for _, fn := range run {
+		fn()
+	}
+}

@@ -1,0 +1,218 @@
+package vswitch
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/digitalocean/go-openvswitch/ovs"
+	"github.com/kgswitch/kgswitch/ovsctl"
+)
+
+// ovsQueue applies what the control loop wants of OVS (flow sets by cookie,
+// ports' no-flood bits, the external_ids mirror) on a goroutine of its own:
+// an ovs-ofctl run takes 10-60 ms and OVSDB may not answer at all, and
+// neither may hold up a Binding Update or a timer. Wishes are coalesced:
+// only the latest flow set of a cookie and the latest keys of an interface
+// are applied, so what OVS ends up with is always the control loop's latest
+// view, in one bundle per round.
+//
+// Every wish gets a generation number; once a round has applied everything
+// up to a generation, the control loop hears of it on applied, and waiters
+// (wait) are woken.
+type ovsQueue struct {
+	flows FlowTable
+	db    OVSDB
+	log   *slog.Logger
+	// applied delivers the newest generation applied; an older one not yet
+	// received is replaced.
+	applied chan uint64
+	kick    chan struct{}
+
+	mu        sync.Mutex
+	sets      map[uint64][]*ovs.Flow
+	noFlood   map[string]bool
+	ids       map[string]map[string]string // interface -> key -> value ("" deletes)
+	reconcile bool
+	queued    uint64
+	done      uint64
+	doneCh    chan struct{} // closed and replaced when done moves
+
+	// installed is, for the worker alone, every cookie it gave flows to: a
+	// flow of kgswitch's cookie prefix outside it is a previous run's.
+	installed map[uint64]bool
+}
+
+func newOVSQueue(flows FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
+	return &ovsQueue{flows: flows, db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
+		sets: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
+		doneCh: make(chan struct{}), installed: map[uint64]bool{}}
+}
+
+// replace asks for the flows of each cookie in sets to be exactly those.
+func (q *ovsQueue) replace(sets map[uint64][]*ovs.Flow) {
+	q.mu.Lock()
+	maps.Copy(q.sets, sets)
+	q.wishLocked()
+}
+
+// setNoFlood asks for a port's no-flood bit.
+func (q *ovsQueue) setNoFlood(port string, on bool) {
+	q.mu.Lock()
+	q.noFlood[port] = on
+	q.wishLocked()
+}
+
+// mirror asks for keys on an interface's external_ids; an empty value
+// deletes the key.
+func (q *ovsQueue) mirror(iface string, kv map[string]string) {
+	q.mu.Lock()
+	m := q.ids[iface]
+	if m == nil {
+		m = map[string]string{}
+		q.ids[iface] = m
+	}
+	maps.Copy(m, kv)
+	q.wishLocked()
+}
+
+// reconcileStale asks for the removal of kgswitch's flows that no VM asked
+// for since this daemon started (a VM dropped while kgswitch was down).
+func (q *ovsQueue) reconcileStale() {
+	q.mu.Lock()
+	q.reconcile = true
+	q.wishLocked()
+}
+
+// wishLocked numbers a wish and wakes the worker; it unlocks q.mu.
+func (q *ovsQueue) wishLocked() {
+	q.queued++
+	q.mu.Unlock()
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (q *ovsQueue) queuedGen() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.queued
+}
+
+func (q *ovsQueue) appliedGen() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.done
+}
+
+// wait returns once everything asked before it was called has been applied
+// (or has failed, and was logged).
+func (q *ovsQueue) wait(ctx context.Context) error {
+	q.mu.Lock()
+	gen := q.queued
+	for q.done < gen {
+		ch := q.doneCh
+		q.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		q.mu.Lock()
+	}
+	q.mu.Unlock()
+	return nil
+}
+
+// run applies wishes until ctx ends.
+func (q *ovsQueue) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.kick:
+		}
+		q.mu.Lock()
+		sets, noFlood, ids, reconcile, gen := q.sets, q.noFlood, q.ids, q.reconcile, q.queued
+		q.sets, q.noFlood, q.ids, q.reconcile = map[uint64][]*ovs.Flow{}, map[string]bool{}, map[string]map[string]string{}, false
+		q.mu.Unlock()
+
+		q.apply(ctx, sets, noFlood, ids, reconcile)
+
+		q.mu.Lock()
+		q.done = gen
+		close(q.doneCh)
+		q.doneCh = make(chan struct{})
+		q.mu.Unlock()
+		select {
+		case <-q.applied:
+		default:
+		}
+		q.applied <- gen
+	}
+}
+
+func (q *ovsQueue) apply(ctx context.Context, sets map[uint64][]*ovs.Flow, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
+	if len(sets) > 0 {
+		if err := q.flows.ReplaceSets(sets); err != nil {
+			q.log.Error("install flows", "err", err)
+		} else {
+			for c, fl := range sets {
+				q.installed[c] = len(fl) > 0
+			}
+		}
+	}
+	for port, on := range noFlood {
+		// OpenFlow port state, not flows: ovs-vswitchd forgets it when it
+		// restarts, so it is set again with the flows every time.
+		if err := q.flows.SetNoFlood(port, on); err != nil {
+			q.log.Error("keep LAN floods off a guest's port", "port", port, "err", err)
+		}
+	}
+	if reconcile {
+		q.removeStale()
+	}
+	for iface, kv := range ids {
+		set, del := map[string]string{}, []string{}
+		for k, v := range kv {
+			if v == "" {
+				del = append(del, k)
+			} else {
+				set[k] = v
+			}
+		}
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := q.db.SetExternalIDs(c, iface, set, del)
+		cancel()
+		if err != nil {
+			q.log.Debug("mirror state into external_ids", "port", iface, "err", err)
+		}
+	}
+}
+
+// removeStale removes flows a previous run installed that no VM needs any
+// more. Flows without kgswitch's cookie prefix are never touched.
+func (q *ovsQueue) removeStale() {
+	flows, err := q.flows.Dump(ovsctl.Cookie, ovsctl.CookieMask)
+	if err != nil {
+		q.log.Warn("list kgswitch's flows", "err", err)
+		return
+	}
+	stale := map[uint64][]*ovs.Flow{}
+	for _, f := range flows {
+		if !q.installed[f.Cookie] {
+			stale[f.Cookie] = nil
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	if err := q.flows.ReplaceSets(stale); err != nil {
+		q.log.Warn("remove stale flows", "err", err)
+		return
+	}
+	q.log.Info("removed flows left by a previous run", "cookies", len(stale))
+}

@@ -1,0 +1,112 @@
+package vswitch
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/kgswitch/kgswitch/datapath"
+	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/ndresponder"
+)
+
+func (s *Switch) sendBU(bu mipv6.BUPacket) {
+	s.buBuf = mipv6.AppendBUPacket(s.buBuf[:0], bu)
+	if err := s.deps.Uplink.WriteIPv6(s.buBuf, bu.Dst); err != nil {
+		s.log.Warn("send Binding Update", "hoa", bu.HomeAddress, "home_agent", bu.Dst, "err", err)
+		return
+	}
+	s.log.Debug("sent Binding Update", "hoa", bu.HomeAddress, "seq", bu.Sequence, "lifetime_s", int(bu.Lifetime)*4)
+}
+
+// handleSignal applies a Mobility Header packet the datapath received for the
+// care-of address: Binding Acknowledgement, Binding Error or Binding Refresh
+// Request. Anything else, or anything that does not match a binding, is
+// counted and dropped.
+func (s *Switch) handleSignal(pkt []byte) {
+	now := s.clock.Now()
+	var (
+		hoa  netip.Addr
+		kind string
+		// apply runs the message against the binding of its home address.
+		apply func(b *mipv6.Binding) (mipv6.BUPacket, bool, error)
+	)
+	if ba, err := mipv6.ParseBAPacket(pkt); err == nil {
+		hoa, kind = ba.HomeAddress, "Binding Acknowledgement"
+		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBA(now, ba) }
+	} else if be, err2 := mipv6.ParseBindingErrorPacket(pkt); err2 == nil {
+		hoa, kind = be.HomeAddress, "Binding Error"
+		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBE(now, be) }
+	} else if brr, err3 := mipv6.ParseBRRPacket(pkt); err3 == nil {
+		// A Binding Refresh Request reaches the care-of address with the home
+		// address in a type 2 routing header or not at all; match by sender
+		// and refresh every binding with that Home Agent.
+		sent := false
+		for _, p := range s.vms {
+			if p.binding != nil && p.binding.HomeAgent == brr.Src {
+				if bu, ok := p.binding.RefreshNow(now, brr.Src); ok {
+					s.sendBU(bu)
+					sent = true
+				}
+			}
+		}
+		if !sent {
+			s.dpCounters.Drop(datapath.DropSignalRejected)
+		}
+		s.log.Info("Binding Refresh Request", "home_agent", brr.Src, "refreshed", sent)
+		return
+	} else {
+		s.dpCounters.Drop(datapath.DropSignalRejected)
+		s.log.Debug("dropped signalling packet", "err", errors.Join(err, err2, err3))
+		return
+	}
+	for _, p := range s.vms {
+		if p.binding == nil || p.vm.HomeAddress != hoa {
+			continue
+		}
+		was := p.binding.Tunnelling(now)
+		bu, send, err := apply(p.binding)
+		if err != nil {
+			p.link.Counters.Drop(datapath.DropSignalRejected)
+			s.log.Warn("dropped "+kind, "port", p.name(), "err", err)
+			return
+		}
+		snap := p.binding.Snapshot(now)
+		s.log.Info(kind, "port", p.name(), "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
+			"state", snap.State.String(), "granted_s", snap.Granted.Seconds(), "after", now.Sub(p.since).String())
+		if send {
+			s.sendBU(bu)
+		}
+		if p.phase == returning && snap.State == mipv6.StateDeregistered && p.naLeft == 0 {
+			if snap.Status == mipv6.StatusAccepted || snap.Status == mipv6.StatusAcceptedPrefixDiscovery {
+				p.naLeft = homeAdvertisements
+				s.announceHome(p, now)
+			} else {
+				s.endReturn(p) // the Home Agent had no binding: nobody to redirect
+			}
+			return
+		}
+		if p.binding.Tunnelling(now) != was {
+			s.publish()
+		}
+		return
+	}
+	s.dpCounters.Drop(datapath.DropSignalRejected)
+	s.log.Debug(kind+" for a home address not served here", "hoa", hoa)
+}
+
+// advertise sends the home router's Router Advertisement to a guest, as the
+// home router would every interval.
+func (s *Switch) advertise(p *vmPort, now time.Time) {
+	p.nextRA = now.Add(p.nd.Interval())
+	frame, err := p.nd.AppendRouterAdvertisement(nil, p.mac, ndresponder.AllNodes, datapath.TunnelMTU)
+	if err == nil {
+		err = s.dp.Send(frame)
+	}
+	if err != nil {
+		p.link.Counters.Drop(datapath.DropWriteError)
+		s.log.Warn("send Router Advertisement", "port", p.name(), "err", err)
+		return
+	}
+	p.link.Counters.RASent.Add(1)
+}
