@@ -27,7 +27,9 @@ check:
 	staticcheck ./...
 
 # Packages whose tests need no root; the rest run under `integration`.
-UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... ./tests/integration/lab/...
+# tests/interop runs tshark and scapy against mipv6's wire format.
+UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... \
+	./tests/integration/lab/... ./tests/interop/...
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)

@@ -241,7 +241,7 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	b.status, b.reason = ba.Status, StatusString(ba.Status)
 	if b.dereg && ba.Status == StatusNotHomeAgent {
 		// De-registering a home address the Home Agent holds no binding for
-		// gives 133 (see HOME-AGENT.md): the goal, no binding, is reached.
+		// gives 133 (docs/home-agents.md): the goal, no binding, is reached.
 		b.state = StateDeregistered
 		b.reason = "no binding to remove"
 		b.firstReg = true

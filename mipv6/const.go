@@ -64,10 +64,10 @@ const (
 	StatusExpiredNonces                = 138
 	// StatusRegistrationTypeChange is "Registration type change disallowed"
 	// (RFC 6275 §6.1.8): the Home Registration flag differs from the
-	// existing binding's. Note: ../shared/HOME-AGENT.md records UMIP's mip6d
-	// answering a BU with the R flag set with 139 and calling it "mobile
-	// router operation not permitted"; the registry gives that meaning to
-	// 140 (StatusMobileRouterNotPermitted, and UMIP's own headers define
+	// existing binding's. Note: UMIP's mip6d answers a BU with the R flag
+	// set with 139 and calls it "mobile router operation not permitted"
+	// (docs/home-agents.md); the registry gives that meaning to 140
+	// (StatusMobileRouterNotPermitted, and UMIP's own headers define
 	// IP6_MH_BAS_MR_OP_NOT_PERMITTED as 140). A client that sets R should
 	// therefore treat both 139 and 140 as "do not set R".
 	StatusRegistrationTypeChange = 139

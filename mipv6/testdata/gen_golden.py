@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Generate golden Mobile IPv6 packets with scapy for mipv6/golden_test.go.
 
+tests/interop/golden_test.go runs this script and expects the committed file.
+
 Every packet below is built by scapy's own Mobile IPv6 classes
 (scapy.layers.inet6), which share no code with package mipv6, so the bytes
 are an independent reference for RFC 6275. The output records, for each

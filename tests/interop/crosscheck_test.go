@@ -1,4 +1,4 @@
-package mipv6
+package interop
 
 import (
 	"bytes"
@@ -19,9 +19,10 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/kgswitch/kgswitch/mipv6"
 )
 
-// The cross-check tests compare this package's encoding with two
+// The cross-check tests compare package mipv6's encoding with two
 // independent implementations, Wireshark's dissector (tshark) and scapy.
 // They fail when a tool is missing, unless KGSWITCH_SKIP_INTEGRATION=1.
 
@@ -159,8 +160,8 @@ type pdmlNode struct {
 }
 
 // tsharkFields runs `tshark -r file -T pdml` and returns, per frame, the
-// fields that describe what this package encodes (the dissector chain, the
-// IPv6 header fields set here, the Destination Options and type 2 routing
+// fields that describe what package mipv6 encodes (the dissector chain, the
+// IPv6 header fields it sets, the Destination Options and type 2 routing
 // headers, the whole Mobility Header) in the order tshark shows them, and
 // every expert or malformed-packet item tshark adds. Pad1 and PadN options
 // are checked to be zero-filled and then left out: where padding goes is
@@ -276,7 +277,7 @@ func wantIPv6(protocols string, src, dst netip.Addr, pkt []byte) []tsField {
 
 func wantHAO(hoa netip.Addr) []tsField {
 	return []tsField{
-		field("ipv6.dstopts.nxt", IPProtoMH),
+		field("ipv6.dstopts.nxt", mipv6.IPProtoMH),
 		field("ipv6.dstopts.len", 2),
 		field("ipv6.dstopts.len_oct", 24),
 		field("ipv6.opt", ""),
@@ -291,7 +292,7 @@ func wantHAO(hoa netip.Addr) []tsField {
 
 func wantRH2(hoa netip.Addr) []tsField {
 	return []tsField{
-		field("ipv6.routing.nxt", IPProtoMH),
+		field("ipv6.routing.nxt", mipv6.IPProtoMH),
 		field("ipv6.routing.len", 2),
 		field("ipv6.routing.len_oct", 24),
 		field("ipv6.routing.type", 2),
@@ -303,9 +304,9 @@ func wantRH2(hoa netip.Addr) []tsField {
 
 // wantMH gives the Mobility Header prefix; the checksum is the one in mh,
 // whose correctness the scapy checks establish.
-func wantMH(typ uint8, mh MobilityHeader) []tsField {
+func wantMH(typ uint8, mh mipv6.MobilityHeader) []tsField {
 	return []tsField{
-		field("mip6.proto", IPProtoNone),
+		field("mip6.proto", mipv6.IPProtoNone),
 		field("mip6.hlen", len(mh)/8-1),
 		field("mip6.mhtype", typ),
 		field("mip6.reserved", "0x00"),
@@ -313,19 +314,19 @@ func wantMH(typ uint8, mh MobilityHeader) []tsField {
 	}
 }
 
-func wantBUFields(p BUPacket, pkt []byte) []tsField {
+func wantBUFields(p mipv6.BUPacket, pkt []byte) []tsField {
 	w := wantIPv6("eth:ethertype:ipv6:ipv6.dstopts:mipv6", p.Src, p.Dst, pkt)
 	w = append(w, wantHAO(p.HomeAddress)...)
-	w = append(w, wantMH(TypeBindingUpdate, MobilityHeader(pkt[64:]))...)
+	w = append(w, wantMH(mipv6.TypeBindingUpdate, mipv6.MobilityHeader(pkt[64:]))...)
 	w = append(w,
 		field("mip6.bu.seqnr", p.Sequence),
-		bitField("mip6.bu.a_flag", p.Flags, FlagA),
-		bitField("mip6.bu.h_flag", p.Flags, FlagH),
-		bitField("mip6.bu.l_flag", p.Flags, FlagL),
-		bitField("mip6.bu.k_flag", p.Flags, FlagK),
-		bitField("mip6.bu.m_flag", p.Flags, FlagM),
-		bitField("mip6.nemo.bu.r_flag", p.Flags, FlagR),
-		// Flags of later RFCs that this package never sets: P (RFC
+		bitField("mip6.bu.a_flag", p.Flags, mipv6.FlagA),
+		bitField("mip6.bu.h_flag", p.Flags, mipv6.FlagH),
+		bitField("mip6.bu.l_flag", p.Flags, mipv6.FlagL),
+		bitField("mip6.bu.k_flag", p.Flags, mipv6.FlagK),
+		bitField("mip6.bu.m_flag", p.Flags, mipv6.FlagM),
+		bitField("mip6.nemo.bu.r_flag", p.Flags, mipv6.FlagR),
+		// Flags of later RFCs that package mipv6 never sets: P (RFC
 		// 5213), F (RFC 5555), T (RFC 5555), B (RFC 6602).
 		bitField("mip6.bu.p_flag", p.Flags, 0x0200),
 		bitField("mip6.bu.f_flag", p.Flags, 0x0100),
@@ -335,7 +336,7 @@ func wantBUFields(p BUPacket, pkt []byte) []tsField {
 	)
 	if n := p.NonceIndices; n.Present {
 		w = append(w,
-			field("mip6.options.ni", colonHex(OptNonceIndices, 4, byte(n.Home>>8), byte(n.Home), byte(n.CareOf>>8), byte(n.CareOf))),
+			field("mip6.options.ni", colonHex(mipv6.OptNonceIndices, 4, byte(n.Home>>8), byte(n.Home), byte(n.CareOf>>8), byte(n.CareOf))),
 			field("mip6.mobility_opt.len", 4),
 			field("mip6.ni.hni", n.Home),
 			field("mip6.ni.cni", n.CareOf),
@@ -344,7 +345,7 @@ func wantBUFields(p BUPacket, pkt []byte) []tsField {
 	if p.AlternateCareOf.IsValid() {
 		a := p.AlternateCareOf.As16()
 		w = append(w,
-			field("mip6.options.acoa", colonHex(append([]byte{OptAlternateCareOf, 16}, a[:]...)...)),
+			field("mip6.options.acoa", colonHex(append([]byte{mipv6.OptAlternateCareOf, 16}, a[:]...)...)),
 			field("mip6.mobility_opt.len", 16),
 			field("mip6.acoa.acoa", p.AlternateCareOf),
 		)
@@ -352,16 +353,16 @@ func wantBUFields(p BUPacket, pkt []byte) []tsField {
 	return w
 }
 
-func wantBAFields(p BAPacket, pkt []byte) []tsField {
+func wantBAFields(p mipv6.BAPacket, pkt []byte) []tsField {
 	w := wantIPv6("eth:ethertype:ipv6:ipv6.routing:mipv6", p.Src, p.Dst, pkt)
 	w = append(w, wantRH2(p.HomeAddress)...)
-	w = append(w, wantMH(TypeBindingAck, MobilityHeader(pkt[64:]))...)
+	w = append(w, wantMH(mipv6.TypeBindingAck, mipv6.MobilityHeader(pkt[64:]))...)
 	f := uint16(p.Flags)
 	w = append(w,
 		field("mip6.ba.status", p.Status),
-		bitField("mip6.ba.k_flag", f, uint16(BAFlagK)),
-		bitField("mip6.nemo.ba.r_flag", f, uint16(BAFlagR)),
-		// P (RFC 5213), T (RFC 5555), B (RFC 6602): never set here.
+		bitField("mip6.ba.k_flag", f, uint16(mipv6.BAFlagK)),
+		bitField("mip6.nemo.ba.r_flag", f, uint16(mipv6.BAFlagR)),
+		// P (RFC 5213), T (RFC 5555), B (RFC 6602): never set by mipv6.
 		bitField("mip6.ba.p_flag", f, 0x20),
 		bitField("mip6.ba.t_flag", f, 0x10),
 		bitField("mip6.ba.b_flag", f, 0x08),
@@ -370,7 +371,7 @@ func wantBAFields(p BAPacket, pkt []byte) []tsField {
 	)
 	if p.RefreshInterval != 0 {
 		w = append(w,
-			field("mip6.options.bra", colonHex(OptBindingRefreshAdvice, 2, byte(p.RefreshInterval>>8), byte(p.RefreshInterval))),
+			field("mip6.options.bra", colonHex(mipv6.OptBindingRefreshAdvice, 2, byte(p.RefreshInterval>>8), byte(p.RefreshInterval))),
 			field("mip6.mobility_opt.len", 2),
 			field("mip6.bra.interval", p.RefreshInterval),
 		)
@@ -378,30 +379,30 @@ func wantBAFields(p BAPacket, pkt []byte) []tsField {
 	return w
 }
 
-func wantBEFields(p BEPacket, pkt []byte) []tsField {
+func wantBEFields(p mipv6.BEPacket, pkt []byte) []tsField {
 	w := wantIPv6("eth:ethertype:ipv6:mipv6", p.Src, p.Dst, pkt)
-	w = append(w, wantMH(TypeBindingError, MobilityHeader(pkt[40:]))...)
+	w = append(w, wantMH(mipv6.TypeBindingError, mipv6.MobilityHeader(pkt[40:]))...)
 	return append(w, field("mip6.be.status", p.Status), field("mip6.be.haddr", p.HomeAddress))
 }
 
-func wantBRRFields(p BRRPacket, pkt []byte) []tsField {
+func wantBRRFields(p mipv6.BRRPacket, pkt []byte) []tsField {
 	w := wantIPv6("eth:ethertype:ipv6:mipv6", p.Src, p.Dst, pkt)
-	w = append(w, wantMH(TypeBindingRefreshRequest, MobilityHeader(pkt[40:]))...)
+	w = append(w, wantMH(mipv6.TypeBindingRefreshRequest, mipv6.MobilityHeader(pkt[40:]))...)
 	return append(w, field("mip6.binding_refresh_request", "00:00"))
 }
 
 // kgswitchBUs returns the Binding Updates kgswitch sends for one VM, as
 // its Binding produces them: the registration from the care-of address, a
 // refresh, and the de-registration from the home link (RFC 6275 §11.5.4).
-func kgswitchBUs(t *testing.T) (reg, refresh, dereg BUPacket) {
+func kgswitchBUs(t *testing.T) (reg, refresh, dereg mipv6.BUPacket) {
 	t.Helper()
 	t0 := time.Unix(1700000000, 0)
-	b := NewBinding(hoa, haAddr, coa, 600*time.Second, 0x1234)
+	b := mipv6.NewBinding(hoa, haAddr, coa, 600*time.Second, 0x1234)
 	reg, ok := b.Register(t0)
 	if !ok {
 		t.Fatal("got no registration BU from Binding.Register")
 	}
-	ba := BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Sequence: reg.Sequence, Lifetime: 150}
+	ba := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Sequence: reg.Sequence, Lifetime: 150}
 	if _, _, err := b.HandleBA(t0.Add(time.Second), ba); err != nil {
 		t.Fatalf("got HandleBA error = %v, want nil", err)
 	}
@@ -427,56 +428,56 @@ type tsharkCase struct {
 
 func tsharkCases(t *testing.T) []tsharkCase {
 	reg, refresh, dereg := kgswitchBUs(t)
-	allBU := BUPacket{Src: coa, Dst: haAddr, HomeAddress: hoa, Sequence: 0xffff,
-		Flags: FlagA | FlagH | FlagL | FlagK | FlagM | FlagR, Lifetime: 0xffff,
-		AlternateCareOf: altCoA, NonceIndices: NonceIndices{Present: true, Home: 7, CareOf: 0xfffe}}
-	refused := BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: StatusNotHomeSubnet, Flags: BAFlagK | BAFlagR,
+	allBU := mipv6.BUPacket{Src: coa, Dst: haAddr, HomeAddress: hoa, Sequence: 0xffff,
+		Flags: mipv6.FlagA | mipv6.FlagH | mipv6.FlagL | mipv6.FlagK | mipv6.FlagM | mipv6.FlagR, Lifetime: 0xffff,
+		AlternateCareOf: altCoA, NonceIndices: mipv6.NonceIndices{Present: true, Home: 7, CareOf: 0xfffe}}
+	refused := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: mipv6.StatusNotHomeSubnet, Flags: mipv6.BAFlagK | mipv6.BAFlagR,
 		Sequence: 0x1234, Lifetime: 0, RefreshInterval: 30}
-	outOfWindow := BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: StatusSequenceOutOfWindow, Flags: BAFlagK, Sequence: 0x42}
+	outOfWindow := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: mipv6.StatusSequenceOutOfWindow, Flags: mipv6.BAFlagK, Sequence: 0x42}
 	var cases []tsharkCase
 	for _, c := range []struct {
 		name string
-		p    BUPacket
+		p    mipv6.BUPacket
 	}{
 		{"registration BU", reg},
 		{"refresh BU", refresh},
 		{"de-registration BU from home", dereg},
 		{"BU with every flag and option", allBU},
 	} {
-		b := AppendBUPacket(nil, c.p)
+		b := mipv6.AppendBUPacket(nil, c.p)
 		cases = append(cases, tsharkCase{c.name, b, wantBUFields(c.p, b)})
 	}
 	for _, c := range []struct {
 		name string
-		p    BAPacket
+		p    mipv6.BAPacket
 	}{
 		{"BA accepted", testBA()},
 		{"BA not home subnet with refresh advice", refused},
 		{"BA sequence out of window", outOfWindow},
 	} {
-		b := AppendBAPacket(nil, c.p)
+		b := mipv6.AppendBAPacket(nil, c.p)
 		cases = append(cases, tsharkCase{c.name, b, wantBAFields(c.p, b)})
 	}
-	for _, p := range []BEPacket{
-		{Src: haAddr, Dst: coa, Status: BEStatusUnknownBinding, HomeAddress: hoa},
-		{Src: haAddr, Dst: coa, Status: BEStatusUnrecognizedMHType, HomeAddress: netip.IPv6Unspecified()},
+	for _, p := range []mipv6.BEPacket{
+		{Src: haAddr, Dst: coa, Status: mipv6.BEStatusUnknownBinding, HomeAddress: hoa},
+		{Src: haAddr, Dst: coa, Status: mipv6.BEStatusUnrecognizedMHType, HomeAddress: netip.IPv6Unspecified()},
 	} {
-		b := AppendBindingErrorPacket(nil, p)
+		b := mipv6.AppendBindingErrorPacket(nil, p)
 		cases = append(cases, tsharkCase{fmt.Sprintf("BE status %d", p.Status), b, wantBEFields(p, b)})
 	}
-	brr := BRRPacket{Src: haAddr, Dst: hoa}
-	b := AppendBRRPacket(nil, brr)
+	brr := mipv6.BRRPacket{Src: haAddr, Dst: hoa}
+	b := mipv6.AppendBRRPacket(nil, brr)
 	return append(cases, tsharkCase{"BRR", b, wantBRRFields(brr, b)})
 }
 
 // TestCrossCheckTshark has Wireshark's dissectors decode every message kind
-// this package encodes, among them each Binding Update kgswitch sends, and
+// package mipv6 encodes, among them each Binding Update kgswitch sends, and
 // compares every field tshark shows for the IPv6 header, its extension
 // headers and the Mobility Header with the values the packet was encoded
 // from. Any malformed-packet or expert item, in `tshark -V` or in the
 // dissection, fails the test. Wireshark 4.0 does not verify Mobility Header
 // checksums (mip6 has no such preference; see `tshark -G defaultprefs`),
-// so TestCrossCheckScapy and the golden tests cover the checksum.
+// so TestCrossCheckScapy and mipv6's golden tests cover the checksum.
 func TestCrossCheckTshark(t *testing.T) {
 	tshark := requireTshark(t)
 	cases := tsharkCases(t)
@@ -508,7 +509,7 @@ func TestCrossCheckTshark(t *testing.T) {
 // from what was encoded shows up in the comparison.
 func TestCrossCheckTsharkCanFail(t *testing.T) {
 	tshark := requireTshark(t)
-	good := AppendBUPacket(nil, testBU())
+	good := mipv6.AppendBUPacket(nil, testBU())
 	bad := append([]byte(nil), good...)
 	bad[64+1] = 5 // Header Len: 48 octets, but only 16 follow
 	file := writePcap(t, bad, good)
@@ -629,7 +630,7 @@ func wantField(t *testing.T, m map[string]any, key string, want any) {
 	}
 }
 
-// scapyCase is a packet this package encoded and the fields scapy must
+// scapyCase is a packet package mipv6 encoded and the fields scapy must
 // decode from it, keyed as scapyScript prints them.
 type scapyCase struct {
 	name   string
@@ -638,52 +639,53 @@ type scapyCase struct {
 	fields map[string]any
 }
 
-func scapyBU(name string, p BUPacket) scapyCase {
+func scapyBU(name string, p mipv6.BUPacket) scapyCase {
 	var alt []netip.Addr
 	var opts []int
 	var nonce [][]int
 	if p.NonceIndices.Present {
-		opts = append(opts, OptNonceIndices)
+		opts = append(opts, mipv6.OptNonceIndices)
 		nonce = append(nonce, []int{int(p.NonceIndices.Home), int(p.NonceIndices.CareOf)})
 	}
 	if p.AlternateCareOf.IsValid() {
-		opts = append(opts, OptAlternateCareOf)
+		opts = append(opts, mipv6.OptAlternateCareOf)
 		alt = append(alt, p.AlternateCareOf)
 	}
-	return scapyCase{name, AppendBUPacket(nil, p), 64, map[string]any{
-		"type": "BU", "mhtype": TypeBindingUpdate, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr{p.HomeAddress},
+	return scapyCase{name, mipv6.AppendBUPacket(nil, p), 64, map[string]any{
+		"type": "BU", "mhtype": mipv6.TypeBindingUpdate, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr{p.HomeAddress},
 		"seq": int(p.Sequence), "flags": int(p.Flags), "lifetime": int(p.Lifetime),
 		"options": opts, "altcoa": alt, "nonce": nonce, "refresh": []int(nil),
 	}}
 }
 
-func scapyBA(name string, p BAPacket) scapyCase {
+func scapyBA(name string, p mipv6.BAPacket) scapyCase {
 	var refresh, opts []int
 	if p.RefreshInterval != 0 {
 		refresh = []int{int(p.RefreshInterval)}
-		opts = []int{OptBindingRefreshAdvice}
+		opts = []int{mipv6.OptBindingRefreshAdvice}
 	}
-	return scapyCase{name, AppendBAPacket(nil, p), 64, map[string]any{
-		"type": "BA", "mhtype": TypeBindingAck, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr(nil),
+	return scapyCase{name, mipv6.AppendBAPacket(nil, p), 64, map[string]any{
+		"type": "BA", "mhtype": mipv6.TypeBindingAck, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr(nil),
 		"rhtype": 2, "segleft": 1, "addresses": []netip.Addr{p.HomeAddress},
 		"status": int(p.Status), "flags": int(p.Flags), "seq": int(p.Sequence), "lifetime": int(p.Lifetime),
 		"options": opts, "refresh": refresh,
 	}}
 }
 
-// TestCrossCheckScapy has scapy decode every message kind this package
+// TestCrossCheckScapy has scapy decode every message kind package mipv6
 // encodes: scapy must find the fields the packet was encoded from, the
 // same checksum, and, encoding the packet again itself, the same bytes.
-// The other direction, scapy's packets decoded here, is TestGoldenDecode.
+// The other direction, scapy's packets decoded by mipv6, is mipv6's
+// TestGoldenDecode.
 func TestCrossCheckScapy(t *testing.T) {
 	requireScapy(t)
 	reg, refresh, dereg := kgswitchBUs(t)
 	allBU := testBU()
-	allBU.Flags, allBU.Sequence, allBU.Lifetime = FlagA|FlagH|FlagL|FlagK|FlagM|FlagR, 0xffff, 0
+	allBU.Flags, allBU.Sequence, allBU.Lifetime = mipv6.FlagA|mipv6.FlagH|mipv6.FlagL|mipv6.FlagK|mipv6.FlagM|mipv6.FlagR, 0xffff, 0
 	altBU := testBU()
 	altBU.AlternateCareOf = altCoA
 	nonceBU := testBU()
-	nonceBU.NonceIndices = NonceIndices{Present: true, Home: 7, CareOf: 0xfffe}
+	nonceBU.NonceIndices = mipv6.NonceIndices{Present: true, Home: 7, CareOf: 0xfffe}
 	bothBU := nonceBU
 	bothBU.AlternateCareOf = altCoA
 	cases := []scapyCase{
@@ -695,23 +697,23 @@ func TestCrossCheckScapy(t *testing.T) {
 		scapyBU("BU with nonce indices", nonceBU),
 		scapyBU("BU with nonce indices and alternate care-of address", bothBU),
 		scapyBA("BA accepted", testBA()),
-		scapyBA("BA DAD failed with refresh advice", BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa,
-			Status: StatusDADFailed, Flags: BAFlagK | BAFlagR, Sequence: 7, Lifetime: 1, RefreshInterval: 2}),
-		scapyBA("BA sequence out of window", BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa,
-			Status: StatusSequenceOutOfWindow, Sequence: 0x42}),
+		scapyBA("BA DAD failed with refresh advice", mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa,
+			Status: mipv6.StatusDADFailed, Flags: mipv6.BAFlagK | mipv6.BAFlagR, Sequence: 7, Lifetime: 1, RefreshInterval: 2}),
+		scapyBA("BA sequence out of window", mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa,
+			Status: mipv6.StatusSequenceOutOfWindow, Sequence: 0x42}),
 	}
-	for _, p := range []BEPacket{
-		{Src: haAddr, Dst: coa, Status: BEStatusUnknownBinding, HomeAddress: hoa},
-		{Src: haAddr, Dst: coa, Status: BEStatusUnrecognizedMHType, HomeAddress: netip.IPv6Unspecified()},
+	for _, p := range []mipv6.BEPacket{
+		{Src: haAddr, Dst: coa, Status: mipv6.BEStatusUnknownBinding, HomeAddress: hoa},
+		{Src: haAddr, Dst: coa, Status: mipv6.BEStatusUnrecognizedMHType, HomeAddress: netip.IPv6Unspecified()},
 	} {
-		cases = append(cases, scapyCase{fmt.Sprintf("BE status %d", p.Status), AppendBindingErrorPacket(nil, p), 40, map[string]any{
-			"type": "BE", "mhtype": TypeBindingError, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr(nil),
+		cases = append(cases, scapyCase{fmt.Sprintf("BE status %d", p.Status), mipv6.AppendBindingErrorPacket(nil, p), 40, map[string]any{
+			"type": "BE", "mhtype": mipv6.TypeBindingError, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr(nil),
 			"status": int(p.Status), "ha": p.HomeAddress, "options": []int(nil),
 		}})
 	}
-	brr := BRRPacket{Src: haAddr, Dst: hoa}
-	cases = append(cases, scapyCase{"BRR", AppendBRRPacket(nil, brr), 40, map[string]any{
-		"type": "BRR", "mhtype": TypeBindingRefreshRequest, "src": brr.Src, "dst": brr.Dst, "hoa": []netip.Addr(nil),
+	brr := mipv6.BRRPacket{Src: haAddr, Dst: hoa}
+	cases = append(cases, scapyCase{"BRR", mipv6.AppendBRRPacket(nil, brr), 40, map[string]any{
+		"type": "BRR", "mhtype": mipv6.TypeBindingRefreshRequest, "src": brr.Src, "dst": brr.Dst, "hoa": []netip.Addr(nil),
 		"options": []int(nil),
 	}})
 
@@ -726,7 +728,7 @@ func TestCrossCheckScapy(t *testing.T) {
 			for k, v := range c.fields {
 				wantField(t, m, k, v)
 			}
-			mh := MobilityHeader(c.pkt[c.mhOff:])
+			mh := mipv6.MobilityHeader(c.pkt[c.mhOff:])
 			wantField(t, m, "plen", len(c.pkt)-40)
 			wantField(t, m, "hlim", 64)
 			wantField(t, m, "mhlen", len(mh)/8-1)
