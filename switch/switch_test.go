@@ -59,6 +59,8 @@ type fakeDB struct {
 	mu     sync.Mutex
 	ifaces map[string]ovsctl.Interface
 	events chan ovsctl.Event
+	// stall, when not nil, holds every external_ids write until closed.
+	stall chan struct{}
 }
 
 func (d *fakeDB) Events() <-chan ovsctl.Event { return d.events }
@@ -84,6 +86,12 @@ func (d *fakeDB) Interfaces() []ovsctl.Interface {
 	return out
 }
 func (d *fakeDB) SetExternalIDs(_ context.Context, iface string, set map[string]string, del []string) error {
+	d.mu.Lock()
+	stall := d.stall
+	d.mu.Unlock()
+	if stall != nil {
+		<-stall // an ovsdb-server that never answers, whatever the caller's deadline
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	i, ok := d.ifaces[iface]
@@ -1535,5 +1543,29 @@ func TestDeclaredVMRunningAtStart(t *testing.T) {
 	h := newHarness(t, noVMConfig, ovsctl.Interface{Name: "tap7", OFPort: 7, ExternalIDs: ids})
 	if bu, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt); err != nil || bu.HomeAddress != hoa {
 		t.Fatalf("got %+v (%v), want a registration at start", bu, err)
+	}
+}
+
+// A refresh goes out when it is due even while ovsdb-server does not answer:
+// OVSDB writes wait on their own goroutine, never in the control loop.
+func TestRefreshOnTimeWhileOVSDBStalls(t *testing.T) {
+	h := newHarness(t, testConfig)
+	bu := h.bind(t)
+	h.db.mu.Lock()
+	h.db.stall = make(chan struct{})
+	h.db.mu.Unlock()
+	defer close(h.db.stall)
+	// A change of state to mirror: the write hangs.
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3, ExternalIDs: map[string]string{"touched": "1"}})
+	h.sw.do(context.Background(), func() { h.sw.vms[0].mirrored = nil })
+	// 600 s granted: the refresh is due with a quarter left, at 450 s.
+	h.clk.Advance(450 * time.Second)
+	s := h.nextSent(t)
+	refresh, err := mipv6.ParseBUPacket(s.Pkt)
+	if err != nil || refresh.Sequence != bu.Sequence+1 || refresh.Lifetime != bu.Lifetime {
+		t.Fatalf("got %+v (%v), want a refresh with sequence %d", refresh, err, bu.Sequence+1)
+	}
+	if st := h.status(t, "vnet3"); st.BindingState != "refreshing" {
+		t.Errorf("got %+v, want refreshing", st)
 	}
 }
