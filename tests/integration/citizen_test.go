@@ -16,7 +16,7 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
 )
 
-// Issue 6, "kgswitch as an OVS citizen": kgswitch survives its own crash, the
+// kgswitch as an Open vSwitch citizen: it survives its own crash, the
 // restart of either OVS daemon and a reload, refuses a bad configuration,
 // takes a VM declared with ovs-vsctl, and exports its counters to Prometheus.
 

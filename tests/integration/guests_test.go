@@ -290,7 +290,7 @@ func TestSeveralGuests(t *testing.T) {
 
 	// The correspondent reaches every home address. The router still has vm's
 	// and vm2's MACs: it reaches them only once their Home Agent's proxy
-	// takes over (see HOME-AGENT.md).
+	// takes over (see docs/home-agents.md).
 	for _, g := range []lab.Guest{vm, vm2, vm3} {
 		took, err := e.WaitReachable(ctx, "cn", g.HoA.String(), 40*time.Second)
 		if err != nil {

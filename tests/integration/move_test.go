@@ -79,10 +79,10 @@ func startDaemons(t *testing.T, ctx context.Context, e *scenario.Env, declareOnB
 	}
 }
 
-// TestMoveKeepsHomeAddress is the first slice end to end: a guest whose port
-// moves from its home host to a foreign host stays reachable at its home
-// address through kgswitch's tunnel to the Home Agent, and a TCP connection
-// opened before the move survives it intact.
+// TestMoveKeepsHomeAddress: a guest whose port moves from its home host to a
+// foreign host stays reachable at its home address through kgswitch's tunnel
+// to the Home Agent, and a TCP connection opened before the move survives it
+// intact.
 func TestMoveKeepsHomeAddress(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -14,7 +14,7 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
 )
 
-// The pseudo home network (issue 4): a guest on a foreign host cannot tell it
+// The pseudo home network: a guest on a foreign host cannot tell it
 // left home. Its Router Advertisements keep coming, its path MTU is what the
 // tunnel carries, the Home Agent's own packets reach it as they did at home,
 // and when it comes back the home link forgets the Home Agent at once.
@@ -571,7 +571,8 @@ func haSince(e *scenario.Env, from int) string {
 // if its number is ahead of hostB's (RFC 6275 §9.5.1), and answers status 135
 // otherwise. That answer cannot reach hostA: while the binding stands, the
 // Home Agent sends its own packets for the home address, this
-// Acknowledgement included, to the old care-of address (HOME-AGENT.md). Every
+// Acknowledgement included, to the old care-of address (see
+// docs/home-agents.md). Every
 // return must succeed whichever numbers the two hosts happened to pick; each
 // trip is a fresh draw.
 func TestReturnHomeRepeatedly(t *testing.T) {

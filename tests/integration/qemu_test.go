@@ -294,7 +294,7 @@ func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
 // startKgswitch starts the lab Home Agent and kgswitch on hosts, each with
 // the guest declared on its tap there (taps[host], lab.GuestPort when not
 // given: libvirt names taps per host). With cover false, the home host's
-// departure cover (issue 8) is switched off.
+// departure cover is switched off.
 func startKgswitch(t *testing.T, ctx context.Context, e *scenario.Env, hosts []string, taps map[string]string, cover bool) {
 	t.Helper()
 	if err := e.StartHomeAgent(ctx); err != nil {
@@ -380,8 +380,8 @@ func hop(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, src
 	fmt.Fprintf(&b, "  kgswitch on %s: %s", to, lastLogLine(e.KgswitchLog(to), trigger))
 	t.Logf("%s", b.String())
 
-	// The issue's rule: nothing is sent to the Home Agent before the guest
-	// stopped on its source.
+	// Nothing is sent to the Home Agent before the guest stopped on its
+	// source: until then the guest still runs there.
 	home := to == lab.VM.StartHost
 	for _, m := range h.Early() {
 		if home && !homeReturnWaits {
@@ -447,8 +447,9 @@ func logHops(t *testing.T, title string, hops []qemu.Hop) {
 
 // TestQEMUMigrateWithKgswitch live-migrates the guest from hostA (home) to
 // hostB (foreign) under cn's 10 ms probes, with kgswitch on both hosts and
-// the lab Home Agent (1 s DAD, takeover advertisement without Override): the
-// acceptance of issue 5's first point and issue 8's last. It prints QEMU's
+// the lab Home Agent (1 s DAD, takeover advertisement without Override): a
+// real migration away from home keeps the guest reachable, and the departure
+// cover turns the Home Agent's slow takeover into delay. It prints QEMU's
 // downtime, STOP->RESUME, RESUME->Binding Update and BU->BA (both from a
 // capture on hostB's uplink) and the probes lost, with the home host's
 // departure cover on (at most 5 lost, and a TCP stream through the guest

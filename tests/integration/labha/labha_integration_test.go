@@ -462,7 +462,8 @@ func TestHomeAgentInLab(t *testing.T) {
 	// after the home router gave up on the guest's MAC: the Home Agent's
 	// Neighbor Advertisement had no Override flag, so the router kept the
 	// cached MAC (STALE), waited in DELAY, probed it unicast, failed, and
-	// only then resolved the home address again (HOME-AGENT.md: 8.4-9.1 s).
+	// only then resolved the home address again, 8.4-9.1 s later with a real
+	// Home Agent (see docs/home-agents.md).
 	wait = e.startCapture(ctx, "capture41", "WAIT=20s")
 	pingCtx, stopPing := context.WithCancel(ctx)
 	ping := l.Command(pingCtx, "cn", "ping", "-6", "-n", "-i", "0.2", "-c", "100", lab.HoA.String())
