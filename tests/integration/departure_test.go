@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,26 +14,7 @@ import (
 // with the home host's departure cover on or off, and returns the pings lost.
 func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingResult, *scenario.Env, *scenario.Capture) {
 	e := newEnv(t, ctx)
-	if err := e.StartHomeAgent(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, host := range []string{"hostA", "hostB"} {
-		cfg, err := e.WriteConfig(host, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if host == "hostA" && !cover {
-			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteString("\n[departure]\nenabled = false\n")
-			f.Close()
-		}
-		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, cover)
 	hoa := lab.HoA.String()
 	// The home router must have the VM's MAC cached, as in production.
 	if n, err := e.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {

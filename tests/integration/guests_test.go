@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
@@ -24,17 +26,7 @@ func TestLabExtraGuests(t *testing.T) {
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf, ExtraGuests: true})
-	if err != nil {
-		t.Fatalf("lab.New: %v", err)
-	}
-	t.Logf("lab.New with ExtraGuests took %v", time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("lab.Close: %v", err)
-		}
-	})
+	l := newLabWith(t, ctx, lab.Options{ExtraGuests: true})
 
 	if got := len(l.Guests()); got != 3 {
 		t.Fatalf("got %d guests, want 3: %+v", got, l.Guests())
@@ -74,39 +66,6 @@ func TestLabExtraGuests(t *testing.T) {
 		t.Fatalf("Move(vm2, hostC, hostA): %v", err)
 	}
 	ping(t, ctx, l, "cn", lab.VM2.HoA.String(), 2)
-}
-
-// newGuestsEnv is newEnv for a lab built with lab.Options.ExtraGuests: three
-// guests, two home networks. On failure it also dumps the second Home
-// Agent's log.
-func newGuestsEnv(t *testing.T, ctx context.Context) *scenario.Env {
-	t.Helper()
-	requireLab(t)
-	requireBinaries(t, ctx)
-	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf, ExtraGuests: true})
-	if err != nil {
-		t.Fatalf("lab.New: %v", err)
-	}
-	t.Logf("lab.New with ExtraGuests took %v", time.Since(start).Round(time.Millisecond))
-	e := &scenario.Env{Lab: l, Bin: bins}
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs := []string{e.HALogOf(lab.HomeNet), e.HALogOf(lab.HomeNet2)}
-			for _, h := range lab.Hosts {
-				logs = append(logs, e.KgswitchLog(h))
-			}
-			for _, f := range logs {
-				if b, err := os.ReadFile(f); err == nil {
-					t.Logf("---- %s ----\n%s", f, b)
-				}
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("lab.Close: %v", err)
-		}
-	})
-	return e
 }
 
 // raInterval is how often kgswitch repeats each home router's Router
@@ -251,7 +210,7 @@ func scapy(t *testing.T, ctx context.Context, e *scenario.Env, node, name, progr
 func TestSeveralGuests(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e := newGuestsEnv(t, ctx)
+	e := newEnvWith(t, ctx, lab.Options{ExtraGuests: true})
 	l := e.Lab
 	startGuestDaemons(t, ctx, e)
 	vm, vm2, vm3 := lab.VM, lab.VM2, lab.VM3
@@ -464,27 +423,42 @@ const (
 	spoofedMAC = "52:54:00:00:00:66"
 )
 
+// foreignStranger is the foreign LAN's chatterer in TestIsolation, and
+// homeStranger an address of the home link that is not the guest's: the guest
+// spoofs both.
+var (
+	foreignStranger = hostInPrefix(lab.ForeignPrefix, 0x66)
+	homeStranger    = hostInPrefix(lab.HomePrefix, 0x66)
+)
+
+// hostInPrefix returns the address of prefix p whose last byte is b.
+func hostInPrefix(p netip.Prefix, b byte) netip.Addr {
+	a := p.Masked().Addr().As16()
+	a[15] = b
+	return netip.AddrFrom16(a)
+}
+
 // foreignChatter is a scapy program (argv: interface, the guest's home
 // address, MAC and link-local address) that sends, three times over, what a
 // busy foreign LAN carries: a Router Advertisement of the foreign prefix, a
 // Neighbor Solicitation for the guest's home address, an unsolicited
 // Neighbor Advertisement, an MLD query, an ARP broadcast, and echo requests
 // unicast to the guest's MAC. It prints how many frames it sent.
-const foreignChatter = `
+var foreignChatter = `
 iface, hoa, gmac, gll = sys.argv[1:5]
 M = "` + chatterMAC + `"
 nsma = in6_getnsma(inet_pton(socket.AF_INET6, hoa))
 frames = [
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=255)/ICMPv6ND_RA()/
-        ICMPv6NDOptSrcLLAddr(lladdr=M)/ICMPv6NDOptPrefixInfo(prefix="2001:db8:3000::", prefixlen=64),
-    Ether(src=M, dst=in6_getnsmac(nsma))/IPv6(src="2001:db8:3000::66", dst=inet_ntop(socket.AF_INET6, nsma), hlim=255)/
+        ICMPv6NDOptSrcLLAddr(lladdr=M)/ICMPv6NDOptPrefixInfo(prefix="` + lab.ForeignPrefix.Addr().String() + `", prefixlen=64),
+    Ether(src=M, dst=in6_getnsmac(nsma))/IPv6(src="` + foreignStranger.String() + `", dst=inet_ntop(socket.AF_INET6, nsma), hlim=255)/
         ICMPv6ND_NS(tgt=hoa)/ICMPv6NDOptSrcLLAddr(lladdr=M),
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=255)/
-        ICMPv6ND_NA(tgt="2001:db8:3000::66", R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=M),
+        ICMPv6ND_NA(tgt="` + foreignStranger.String() + `", R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=M),
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=1)/
         IPv6ExtHdrHopByHop(options=[RouterAlert()])/ICMPv6MLQuery(),
     Ether(src=M, dst="ff:ff:ff:ff:ff:ff")/ARP(hwsrc=M, psrc="192.0.2.66", pdst="192.0.2.1"),
-    Ether(src=M, dst=gmac)/IPv6(src="2001:db8:3000::66", dst=hoa)/ICMPv6EchoRequest(data=b"kgchatter"),
+    Ether(src=M, dst=gmac)/IPv6(src="` + foreignStranger.String() + `", dst=hoa)/ICMPv6EchoRequest(data=b"kgchatter"),
     Ether(src=M, dst=gmac)/IPv6(src="fe80::66", dst=gll)/ICMPv6EchoRequest(data=b"kgchatter"),
 ]
 for _ in range(3):
@@ -499,7 +473,7 @@ print(3 * len(frames))
 // address, the foreign router) and a DAD probe, an unsolicited Neighbor
 // Advertisement, an all-nodes echo request, ARP and DHCP broadcasts. Every
 // frame is sent three times; it prints how many frames it sent.
-const guestNoise = `
+var guestNoise = `
 iface, hoa, gmac, gll = sys.argv[1:5]
 def ns(src, tgt):
     dst = in6_getnsma(inet_pton(socket.AF_INET6, tgt))
@@ -511,8 +485,8 @@ frames = [
     Ether(src=gmac, dst="33:33:00:00:00:02")/IPv6(src=gll, dst="ff02::2", hlim=255)/ICMPv6ND_RS()/ICMPv6NDOptSrcLLAddr(lladdr=gmac),
     Ether(src=gmac, dst="33:33:00:00:00:16")/IPv6(src=gll, dst="ff02::16", hlim=1)/IPv6ExtHdrHopByHop(options=[RouterAlert()])/
         ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(rtype=4, dst="ff05::1:3")]),
-    ns(hoa, "2001:db8:3000::3"),
-    ns(hoa, "2001:db8:3000::1"),
+    ns(hoa, "` + lab.CareOfAddr.String() + `"),
+    ns(hoa, "` + lab.RouterForeignAddr.String() + `"),
     ns("::", hoa),
     Ether(src=gmac, dst="33:33:00:00:00:01")/IPv6(src=gll, dst="ff02::1", hlim=255)/ICMPv6ND_NA(tgt=hoa, R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=gmac),
     Ether(src=gmac, dst="33:33:00:00:00:01")/IPv6(src=hoa, dst="ff02::1")/ICMPv6EchoRequest(data=b"kgnoise"),
@@ -531,14 +505,14 @@ print(3 * len(frames))
 // the home link that is not the guest's, with a source address of the
 // foreign link, and, as a control, correct ones. Each kind carries its own
 // payload marker.
-const spoofer = `
+var spoofer = `
 iface, hoa, gmac, kmac, cn = sys.argv[1:6]
 nmac, nhome, nforeign, nvalid = (int(x) for x in sys.argv[6:10])
 def echo(smac, src, mark, i):
     return Ether(src=smac, dst=kmac)/IPv6(src=src, dst=cn)/ICMPv6EchoRequest(id=0x6b67, seq=i, data=mark)
 frames = [echo("` + spoofedMAC + `", hoa, b"kgspoof-mac", i) for i in range(nmac)]
-frames += [echo(gmac, "2001:db8:2000::66", b"kgspoof-home", i) for i in range(nhome)]
-frames += [echo(gmac, "2001:db8:3000::66", b"kgspoof-foreign", i) for i in range(nforeign)]
+frames += [echo(gmac, "` + homeStranger.String() + `", b"kgspoof-home", i) for i in range(nhome)]
+frames += [echo(gmac, "` + foreignStranger.String() + `", b"kgspoof-foreign", i) for i in range(nforeign)]
 frames += [echo(gmac, hoa, b"kgvalid", i) for i in range(nvalid)]
 sendp(frames, iface=iface, inter=0.01)
 print(len(frames))
@@ -704,16 +678,19 @@ time.sleep(0.3)`); err != nil {
 	before = after
 	scapy(t, ctx, e, "vm", "spoof", spoofer, lab.Uplink, hoa, gmac, kgsMAC, lab.CNAddr.String(),
 		strconv.Itoa(nMAC), strconv.Itoa(nHome), strconv.Itoa(nForeign), strconv.Itoa(nValid))
-	// OVS updates flow statistics about once a second.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// OVS updates flow statistics about once a second. The counts are
+	// checked below.
+	_ = wait.Until(ctx, 5*time.Second, 200*time.Millisecond, func() error {
 		if after, err = e.Status(ctx, "hostB", lab.GuestPort); err != nil {
-			t.Fatal(err)
+			return wait.Fatal(err)
 		}
-		if after.Drops["spoofed-mac"]-before.Drops["spoofed-mac"] >= nMAC || time.Now().After(deadline) {
-			break
+		if d := after.Drops["spoofed-mac"] - before.Drops["spoofed-mac"]; d < nMAC {
+			return fmt.Errorf("drops[spoofed-mac] grew by %d", d)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
 	capCN.Stop()
@@ -733,7 +710,7 @@ time.sleep(0.3)`); err != nil {
 	if valid != nValid {
 		t.Errorf("cn got %d of the %d correct echo requests sent the same way, want all", valid, nValid)
 	}
-	t.Logf("(c) spoofing: sent %d frames with MAC %s, %d with source 2001:db8:2000::66, %d with 2001:db8:3000::66: drops[spoofed-mac] +%d, drops[bad-source] +%d; 0 reached cn or the foreign LAN; %d/%d correct control frames reached cn",
-		nMAC, spoofedMAC, nHome, nForeign, drops("spoofed-mac"), drops("bad-source"), valid, nValid)
+	t.Logf("(c) spoofing: sent %d frames with MAC %s, %d with source %v, %d with %v: drops[spoofed-mac] +%d, drops[bad-source] +%d; 0 reached cn or the foreign LAN; %d/%d correct control frames reached cn",
+		nMAC, spoofedMAC, nHome, homeStranger, nForeign, foreignStranger, drops("spoofed-mac"), drops("bad-source"), valid, nValid)
 	t.Logf("guest's counters on hostB: %+v", after)
 }

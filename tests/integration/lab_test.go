@@ -30,12 +30,19 @@ func requireLab(t *testing.T) {
 // newLab builds a lab that is closed when the test ends, also on failure.
 func newLab(t *testing.T, ctx context.Context) *lab.Lab {
 	t.Helper()
+	return newLabWith(t, ctx, lab.Options{})
+}
+
+// newLabWith is newLab with options (their Logf is the test's).
+func newLabWith(t *testing.T, ctx context.Context, opt lab.Options) *lab.Lab {
+	t.Helper()
+	opt.Logf = t.Logf
 	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
+	l, err := lab.New(ctx, opt)
 	if err != nil {
 		t.Fatalf("lab.New: %v", err)
 	}
-	t.Logf("lab.New took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("lab.New (extra guests: %v) took %v", opt.ExtraGuests, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
 			t.Errorf("lab.Close: %v", err)
@@ -158,7 +165,7 @@ func TestLabSmoke(t *testing.T) {
 		}
 	}
 	for _, pid := range append(daemons, sleeper.Process.Pid) {
-		if alive(pid) {
+		if lab.ProcessAlive(pid) {
 			t.Errorf("pid %d still alive after Close", pid)
 		}
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // The pseudo home network: a guest on a foreign host cannot tell it
@@ -424,7 +426,7 @@ func TestReturnHome(t *testing.T) {
 	var locations []string
 	var returning, home, neighAt time.Duration
 	var entry string
-	for time.Since(back) < 10*time.Second && (home == 0 || neighAt == 0) {
+	_ = wait.Until(ctx, time.Until(back.Add(10*time.Second)), 20*time.Millisecond, func() error {
 		if st, err := e.Status(ctx, "hostA", lab.GuestPort); err == nil {
 			loc := st.Location
 			if st.BindingState != "" {
@@ -446,8 +448,11 @@ func TestReturnHome(t *testing.T) {
 				neighAt = time.Since(back)
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if home == 0 || neighAt == 0 {
+			return errors.New("the return is not over") // checked below
+		}
+		return nil
+	})
 	if returning == 0 || home == 0 {
 		t.Errorf("hostA's kgswitch after the guest came back: locations %v, want returning, then home without binding%s", locations, haSince(e, len(evBefore)))
 	}
@@ -472,14 +477,7 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TCP stream: %v", err)
 	}
-	if client.Error != "" || server.Error != "" {
-		t.Errorf("TCP stream broke: client %q, server %q", client.Error, server.Error)
-	}
-	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA ||
-		client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
-		t.Errorf("TCP stream: cn sent %d (sha256 %.12s), guest received %d (%.12s), cn got back %d (%.12s); want all equal",
-			client.Sent, client.SentSHA, server.Received, server.ReceivedSH, client.Received, client.ReceivedSH)
-	}
+	checkStream(t, total, client, server)
 	capture.Stop()
 
 	// The Home Agent's view: a de-registration from the home address, a
@@ -620,17 +618,15 @@ func TestReturnHomeRepeatedly(t *testing.T) {
 // waitHome waits until hostA's kgswitch shows the guest at home with no
 // binding (the return finished) and returns its last status.
 func waitHome(ctx context.Context, e *scenario.Env, timeout time.Duration) (scenario.PortStatus, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := e.Status(ctx, "hostA", lab.GuestPort)
-		if err == nil && st.Location == "home" && st.BindingState == "" {
-			return st, true
+	var st scenario.PortStatus
+	err := wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
+		var err error
+		if st, err = e.Status(ctx, "hostA", lab.GuestPort); err != nil || st.Location != "home" || st.BindingState != "" {
+			return fmt.Errorf("hostA's kgswitch: %s/%s (%v), not home without binding", st.Location, st.BindingState, err)
 		}
-		if time.Now().After(deadline) {
-			return st, false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return st, err == nil
 }
 
 // guestRouterMAC returns the link-layer address in the guest's neighbour

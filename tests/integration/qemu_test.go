@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/qemu"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 var (
@@ -124,20 +126,6 @@ func waitTCP(t *testing.T, ctx context.Context, s *qemu.GuestTCP, vm *qemu.VM) (
 	return client, server
 }
 
-// checkTCP fails the test unless the echo stream went through intact.
-func checkTCP(t *testing.T, total int64, client, server scenario.TCPReport) {
-	t.Helper()
-	if client.Error != "" || server.Error != "" {
-		t.Errorf("TCP stream broke: cn %q, guest %q", client.Error, server.Error)
-	}
-	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA {
-		t.Errorf("guest received %d bytes (sha256 %.12s), cn sent %d of %d (sha256 %.12s)", server.Received, server.ReceivedSH, client.Sent, total, client.SentSHA)
-	}
-	if client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
-		t.Errorf("cn got %d echoed bytes (sha256 %.12s), sent %d (sha256 %.12s)", client.Received, client.ReceivedSH, client.Sent, client.SentSHA)
-	}
-}
-
 // TestQEMUBoot boots a real guest on hostA, the home host: it configures its
 // home address, writes its heartbeat, answers on its command shell, and cn
 // reaches it on the home link with ping and with an intact TCP echo stream
@@ -158,18 +146,18 @@ func TestQEMUBoot(t *testing.T) {
 	}
 
 	// The link-local address comes up to a second after ready (see init.sh).
+	// What eth0 has is checked below.
 	var out string
-	for deadline := time.Now().Add(3 * time.Second); ; {
+	_ = wait.Until(ctx, 3*time.Second, 100*time.Millisecond, func() error {
 		var err error
-		out, err = vm.Shell(ctx, "cat /sys/class/net/eth0/address; ip -6 addr show dev eth0; ip -6 route show default")
-		if err != nil {
+		if out, err = vm.Shell(ctx, "cat /sys/class/net/eth0/address; ip -6 addr show dev eth0; ip -6 route show default"); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(out, lab.GuestLinkLocal.String()) || time.Now().After(deadline) {
-			break
+		if !strings.Contains(out, lab.GuestLinkLocal.String()) {
+			return errors.New("no link-local address yet")
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	for _, want := range []string{lab.GuestMAC.String(), lab.HoA.String() + "/64", lab.GuestLinkLocal.String(), "default via fe80::1 dev eth0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("guest's eth0 lacks %q:\n%s", want, out)
@@ -185,7 +173,7 @@ func TestQEMUBoot(t *testing.T) {
 	const total = 512 << 10
 	s := startGuestTCP(t, ctx, e, vm, total, 1<<20, 30*time.Second)
 	client, server := waitTCP(t, ctx, s, vm)
-	checkTCP(t, total, client, server)
+	checkStream(t, total, client, server)
 	t.Logf("TCP echo from cn: %d bytes each way in %.2f s", client.Sent, client.Seconds)
 	if c := vm.Crash(); c != "" {
 		t.Errorf("guest console reports a crash: %q", c)
@@ -289,43 +277,6 @@ func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// startKgswitch starts the lab Home Agent and kgswitch on hosts, each with
-// the guest declared on its tap there (taps[host], lab.GuestPort when not
-// given: libvirt names taps per host). With cover false, the home host's
-// departure cover is switched off.
-func startKgswitch(t *testing.T, ctx context.Context, e *scenario.Env, hosts []string, taps map[string]string, cover bool) {
-	t.Helper()
-	if err := e.StartHomeAgent(ctx); err != nil {
-		t.Fatalf("start Home Agent: %v", err)
-	}
-	for _, host := range hosts {
-		g := lab.VM
-		if tap := taps[host]; tap != "" {
-			g.Port = tap
-		}
-		cfg, err := e.WriteConfigWith(host, scenario.Config{Guests: []lab.Guest{g}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if host == "hostA" && !cover {
-			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = f.WriteString("\n[departure]\nenabled = false\n")
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // hopOpts are the knobs of one hop in a test.
@@ -479,7 +430,7 @@ func TestQEMUMigrateWithKgswitch(t *testing.T) {
 				return dst
 			}
 			client, server := waitTCP(t, ctx, tcp, dst)
-			checkTCP(t, total, client, server)
+			checkStream(t, total, client, server)
 			t.Logf("TCP stream: %d bytes each way in %.1f s", client.Sent, client.Seconds)
 			if st, err := e.Status(ctx, "hostB", lab.GuestPort); err != nil || st.Location != "foreign" || st.BindingState != "bound" {
 				t.Errorf("hostB status after the migration: %+v (%v), want foreign and bound", st, err)
@@ -554,7 +505,7 @@ func TestQEMUPingPong(t *testing.T) {
 			vm = dst
 		}
 		client, server := waitTCP(t, ctx, tcp, vm)
-		checkTCP(t, total, client, server)
+		checkStream(t, total, client, server)
 		last := hops[len(hops)-1]
 		end := tcp.End(client)
 		t.Logf("TCP stream: %d bytes each way in %.1f s, %s to %s; the last hop resumed at %s", client.Sent, client.Seconds,

@@ -78,15 +78,15 @@ func TestOwnerPID(t *testing.T) {
 }
 
 func TestProcessAlive(t *testing.T) {
-	if !processAlive(os.Getpid()) {
-		t.Errorf("processAlive(own pid) = false, want true")
+	if !ProcessAlive(os.Getpid()) {
+		t.Errorf("ProcessAlive(own pid) = false, want true")
 	}
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
-		t.Errorf("processAlive(reaped pid %d) = true, want false", cmd.Process.Pid)
+	if ProcessAlive(cmd.Process.Pid) {
+		t.Errorf("ProcessAlive(reaped pid %d) = true, want false", cmd.Process.Pid)
 	}
 	// A zombie counts as dead: detached OVS daemons are reaped by init, not
 	// by us, so Close must not wait for that.
@@ -95,9 +95,9 @@ func TestProcessAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer zombie.Wait()
-	for i := 0; processAlive(zombie.Process.Pid); i++ {
+	for i := 0; ProcessAlive(zombie.Process.Pid); i++ {
 		if i > 1000 {
-			t.Fatalf("processAlive(zombie %d) still true", zombie.Process.Pid)
+			t.Fatalf("ProcessAlive(zombie %d) still true", zombie.Process.Pid)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Mobility Header types (RFC 6275 §6.1.2) a hop's capture looks for.
@@ -326,7 +327,7 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	opt.setDefaults()
 	e := opt.Env
 	h := Hop{From: src.Host, To: opt.To}
-	signalFrom := scenario.CareOf(opt.To)
+	signalFrom := lab.HostAddr(opt.To)
 	if lab.HomePrefix.Contains(signalFrom) {
 		// At home kgswitch de-registers on the guest's behalf, from the
 		// home address (RFC 6275 §11.5.4).
@@ -431,17 +432,17 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 // waitSettled waits until kgswitch on host has no Binding Update of port
 // outstanding, or timeout passes.
 func waitSettled(ctx context.Context, e *scenario.Env, host, port string, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	_ = wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
 		st, err := e.Status(ctx, host, port)
-		if err == nil {
-			switch st.BindingState {
-			case "", "bound", "deregistered":
-				return
-			}
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		switch st.BindingState {
+		case "", "bound", "deregistered":
+			return nil
+		}
+		return fmt.Errorf("binding of %s on %s is %s", port, host, st.BindingState)
+	})
 }
 
 // lostProbes returns when cn sent the echo requests of its probe stream

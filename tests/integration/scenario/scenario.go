@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 
 	vswitch "github.com/kgswitch/kgswitch/switch"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Binaries are the programs a scenario runs inside the lab.
@@ -145,21 +145,6 @@ func (e *Env) KgswitchLog(host string) string {
 	return filepath.Join(e.Lab.Dir, host+"-kgswitch.log")
 }
 
-// CareOf returns host's own address on its LAN, the care-of address kgswitch
-// there registers for a guest away from home (on hostA, the home link, it is
-// never used as one); the zero Addr for a node that is no host.
-func CareOf(host string) netip.Addr {
-	switch host {
-	case "hostA":
-		return lab.HostAAddr
-	case "hostB":
-		return lab.CareOfAddr
-	case "hostC":
-		return lab.CareOfAddrC
-	}
-	return netip.Addr{}
-}
-
 // WriteConfig writes kgswitch's TOML configuration for host; with declareVM the
 // guest's port is declared in it (the port need not exist yet).
 func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
@@ -191,7 +176,7 @@ type Config struct {
 // home networks and guests of c, and returns its path.
 func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	ovs := e.Lab.OVS(host)
-	coa := CareOf(host)
+	coa := lab.HostAddr(host)
 	if ovs == nil || !coa.IsValid() {
 		return "", fmt.Errorf("write kgswitch config: %q is not a lab host", host)
 	}
@@ -244,16 +229,18 @@ func (e *Env) RunKgswitch(ctx context.Context, host, cfgPath string, extra ...st
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
-			return cmd, nil
-		} else if time.Now().After(deadline) || !processRunning(cmd.Process.Pid) {
-			log, _ := os.ReadFile(e.KgswitchLog(host))
-			return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
+	err = wait.Until(ctx, 15*time.Second, 20*time.Millisecond, func() error {
+		_, err := e.Kgswitch(ctx, host, "status", "--json")
+		if err != nil && !lab.ProcessAlive(cmd.Process.Pid) {
+			return wait.Fatal(fmt.Errorf("kgswitch exited: %v", err))
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		log, _ := os.ReadFile(e.KgswitchLog(host))
+		return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
 	}
+	return cmd, nil
 }
 
 // Kgswitch runs a kgswitch CLI command against host's daemon.
@@ -284,19 +271,21 @@ func (e *Env) Status(ctx context.Context, host, port string) (PortStatus, error)
 	return PortStatus{}, fmt.Errorf("kgswitch on %s does not know %s", host, port)
 }
 
-// WaitBinding waits until port's binding on host reaches state.
+// WaitBinding waits until port's binding on host reaches state, and returns
+// port's last status.
 func (e *Env) WaitBinding(ctx context.Context, host, port, state string, timeout time.Duration) (PortStatus, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := e.Status(ctx, host, port)
-		if err == nil && st.BindingState == state {
-			return st, nil
+	var st PortStatus
+	err := wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
+		var err error
+		if st, err = e.Status(ctx, host, port); err != nil {
+			return fmt.Errorf("binding of %s on %s: %v", port, host, err)
 		}
-		if time.Now().After(deadline) {
-			return st, fmt.Errorf("binding of %s on %s is %q (%s), not %q after %v (err %v)", port, host, st.BindingState, st.Reason, state, timeout, err)
+		if st.BindingState != state {
+			return fmt.Errorf("binding of %s on %s is %q (%s), not %q", port, host, st.BindingState, st.Reason, state)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return st, err
 }
 
 // Ping sends count pings from node to addr and returns how many were answered.
@@ -314,25 +303,17 @@ func (e *Env) Ping(ctx context.Context, node, addr string, count int) (int, erro
 // answered, and returns how long that took; it fails after timeout.
 func (e *Env) WaitReachable(ctx context.Context, node, addr string, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	deadline := start.Add(timeout)
-	for {
-		try := time.Now()
+	err := wait.Until(ctx, timeout, 100*time.Millisecond, func() error {
 		n, err := e.Ping(ctx, node, addr, 1)
 		if n == 1 {
-			return time.Since(start), nil
+			return nil
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			if err == nil {
-				err = errors.New("no answer")
-			}
-			return time.Since(start), fmt.Errorf("%s cannot reach %s after %v (last try: %v)", node, addr, timeout, err)
+		if err == nil {
+			err = errors.New("no answer")
 		}
-		// An immediate error (say, no route yet) must not turn the wait into
-		// a busy loop.
-		if d := 100*time.Millisecond - time.Since(try); d > 0 {
-			time.Sleep(d)
-		}
-	}
+		return fmt.Errorf("%s cannot reach %s (last try: %v)", node, addr, err)
+	})
+	return time.Since(start), err
 }
 
 // PingStream is a background ping at a fixed interval, for counting loss
@@ -509,6 +490,27 @@ type TCPReport struct {
 	ReceivedSH string  `json:"received_sha256"`
 	Seconds    float64 `json:"seconds"`
 	Error      string  `json:"error"`
+}
+
+// StreamIntact checks a TCP echo stream from both ends' reports (client: the
+// sender, server: the guest): neither end saw an error (no reset, no
+// timeout), the sender sent all total bytes, and both what the guest received
+// and what came back to the sender are exactly what was sent, by length and
+// SHA-256. It returns nil for an intact stream, else what is wrong.
+func StreamIntact(total int64, client, server TCPReport) error {
+	var errs []error
+	if client.Error != "" || server.Error != "" {
+		errs = append(errs, fmt.Errorf("TCP stream broke: sender %q, guest %q", client.Error, server.Error))
+	}
+	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA {
+		errs = append(errs, fmt.Errorf("guest received %d bytes (sha256 %.12s), sender sent %d of %d (sha256 %.12s)",
+			server.Received, server.ReceivedSH, client.Sent, total, client.SentSHA))
+	}
+	if client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
+		errs = append(errs, fmt.Errorf("sender got %d echoed bytes (sha256 %.12s), sent %d (sha256 %.12s)",
+			client.Received, client.ReceivedSH, client.Sent, client.SentSHA))
+	}
+	return errors.Join(errs...)
 }
 
 // TCPStream is a paced TCP echo stream from one node to the guest.
