@@ -261,23 +261,23 @@ func TestKgswitchKilledAndRestarted(t *testing.T) {
 		t.Errorf("state_dir/bindings.json: got %q (%v), want the guest's binding", b, err)
 	}
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	if _, err := scenario.StopKgswitch(c.B, syscall.SIGKILL, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	// Down for a second, as a crashed daemon that its supervisor restarts.
 	time.Sleep(time.Second)
 	restarted := time.Now()
+	var err error
 	c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB, "--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
-	time.Sleep(3 * time.Second)
+	// Watch the 3 s after the restart: the first echo reply, and no new
+	// registration.
+	time.Sleep(time.Until(restarted.Add(3 * time.Second)))
 	first, resumed := pings.FirstReplyAfter(restarted)
 	loss := pings.Stop()
 
@@ -344,11 +344,7 @@ func TestOVSRestart(t *testing.T) {
 	before := c.flows(t, ctx, "hostB")
 	ovsB := c.Lab.OVS("hostB")
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	off := c.logSize()
 	if err := ovsB.KillDaemon(lab.OVSVswitchd, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -389,7 +385,10 @@ func TestOVSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// The stream's figures end with a reply through the restored path.
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
 	loss := pings.Stop()
 	if !czRunning(c.B) {
 		t.Error("kgswitch died with ovs-vswitchd")
@@ -411,6 +410,20 @@ func TestOVSRestart(t *testing.T) {
 		up.Sub(killed).Round(time.Millisecond), restored, len(after), back.Sub(up).Round(time.Millisecond),
 		reach.Round(time.Millisecond), loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond))
 	czLogLines(t, c.logSince(off), "level=INFO", "level=WARN", "level=ERROR")
+}
+
+// startPings starts cn's echo requests to the guest every 10 ms and waits
+// until they are answered; the stream ends with the test.
+func (c *czEnv) startPings(t *testing.T, ctx context.Context) *scenario.PingStream {
+	t.Helper()
+	pings, err := c.StartPingStream(ctx, "cn", lab.HoA.String(), 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return pings
 }
 
 // czLogLines logs the lines of log that contain any of subs.
@@ -472,11 +485,7 @@ func TestOVSDBOutage(t *testing.T) {
 	}
 	flowsBefore := c.flows(t, ctx, "hostB")
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	off := c.logSize()
 	if err := ovsB.KillDaemon(lab.OVSDBServer, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -494,9 +503,8 @@ func TestOVSDBOutage(t *testing.T) {
 	if statusErr != nil {
 		t.Errorf("kgswitch status while ovsdb-server is down: no answer within 3s (%v)", statusErr)
 	}
-	if d := 4*time.Second - time.Since(down); d > 0 {
-		time.Sleep(d)
-	}
+	// ovsdb-server stays down for 4 s.
+	time.Sleep(time.Until(down.Add(4 * time.Second)))
 	end := time.Now()
 	gap := pings.LongestGapBetween(down, end)
 	pings.Stop()
@@ -575,7 +583,9 @@ func TestReload(t *testing.T) {
 	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // the guest's announcements are over
+	if err := c.Lab.WaitAnnounced(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if st, err := c.Status(ctx, "hostB", lab.GuestPort); err == nil {
 		t.Fatalf("hostB serves %s before it is in its file: %+v", lab.GuestPort, st)
 	}
@@ -756,7 +766,9 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := c.Lab.WaitAnnounced(ctx); err != nil {
+		t.Fatal(err)
+	}
 	flows0 := c.flows(t, ctx, "hostB")
 
 	// way waits for the guest to be bound and reachable and returns its flows.
@@ -829,7 +841,14 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 	if _, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // reconciliation
+	// The start reconciles the flows; they are compared below.
+	_ = wait.Until(ctx, 5*time.Second, 50*time.Millisecond, func() error {
+		fl, err := c.KgswitchFlows(ctx, "hostB")
+		if err != nil || czDiff(czFlowStrings(byDB), czFlowStrings(fl)) != "" {
+			return errors.New("flows not reconciled yet")
+		}
+		return nil
+	})
 	byTOML := c.flows(t, ctx, "hostB")
 	if n, err := c.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {
 		t.Errorf("TOML: %d/3 pings answered (%v)", n, err)

@@ -2,12 +2,14 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // departureRun moves the guest from its home host under a 10 ms ping stream,
@@ -31,20 +33,36 @@ func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingR
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// Past the ~9 s a home router needs without the cover, so both runs end
-	// with the guest reachable and count the whole outage.
-	time.Sleep(12 * time.Second)
-	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
+	// Both runs end once the home link sends to the Home Agent, and count the
+	// whole outage. With the cover, hostA covers the guest until the Home
+	// Agent took over and the home link went quiet; without it, the home
+	// router keeps the guest's MAC for about 9 s more.
+	if cover {
+		if err := wait.Until(ctx, 30*time.Second, 100*time.Millisecond, func() error {
+			st, err := e.Status(ctx, "hostA", lab.GuestPort)
+			if err != nil || st.Location == "departed" {
+				return fmt.Errorf("hostA still covers the departed guest: %+v (%v)", st, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	capture.Stop()
 	return pings.Stop(), e, capture
 }

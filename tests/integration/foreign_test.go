@@ -200,7 +200,7 @@ func TestMoveBetweenForeignHosts(t *testing.T) {
 	for _, m := range [][2]string{{"hostB", "hostC"}, {"hostC", "hostB"}} {
 		mv := moveForeign(t, ctx, e, m[0], m[1])
 		moves = append(moves, mv)
-		// Stay longer than a binding lifetime, so a host that still
+		// Watch for longer than a binding lifetime, so a host that still
 		// refreshed for the guest would show in the Home Agent's log.
 		time.Sleep(time.Until(mv.started.Add(foreignLifetime + time.Second)))
 	}
@@ -273,7 +273,10 @@ func moveForeign(t *testing.T, ctx context.Context, e *scenario.Env, from, to st
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		pings.Stop()
+		t.Fatal(err)
+	}
 	before, err := e.HAEvents()
 	if err != nil {
 		t.Fatal(err)
@@ -300,7 +303,10 @@ func moveForeign(t *testing.T, ctx context.Context, e *scenario.Env, from, to st
 		pings.Stop()
 		t.Fatalf("%s -> %s: %v", from, to, err)
 	}
-	time.Sleep(time.Second)
+	// The stream's figures end with a reply through the new path.
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Errorf("%s -> %s: %v", from, to, err)
+	}
 	mv.loss = pings.Stop()
 	// ping -i 0.01 may pace slower than asked (16 ms here with iputils
 	// 20221126), which makes fewer pings cover the same outage: the longest

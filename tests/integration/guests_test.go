@@ -117,11 +117,11 @@ func linkMAC(t *testing.T, ctx context.Context, l *lab.Lab, node, dev string) st
 // count returns how many frames of the capture match the display filter.
 func count(t *testing.T, ctx context.Context, c *scenario.Capture, filter string) int {
 	t.Helper()
-	out, err := c.Tshark(ctx, "-Y", filter, "-T", "fields", "-e", "frame.number")
+	n, err := c.Count(ctx, filter)
 	if err != nil {
-		t.Fatalf("tshark -Y %q: %v\n%s", filter, err, out)
+		t.Fatal(err)
 	}
-	return len(strings.Fields(out))
+	return n
 }
 
 // show returns a one-line summary of each frame of the capture that matches
@@ -245,7 +245,6 @@ func TestSeveralGuests(t *testing.T) {
 	t.Cleanup(uplink.Stop)
 	capVM := startCapture(t, ctx, e, "vm", "eth0", "several-vm")
 	capVM3 := startCapture(t, ctx, e, "vm3", "eth0", "several-vm3")
-	captureStart := time.Now()
 
 	// The correspondent reaches every home address. The router still has vm's
 	// and vm2's MACs: it reaches them only once their Home Agent's proxy
@@ -295,9 +294,17 @@ func TestSeveralGuests(t *testing.T) {
 	if got, err := e.Ping(ctx, "vm3", vm2.HoA.String(), n); err != nil || got != n {
 		t.Errorf("vm3 -> vm2: %d/%d pings answered (%v)", got, n, err)
 	}
-	// Let a few more Router Advertisements reach the guests, and the last
-	// frames the captures.
-	time.Sleep(max(time.Until(captureStart.Add(3*raInterval)), 500*time.Millisecond))
+	// What vm sent vm3 went through the tunnel, to vm's Home Agent and from
+	// vm3's (checked below).
+	toHA1 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.CareOfAddr, lab.HAAddr, vm.HoA, vm3.HoA)
+	fromHA2 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.HAAddr2, lab.CareOfAddr, vm.HoA, vm3.HoA)
+	// Until the captures hold those echo requests and a few Router
+	// Advertisements of kgswitch's reached each guest (all counted below).
+	_ = uplink.WaitCount(ctx, toHA1, n, 5*time.Second)
+	_ = uplink.WaitCount(ctx, fromHA2, n, 5*time.Second)
+	for _, c := range []*scenario.Capture{capVM, capVM3} {
+		_ = c.WaitCount(ctx, "icmpv6.type == 134", 2, 3*raInterval)
+	}
 	uplink.Stop()
 	capVM.Stop()
 	capVM3.Stop()
@@ -308,9 +315,7 @@ func TestSeveralGuests(t *testing.T) {
 	if c := count(t, ctx, uplink, between); c != 0 {
 		t.Errorf("hostB's uplink carried %d packets between vm and vm2, want 0:\n%s", c, show(t, ctx, uplink, between))
 	}
-	// ... while what vm sent vm3 did, to vm's Home Agent and from vm3's.
-	toHA1 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.CareOfAddr, lab.HAAddr, vm.HoA, vm3.HoA)
-	fromHA2 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.HAAddr2, lab.CareOfAddr, vm.HoA, vm3.HoA)
+	// ... while what vm sent vm3 did.
 	tunnelled := [2]int{count(t, ctx, uplink, toHA1), count(t, ctx, uplink, fromHA2)}
 	if tunnelled[0] < n || tunnelled[1] < n {
 		t.Errorf("hostB's uplink: %d echo requests vm -> vm3 tunnelled to %v, %d from %v; want >= %d each", tunnelled[0], lab.HAAddr, tunnelled[1], lab.HAAddr2, n)
@@ -552,7 +557,7 @@ func TestIsolation(t *testing.T) {
 	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The arrival is over: the Home Agent's DAD (1 s) came after it.
 	capArrival.Stop()
 	if c := count(t, ctx, capArrival, "eth.src == "+gmac); c != 0 {
 		out, _ := capArrival.Tshark(ctx, "-Y", "eth.src == "+gmac, "-T", "fields", "-e", "frame.time_epoch", "-e", "eth.dst", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info")
@@ -592,7 +597,15 @@ func TestIsolation(t *testing.T) {
 		_, _ = l.Run(ctx, c[0], c[1:]...)
 	}
 	chatter := strings.TrimSpace(scapy(t, ctx, e, "rtr", "chatter", foreignChatter, "fgn0", hoa, gmac, gll))
-	time.Sleep(500 * time.Millisecond)
+	// Until the chatter reached hostB's uplink (counted below), and then
+	// until the guest got an answer through hostB's bridge: what of the
+	// chatter the bridge would let through has reached the guest by then.
+	if n, err := strconv.Atoi(chatter); err == nil {
+		_ = capLAN.WaitCount(ctx, "eth.src == "+chatterMAC, n, 5*time.Second)
+	}
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
 	vmPings := pings.Stop()
 	capVM.Stop()
 	capLAN.Stop()
@@ -638,7 +651,9 @@ time.sleep(0.3)`); err != nil {
 	if n, err := e.Ping(ctx, "vm", lab.CNAddr.String(), 5); err != nil || n != 5 {
 		t.Errorf("vm -> cn: %d/5 pings answered (%v)", n, err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Until the capture holds the pings' tunnelled requests (counted below).
+	tunnelledEchoes := fmt.Sprintf("ipv6.nxt == 41 && ipv6.src == %s && icmpv6.type == 128", hoa)
+	_ = capLAN.WaitCount(ctx, tunnelledEchoes, 5, 5*time.Second)
 	capLAN.Stop()
 	after, err := e.Status(ctx, "hostB", lab.GuestPort)
 	if err != nil {
@@ -653,7 +668,7 @@ time.sleep(0.3)`); err != nil {
 	if c := count(t, ctx, capLAN, bare); c != 0 {
 		t.Errorf("the foreign LAN got %d packets of the guest outside the tunnel:\n%s", c, show(t, ctx, capLAN, bare))
 	}
-	tunnelled := count(t, ctx, capLAN, fmt.Sprintf("ipv6.nxt == 41 && ipv6.src == %s && icmpv6.type == 128", hoa))
+	tunnelled := count(t, ctx, capLAN, tunnelledEchoes)
 	if tunnelled < 5 {
 		t.Errorf("the foreign LAN carried %d tunnelled echo requests from the guest, want >= 5", tunnelled)
 	}
@@ -692,7 +707,11 @@ time.sleep(0.3)`); err != nil {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The correct echo requests went last: once cn and the foreign LAN got
+	// them (counted below), any spoofed one that got through is there too.
+	validAtCN := fmt.Sprintf(`frame contains "kgvalid" && ipv6.src == %s && icmpv6.type == 128`, hoa)
+	_ = capCN.WaitCount(ctx, validAtCN, nValid, 5*time.Second)
+	_ = capLAN.WaitCount(ctx, `frame contains "kgvalid"`, nValid, 5*time.Second)
 	capCN.Stop()
 	capLAN.Stop()
 	if d := drops("spoofed-mac"); d < nMAC {
@@ -706,7 +725,7 @@ time.sleep(0.3)`); err != nil {
 			t.Errorf("%s: %d spoofed frames got through:\n%s", filepath.Base(c.Path), k, show(t, ctx, c, `frame contains "kgspoof"`))
 		}
 	}
-	valid := count(t, ctx, capCN, fmt.Sprintf(`frame contains "kgvalid" && ipv6.src == %s && icmpv6.type == 128`, hoa))
+	valid := count(t, ctx, capCN, validAtCN)
 	if valid != nValid {
 		t.Errorf("cn got %d of the %d correct echo requests sent the same way, want all", valid, nValid)
 	}

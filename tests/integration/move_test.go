@@ -153,7 +153,12 @@ func TestMoveKeepsHomeAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	if err := stream.WaitEstablished(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatalf("move: %v", err)
@@ -176,7 +181,9 @@ func TestMoveKeepsHomeAddress(t *testing.T) {
 	if err != nil {
 		t.Fatalf("TCP stream: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
 	loss := pings.Stop()
 	if n, err := e.Ping(ctx, "cn", hoa, 5); err != nil || n != 5 {
 		t.Errorf("after the move: %d/5 pings answered (%v)", n, err)

@@ -314,11 +314,14 @@ func TestHomeAgentOwnPackets(t *testing.T) {
 	if n, err := e.Ping(ctx, "ha", lab.HoA.String(), count); err != nil || n != count {
 		t.Errorf("ping from the Home Agent to %v: %d/%d answered (%v)", lab.HoA, n, count, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	ha, hoa, coa := lab.HAAddr.String(), lab.HoA.String(), lab.CareOfAddr.String()
+	// Until both captures hold the echo requests; they are counted below.
+	for _, c := range []*scenario.Capture{uplink, guest} {
+		_ = c.WaitCount(ctx, "icmpv6.type == 128 && ipv6.src == "+ha, count, 5*time.Second)
+	}
 	uplink.Stop()
 	guest.Stop()
 
-	ha, hoa, coa := lab.HAAddr.String(), lab.HoA.String(), lab.CareOfAddr.String()
 	rh2 := tsharkFields(t, ctx, uplink, "icmpv6.type == 128 && ipv6.src == "+ha, "ipv6.nxt", "ipv6.dst", "ipv6.routing.type", "ipv6.routing.segleft", "ipv6.routing.mipv6.home_address")
 	direct := 0
 	for _, r := range rh2 {
@@ -402,7 +405,9 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := stream.WaitEstablished(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	moveAway(t, ctx, e, lab.HoA)
 	if mac, entry := neighLLAddr(ctx, e, lab.HoA); mac != haMAC {
 		t.Errorf("rtr's neighbour entry with the guest away: %q, want the Home Agent's MAC %s", entry, haMAC)
@@ -412,7 +417,10 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		pings.Stop()
+		t.Fatal(err)
+	}
 	evBefore, err := e.HAEvents()
 	if err != nil {
 		t.Fatal(err)
@@ -470,7 +478,12 @@ func TestReturnHome(t *testing.T) {
 		// The TCP stream would wait for its timeout: give up now.
 		t.Fatalf("after hostB -> hostA: %v", err)
 	}
-	time.Sleep(time.Second)
+	// The stream's figures end with a reply through the home link, and
+	// cover enough probes to mean something (checked below).
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	_ = pings.WaitSent(ctx, minReturnProbes, 10*time.Second)
 	loss := pings.Stop()
 
 	client, server, err := stream.Wait()
@@ -542,10 +555,14 @@ func TestReturnHome(t *testing.T) {
 	if loss.LongestGap >= time.Second {
 		t.Errorf("pings every 10 ms during the return: longest gap %v, want under 1 s", loss.LongestGap.Round(time.Millisecond))
 	}
-	if loss.Sent < 200 {
+	if loss.Sent < minReturnProbes {
 		t.Errorf("ping stream sent only %d probes; the loss figure means nothing", loss.Sent)
 	}
 }
+
+// minReturnProbes is how many probes TestReturnHome's ping stream must cover
+// for its loss figure to mean something.
+const minReturnProbes = 200
 
 // isTrue reads a tshark boolean field ("1", "True").
 func isTrue(s string) bool { return s == "1" || strings.EqualFold(s, "true") }

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 func TestOfctlArgs(t *testing.T) {
@@ -95,11 +97,13 @@ func TestProcessAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer zombie.Wait()
-	for i := 0; ProcessAlive(zombie.Process.Pid); i++ {
-		if i > 1000 {
-			t.Fatalf("ProcessAlive(zombie %d) still true", zombie.Process.Pid)
+	if err := wait.Until(context.Background(), 5*time.Second, time.Millisecond, func() error {
+		if ProcessAlive(zombie.Process.Pid) {
+			return fmt.Errorf("ProcessAlive(zombie %d) still true", zombie.Process.Pid)
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -270,11 +270,10 @@ type HopOptions struct {
 	To, Name string
 	// Tap is the destination's tap (lab.GuestPort when empty).
 	Tap string
-	// ProbeInterval paces the correspondent's probes (10 ms when zero);
-	// Lead is how long they run before the destination starts (1 s when
-	// zero) and Tail how long after the guest is reachable again (500 ms
-	// when zero).
-	ProbeInterval, Lead, Tail time.Duration
+	// ProbeInterval paces the correspondent's probes (10 ms when zero).
+	// They start being answered before the destination starts, and end
+	// with an answer after kgswitch on the destination settled.
+	ProbeInterval time.Duration
 	// ReachTimeout bounds the wait for the guest to answer after the
 	// migration (30 s when zero), and SettleTimeout the wait after that
 	// for kgswitch on the destination to finish its signalling (5 s when
@@ -292,12 +291,6 @@ type HopOptions struct {
 func (o *HopOptions) setDefaults() {
 	if o.ProbeInterval == 0 {
 		o.ProbeInterval = 10 * time.Millisecond
-	}
-	if o.Lead == 0 {
-		o.Lead = time.Second
-	}
-	if o.Tail == 0 {
-		o.Tail = 500 * time.Millisecond
 	}
 	if o.ReachTimeout == 0 {
 		o.ReachTimeout = 30 * time.Second
@@ -319,8 +312,9 @@ func (o *HopOptions) setDefaults() {
 // it, a correspondent (cn) probes the guest's home address and a capture on
 // the destination's uplink records the mobility signalling. RunHop returns
 // once cn reaches the guest again and kgswitch on the destination has
-// settled (its binding bound, or de-registered at home; a binding that does
-// not settle within SettleTimeout is left for the caller to judge from the
+// settled (its binding bound; at home, de-registered and the neighbours
+// told with its Override advertisements; a binding that does not settle
+// within SettleTimeout is left for the caller to judge from the
 // signalling), or with an error; the destination VM is returned whenever
 // it was started, also with an error.
 func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
@@ -328,7 +322,8 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	e := opt.Env
 	h := Hop{From: src.Host, To: opt.To}
 	signalFrom := lab.HostAddr(opt.To)
-	if lab.HomePrefix.Contains(signalFrom) {
+	home := lab.HomePrefix.Contains(signalFrom)
+	if home {
 		// At home kgswitch de-registers on the guest's behalf, from the
 		// home address (RFC 6275 §11.5.4).
 		signalFrom = lab.HoA
@@ -367,7 +362,9 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 			pings.Stop()
 		}
 	}()
-	time.Sleep(opt.Lead)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 10*time.Second); err != nil {
+		return nil, h, fmt.Errorf("hop %s -> %s: before the migration: %w", h.From, h.To, err)
+	}
 
 	h.Started = time.Now()
 	dst, err := Start(ctx, Config{Lab: e.Lab, Host: opt.To, Name: opt.Name, Image: opt.Image, Tap: opt.Tap, Incoming: true, Logf: opt.Logf})
@@ -388,8 +385,10 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 		return dst, h, fmt.Errorf("hop %s -> %s: %w", h.From, h.To, err)
 	}
 	h.Reachable = time.Now()
-	waitSettled(ctx, e, opt.To, opt.Tap, opt.SettleTimeout)
-	time.Sleep(opt.Tail)
+	waitSettled(ctx, e, opt.To, opt.Tap, home, opt.SettleTimeout)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		return dst, h, fmt.Errorf("hop %s -> %s: after the migration: %w", h.From, h.To, err)
+	}
 	h.Probes, pinging = pings.Stop(), false
 	capture.Stop()
 	captured = true
@@ -429,19 +428,26 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	return dst, h, nil
 }
 
-// waitSettled waits until kgswitch on host has no Binding Update of port
-// outstanding, or timeout passes.
-func waitSettled(ctx context.Context, e *scenario.Env, host, port string, timeout time.Duration) {
+// waitSettled waits until kgswitch on host is done with the guest's arrival
+// on port, or timeout passes: no Binding Update outstanding, and on the home
+// host the return over (the Home Agent's binding removed and the neighbours
+// told, which takes kgswitch's three Override advertisements, one a second).
+func waitSettled(ctx context.Context, e *scenario.Env, host, port string, home bool, timeout time.Duration) {
 	_ = wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
 		st, err := e.Status(ctx, host, port)
 		if err != nil {
 			return err
 		}
-		switch st.BindingState {
-		case "", "bound", "deregistered":
+		if home && st.Location == "home" && st.BindingState == "" {
 			return nil
 		}
-		return fmt.Errorf("binding of %s on %s is %s", port, host, st.BindingState)
+		if !home {
+			switch st.BindingState {
+			case "", "bound", "deregistered":
+				return nil
+			}
+		}
+		return fmt.Errorf("kgswitch on %s: %s is %s/%s", host, port, st.Location, st.BindingState)
 	})
 }
 

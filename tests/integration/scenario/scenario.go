@@ -365,6 +365,47 @@ type PingResult struct {
 	FirstAfter time.Time
 }
 
+// RepliesAfter returns how many replies arrived after t.
+func (p *PingStream) RepliesAfter(t time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, at := range p.seen {
+		if at.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitReplies waits until n replies have arrived after since (with the zero
+// time: since the stream started), that is, until the probes go through.
+func (p *PingStream) WaitReplies(ctx context.Context, since time.Time, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 10*time.Millisecond, func() error {
+		if got := p.RepliesAfter(since); got < n {
+			return fmt.Errorf("ping stream: %d replies since %s, want %d", got, since.Format("15:04:05.000"), n)
+		}
+		return nil
+	})
+}
+
+// WaitSent waits until the stream's figures cover n probes: the reply to
+// the nth or a later one has arrived (see Stop).
+func (p *PingStream) WaitSent(ctx context.Context, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 10*time.Millisecond, func() error {
+		p.mu.Lock()
+		highest := 0
+		for s := range p.seen {
+			highest = max(highest, s)
+		}
+		p.mu.Unlock()
+		if highest < n {
+			return fmt.Errorf("ping stream: the highest answered probe is number %d, want %d", highest, n)
+		}
+		return nil
+	})
+}
+
 // Stop ends the stream and counts: a sequence number below the highest answered
 // one that got no answer is lost (the tail still in flight is not counted).
 func (p *PingStream) Stop() PingResult {
@@ -481,6 +522,32 @@ func (c *Capture) Tshark(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// Count returns how many frames of the capture match the display filter. The
+// capture may still run: the frame tcpdump is writing at the moment is not
+// counted.
+func (c *Capture) Count(ctx context.Context, filter string) (int, error) {
+	out, err := c.Tshark(ctx, "-Y", filter, "-T", "fields", "-e", "frame.number")
+	if err != nil && !strings.Contains(err.Error(), "cut short in the middle of a packet") {
+		return 0, fmt.Errorf("tshark -Y %q: %v\n%s", filter, err, out)
+	}
+	return len(strings.Fields(out)), nil
+}
+
+// WaitCount waits until at least n frames of the capture match the display
+// filter: until what a test sent or expects has reached the capture.
+func (c *Capture) WaitCount(ctx context.Context, filter string, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 100*time.Millisecond, func() error {
+		got, err := c.Count(ctx, filter)
+		if err != nil {
+			return wait.Fatal(err)
+		}
+		if got < n {
+			return fmt.Errorf("%s holds %d frames matching %q, want %d", filepath.Base(c.Path), got, filter, n)
+		}
+		return nil
+	})
+}
+
 // TCPReport is tcpcheck's JSON report.
 type TCPReport struct {
 	Role       string  `json:"role"`
@@ -515,6 +582,7 @@ func StreamIntact(total int64, client, server TCPReport) error {
 
 // TCPStream is a paced TCP echo stream from one node to the guest.
 type TCPStream struct {
+	lab            *lab.Lab
 	server, client *exec.Cmd
 	serverOut      strings.Builder
 	clientOut      strings.Builder
@@ -523,7 +591,7 @@ type TCPStream struct {
 // StartTCPStream starts tcpcheck serve in the guest and tcpcheck send on node
 // towards the guest's home address; total bytes at rate bytes/s.
 func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64) (*TCPStream, error) {
-	s := &TCPStream{}
+	s := &TCPStream{lab: e.Lab}
 	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:5001")
 	s.server.Stdout = &s.serverOut
 	stderr, err := s.server.StderrPipe()
@@ -548,6 +616,18 @@ func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64
 		return nil, err
 	}
 	return s, nil
+}
+
+// WaitEstablished waits until the guest's end of the stream has its
+// connection established: from then on the stream carries data.
+func (s *TCPStream) WaitEstablished(ctx context.Context, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
+		out, err := s.lab.Run(ctx, "vm", "ss", "-Htn", "state", "established", "sport", "=", ":5001")
+		if err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("tcpcheck serve in the guest has no established connection (%v)", err)
+		}
+		return nil
+	})
 }
 
 // Wait waits for both ends and returns their reports.

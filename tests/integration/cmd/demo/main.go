@@ -224,7 +224,7 @@ func timeline(e *scenario.Env, h qemu.Hop) {
 			what = fmt.Sprintf("Binding Update (de-registration, lifetime 0) from the home address, seq %d", m.Seq)
 		}
 		if m.At.Before(r.Stop) {
-			what += " -- before STOP: kgswitch at home does not yet wait for the returning guest"
+			what += " -- before STOP, while the guest still runs on " + h.From
 		}
 		evs = append(evs, event{m.At, what})
 	}
@@ -308,8 +308,13 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	if err != nil {
 		return err
 	}
+	if err := stream.WaitEstablished(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		return err
+	}
 	step("cn opens a TCP echo stream to the guest (4 MiB at 192 KiB/s) and pings it every 10 ms")
-	time.Sleep(2 * time.Second)
 
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		return err
@@ -332,7 +337,9 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		return err
+	}
 	loss := pings.Stop()
 	intact := scenario.StreamIntact(total, client, server)
 	step("TCP stream finished: %d bytes each way, %s", client.Sent, streamVerdict(intact))
