@@ -32,8 +32,11 @@ UNIT_PKGS := ./cmd/... ./config/... ./mipv6/... ./ndresponder/... ./netpkt/... .
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
+# Most integration tests run in parallel, each in its own lab, and mostly
+# wait: -parallel lets all of them run at once (tests/integration/lab_test.go
+# says which stay sequential and why).
 integration:
-	$(GO) test -count=1 -timeout 15m ./ovsctl/... ./tests/integration/...
+	$(GO) test -count=1 -timeout 15m -parallel 32 ./ovsctl/... ./tests/integration/...
 
 ## bench: every figure of bench/README.md in one run of the netns lab (needs root):
 ## throughput, packet rate and RTT at home vs. through the Home Agent and kgswitch,

@@ -576,6 +576,7 @@ func czVMTable() string {
 // TestReload: SIGHUP adds a VM to a running kgswitch, refuses a broken file
 // (keeping the running configuration), and removes a VM with its flows.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newCzEnv(t, ctx, false, "")
@@ -690,6 +691,7 @@ func TestReload(t *testing.T) {
 // TestBadConfigAtStart: kgswitch refuses to start on a bad file, with exit
 // status 2 and "path:line: reason" naming the right line.
 func TestBadConfigAtStart(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -758,6 +760,7 @@ func TestBadConfigAtStart(t *testing.T) {
 // the TOML file or of add-port, with the same flows, and unbound when the key
 // goes.
 func TestDeclaredWithOVSVsctl(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newCzEnv(t, ctx, false, "")
@@ -869,6 +872,7 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 
 // TestMetrics: the Prometheus counters agree with `kgswitch status`.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The daemon listens in hostB's own namespace: any port is free there.

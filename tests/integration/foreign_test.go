@@ -20,6 +20,7 @@ import (
 // OVS with the userspace datapath, is reachable through the router, and the
 // guest's port moves to and from it, announcing itself as QEMU does.
 func TestLabForeignHostC(t *testing.T) {
+	t.Parallel()
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -23,6 +23,7 @@ import (
 // home link, a second home link (home2) with its Home Agent's namespace ha2
 // behind the router, and vm3 on hostB; and that Move moves any guest.
 func TestLabExtraGuests(t *testing.T) {
+	t.Parallel()
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -208,6 +209,7 @@ func scapy(t *testing.T, ctx context.Context, e *scenario.Env, node, name, progr
 // guest sees anything of the other home link: its Router Advertisements,
 // Neighbor Discovery or link-layer addresses.
 func TestSeveralGuests(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnvWith(t, ctx, lab.Options{ExtraGuests: true})
@@ -529,6 +531,7 @@ print(len(frames))
 // (c) frames with a spoofed source MAC or IPv6 source address go nowhere and
 // are counted.
 func TestIsolation(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)

@@ -16,6 +16,7 @@ import (
 // the tunnel and the binding at work, and not one ICMPv6 error (types 1-4,
 // RFC 4443 §2.1) from hostB to the Home Agent.
 func TestNoICMPErrorsToHomeAgent(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)

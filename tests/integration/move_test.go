@@ -123,6 +123,7 @@ const noDepartureCover = "\n[departure]\nenabled = false\n"
 // to the Home Agent, and a TCP connection opened before the move survives it
 // intact.
 func TestMoveKeepsHomeAddress(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)

@@ -101,6 +101,7 @@ func macOf(t *testing.T, ctx context.Context, e *scenario.Env, node, dev string)
 // advertisement can keep both alive there: the home router's own never
 // reach the foreign link.
 func TestSLAACGuestKeepsAddress(t *testing.T) {
+	t.Parallel()
 	const (
 		lifetime = 30 * time.Second
 		interval = 10 * time.Second
@@ -234,6 +235,7 @@ func TestSLAACGuestKeepsAddress(t *testing.T) {
 // through the tunnel, which carries 1460 bytes: kgswitch's Packet Too Big
 // makes the guest shrink its packets, without a stall.
 func TestPathMTU(t *testing.T) {
+	t.Parallel()
 	const d = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -294,6 +296,7 @@ func TestPathMTU(t *testing.T) {
 // routing header (RFC 6275 §6.4, §9.3.2); kgswitch delivers them to the guest
 // as plain packets to its home address, as at home.
 func TestHomeAgentOwnPackets(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -591,6 +594,7 @@ func haSince(e *scenario.Env, from int) string {
 // return must succeed whichever numbers the two hosts happened to pick; each
 // trip is a fresh draw.
 func TestReturnHomeRepeatedly(t *testing.T) {
+	t.Parallel()
 	const trips = 8
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -661,6 +665,7 @@ func guestRouterMAC(ctx context.Context, e *scenario.Env) (string, string) {
 // unreachability detection gives up (RFC 4861 §7.3: up to a reachable time of
 // 15-45 s, then 5 s DELAY and 3 probes).
 func TestReturnHomeRouterResolvedAbroad(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
