@@ -53,10 +53,19 @@ bench: deps
 FUZZTIME ?= 20s
 # Every package with a fuzz target, found in the tree so that new ones are fuzzed too.
 FUZZ_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' '^func Fuzz' .)))
+# Each package's test binary is built once, instrumented for fuzzing (go test
+# -c -fuzz), and runs its targets one after the other as go test -fuzz would:
+# in the package's directory (testdata/fuzz) and with go test's cache of
+# interesting inputs. (go test -fuzz builds and links the binary again for
+# every target, which took most of fuzz-brief's time.)
 define run-fuzz
-	@for pkg in $(FUZZ_PKGS); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
-			echo "== $$pkg $$f ($(1))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(1) $$pkg || exit 1; \
+	@set -e; bins=$$(mktemp -d); trap 'rm -rf "$$bins"' EXIT; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $(FUZZ_PKGS); do \
+		path=$$($(GO) list $$pkg); bin=$$bins/$$(echo $$path | tr / _).test; \
+		$(GO) test -c -fuzz . -o $$bin $$pkg; \
+		for f in $$(cd $$pkg && $$bin -test.list '^Fuzz' | grep ^Fuzz); do \
+			echo "== $$pkg $$f ($(1))"; \
+			(cd $$pkg && $$bin -test.run '^$$' -test.fuzz "^$$f$$" -test.fuzztime $(1) -test.fuzzcachedir $$cache/$$path); \
 		done; \
 	done
 endef
