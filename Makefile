@@ -34,8 +34,11 @@ UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./mipv6/... ./ndr
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
+# Most integration tests run in parallel, each in its own lab, and mostly
+# wait: -parallel lets all of them run at once (tests/integration/lab_test.go
+# says which stay sequential and why).
 integration:
-	$(GO) test -count=1 -timeout 15m ./hostio/... ./ovsctl/... ./tests/integration/...
+	$(GO) test -count=1 -timeout 15m -parallel 32 ./hostio/... ./ovsctl/... ./tests/integration/...
 
 ## bench: every figure of bench/README.md in one run of the netns lab (needs root):
 ## throughput, packet rate and RTT at home vs. through the Home Agent and kgswitch,
@@ -52,10 +55,19 @@ bench: deps
 FUZZTIME ?= 20s
 # Every package with a fuzz target, found in the tree so that new ones are fuzzed too.
 FUZZ_PKGS = $(sort $(dir $(shell grep -rl --include='*_test.go' '^func Fuzz' .)))
+# Each package's test binary is built once, instrumented for fuzzing (go test
+# -c -fuzz), and runs its targets one after the other as go test -fuzz would:
+# in the package's directory (testdata/fuzz) and with go test's cache of
+# interesting inputs. (go test -fuzz builds and links the binary again for
+# every target, which took most of fuzz-brief's time.)
 define run-fuzz
-	@for pkg in $(FUZZ_PKGS); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
-			echo "== $$pkg $$f ($(1))"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(1) $$pkg || exit 1; \
+	@set -e; bins=$$(mktemp -d); trap 'rm -rf "$$bins"' EXIT; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $(FUZZ_PKGS); do \
+		path=$$($(GO) list $$pkg); bin=$$bins/$$(echo $$path | tr / _).test; \
+		$(GO) test -c -fuzz . -o $$bin $$pkg; \
+		for f in $$(cd $$pkg && $$bin -test.list '^Fuzz' | grep ^Fuzz); do \
+			echo "== $$pkg $$f ($(1))"; \
+			(cd $$pkg && $$bin -test.run '^$$' -test.fuzz "^$$f$$" -test.fuzztime $(1) -test.fuzzcachedir $$cache/$$path); \
 		done; \
 	done
 endef

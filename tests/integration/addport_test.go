@@ -24,6 +24,7 @@ func exitCode(err error) int {
 // about it in its configuration, after the port arrived on the foreign host,
 // and checks that the CLI refuses bad input with one line and exit status 2.
 func TestAddPort(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,9 +15,10 @@ import (
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
-// Issue 6, "kgswitch as an OVS citizen": kgswitch survives its own crash, the
+// kgswitch as an Open vSwitch citizen: it survives its own crash, the
 // restart of either OVS daemon and a reload, refuses a bad configuration,
 // takes a VM declared with ovs-vsctl, and exports its counters to Prometheus.
 
@@ -157,20 +159,17 @@ func guestFlows(fl []scenario.Flow) []scenario.Flow {
 // has no flow for it left, and returns how long that took.
 func (c *czEnv) waitUnbound(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	for {
-		_, serr := c.Status(ctx, "hostB", lab.GuestPort)
-		fl, ferr := c.KgswitchFlows(ctx, "hostB")
-		if serr != nil && ferr == nil && len(guestFlows(fl)) == 0 {
-			return time.Since(start), nil
+	err := wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
+		if _, err := c.Status(ctx, "hostB", lab.GuestPort); err == nil {
+			return fmt.Errorf("kgswitch still lists %s", lab.GuestPort)
 		}
-		if time.Since(start) > timeout {
-			if serr == nil {
-				return time.Since(start), fmt.Errorf("kgswitch still lists %s after %v", lab.GuestPort, timeout)
-			}
-			return time.Since(start), fmt.Errorf("flows for the unbound guest remain after %v (%v):\n%s", timeout, ferr, czFlowList(guestFlows(fl)))
+		fl, err := c.KgswitchFlows(ctx, "hostB")
+		if err != nil || len(guestFlows(fl)) > 0 {
+			return fmt.Errorf("flows for the unbound guest remain (%v):\n%s", err, czFlowList(guestFlows(fl)))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return time.Since(start), err
 }
 
 // buEvents returns the Home Agent's bu-received events after t.
@@ -196,21 +195,20 @@ func (c *czEnv) logSize() int64 {
 	return fi.Size()
 }
 
-// waitLogAny waits until hostB's log after off contains one of want.
-func (c *czEnv) waitLogAny(off int64, timeout time.Duration, want ...string) (string, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		s := c.logSince(off)
+// waitLogAny waits until hostB's log after off contains one of want, and
+// returns that log.
+func (c *czEnv) waitLogAny(ctx context.Context, off int64, timeout time.Duration, want ...string) (string, bool) {
+	var s string
+	err := wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
+		s = c.logSince(off)
 		for _, w := range want {
 			if strings.Contains(s, w) {
-				return s, true
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			return s, false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("hostB's log has none of %q", want)
+	})
+	return s, err == nil
 }
 
 // haEvents returns the Home Agent's events named msg after t.
@@ -229,22 +227,20 @@ func (c *czEnv) haEvents(t *testing.T, after time.Time, msg string) []scenario.H
 	return out
 }
 
-// waitLog waits until hostB's log after off contains every one of want.
-func (c *czEnv) waitLog(off int64, timeout time.Duration, want ...string) (string, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		s := c.logSince(off)
-		ok := true
+// waitLog waits until hostB's log after off contains every one of want, and
+// returns that log.
+func (c *czEnv) waitLog(ctx context.Context, off int64, timeout time.Duration, want ...string) (string, bool) {
+	var s string
+	err := wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
+		s = c.logSince(off)
 		for _, w := range want {
 			if !strings.Contains(s, w) {
-				ok = false
+				return fmt.Errorf("hostB's log lacks %q", w)
 			}
 		}
-		if ok || time.Now().After(deadline) {
-			return s, ok
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return s, err == nil
 }
 
 // TestKgswitchKilledAndRestarted: kgswitch on the foreign host is killed
@@ -265,23 +261,23 @@ func TestKgswitchKilledAndRestarted(t *testing.T) {
 		t.Errorf("state_dir/bindings.json: got %q (%v), want the guest's binding", b, err)
 	}
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	if _, err := scenario.StopKgswitch(c.B, syscall.SIGKILL, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	// Down for a second, as a crashed daemon that its supervisor restarts.
 	time.Sleep(time.Second)
 	restarted := time.Now()
+	var err error
 	c.B, err = c.RunKgswitch(ctx, "hostB", c.CfgB, "--log-level", "debug")
 	if err != nil {
 		t.Fatal(err)
 	}
 	up := time.Now()
-	time.Sleep(3 * time.Second)
+	// Watch the 3 s after the restart: the first echo reply, and no new
+	// registration.
+	time.Sleep(time.Until(restarted.Add(3 * time.Second)))
 	first, resumed := pings.FirstReplyAfter(restarted)
 	loss := pings.Stop()
 
@@ -312,16 +308,14 @@ func TestKgswitchKilledAndRestarted(t *testing.T) {
 	// The next Binding Update is the refresh, three quarters into the
 	// lifetime, and numbering continues.
 	var refresh *scenario.HAEvent
-	deadline := time.Now().Add(czLifetime)
-	for refresh == nil && time.Now().Before(deadline) {
+	if err := wait.Until(ctx, czLifetime, 100*time.Millisecond, func() error {
 		if bus := c.buEvents(t, killed); len(bus) > 0 {
 			refresh = &bus[0]
-			break
+			return nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if refresh == nil {
-		t.Fatalf("no refresh Binding Update within %v", czLifetime)
+		return errors.New("no refresh Binding Update")
+	}); err != nil {
+		t.Fatal(err)
 	}
 	if refresh.Seq != st0.Sequence+1 {
 		t.Errorf("refresh Binding Update: got sequence %d, want %d (the one before the kill + 1)", refresh.Seq, st0.Sequence+1)
@@ -350,11 +344,7 @@ func TestOVSRestart(t *testing.T) {
 	before := c.flows(t, ctx, "hostB")
 	ovsB := c.Lab.OVS("hostB")
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	off := c.logSize()
 	if err := ovsB.KillDaemon(lab.OVSVswitchd, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -372,18 +362,16 @@ func TestOVSRestart(t *testing.T) {
 	}
 
 	var after []scenario.Flow
-	var back time.Time
-	for deadline := up.Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		fl, err := c.KgswitchFlows(ctx, "hostB")
-		if err == nil && len(fl) >= len(before) {
-			after, back = fl, time.Now()
-			break
+	if err := wait.Until(ctx, time.Until(up.Add(5*time.Second)), 20*time.Millisecond, func() error {
+		var err error
+		if after, err = c.KgswitchFlows(ctx, "hostB"); err != nil || len(after) < len(before) {
+			return fmt.Errorf("kgswitch's flows not back after ovs-vswitchd restarted: %d of %d (%v):\n%s", len(after), len(before), err, czFlowList(after))
 		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
-	if back.IsZero() {
-		fl, _ := c.KgswitchFlows(ctx, "hostB")
-		t.Fatalf("kgswitch's flows not back 5 s after ovs-vswitchd restarted: %d of %d:\n%s", len(fl), len(before), czFlowList(fl))
-	}
+	back := time.Now()
 	if d := back.Sub(up); d > 2*time.Second {
 		t.Errorf("kgswitch's flows back %v after ovs-vswitchd was up, want within 2s", d.Round(time.Millisecond))
 	}
@@ -397,7 +385,10 @@ func TestOVSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	// The stream's figures end with a reply through the restored path.
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
 	loss := pings.Stop()
 	if !czRunning(c.B) {
 		t.Error("kgswitch died with ovs-vswitchd")
@@ -419,6 +410,20 @@ func TestOVSRestart(t *testing.T) {
 		up.Sub(killed).Round(time.Millisecond), restored, len(after), back.Sub(up).Round(time.Millisecond),
 		reach.Round(time.Millisecond), loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond))
 	czLogLines(t, c.logSince(off), "level=INFO", "level=WARN", "level=ERROR")
+}
+
+// startPings starts cn's echo requests to the guest every 10 ms and waits
+// until they are answered; the stream ends with the test.
+func (c *czEnv) startPings(t *testing.T, ctx context.Context) *scenario.PingStream {
+	t.Helper()
+	pings, err := c.StartPingStream(ctx, "cn", lab.HoA.String(), 10*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return pings
 }
 
 // czLogLines logs the lines of log that contain any of subs.
@@ -454,7 +459,7 @@ func czPortConfig(show, port string) string {
 }
 
 func czRunning(cmd *exec.Cmd) bool {
-	return cmd.ProcessState == nil && alive(cmd.Process.Pid)
+	return cmd.ProcessState == nil && lab.ProcessAlive(cmd.Process.Pid)
 }
 
 // TestOVSDBOutage: ovsdb-server on the foreign host dies while kgswitch
@@ -480,18 +485,14 @@ func TestOVSDBOutage(t *testing.T) {
 	}
 	flowsBefore := c.flows(t, ctx, "hostB")
 
-	pings, err := c.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(500 * time.Millisecond)
+	pings := c.startPings(t, ctx)
 	off := c.logSize()
 	if err := ovsB.KillDaemon(lab.OVSDBServer, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	down := time.Now()
 	// The host's own traffic through br0, as a control.
-	hostN, _ := c.Ping(ctx, "hostB", "2001:db8:3000::1", 5)
+	hostN, _ := c.Ping(ctx, "hostB", lab.RouterForeignAddr.String(), 5)
 	// kgswitch's control socket answers promptly (Prometheus scrapes and
 	// operators' status calls must not stall it).
 	sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
@@ -502,9 +503,8 @@ func TestOVSDBOutage(t *testing.T) {
 	if statusErr != nil {
 		t.Errorf("kgswitch status while ovsdb-server is down: no answer within 3s (%v)", statusErr)
 	}
-	if d := 4*time.Second - time.Since(down); d > 0 {
-		time.Sleep(d)
-	}
+	// ovsdb-server stays down for 4 s.
+	time.Sleep(time.Until(down.Add(4 * time.Second)))
 	end := time.Now()
 	gap := pings.LongestGapBetween(down, end)
 	pings.Stop()
@@ -520,7 +520,7 @@ func TestOVSDBOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := time.Now()
-	if log, ok := c.waitLogAny(offBack, 10*time.Second, "OVSDB connection back", "connection re-established"); !ok {
+	if log, ok := c.waitLogAny(ctx, offBack, 10*time.Second, "OVSDB connection back", "connection re-established"); !ok {
 		t.Errorf("kgswitch's log says nothing of a reconnection 10 s after ovsdb-server was back:\n%s", log)
 	}
 	reconnected := time.Since(back)
@@ -576,6 +576,7 @@ func czVMTable() string {
 // TestReload: SIGHUP adds a VM to a running kgswitch, refuses a broken file
 // (keeping the running configuration), and removes a VM with its flows.
 func TestReload(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newCzEnv(t, ctx, false, "")
@@ -583,7 +584,9 @@ func TestReload(t *testing.T) {
 	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // the guest's announcements are over
+	if err := c.Lab.WaitAnnounced(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if st, err := c.Status(ctx, "hostB", lab.GuestPort); err == nil {
 		t.Fatalf("hostB serves %s before it is in its file: %+v", lab.GuestPort, st)
 	}
@@ -630,7 +633,7 @@ func TestReload(t *testing.T) {
 	off := c.logSize()
 	czSIGHUP(t, c.B)
 	want := fmt.Sprintf("%s:%d:", c.CfgB, line)
-	if log, ok := c.waitLog(off, 5*time.Second, "reload refused", want); !ok {
+	if log, ok := c.waitLog(ctx, off, 5*time.Second, "reload refused", want); !ok {
 		t.Errorf("broken file: kgswitch's log lacks \"reload refused\" with %q:\n%s", want, log)
 	} else {
 		t.Logf("broken file refused: %s", strings.TrimSpace(log))
@@ -644,7 +647,7 @@ func TestReload(t *testing.T) {
 	}
 	// A file that parses but does not validate (a second VM with the
 	// guest's MAC) is refused the same way.
-	collide := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = \"2001:db8:2000::11\"\nmac = %q\n", lab.GuestMAC)
+	collide := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = %q\nmac = %q\n", lab.VM2.HoA, lab.GuestMAC)
 	line = strings.Count(string(good), "\n") + strings.Count(collide, "\n")
 	if err := os.WriteFile(c.CfgB, append(append([]byte{}, good...), collide...), 0o644); err != nil {
 		t.Fatal(err)
@@ -652,7 +655,7 @@ func TestReload(t *testing.T) {
 	off = c.logSize()
 	czSIGHUP(t, c.B)
 	want = fmt.Sprintf("%s:%d:", c.CfgB, line)
-	if log, ok := c.waitLog(off, 5*time.Second, "reload refused", want, "already used by port "+lab.GuestPort); !ok {
+	if log, ok := c.waitLog(ctx, off, 5*time.Second, "reload refused", want, "already used by port "+lab.GuestPort); !ok {
 		t.Errorf("MAC collision: kgswitch's log lacks \"reload refused\" with %q:\n%s", want, log)
 	} else {
 		t.Logf("MAC collision refused: %s", strings.TrimSpace(log))
@@ -688,6 +691,7 @@ func TestReload(t *testing.T) {
 // TestBadConfigAtStart: kgswitch refuses to start on a bad file, with exit
 // status 2 and "path:line: reason" naming the right line.
 func TestBadConfigAtStart(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -711,7 +715,9 @@ func TestBadConfigAtStart(t *testing.T) {
 		return 0
 	}
 	n := len(lines) // the good file ends with a newline: the next line is n
-	other := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = %q\nmac = %q\n", "2001:db8:2000::11", "52:54:00:00:00:99")
+	const otherMAC = "52:54:00:00:00:99"
+	other := fmt.Sprintf("\n[[vm]]\nport = \"vnet9\"\nhome_address = %q\nmac = %q\n", lab.VM2.HoA, otherMAC)
+	coaLine := fmt.Sprintf("care_of_address = %q", lab.CareOfAddr)
 	for _, tc := range []struct {
 		name, text string
 		line       int
@@ -719,10 +725,10 @@ func TestBadConfigAtStart(t *testing.T) {
 	}{
 		{"syntax error", good + "\nbridge = = \"br1\"\n", n + 1, ""},
 		{"unknown key", "colour = \"blue\"\n" + good, 1, "unknown key colour"},
-		{"bad address", strings.Replace(good, `care_of_address = "2001:db8:3000::3"`, `care_of_address = "2001:db8:3000::zz"`, 1),
+		{"bad address", strings.Replace(good, coaLine, `care_of_address = "2001:db8:3000::zz"`, 1),
 			lineOf("care_of_address"), "2001:db8:3000::zz"},
-		{"duplicate home address", good + strings.Replace(other, "2001:db8:2000::11", lab.HoA.String(), 1), n + 3, "already used by port vnet3"},
-		{"MAC collision", good + strings.Replace(other, "52:54:00:00:00:99", lab.GuestMAC.String(), 1), n + 4, "already used by port vnet3"},
+		{"duplicate home address", good + strings.Replace(other, lab.VM2.HoA.String(), lab.HoA.String(), 1), n + 3, "already used by port vnet3"},
+		{"MAC collision", good + strings.Replace(other, otherMAC, lab.GuestMAC.String(), 1), n + 4, "already used by port vnet3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(e.Lab.Dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
@@ -754,6 +760,7 @@ func TestBadConfigAtStart(t *testing.T) {
 // the TOML file or of add-port, with the same flows, and unbound when the key
 // goes.
 func TestDeclaredWithOVSVsctl(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	c := newCzEnv(t, ctx, false, "")
@@ -762,7 +769,9 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 	if err := c.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := c.Lab.WaitAnnounced(ctx); err != nil {
+		t.Fatal(err)
+	}
 	flows0 := c.flows(t, ctx, "hostB")
 
 	// way waits for the guest to be bound and reachable and returns its flows.
@@ -835,7 +844,14 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 	if _, err := c.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // reconciliation
+	// The start reconciles the flows; they are compared below.
+	_ = wait.Until(ctx, 5*time.Second, 50*time.Millisecond, func() error {
+		fl, err := c.KgswitchFlows(ctx, "hostB")
+		if err != nil || czDiff(czFlowStrings(byDB), czFlowStrings(fl)) != "" {
+			return errors.New("flows not reconciled yet")
+		}
+		return nil
+	})
 	byTOML := c.flows(t, ctx, "hostB")
 	if n, err := c.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {
 		t.Errorf("TOML: %d/3 pings answered (%v)", n, err)
@@ -856,6 +872,7 @@ func TestDeclaredWithOVSVsctl(t *testing.T) {
 
 // TestMetrics: the Prometheus counters agree with `kgswitch status`.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The daemon listens in hostB's own namespace: any port is free there.

@@ -2,39 +2,21 @@ package integration
 
 import (
 	"context"
-	"os"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // departureRun moves the guest from its home host under a 10 ms ping stream,
 // with the home host's departure cover on or off, and returns the pings lost.
 func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingResult, *scenario.Env, *scenario.Capture) {
 	e := newEnv(t, ctx)
-	if err := e.StartHomeAgent(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for _, host := range []string{"hostA", "hostB"} {
-		cfg, err := e.WriteConfig(host, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if host == "hostA" && !cover {
-			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.WriteString("\n[departure]\nenabled = false\n")
-			f.Close()
-		}
-		if err := e.StartKgswitch(ctx, host, cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, cover)
 	hoa := lab.HoA.String()
 	// The home router must have the VM's MAC cached, as in production.
 	if n, err := e.Ping(ctx, "cn", hoa, 3); err != nil || n != 3 {
@@ -51,20 +33,36 @@ func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingR
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.WaitBinding(ctx, "hostB", lab.GuestPort, "bound", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// Past the ~9 s a home router needs without the cover, so both runs end
-	// with the guest reachable and count the whole outage.
-	time.Sleep(12 * time.Second)
-	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
+	// Both runs end once the home link sends to the Home Agent, and count the
+	// whole outage. With the cover, hostA covers the guest until the Home
+	// Agent took over and the home link went quiet; without it, the home
+	// router keeps the guest's MAC for about 9 s more.
+	if cover {
+		if err := wait.Until(ctx, 30*time.Second, 100*time.Millisecond, func() error {
+			st, err := e.Status(ctx, "hostA", lab.GuestPort)
+			if err != nil || st.Location == "departed" {
+				return fmt.Errorf("hostA still covers the departed guest: %+v (%v)", st, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.WaitReachable(ctx, "cn", hoa, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	capture.Stop()
 	return pings.Stop(), e, capture
 }

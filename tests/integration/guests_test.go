@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
@@ -21,20 +23,11 @@ import (
 // home link, a second home link (home2) with its Home Agent's namespace ha2
 // behind the router, and vm3 on hostB; and that Move moves any guest.
 func TestLabExtraGuests(t *testing.T) {
+	t.Parallel()
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf, ExtraGuests: true})
-	if err != nil {
-		t.Fatalf("lab.New: %v", err)
-	}
-	t.Logf("lab.New with ExtraGuests took %v", time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		if err := l.Close(); err != nil {
-			t.Errorf("lab.Close: %v", err)
-		}
-	})
+	l := newLabWith(t, ctx, lab.Options{ExtraGuests: true})
 
 	if got := len(l.Guests()); got != 3 {
 		t.Fatalf("got %d guests, want 3: %+v", got, l.Guests())
@@ -74,39 +67,6 @@ func TestLabExtraGuests(t *testing.T) {
 		t.Fatalf("Move(vm2, hostC, hostA): %v", err)
 	}
 	ping(t, ctx, l, "cn", lab.VM2.HoA.String(), 2)
-}
-
-// newGuestsEnv is newEnv for a lab built with lab.Options.ExtraGuests: three
-// guests, two home networks. On failure it also dumps the second Home
-// Agent's log.
-func newGuestsEnv(t *testing.T, ctx context.Context) *scenario.Env {
-	t.Helper()
-	requireLab(t)
-	requireBinaries(t, ctx)
-	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf, ExtraGuests: true})
-	if err != nil {
-		t.Fatalf("lab.New: %v", err)
-	}
-	t.Logf("lab.New with ExtraGuests took %v", time.Since(start).Round(time.Millisecond))
-	e := &scenario.Env{Lab: l, Bin: bins}
-	t.Cleanup(func() {
-		if t.Failed() {
-			logs := []string{e.HALogOf(lab.HomeNet), e.HALogOf(lab.HomeNet2)}
-			for _, h := range lab.Hosts {
-				logs = append(logs, e.KgswitchLog(h))
-			}
-			for _, f := range logs {
-				if b, err := os.ReadFile(f); err == nil {
-					t.Logf("---- %s ----\n%s", f, b)
-				}
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("lab.Close: %v", err)
-		}
-	})
-	return e
 }
 
 // raInterval is how often kgswitch repeats each home router's Router
@@ -158,11 +118,11 @@ func linkMAC(t *testing.T, ctx context.Context, l *lab.Lab, node, dev string) st
 // count returns how many frames of the capture match the display filter.
 func count(t *testing.T, ctx context.Context, c *scenario.Capture, filter string) int {
 	t.Helper()
-	out, err := c.Tshark(ctx, "-Y", filter, "-T", "fields", "-e", "frame.number")
+	n, err := c.Count(ctx, filter)
 	if err != nil {
-		t.Fatalf("tshark -Y %q: %v\n%s", filter, err, out)
+		t.Fatal(err)
 	}
-	return len(strings.Fields(out))
+	return n
 }
 
 // show returns a one-line summary of each frame of the capture that matches
@@ -249,9 +209,10 @@ func scapy(t *testing.T, ctx context.Context, e *scenario.Env, node, name, progr
 // guest sees anything of the other home link: its Router Advertisements,
 // Neighbor Discovery or link-layer addresses.
 func TestSeveralGuests(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e := newGuestsEnv(t, ctx)
+	e := newEnvWith(t, ctx, lab.Options{ExtraGuests: true})
 	l := e.Lab
 	startGuestDaemons(t, ctx, e)
 	vm, vm2, vm3 := lab.VM, lab.VM2, lab.VM3
@@ -286,11 +247,10 @@ func TestSeveralGuests(t *testing.T) {
 	t.Cleanup(uplink.Stop)
 	capVM := startCapture(t, ctx, e, "vm", "eth0", "several-vm")
 	capVM3 := startCapture(t, ctx, e, "vm3", "eth0", "several-vm3")
-	captureStart := time.Now()
 
 	// The correspondent reaches every home address. The router still has vm's
 	// and vm2's MACs: it reaches them only once their Home Agent's proxy
-	// takes over (see HOME-AGENT.md).
+	// takes over (see docs/home-agents.md).
 	for _, g := range []lab.Guest{vm, vm2, vm3} {
 		took, err := e.WaitReachable(ctx, "cn", g.HoA.String(), 40*time.Second)
 		if err != nil {
@@ -336,9 +296,17 @@ func TestSeveralGuests(t *testing.T) {
 	if got, err := e.Ping(ctx, "vm3", vm2.HoA.String(), n); err != nil || got != n {
 		t.Errorf("vm3 -> vm2: %d/%d pings answered (%v)", got, n, err)
 	}
-	// Let a few more Router Advertisements reach the guests, and the last
-	// frames the captures.
-	time.Sleep(max(time.Until(captureStart.Add(3*raInterval)), 500*time.Millisecond))
+	// What vm sent vm3 went through the tunnel, to vm's Home Agent and from
+	// vm3's (checked below).
+	toHA1 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.CareOfAddr, lab.HAAddr, vm.HoA, vm3.HoA)
+	fromHA2 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.HAAddr2, lab.CareOfAddr, vm.HoA, vm3.HoA)
+	// Until the captures hold those echo requests and a few Router
+	// Advertisements of kgswitch's reached each guest (all counted below).
+	_ = uplink.WaitCount(ctx, toHA1, n, 5*time.Second)
+	_ = uplink.WaitCount(ctx, fromHA2, n, 5*time.Second)
+	for _, c := range []*scenario.Capture{capVM, capVM3} {
+		_ = c.WaitCount(ctx, "icmpv6.type == 134", 2, 3*raInterval)
+	}
 	uplink.Stop()
 	capVM.Stop()
 	capVM3.Stop()
@@ -349,9 +317,7 @@ func TestSeveralGuests(t *testing.T) {
 	if c := count(t, ctx, uplink, between); c != 0 {
 		t.Errorf("hostB's uplink carried %d packets between vm and vm2, want 0:\n%s", c, show(t, ctx, uplink, between))
 	}
-	// ... while what vm sent vm3 did, to vm's Home Agent and from vm3's.
-	toHA1 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.CareOfAddr, lab.HAAddr, vm.HoA, vm3.HoA)
-	fromHA2 := fmt.Sprintf("ipv6.src == %s && ipv6.dst == %s && ipv6.nxt == 41 && ipv6.src == %s && ipv6.dst == %s && icmpv6.type == 128", lab.HAAddr2, lab.CareOfAddr, vm.HoA, vm3.HoA)
+	// ... while what vm sent vm3 did.
 	tunnelled := [2]int{count(t, ctx, uplink, toHA1), count(t, ctx, uplink, fromHA2)}
 	if tunnelled[0] < n || tunnelled[1] < n {
 		t.Errorf("hostB's uplink: %d echo requests vm -> vm3 tunnelled to %v, %d from %v; want >= %d each", tunnelled[0], lab.HAAddr, tunnelled[1], lab.HAAddr2, n)
@@ -464,27 +430,42 @@ const (
 	spoofedMAC = "52:54:00:00:00:66"
 )
 
+// foreignStranger is the foreign LAN's chatterer in TestIsolation, and
+// homeStranger an address of the home link that is not the guest's: the guest
+// spoofs both.
+var (
+	foreignStranger = hostInPrefix(lab.ForeignPrefix, 0x66)
+	homeStranger    = hostInPrefix(lab.HomePrefix, 0x66)
+)
+
+// hostInPrefix returns the address of prefix p whose last byte is b.
+func hostInPrefix(p netip.Prefix, b byte) netip.Addr {
+	a := p.Masked().Addr().As16()
+	a[15] = b
+	return netip.AddrFrom16(a)
+}
+
 // foreignChatter is a scapy program (argv: interface, the guest's home
 // address, MAC and link-local address) that sends, three times over, what a
 // busy foreign LAN carries: a Router Advertisement of the foreign prefix, a
 // Neighbor Solicitation for the guest's home address, an unsolicited
 // Neighbor Advertisement, an MLD query, an ARP broadcast, and echo requests
 // unicast to the guest's MAC. It prints how many frames it sent.
-const foreignChatter = `
+var foreignChatter = `
 iface, hoa, gmac, gll = sys.argv[1:5]
 M = "` + chatterMAC + `"
 nsma = in6_getnsma(inet_pton(socket.AF_INET6, hoa))
 frames = [
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=255)/ICMPv6ND_RA()/
-        ICMPv6NDOptSrcLLAddr(lladdr=M)/ICMPv6NDOptPrefixInfo(prefix="2001:db8:3000::", prefixlen=64),
-    Ether(src=M, dst=in6_getnsmac(nsma))/IPv6(src="2001:db8:3000::66", dst=inet_ntop(socket.AF_INET6, nsma), hlim=255)/
+        ICMPv6NDOptSrcLLAddr(lladdr=M)/ICMPv6NDOptPrefixInfo(prefix="` + lab.ForeignPrefix.Addr().String() + `", prefixlen=64),
+    Ether(src=M, dst=in6_getnsmac(nsma))/IPv6(src="` + foreignStranger.String() + `", dst=inet_ntop(socket.AF_INET6, nsma), hlim=255)/
         ICMPv6ND_NS(tgt=hoa)/ICMPv6NDOptSrcLLAddr(lladdr=M),
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=255)/
-        ICMPv6ND_NA(tgt="2001:db8:3000::66", R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=M),
+        ICMPv6ND_NA(tgt="` + foreignStranger.String() + `", R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=M),
     Ether(src=M, dst="33:33:00:00:00:01")/IPv6(src="fe80::66", dst="ff02::1", hlim=1)/
         IPv6ExtHdrHopByHop(options=[RouterAlert()])/ICMPv6MLQuery(),
     Ether(src=M, dst="ff:ff:ff:ff:ff:ff")/ARP(hwsrc=M, psrc="192.0.2.66", pdst="192.0.2.1"),
-    Ether(src=M, dst=gmac)/IPv6(src="2001:db8:3000::66", dst=hoa)/ICMPv6EchoRequest(data=b"kgchatter"),
+    Ether(src=M, dst=gmac)/IPv6(src="` + foreignStranger.String() + `", dst=hoa)/ICMPv6EchoRequest(data=b"kgchatter"),
     Ether(src=M, dst=gmac)/IPv6(src="fe80::66", dst=gll)/ICMPv6EchoRequest(data=b"kgchatter"),
 ]
 for _ in range(3):
@@ -499,7 +480,7 @@ print(3 * len(frames))
 // address, the foreign router) and a DAD probe, an unsolicited Neighbor
 // Advertisement, an all-nodes echo request, ARP and DHCP broadcasts. Every
 // frame is sent three times; it prints how many frames it sent.
-const guestNoise = `
+var guestNoise = `
 iface, hoa, gmac, gll = sys.argv[1:5]
 def ns(src, tgt):
     dst = in6_getnsma(inet_pton(socket.AF_INET6, tgt))
@@ -511,8 +492,8 @@ frames = [
     Ether(src=gmac, dst="33:33:00:00:00:02")/IPv6(src=gll, dst="ff02::2", hlim=255)/ICMPv6ND_RS()/ICMPv6NDOptSrcLLAddr(lladdr=gmac),
     Ether(src=gmac, dst="33:33:00:00:00:16")/IPv6(src=gll, dst="ff02::16", hlim=1)/IPv6ExtHdrHopByHop(options=[RouterAlert()])/
         ICMPv6MLReport2(records=[ICMPv6MLDMultAddrRec(rtype=4, dst="ff05::1:3")]),
-    ns(hoa, "2001:db8:3000::3"),
-    ns(hoa, "2001:db8:3000::1"),
+    ns(hoa, "` + lab.CareOfAddr.String() + `"),
+    ns(hoa, "` + lab.RouterForeignAddr.String() + `"),
     ns("::", hoa),
     Ether(src=gmac, dst="33:33:00:00:00:01")/IPv6(src=gll, dst="ff02::1", hlim=255)/ICMPv6ND_NA(tgt=hoa, R=0, S=0, O=1)/ICMPv6NDOptDstLLAddr(lladdr=gmac),
     Ether(src=gmac, dst="33:33:00:00:00:01")/IPv6(src=hoa, dst="ff02::1")/ICMPv6EchoRequest(data=b"kgnoise"),
@@ -531,14 +512,14 @@ print(3 * len(frames))
 // the home link that is not the guest's, with a source address of the
 // foreign link, and, as a control, correct ones. Each kind carries its own
 // payload marker.
-const spoofer = `
+var spoofer = `
 iface, hoa, gmac, kmac, cn = sys.argv[1:6]
 nmac, nhome, nforeign, nvalid = (int(x) for x in sys.argv[6:10])
 def echo(smac, src, mark, i):
     return Ether(src=smac, dst=kmac)/IPv6(src=src, dst=cn)/ICMPv6EchoRequest(id=0x6b67, seq=i, data=mark)
 frames = [echo("` + spoofedMAC + `", hoa, b"kgspoof-mac", i) for i in range(nmac)]
-frames += [echo(gmac, "2001:db8:2000::66", b"kgspoof-home", i) for i in range(nhome)]
-frames += [echo(gmac, "2001:db8:3000::66", b"kgspoof-foreign", i) for i in range(nforeign)]
+frames += [echo(gmac, "` + homeStranger.String() + `", b"kgspoof-home", i) for i in range(nhome)]
+frames += [echo(gmac, "` + foreignStranger.String() + `", b"kgspoof-foreign", i) for i in range(nforeign)]
 frames += [echo(gmac, hoa, b"kgvalid", i) for i in range(nvalid)]
 sendp(frames, iface=iface, inter=0.01)
 print(len(frames))
@@ -550,6 +531,7 @@ print(len(frames))
 // (c) frames with a spoofed source MAC or IPv6 source address go nowhere and
 // are counted.
 func TestIsolation(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -578,7 +560,7 @@ func TestIsolation(t *testing.T) {
 	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The arrival is over: the Home Agent's DAD (1 s) came after it.
 	capArrival.Stop()
 	if c := count(t, ctx, capArrival, "eth.src == "+gmac); c != 0 {
 		out, _ := capArrival.Tshark(ctx, "-Y", "eth.src == "+gmac, "-T", "fields", "-e", "frame.time_epoch", "-e", "eth.dst", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info")
@@ -618,7 +600,15 @@ func TestIsolation(t *testing.T) {
 		_, _ = l.Run(ctx, c[0], c[1:]...)
 	}
 	chatter := strings.TrimSpace(scapy(t, ctx, e, "rtr", "chatter", foreignChatter, "fgn0", hoa, gmac, gll))
-	time.Sleep(500 * time.Millisecond)
+	// Until the chatter reached hostB's uplink (counted below), and then
+	// until the guest got an answer through hostB's bridge: what of the
+	// chatter the bridge would let through has reached the guest by then.
+	if n, err := strconv.Atoi(chatter); err == nil {
+		_ = capLAN.WaitCount(ctx, "eth.src == "+chatterMAC, n, 5*time.Second)
+	}
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
 	vmPings := pings.Stop()
 	capVM.Stop()
 	capLAN.Stop()
@@ -664,7 +654,9 @@ time.sleep(0.3)`); err != nil {
 	if n, err := e.Ping(ctx, "vm", lab.CNAddr.String(), 5); err != nil || n != 5 {
 		t.Errorf("vm -> cn: %d/5 pings answered (%v)", n, err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Until the capture holds the pings' tunnelled requests (counted below).
+	tunnelledEchoes := fmt.Sprintf("ipv6.nxt == 41 && ipv6.src == %s && icmpv6.type == 128", hoa)
+	_ = capLAN.WaitCount(ctx, tunnelledEchoes, 5, 5*time.Second)
 	capLAN.Stop()
 	after, err := e.Status(ctx, "hostB", lab.GuestPort)
 	if err != nil {
@@ -679,7 +671,7 @@ time.sleep(0.3)`); err != nil {
 	if c := count(t, ctx, capLAN, bare); c != 0 {
 		t.Errorf("the foreign LAN got %d packets of the guest outside the tunnel:\n%s", c, show(t, ctx, capLAN, bare))
 	}
-	tunnelled := count(t, ctx, capLAN, fmt.Sprintf("ipv6.nxt == 41 && ipv6.src == %s && icmpv6.type == 128", hoa))
+	tunnelled := count(t, ctx, capLAN, tunnelledEchoes)
 	if tunnelled < 5 {
 		t.Errorf("the foreign LAN carried %d tunnelled echo requests from the guest, want >= 5", tunnelled)
 	}
@@ -704,18 +696,25 @@ time.sleep(0.3)`); err != nil {
 	before = after
 	scapy(t, ctx, e, "vm", "spoof", spoofer, lab.Uplink, hoa, gmac, kgsMAC, lab.CNAddr.String(),
 		strconv.Itoa(nMAC), strconv.Itoa(nHome), strconv.Itoa(nForeign), strconv.Itoa(nValid))
-	// OVS updates flow statistics about once a second.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// OVS updates flow statistics about once a second. The counts are
+	// checked below.
+	_ = wait.Until(ctx, 5*time.Second, 200*time.Millisecond, func() error {
 		if after, err = e.Status(ctx, "hostB", lab.GuestPort); err != nil {
-			t.Fatal(err)
+			return wait.Fatal(err)
 		}
-		if after.Drops["spoofed-mac"]-before.Drops["spoofed-mac"] >= nMAC || time.Now().After(deadline) {
-			break
+		if d := after.Drops["spoofed-mac"] - before.Drops["spoofed-mac"]; d < nMAC {
+			return fmt.Errorf("drops[spoofed-mac] grew by %d", d)
 		}
-		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// The correct echo requests went last: once cn and the foreign LAN got
+	// them (counted below), any spoofed one that got through is there too.
+	validAtCN := fmt.Sprintf(`frame contains "kgvalid" && ipv6.src == %s && icmpv6.type == 128`, hoa)
+	_ = capCN.WaitCount(ctx, validAtCN, nValid, 5*time.Second)
+	_ = capLAN.WaitCount(ctx, `frame contains "kgvalid"`, nValid, 5*time.Second)
 	capCN.Stop()
 	capLAN.Stop()
 	if d := drops("spoofed-mac"); d < nMAC {
@@ -729,11 +728,11 @@ time.sleep(0.3)`); err != nil {
 			t.Errorf("%s: %d spoofed frames got through:\n%s", filepath.Base(c.Path), k, show(t, ctx, c, `frame contains "kgspoof"`))
 		}
 	}
-	valid := count(t, ctx, capCN, fmt.Sprintf(`frame contains "kgvalid" && ipv6.src == %s && icmpv6.type == 128`, hoa))
+	valid := count(t, ctx, capCN, validAtCN)
 	if valid != nValid {
 		t.Errorf("cn got %d of the %d correct echo requests sent the same way, want all", valid, nValid)
 	}
-	t.Logf("(c) spoofing: sent %d frames with MAC %s, %d with source 2001:db8:2000::66, %d with 2001:db8:3000::66: drops[spoofed-mac] +%d, drops[bad-source] +%d; 0 reached cn or the foreign LAN; %d/%d correct control frames reached cn",
-		nMAC, spoofedMAC, nHome, nForeign, drops("spoofed-mac"), drops("bad-source"), valid, nValid)
+	t.Logf("(c) spoofing: sent %d frames with MAC %s, %d with source %v, %d with %v: drops[spoofed-mac] +%d, drops[bad-source] +%d; 0 reached cn or the foreign LAN; %d/%d correct control frames reached cn",
+		nMAC, spoofedMAC, nHome, homeStranger, nForeign, foreignStranger, drops("spoofed-mac"), drops("bad-source"), valid, nValid)
 	t.Logf("guest's counters on hostB: %+v", after)
 }

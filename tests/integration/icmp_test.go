@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 // the tunnel and the binding at work, and not one ICMPv6 error (types 1-4,
 // RFC 4443 §2.1) from hostB to the Home Agent.
 func TestNoICMPErrorsToHomeAgent(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -44,27 +44,21 @@ func TestNoICMPErrorsToHomeAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A few hundred tunnelled echo requests through the settled path.
-	time.Sleep(3 * time.Second)
+	if err := pings.WaitReplies(ctx, time.Now(), 200, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	loss := pings.Stop()
 	capture.Stop()
 
-	count := func(filter string) int {
-		t.Helper()
-		out, err := capture.Tshark(ctx, "-Y", filter, "-T", "fields", "-e", "frame.number")
-		if err != nil {
-			t.Fatalf("tshark -Y %q: %v\n%s", filter, err, out)
-		}
-		return len(strings.Fields(out))
-	}
 	ha, coa := lab.HAAddr.String(), lab.CareOfAddr.String()
-	tunnelled := count("ipv6.src == " + ha + " && ipv6.dst == " + coa + " && ipv6.nxt == 41")
-	acks := count("ipv6.src == " + ha + " && ipv6.dst == " + coa + " && mip6.mhtype == 6")
+	tunnelled := count(t, ctx, capture, "ipv6.src == "+ha+" && ipv6.dst == "+coa+" && ipv6.nxt == 41")
+	acks := count(t, ctx, capture, "ipv6.src == "+ha+" && ipv6.dst == "+coa+" && mip6.mhtype == 6")
 	if tunnelled < 100 || acks == 0 {
 		t.Fatalf("capture saw %d tunnelled packets and %d Binding Acknowledgements from the Home Agent, want >= 100 and >= 1: it proves nothing", tunnelled, acks)
 	}
 	// Not tunnelled (an error the guest sends travels inside the tunnel).
 	errFilter := "ipv6.dst == " + ha + " && !(ipv6.nxt == 41) && icmpv6.type >= 1 && icmpv6.type <= 4"
-	if n := count(errFilter); n != 0 {
+	if n := count(t, ctx, capture, errFilter); n != 0 {
 		out, _ := capture.Tshark(ctx, "-Y", errFilter, "-V")
 		t.Errorf("hostB sent %d ICMPv6 errors to the Home Agent, want none:\n%.4000s", n, out)
 	}

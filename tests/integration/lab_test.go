@@ -12,6 +12,34 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
 
+// Most tests of this package run in parallel (t.Parallel), each in a lab of
+// its own: a lab's namespaces, directories and daemons carry its ID (see
+// lab.New), so labs do not collide. The others run one at a time, before
+// the parallel ones start:
+//   - TestNewCleansUpOnFailure looks for what any lab of this process left
+//     behind, and TestCleanupStale's own stale lab must not be cleaned up
+//     by another test's requireLab;
+//   - the tests that hold kgswitch to a loss or delay of tens of
+//     milliseconds (TestKgswitchKilledAndRestarted, TestOVSRestart,
+//     TestOVSDBOutage, TestDepartureCover, TestMoveBetweenForeignHosts,
+//     TestReturnHome): the load of other labs on a 2-core machine adds
+//     that much, and they fail.
+//
+// The QEMU tests take turns (oneQEMUAtATime), and at most a few labs are
+// built at once (newLabWith).
+
+// qemuTurn is held by the QEMU test that runs.
+var qemuTurn = make(chan struct{}, 1)
+
+// oneQEMUAtATime waits until no other QEMU test runs, and keeps the others
+// waiting until t ends: an emulated guest (TCG) keeps a core busy, a
+// migration two, and the migration tests measure timings.
+func oneQEMUAtATime(t *testing.T) {
+	t.Helper()
+	qemuTurn <- struct{}{}
+	t.Cleanup(func() { <-qemuTurn })
+}
+
 // requireLab fails the test with the reason when this machine cannot run the
 // lab, or skips it when KGSWITCH_SKIP_INTEGRATION=1.
 func requireLab(t *testing.T) {
@@ -30,12 +58,27 @@ func requireLab(t *testing.T) {
 // newLab builds a lab that is closed when the test ends, also on failure.
 func newLab(t *testing.T, ctx context.Context) *lab.Lab {
 	t.Helper()
+	return newLabWith(t, ctx, lab.Options{})
+}
+
+// labBuilds bounds how many labs are built at once: building one keeps the
+// machine busy for a second or two (namespaces, links, three Open vSwitch
+// instances), and tests that start together would otherwise all build at
+// once.
+var labBuilds = make(chan struct{}, 2)
+
+// newLabWith is newLab with options (their Logf is the test's).
+func newLabWith(t *testing.T, ctx context.Context, opt lab.Options) *lab.Lab {
+	t.Helper()
+	opt.Logf = t.Logf
+	labBuilds <- struct{}{}
 	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
+	l, err := lab.New(ctx, opt)
+	<-labBuilds
 	if err != nil {
 		t.Fatalf("lab.New: %v", err)
 	}
-	t.Logf("lab.New took %v", time.Since(start).Round(time.Millisecond))
+	t.Logf("lab.New (extra guests: %v) took %v", opt.ExtraGuests, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() {
 		if err := l.Close(); err != nil {
 			t.Errorf("lab.Close: %v", err)
@@ -64,6 +107,7 @@ func ping(t *testing.T, ctx context.Context, l *lab.Lab, node, dst string, count
 }
 
 func TestLabSmoke(t *testing.T) {
+	t.Parallel()
 	requireLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -158,7 +202,7 @@ func TestLabSmoke(t *testing.T) {
 		}
 	}
 	for _, pid := range append(daemons, sleeper.Process.Pid) {
-		if alive(pid) {
+		if lab.ProcessAlive(pid) {
 			t.Errorf("pid %d still alive after Close", pid)
 		}
 	}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -12,9 +13,10 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
-// The pseudo home network (issue 4): a guest on a foreign host cannot tell it
+// The pseudo home network: a guest on a foreign host cannot tell it
 // left home. Its Router Advertisements keep coming, its path MTU is what the
 // tunnel carries, the Home Agent's own packets reach it as they did at home,
 // and when it comes back the home link forgets the Home Agent at once.
@@ -99,6 +101,7 @@ func macOf(t *testing.T, ctx context.Context, e *scenario.Env, node, dev string)
 // advertisement can keep both alive there: the home router's own never
 // reach the foreign link.
 func TestSLAACGuestKeepsAddress(t *testing.T) {
+	t.Parallel()
 	const (
 		lifetime = 30 * time.Second
 		interval = 10 * time.Second
@@ -232,6 +235,7 @@ func TestSLAACGuestKeepsAddress(t *testing.T) {
 // through the tunnel, which carries 1460 bytes: kgswitch's Packet Too Big
 // makes the guest shrink its packets, without a stall.
 func TestPathMTU(t *testing.T) {
+	t.Parallel()
 	const d = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -292,6 +296,7 @@ func TestPathMTU(t *testing.T) {
 // routing header (RFC 6275 §6.4, §9.3.2); kgswitch delivers them to the guest
 // as plain packets to its home address, as at home.
 func TestHomeAgentOwnPackets(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)
@@ -312,11 +317,14 @@ func TestHomeAgentOwnPackets(t *testing.T) {
 	if n, err := e.Ping(ctx, "ha", lab.HoA.String(), count); err != nil || n != count {
 		t.Errorf("ping from the Home Agent to %v: %d/%d answered (%v)", lab.HoA, n, count, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	ha, hoa, coa := lab.HAAddr.String(), lab.HoA.String(), lab.CareOfAddr.String()
+	// Until both captures hold the echo requests; they are counted below.
+	for _, c := range []*scenario.Capture{uplink, guest} {
+		_ = c.WaitCount(ctx, "icmpv6.type == 128 && ipv6.src == "+ha, count, 5*time.Second)
+	}
 	uplink.Stop()
 	guest.Stop()
 
-	ha, hoa, coa := lab.HAAddr.String(), lab.HoA.String(), lab.CareOfAddr.String()
 	rh2 := tsharkFields(t, ctx, uplink, "icmpv6.type == 128 && ipv6.src == "+ha, "ipv6.nxt", "ipv6.dst", "ipv6.routing.type", "ipv6.routing.segleft", "ipv6.routing.mipv6.home_address")
 	direct := 0
 	for _, r := range rh2 {
@@ -400,7 +408,9 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := stream.WaitEstablished(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	moveAway(t, ctx, e, lab.HoA)
 	if mac, entry := neighLLAddr(ctx, e, lab.HoA); mac != haMAC {
 		t.Errorf("rtr's neighbour entry with the guest away: %q, want the Home Agent's MAC %s", entry, haMAC)
@@ -410,7 +420,10 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		pings.Stop()
+		t.Fatal(err)
+	}
 	evBefore, err := e.HAEvents()
 	if err != nil {
 		t.Fatal(err)
@@ -424,7 +437,7 @@ func TestReturnHome(t *testing.T) {
 	var locations []string
 	var returning, home, neighAt time.Duration
 	var entry string
-	for time.Since(back) < 10*time.Second && (home == 0 || neighAt == 0) {
+	_ = wait.Until(ctx, time.Until(back.Add(10*time.Second)), 20*time.Millisecond, func() error {
 		if st, err := e.Status(ctx, "hostA", lab.GuestPort); err == nil {
 			loc := st.Location
 			if st.BindingState != "" {
@@ -446,8 +459,11 @@ func TestReturnHome(t *testing.T) {
 				neighAt = time.Since(back)
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		if home == 0 || neighAt == 0 {
+			return errors.New("the return is not over") // checked below
+		}
+		return nil
+	})
 	if returning == 0 || home == 0 {
 		t.Errorf("hostA's kgswitch after the guest came back: locations %v, want returning, then home without binding%s", locations, haSince(e, len(evBefore)))
 	}
@@ -465,21 +481,19 @@ func TestReturnHome(t *testing.T) {
 		// The TCP stream would wait for its timeout: give up now.
 		t.Fatalf("after hostB -> hostA: %v", err)
 	}
-	time.Sleep(time.Second)
+	// The stream's figures end with a reply through the home link, and
+	// cover enough probes to mean something (checked below).
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		t.Error(err)
+	}
+	_ = pings.WaitSent(ctx, minReturnProbes, 10*time.Second)
 	loss := pings.Stop()
 
 	client, server, err := stream.Wait()
 	if err != nil {
 		t.Fatalf("TCP stream: %v", err)
 	}
-	if client.Error != "" || server.Error != "" {
-		t.Errorf("TCP stream broke: client %q, server %q", client.Error, server.Error)
-	}
-	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA ||
-		client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
-		t.Errorf("TCP stream: cn sent %d (sha256 %.12s), guest received %d (%.12s), cn got back %d (%.12s); want all equal",
-			client.Sent, client.SentSHA, server.Received, server.ReceivedSH, client.Received, client.ReceivedSH)
-	}
+	checkStream(t, total, client, server)
 	capture.Stop()
 
 	// The Home Agent's view: a de-registration from the home address, a
@@ -544,10 +558,14 @@ func TestReturnHome(t *testing.T) {
 	if loss.LongestGap >= time.Second {
 		t.Errorf("pings every 10 ms during the return: longest gap %v, want under 1 s", loss.LongestGap.Round(time.Millisecond))
 	}
-	if loss.Sent < 200 {
+	if loss.Sent < minReturnProbes {
 		t.Errorf("ping stream sent only %d probes; the loss figure means nothing", loss.Sent)
 	}
 }
+
+// minReturnProbes is how many probes TestReturnHome's ping stream must cover
+// for its loss figure to mean something.
+const minReturnProbes = 200
 
 // isTrue reads a tshark boolean field ("1", "True").
 func isTrue(s string) bool { return s == "1" || strings.EqualFold(s, "true") }
@@ -571,10 +589,12 @@ func haSince(e *scenario.Env, from int) string {
 // if its number is ahead of hostB's (RFC 6275 §9.5.1), and answers status 135
 // otherwise. That answer cannot reach hostA: while the binding stands, the
 // Home Agent sends its own packets for the home address, this
-// Acknowledgement included, to the old care-of address (HOME-AGENT.md). Every
+// Acknowledgement included, to the old care-of address (see
+// docs/home-agents.md). Every
 // return must succeed whichever numbers the two hosts happened to pick; each
 // trip is a fresh draw.
 func TestReturnHomeRepeatedly(t *testing.T) {
+	t.Parallel()
 	const trips = 8
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -619,17 +639,15 @@ func TestReturnHomeRepeatedly(t *testing.T) {
 // waitHome waits until hostA's kgswitch shows the guest at home with no
 // binding (the return finished) and returns its last status.
 func waitHome(ctx context.Context, e *scenario.Env, timeout time.Duration) (scenario.PortStatus, bool) {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := e.Status(ctx, "hostA", lab.GuestPort)
-		if err == nil && st.Location == "home" && st.BindingState == "" {
-			return st, true
+	var st scenario.PortStatus
+	err := wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
+		var err error
+		if st, err = e.Status(ctx, "hostA", lab.GuestPort); err != nil || st.Location != "home" || st.BindingState != "" {
+			return fmt.Errorf("hostA's kgswitch: %s/%s (%v), not home without binding", st.Location, st.BindingState, err)
 		}
-		if time.Now().After(deadline) {
-			return st, false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return st, err == nil
 }
 
 // guestRouterMAC returns the link-layer address in the guest's neighbour
@@ -647,6 +665,7 @@ func guestRouterMAC(ctx context.Context, e *scenario.Env) (string, string) {
 // unreachability detection gives up (RFC 4861 §7.3: up to a reachable time of
 // 15-45 s, then 5 s DELAY and 3 probes).
 func TestReturnHomeRouterResolvedAbroad(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnv(t, ctx)

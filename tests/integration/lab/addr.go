@@ -89,3 +89,19 @@ var Nodes = []string{"sw", "cn", "rtr", "ha", "hostA", "hostB", "hostC", "vm"}
 // the home link, hostB on the foreign link and hostC on the second foreign
 // link. The guest's port moves between them with MoveGuest.
 var Hosts = []string{"hostA", "hostB", "hostC"}
+
+// HostAddr returns host's own address (on its OVS bridge br0): on hostB and
+// hostC the care-of address kgswitch there registers for a guest away from
+// home (on hostA, the home link, it is never used as one). It returns the
+// zero Addr for a node that is not one of Hosts.
+func HostAddr(host string) netip.Addr {
+	switch host {
+	case "hostA":
+		return HostAAddr
+	case "hostB":
+		return CareOfAddr
+	case "hostC":
+		return CareOfAddrC
+	}
+	return netip.Addr{}
+}

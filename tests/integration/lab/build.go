@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Sysctls applied to each namespace right after it is created, before any
@@ -65,7 +68,7 @@ var veths = []veth{
 	{node1: "hostB", name1: Uplink, node2: "sw", name2: "hostB"},
 	{node1: "rtr", name1: "fgn2", node2: "sw", name2: "rtr-fgn2"},
 	{node1: "hostC", name1: Uplink, node2: "sw", name2: "hostC"},
-	{node1: "vm", name1: "eth0", node2: "hostA", name2: GuestPort, mac1: "52:54:00:00:00:10"},
+	{node1: "vm", name1: "eth0", node2: "hostA", name2: GuestPort, mac1: GuestMAC.String()},
 }
 
 // bridgePorts maps each port in sw to its bridge.
@@ -83,42 +86,50 @@ var bridgePorts = map[string]string{
 var bridges = []string{"home", "foreign", "foreign2"}
 
 // ipConfig is, per node, the `ip` commands (without -n) that give it its
-// addresses and routes, run after all links exist.
+// addresses and routes (those of addr.go), run after all links exist.
 var ipConfig = map[string][][]string{
 	"cn": {
-		{"addr", "add", "2001:db8:1000::100/64", "dev", "eth0", "nodad"},
-		{"route", "add", "default", "via", "2001:db8:1000::1", "dev", "eth0"},
+		{"addr", "add", inPrefix(CNAddr, CNPrefix), "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", RouterCNAddr.String(), "dev", "eth0"},
 	},
 	"rtr": {
-		{"addr", "add", "2001:db8:1000::1/64", "dev", "cn0", "nodad"},
-		{"addr", "add", "2001:db8:2000::fffe/64", "dev", "home0", "nodad"},
-		{"addr", "add", "fe80::1/64", "dev", "home0", "nodad"},
-		{"addr", "add", "2001:db8:3000::1/64", "dev", "fgn0", "nodad"},
-		{"addr", "add", "fe80::1/64", "dev", "fgn0", "nodad"},
-		{"addr", "add", "2001:db8:4000::1/64", "dev", "fgn2", "nodad"},
-		{"addr", "add", "fe80::1/64", "dev", "fgn2", "nodad"},
+		{"addr", "add", inPrefix(RouterCNAddr, CNPrefix), "dev", "cn0", "nodad"},
+		{"addr", "add", inPrefix(RouterHomeAddr, HomePrefix), "dev", "home0", "nodad"},
+		{"addr", "add", linkLocal(RouterLinkLocal), "dev", "home0", "nodad"},
+		{"addr", "add", inPrefix(RouterForeignAddr, ForeignPrefix), "dev", "fgn0", "nodad"},
+		{"addr", "add", linkLocal(RouterLinkLocal), "dev", "fgn0", "nodad"},
+		{"addr", "add", inPrefix(RouterForeignAddrC, ForeignPrefixC), "dev", "fgn2", "nodad"},
+		{"addr", "add", linkLocal(RouterLinkLocal), "dev", "fgn2", "nodad"},
 	},
 	"ha": {
-		{"addr", "add", "2001:db8:2000::1/64", "dev", "eth0", "nodad"},
-		{"route", "add", "default", "via", "fe80::1", "dev", "eth0"},
+		{"addr", "add", inPrefix(HAAddr, HomePrefix), "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", RouterLinkLocal.String(), "dev", "eth0"},
 	},
 	"hostA": {
-		{"addr", "add", "2001:db8:2000::2/64", "dev", Bridge, "nodad"},
-		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+		{"addr", "add", inPrefix(HostAAddr, HomePrefix), "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", RouterLinkLocal.String(), "dev", Bridge},
 	},
 	"hostB": {
-		{"addr", "add", "2001:db8:3000::3/64", "dev", Bridge, "nodad"},
-		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+		{"addr", "add", inPrefix(CareOfAddr, ForeignPrefix), "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", RouterLinkLocal.String(), "dev", Bridge},
 	},
 	"hostC": {
-		{"addr", "add", "2001:db8:4000::3/64", "dev", Bridge, "nodad"},
-		{"route", "add", "default", "via", "fe80::1", "dev", Bridge},
+		{"addr", "add", inPrefix(CareOfAddrC, ForeignPrefixC), "dev", Bridge, "nodad"},
+		{"route", "add", "default", "via", RouterLinkLocal.String(), "dev", Bridge},
 	},
 	"vm": {
-		{"addr", "add", "2001:db8:2000::10/64", "dev", "eth0", "nodad"},
-		{"route", "add", "default", "via", "fe80::1", "dev", "eth0"},
+		{"addr", "add", inPrefix(HoA, HomePrefix), "dev", "eth0", "nodad"},
+		{"route", "add", "default", "via", RouterLinkLocal.String(), "dev", "eth0"},
 	},
 }
+
+// inPrefix formats a as an interface address of prefix p ("a/len").
+func inPrefix(a netip.Addr, p netip.Prefix) string {
+	return netip.PrefixFrom(a, p.Bits()).String()
+}
+
+// linkLocal formats a as a link-local interface address ("a/64").
+func linkLocal(a netip.Addr) string { return netip.PrefixFrom(a, 64).String() }
 
 func (l *Lab) build(ctx context.Context) error {
 	start := time.Now()
@@ -285,26 +296,16 @@ func (l *Lab) configureIP(ctx context.Context, node string) error {
 // frame sent through it: without the wait, the first packets after New or
 // MoveGuest would be lost.
 func (l *Lab) waitLinksUp(ctx context.Context, node string, devs ...string) error {
-	const timeout = 5 * time.Second
-	deadline := time.Now().Add(timeout)
-	for {
+	return wait.Until(ctx, 5*time.Second, 20*time.Millisecond, func() error {
 		out, err := run(exec.CommandContext(ctx, l.tools.ip, "-n", l.NS(node), "-o", "link", "show"), node)
 		if err != nil {
-			return err
+			return wait.Fatal(err)
 		}
-		down := linksNotUp(out, devs)
-		if len(down) == 0 {
-			return nil
+		if down := linksNotUp(out, devs); len(down) > 0 {
+			return fmt.Errorf("%s: links %v not up:\n%s", node, down, out)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: links %v not up after %v:\n%s", node, down, timeout, out)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 }
 
 // linksNotUp returns those of devs that `ip -o link show` output does not

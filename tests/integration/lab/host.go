@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // tools holds the absolute paths of the programs the lab runs. They are
@@ -113,8 +116,9 @@ func Preflight() error {
 	return nil
 }
 
-// processAlive reports whether pid exists and is not a zombie.
-func processAlive(pid int) bool {
+// ProcessAlive reports whether pid exists and is not a zombie (a process
+// that exited but was not reaped yet).
+func ProcessAlive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return false
@@ -171,19 +175,17 @@ func signalAll(pids []int, sig syscall.Signal) {
 // waitGone waits up to d for every pid to be gone and reports whether they
 // are.
 func waitGone(pids []int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for anyAlive(pids) {
-		if time.Now().After(deadline) {
-			return false
+	return wait.Until(context.Background(), d, 10*time.Millisecond, func() error {
+		if anyAlive(pids) {
+			return errors.New("still alive")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
+		return nil
+	}) == nil
 }
 
 func anyAlive(pids []int) bool {
 	for _, pid := range pids {
-		if processAlive(pid) {
+		if ProcessAlive(pid) {
 			return true
 		}
 	}
@@ -226,7 +228,7 @@ func CleanupStale(logf func(string, ...any)) error {
 	}
 	stale := func(name string) bool {
 		pid, ok := ownerPID(name)
-		return ok && pid != os.Getpid() && !processAlive(pid)
+		return ok && pid != os.Getpid() && !ProcessAlive(pid)
 	}
 	var errs []error
 

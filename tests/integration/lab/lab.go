@@ -297,6 +297,24 @@ func (l *Lab) Move(ctx context.Context, guest, from, to string) error {
 	return nil
 }
 
+// WaitAnnounced waits until the guests' self-announcements of every move so
+// far are all sent (see Move: the last goes 800 ms after the move), so that
+// what follows meets a guest that is quiet, as a migrated one is once QEMU
+// is done announcing it. It must not run concurrently with Move.
+func (l *Lab) WaitAnnounced(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		l.announcers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("lab: guests' announcements: %w", ctx.Err())
+	}
+}
+
 // Close tears the lab down: it kills the processes started with Start, the OVS
 // daemons and any other process still inside the lab's namespaces (say, one
 // run with Command and left running),

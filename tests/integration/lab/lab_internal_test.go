@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 func TestOfctlArgs(t *testing.T) {
@@ -78,15 +80,15 @@ func TestOwnerPID(t *testing.T) {
 }
 
 func TestProcessAlive(t *testing.T) {
-	if !processAlive(os.Getpid()) {
-		t.Errorf("processAlive(own pid) = false, want true")
+	if !ProcessAlive(os.Getpid()) {
+		t.Errorf("ProcessAlive(own pid) = false, want true")
 	}
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if processAlive(cmd.Process.Pid) {
-		t.Errorf("processAlive(reaped pid %d) = true, want false", cmd.Process.Pid)
+	if ProcessAlive(cmd.Process.Pid) {
+		t.Errorf("ProcessAlive(reaped pid %d) = true, want false", cmd.Process.Pid)
 	}
 	// A zombie counts as dead: detached OVS daemons are reaped by init, not
 	// by us, so Close must not wait for that.
@@ -95,11 +97,13 @@ func TestProcessAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer zombie.Wait()
-	for i := 0; processAlive(zombie.Process.Pid); i++ {
-		if i > 1000 {
-			t.Fatalf("processAlive(zombie %d) still true", zombie.Process.Pid)
+	if err := wait.Until(context.Background(), 5*time.Second, time.Millisecond, func() error {
+		if ProcessAlive(zombie.Process.Pid) {
+			return fmt.Errorf("ProcessAlive(zombie %d) still true", zombie.Process.Pid)
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 

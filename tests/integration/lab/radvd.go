@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // radvdIface is the router's interface on the home link.
@@ -113,21 +115,13 @@ func (l *Lab) GuestUseSLAAC(ctx context.Context) error {
 // WaitGuestSLAAC waits up to timeout until the guest has GuestSLAACAddr and a
 // default route learnt from a Router Advertisement.
 func (l *Lab) WaitGuestSLAAC(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	return wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
 		addrs, _ := l.Run(ctx, "vm", l.tools.ip, "-6", "-o", "addr", "show", "dev", Uplink, "scope", "global")
 		route, _ := l.Run(ctx, "vm", l.tools.ip, "-6", "route", "show", "default")
-		if strings.Contains(addrs, GuestSLAACAddr.String()+"/64") && strings.Contains(route, "proto ra") {
-			return nil
+		if !strings.Contains(addrs, GuestSLAACAddr.String()+"/64") || !strings.Contains(route, "proto ra") {
+			return fmt.Errorf("lab: guest has no SLAAC address %v and default route from an advertisement:\n%s%s",
+				GuestSLAACAddr, addrs, route)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("lab: guest has no SLAAC address %v and default route from an advertisement after %v:\n%s%s",
-				GuestSLAACAddr, timeout, addrs, route)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return nil
+	})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Daemon names an OVS daemon of a host, as KillDaemon and StartDaemon take it.
@@ -31,7 +33,7 @@ func (h *OVSHost) KillDaemon(daemon string, sig syscall.Signal) error {
 		return fmt.Errorf("lab: %s: kill %s: %w", h.Host, daemon, err)
 	}
 	// Never signal a process that merely reuses a stale pid.
-	if !processMentions(pid, h.RunDir) || !processAlive(pid) {
+	if !processMentions(pid, h.RunDir) || !ProcessAlive(pid) {
 		return fmt.Errorf("lab: %s: kill %s: pid %d from %s is not running", h.Host, daemon, pid, path)
 	}
 	if err := syscall.Kill(pid, sig); err != nil {
@@ -76,24 +78,20 @@ func (h *OVSHost) StartDaemon(ctx context.Context, daemon string) error {
 // waitPorts waits until br0's tap is in the host's namespace and every
 // Interface of the database has an OpenFlow port number.
 func (h *OVSHost) waitPorts(ctx context.Context) error {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := h.lab.ipn(ctx, h.Host, "link", "show", h.Bridge)
-		if err == nil {
-			var out string
-			out, err = h.Vsctl(ctx, "--bare", "--columns=name,ofport", "list", "Interface")
-			if err == nil {
-				err = unnumbered(out)
-			}
+	err := wait.Until(ctx, 5*time.Second, 20*time.Millisecond, func() error {
+		if err := h.lab.ipn(ctx, h.Host, "link", "show", h.Bridge); err != nil {
+			return err
 		}
-		if err == nil {
-			return nil
+		out, err := h.Vsctl(ctx, "--bare", "--columns=name,ofport", "list", "Interface")
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return h.withLog(fmt.Errorf("lab: %s: ports not back after ovs-vswitchd restart: %w", h.Host, err), OVSVswitchd)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return unnumbered(out)
+	})
+	if err != nil {
+		return h.withLog(fmt.Errorf("lab: %s: ports not back after ovs-vswitchd restart: %w", h.Host, err), OVSVswitchd)
 	}
+	return nil
 }
 
 // unnumbered checks `ovs-vsctl --bare --columns=name,ofport list Interface`

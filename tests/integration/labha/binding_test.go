@@ -7,23 +7,17 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
 
-var (
-	testPrefix = netip.MustParsePrefix("2001:db8:2000::/64")
-	testHoA    = netip.MustParseAddr("2001:db8:2000::10")
-	testHoA2   = netip.MustParseAddr("2001:db8:2000::11")
-	testCoA    = netip.MustParseAddr("2001:db8:3000::3")
-	testCoA2   = netip.MustParseAddr("2001:db8:4000::4")
-	testHA     = netip.MustParseAddr("2001:db8:2000::1")
-	t0         = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-)
+// t0 is the binding cache's clock at the start of each test.
+var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 const home = mipv6.FlagA | mipv6.FlagH
 
 // bu returns a home registration request; options tweak it.
 func bu(seq, lifetime uint16, opts ...func(*Request)) Request {
-	r := Request{CareOf: testCoA, HomeAddress: testHoA, Sequence: seq, Flags: home, Lifetime: lifetime}
+	r := Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: seq, Flags: home, Lifetime: lifetime}
 	for _, o := range opts {
 		o(&r)
 	}
@@ -39,7 +33,7 @@ func withFlags(f uint16) func(*Request)   { return func(r *Request) { r.Flags = 
 type step struct {
 	at     time.Duration
 	req    *Request
-	dad    *bool // CompleteDAD for testHoA (or req's home address) with this outcome
+	dad    *bool // CompleteDAD for lab.HoA (or req's home address) with this outcome
 	expire bool
 
 	// For req and dad steps:
@@ -59,12 +53,12 @@ func ptr[T any](v T) *T { return &v }
 func register(at time.Duration, seq, lifetime uint16) []step {
 	return []step{
 		{at: at, req: ptr(bu(seq, lifetime)), verdict: RunDAD, action: Add, bound: map[netip.Addr]netip.Addr{}},
-		{at: at + time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Status: 0, Sequence: seq, Lifetime: lifetime}, bound: map[netip.Addr]netip.Addr{testHoA: testCoA}},
+		{at: at + time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Status: 0, Sequence: seq, Lifetime: lifetime}, bound: map[netip.Addr]netip.Addr{lab.HoA: lab.CareOfAddr}},
 	}
 }
 
 func TestCacheRules(t *testing.T) {
-	bound := map[netip.Addr]netip.Addr{testHoA: testCoA}
+	bound := map[netip.Addr]netip.Addr{lab.HoA: lab.CareOfAddr}
 	none := map[netip.Addr]netip.Addr{}
 	tests := []struct {
 		name  string
@@ -120,7 +114,7 @@ func TestCacheRules(t *testing.T) {
 		{
 			name: "home address outside the home prefix gives 132",
 			steps: []step{
-				{req: ptr(bu(9, 15, withHoA(netip.MustParseAddr("2001:db8:5000::10")))), verdict: Reply, ack: Ack{Status: 132, Sequence: 9}, bound: none},
+				{req: ptr(bu(9, 15, withHoA(lab.VM3.HoA))), verdict: Reply, ack: Ack{Status: 132, Sequence: 9}, bound: none},
 			},
 		},
 		{
@@ -132,7 +126,7 @@ func TestCacheRules(t *testing.T) {
 		{
 			name: "missing home address option with a care-of address inside the prefix still 133",
 			steps: []step{
-				{req: ptr(bu(9, 15, withHoA(netip.Addr{}), withCoA(testHoA2))), verdict: Reply, ack: Ack{Status: 133, Sequence: 9}, bound: none},
+				{req: ptr(bu(9, 15, withHoA(netip.Addr{}), withCoA(lab.VM2.HoA))), verdict: Reply, ack: Ack{Status: 133, Sequence: 9}, bound: none},
 			},
 		},
 		{
@@ -189,13 +183,13 @@ func TestCacheRules(t *testing.T) {
 		{
 			name: "care-of address change skips DAD and moves",
 			steps: append(register(0, 10, 15),
-				step{at: 2 * time.Second, req: ptr(bu(11, 15, withCoA(testCoA2))), verdict: Reply, action: Move, oldCoA: testCoA, ack: Ack{Sequence: 11, Lifetime: 15}, bound: map[netip.Addr]netip.Addr{testHoA: testCoA2}},
+				step{at: 2 * time.Second, req: ptr(bu(11, 15, withCoA(lab.CareOfAddrC))), verdict: Reply, action: Move, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 11, Lifetime: 15}, bound: map[netip.Addr]netip.Addr{lab.HoA: lab.CareOfAddrC}},
 			),
 		},
 		{
 			name: "de-registration removes and forgets the sequence number",
 			steps: append(register(0, 10, 15),
-				step{at: 2 * time.Second, req: ptr(bu(11, 0)), verdict: Reply, action: Remove, oldCoA: testCoA, ack: Ack{Sequence: 11}, bound: none},
+				step{at: 2 * time.Second, req: ptr(bu(11, 0)), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 11}, bound: none},
 				// Old sequence accepted again: there is no binding any more.
 				step{at: 3 * time.Second, req: ptr(bu(3, 15)), verdict: RunDAD, action: Add, bound: none},
 			),
@@ -203,13 +197,13 @@ func TestCacheRules(t *testing.T) {
 		{
 			name: "de-registration from another care-of address",
 			steps: append(register(0, 10, 15),
-				step{at: 2 * time.Second, req: ptr(bu(11, 0, withCoA(testCoA2))), verdict: Reply, action: Remove, oldCoA: testCoA, ack: Ack{Sequence: 11}, bound: none},
+				step{at: 2 * time.Second, req: ptr(bu(11, 0, withCoA(lab.CareOfAddrC))), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 11}, bound: none},
 			),
 		},
 		{
 			name: "home address equal to care-of address de-registers",
 			steps: append(register(0, 10, 15),
-				step{at: 2 * time.Second, req: ptr(bu(11, 15, withCoA(testHoA))), verdict: Reply, action: Remove, oldCoA: testCoA, ack: Ack{Sequence: 11}, bound: none},
+				step{at: 2 * time.Second, req: ptr(bu(11, 15, withCoA(lab.HoA))), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 11}, bound: none},
 			),
 		},
 		{
@@ -234,13 +228,13 @@ func TestCacheRules(t *testing.T) {
 				{req: ptr(bu(1, 15)), verdict: RunDAD, action: Add, bound: none},
 				{at: time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Status: 1, Sequence: 1, Lifetime: 15}, bound: bound},
 			},
-				step{at: 2 * time.Second, req: ptr(bu(2, 0)), verdict: Reply, action: Remove, oldCoA: testCoA, ack: Ack{Sequence: 2}, bound: none}),
+				step{at: 2 * time.Second, req: ptr(bu(2, 0)), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 2}, bound: none}),
 		},
 		{
 			name: "binding expires exactly at the granted lifetime counted from acceptance",
 			steps: append(register(0, 10, 2), // accepted at 1 s, 8 s lifetime
 				step{at: 9*time.Second - time.Nanosecond, expire: true, bound: bound},
-				step{at: 9 * time.Second, expire: true, expired: []netip.Addr{testHoA}, bound: none},
+				step{at: 9 * time.Second, expire: true, expired: []netip.Addr{lab.HoA}, bound: none},
 				// Expiry forgets the sequence number too.
 				step{at: 10 * time.Second, req: ptr(bu(1, 15)), verdict: RunDAD, action: Add, bound: none},
 			),
@@ -250,13 +244,13 @@ func TestCacheRules(t *testing.T) {
 			steps: append(register(0, 10, 2),
 				step{at: 8 * time.Second, req: ptr(bu(11, 2)), verdict: Reply, action: Refresh, ack: Ack{Sequence: 11, Lifetime: 2}, bound: bound},
 				step{at: 15 * time.Second, expire: true, bound: bound},
-				step{at: 16 * time.Second, expire: true, expired: []netip.Addr{testHoA}, bound: none},
+				step{at: 16 * time.Second, expire: true, expired: []netip.Addr{lab.HoA}, bound: none},
 			),
 		},
 		{
 			name: "bindings are per home address",
 			steps: append(register(0, 10, 15),
-				step{at: 2 * time.Second, req: ptr(bu(1, 15, withHoA(testHoA2), withCoA(testCoA2))), verdict: RunDAD, action: Add, bound: bound},
+				step{at: 2 * time.Second, req: ptr(bu(1, 15, withHoA(lab.VM2.HoA), withCoA(lab.CareOfAddrC))), verdict: RunDAD, action: Add, bound: bound},
 				step{at: 3 * time.Second, req: ptr(bu(11, 15)), verdict: Reply, action: Refresh, ack: Ack{Sequence: 11, Lifetime: 15}, bound: bound},
 			),
 		},
@@ -264,9 +258,9 @@ func TestCacheRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			cfg.Prefix = testPrefix
+			cfg.Prefix = lab.HomePrefix
 			c := NewCache(cfg)
-			hoa := testHoA
+			hoa := lab.HoA
 			for i, s := range tt.steps {
 				now := t0.Add(s.at)
 				switch {
@@ -316,15 +310,15 @@ func TestCacheRules(t *testing.T) {
 }
 
 func TestCacheBindingTimes(t *testing.T) {
-	c := NewCache(CacheConfig{Prefix: testPrefix})
+	c := NewCache(CacheConfig{Prefix: lab.HomePrefix})
 	if d := c.HandleBU(bu(1, 15), t0); d.Verdict != RunDAD {
 		t.Fatalf("got Verdict = %v, want RunDAD", d.Verdict)
 	}
 	accepted := t0.Add(1050 * time.Millisecond)
-	d := c.CompleteDAD(testHoA, false, accepted)
+	d := c.CompleteDAD(lab.HoA, false, accepted)
 	want := Binding{
-		HomeAddress: testHoA,
-		CareOf:      testCoA,
+		HomeAddress: lab.HoA,
+		CareOf:      lab.CareOfAddr,
 		Sequence:    1,
 		Flags:       home,
 		Lifetime:    60 * time.Second,
@@ -338,22 +332,22 @@ func TestCacheBindingTimes(t *testing.T) {
 		t.Errorf("got NextExpiry = %v, %v, want %v, true", next, ok, want.Expires)
 	}
 	later := accepted.Add(30 * time.Second)
-	d = c.HandleBU(bu(2, 15, withCoA(testCoA2)), later)
-	want.CareOf, want.Sequence, want.Expires = testCoA2, 2, later.Add(60*time.Second)
+	d = c.HandleBU(bu(2, 15, withCoA(lab.CareOfAddrC)), later)
+	want.CareOf, want.Sequence, want.Expires = lab.CareOfAddrC, 2, later.Add(60*time.Second)
 	if diff := cmp.Diff(want, d.Binding, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 		t.Errorf("Move Binding: got diff (-want +got):\n%s", diff)
 	}
-	if b, ok := c.Lookup(testHoA); !ok || b.CareOf != testCoA2 {
-		t.Errorf("got Lookup = %+v, %v, want care-of %v", b, ok, testCoA2)
+	if b, ok := c.Lookup(lab.HoA); !ok || b.CareOf != lab.CareOfAddrC {
+		t.Errorf("got Lookup = %+v, %v, want care-of %v", b, ok, lab.CareOfAddrC)
 	}
-	if _, ok := c.Lookup(testHoA2); ok {
-		t.Errorf("got Lookup(%v) ok, want no binding", testHoA2)
+	if _, ok := c.Lookup(lab.VM2.HoA); ok {
+		t.Errorf("got Lookup(%v) ok, want no binding", lab.VM2.HoA)
 	}
 	c.HandleBU(bu(3, 0), later)
 	if _, ok := c.NextExpiry(); ok {
 		t.Errorf("got NextExpiry ok after de-registration, want none")
 	}
-	if d := c.CompleteDAD(testHoA, false, later); d.Verdict != Drop {
+	if d := c.CompleteDAD(lab.HoA, false, later); d.Verdict != Drop {
 		t.Errorf("got CompleteDAD without pending DAD Verdict = %v, want Drop", d.Verdict)
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
 
 func buPacket(p mipv6.BUPacket) []byte { return mipv6.AppendBUPacket(nil, p) }
@@ -35,7 +36,7 @@ func withoutHAO(t testing.TB, pkt []byte) []byte {
 }
 
 func TestParseRequest(t *testing.T) {
-	base := mipv6.BUPacket{Src: testCoA, Dst: testHA, HomeAddress: testHoA, Sequence: 7, Flags: home, Lifetime: 15}
+	base := mipv6.BUPacket{Src: lab.CareOfAddr, Dst: lab.HAAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15}
 	badChecksum := buPacket(base)
 	badChecksum[len(badChecksum)-1] ^= 0x55 // last octet of the MH (padding)
 	// Checksum computed with the care-of address instead of the home
@@ -43,12 +44,12 @@ func TestParseRequest(t *testing.T) {
 	wrongPseudo := buPacket(base)
 	{
 		mh := mipv6.MobilityHeader(wrongPseudo[len(wrongPseudo)-16:])
-		mh.SetChecksum(mipv6.MHChecksum(testCoA, testHA, mh))
+		mh.SetChecksum(mipv6.MHChecksum(lab.CareOfAddr, lab.HAAddr, mh))
 	}
 	withNonce := base
 	withNonce.NonceIndices = mipv6.NonceIndices{Present: true, Home: 1, CareOf: 2}
-	ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: testHA, Dst: testCoA, HomeAddress: testHoA, Sequence: 7})
-	udp := appendIPv6Header(nil, 8, 17, 64, testCoA, testHA)
+	ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: lab.HAAddr, Dst: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7})
+	udp := appendIPv6Header(nil, 8, 17, 64, lab.CareOfAddr, lab.HAAddr)
 	udp = append(udp, 0, 1, 0, 2, 0, 8, 0, 0)
 	truncated := buPacket(base)
 	truncated = truncated[:len(truncated)-8]
@@ -74,7 +75,7 @@ func TestParseRequest(t *testing.T) {
 	{
 		mh := mipv6.MobilityHeader(unknownMH[len(unknownMH)-16:])
 		mh[2] = 42 // MH Type unknown to RFC 6275
-		mh.SetChecksum(mipv6.MHChecksum(testHoA, testHA, mh))
+		mh.SetChecksum(mipv6.MHChecksum(lab.HoA, lab.HAAddr, mh))
 	}
 	tests := []struct {
 		name    string
@@ -86,26 +87,26 @@ func TestParseRequest(t *testing.T) {
 		{
 			name:    "home registration",
 			pkt:     buPacket(base),
-			want:    Request{CareOf: testCoA, HomeAddress: testHoA, Sequence: 7, Flags: home, Lifetime: 15},
-			wantDst: testHA,
+			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15},
+			wantDst: lab.HAAddr,
 		},
 		{
 			name:    "flags and lifetime passed through",
-			pkt:     buPacket(mipv6.BUPacket{Src: testCoA, Dst: testHA, HomeAddress: testHoA, Sequence: 0xffff, Flags: mipv6.FlagR | mipv6.FlagK, Lifetime: 0}),
-			want:    Request{CareOf: testCoA, HomeAddress: testHoA, Sequence: 0xffff, Flags: mipv6.FlagR | mipv6.FlagK},
-			wantDst: testHA,
+			pkt:     buPacket(mipv6.BUPacket{Src: lab.CareOfAddr, Dst: lab.HAAddr, HomeAddress: lab.HoA, Sequence: 0xffff, Flags: mipv6.FlagR | mipv6.FlagK, Lifetime: 0}),
+			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 0xffff, Flags: mipv6.FlagR | mipv6.FlagK},
+			wantDst: lab.HAAddr,
 		},
 		{
 			name:    "no home address option",
 			pkt:     withoutHAO(t, buPacket(base)),
-			want:    Request{CareOf: testCoA, Sequence: 7, Flags: home, Lifetime: 15},
-			wantDst: testHA,
+			want:    Request{CareOf: lab.CareOfAddr, Sequence: 7, Flags: home, Lifetime: 15},
+			wantDst: lab.HAAddr,
 		},
 		{
 			name:    "nonce indices reported",
 			pkt:     buPacket(withNonce),
-			want:    Request{CareOf: testCoA, HomeAddress: testHoA, Sequence: 7, Flags: home, Lifetime: 15, NonceIndices: true},
-			wantDst: testHA,
+			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15, NonceIndices: true},
+			wantDst: lab.HAAddr,
 		},
 		{name: "bad checksum", pkt: badChecksum, wantErr: ErrChecksum},
 		{name: "checksum over the care-of address", pkt: wrongPseudo, wantErr: ErrChecksum},
@@ -144,7 +145,7 @@ func TestParseRequest(t *testing.T) {
 // TestParseRequestBindingAuthData checks the Binding Authorization Data
 // option, which mipv6 does not encode, by appending it to the MH by hand.
 func TestParseRequestBindingAuthData(t *testing.T) {
-	pkt := buPacket(mipv6.BUPacket{Src: testCoA, Dst: testHA, HomeAddress: testHoA, Sequence: 7, Flags: home, Lifetime: 15})
+	pkt := buPacket(mipv6.BUPacket{Src: lab.CareOfAddr, Dst: lab.HAAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15})
 	mhOff := len(pkt) - 16 // a BU without options is 16 octets
 	mh := mipv6.MobilityHeader(pkt[mhOff:])
 	if mh.Type() != mipv6.TypeBindingUpdate || mh.HeaderLen() != 16 {
@@ -159,7 +160,7 @@ func TestParseRequestBindingAuthData(t *testing.T) {
 	plen := len(out) - ipv6HeaderLen
 	out[ipv6PayLen], out[ipv6PayLen+1] = byte(plen>>8), byte(plen)
 	m := mipv6.MobilityHeader(out[mhOff:])
-	m.SetChecksum(mipv6.MHChecksum(testHoA, testHA, m))
+	m.SetChecksum(mipv6.MHChecksum(lab.HoA, lab.HAAddr, m))
 	got, _, err := ParseRequest(out)
 	if err != nil {
 		t.Fatalf("got ParseRequest error = %v, want nil", err)
@@ -170,13 +171,13 @@ func TestParseRequestBindingAuthData(t *testing.T) {
 }
 
 func FuzzParseRequest(f *testing.F) {
-	base := mipv6.BUPacket{Src: testCoA, Dst: testHA, HomeAddress: testHoA, Sequence: 7, Flags: home, Lifetime: 15}
+	base := mipv6.BUPacket{Src: lab.CareOfAddr, Dst: lab.HAAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15}
 	f.Add(buPacket(base))
 	nonce := base
 	nonce.NonceIndices = mipv6.NonceIndices{Present: true}
 	f.Add(buPacket(nonce))
 	f.Add(withoutHAO(f, buPacket(base)))
-	f.Add(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: testHA, Dst: testCoA, HomeAddress: testHoA}))
+	f.Add(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: lab.HAAddr, Dst: lab.CareOfAddr, HomeAddress: lab.HoA}))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		r, dst, err := ParseRequest(pkt)
 		if err != nil || !r.HomeAddress.IsValid() || r.AuthData {

@@ -1,7 +1,7 @@
 // Package labha is the lab Home Agent: a small Mobile IPv6 Home Agent
 // (RFC 6275 §10) for the network-namespace lab, written to behave like
-// UMIP's mip6d as recorded in ../shared/HOME-AGENT.md, so that kgswitch's
-// integration tests meet what production meets.
+// UMIP's mip6d (see docs/home-agents.md), so that kgswitch's integration
+// tests meet what production meets.
 //
 // The package is split the usual way:
 //

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"golang.org/x/net/bpf"
 )
 
@@ -30,7 +31,7 @@ func TestSignallingFilter(t *testing.T) {
 		{"Hop-by-Hop", 0, true},
 		{"Routing", 43, true},
 	} {
-		pkt := appendIPv6Header(nil, 8, tc.nextHdr, 64, testCN, testHoA)
+		pkt := appendIPv6Header(nil, 8, tc.nextHdr, 64, lab.CNAddr, lab.HoA)
 		pkt = append(pkt, make([]byte, 8)...)
 		n, err := vm.Run(pkt)
 		if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 	"golang.org/x/sys/unix"
 )
 
@@ -337,18 +338,23 @@ func (e *labEnv) events() []map[string]any {
 	return evs
 }
 
-func (e *labEnv) waitEvent(msg string, d time.Duration) map[string]any {
+// waitEvent waits until labha has logged msg, and returns that record.
+func (e *labEnv) waitEvent(ctx context.Context, msg string, d time.Duration) map[string]any {
 	e.t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	var found map[string]any
+	if err := wait.Until(ctx, d, 50*time.Millisecond, func() error {
 		for _, ev := range e.events() {
 			if ev["msg"] == msg {
-				return ev
+				found = ev
+				return nil
 			}
 		}
+		b, _ := os.ReadFile(e.logPth)
+		return fmt.Errorf("labha logged no %q; log:\n%s", msg, b)
+	}); err != nil {
+		e.t.Fatal(err)
 	}
-	b, _ := os.ReadFile(e.logPth)
-	e.t.Fatalf("labha logged no %q within %v; log:\n%s", msg, d, b)
-	return nil
+	return found
 }
 
 func TestHomeAgentInLab(t *testing.T) {
@@ -386,7 +392,7 @@ func TestHomeAgentInLab(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start labha: %v", err)
 	}
-	e.waitEvent(labha.EventReady, 10*time.Second)
+	e.waitEvent(ctx, labha.EventReady, 10*time.Second)
 	home := mipv6.FlagA | mipv6.FlagH
 
 	// The correspondent reaches the guest at home, so the home router caches
@@ -462,7 +468,8 @@ func TestHomeAgentInLab(t *testing.T) {
 	// after the home router gave up on the guest's MAC: the Home Agent's
 	// Neighbor Advertisement had no Override flag, so the router kept the
 	// cached MAC (STALE), waited in DELAY, probed it unicast, failed, and
-	// only then resolved the home address again (HOME-AGENT.md: 8.4-9.1 s).
+	// only then resolved the home address again, 8.4-9.1 s later with a real
+	// Home Agent (see docs/home-agents.md).
 	wait = e.startCapture(ctx, "capture41", "WAIT=20s")
 	pingCtx, stopPing := context.WithCancel(ctx)
 	ping := l.Command(pingCtx, "cn", "ping", "-6", "-n", "-i", "0.2", "-c", "100", lab.HoA.String())
@@ -517,7 +524,7 @@ func TestHomeAgentInLab(t *testing.T) {
 	if !res.Got || res.Status != 0 || res.Lifetime != 1 {
 		t.Fatalf("short registration: got %+v, want status 0 lifetime 1", res)
 	}
-	expired := e.waitEvent(labha.EventBindingExpired, 8*time.Second)
+	expired := e.waitEvent(ctx, labha.EventBindingExpired, 8*time.Second)
 	var accepted map[string]any
 	for _, ev := range e.events() {
 		if ev["msg"] == labha.EventBindingAdded && ev["seq"] == float64(20) {
@@ -549,7 +556,7 @@ func TestHomeAgentInLab(t *testing.T) {
 	if err := e.ha.Wait(); err != nil {
 		t.Errorf("labha exit: %v", err)
 	}
-	stopped := e.waitEvent(labha.EventStopped, time.Second)
+	stopped := e.waitEvent(ctx, labha.EventStopped, time.Second)
 	if n, _ := stopped["tunnel_out"].(float64); n < 2 {
 		t.Errorf("got tunnel_out = %v, want at least 2 (ping, echo reply from cn)", stopped["tunnel_out"])
 	}

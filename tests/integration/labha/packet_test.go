@@ -10,11 +10,11 @@ import (
 	"testing"
 
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/mdlayher/ndp"
 )
 
 var (
-	testCN  = netip.MustParseAddr("2001:db8:1000::100")
 	testMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
 )
 
@@ -27,8 +27,8 @@ func echoRequest(src, dst netip.Addr, hopLimit uint8) []byte {
 }
 
 func TestEncapsulate(t *testing.T) {
-	inner := echoRequest(testCN, testHoA, 63)
-	pkt := Encapsulate(nil, testHA, testCoA, inner)
+	inner := echoRequest(lab.CNAddr, lab.HoA, 63)
+	pkt := Encapsulate(nil, lab.HAAddr, lab.CareOfAddr, inner)
 	if len(pkt) != len(inner)+TunnelOverhead {
 		t.Fatalf("got length = %d, want %d", len(pkt), len(inner)+TunnelOverhead)
 	}
@@ -42,8 +42,8 @@ func TestEncapsulate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got Decapsulate error = %v, want nil", err)
 	}
-	if src != testHA || dst != testCoA {
-		t.Errorf("got outer = %v -> %v, want %v -> %v", src, dst, testHA, testCoA)
+	if src != lab.HAAddr || dst != lab.CareOfAddr {
+		t.Errorf("got outer = %v -> %v, want %v -> %v", src, dst, lab.HAAddr, lab.CareOfAddr)
 	}
 	if !bytes.Equal(in, inner) {
 		t.Errorf("got inner = %x, want %x", in, inner)
@@ -56,8 +56,8 @@ func TestEncapsulate(t *testing.T) {
 }
 
 func TestDecapsulateErrors(t *testing.T) {
-	good := Encapsulate(nil, testCoA, testHA, echoRequest(testHoA, testCN, 64))
-	notTunnel := echoRequest(testCoA, testHA, 64)
+	good := Encapsulate(nil, lab.CareOfAddr, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64))
+	notTunnel := echoRequest(lab.CareOfAddr, lab.HAAddr, 64)
 	short := append([]byte(nil), good[:len(good)-1]...)
 	for _, pkt := range [][]byte{nil, good[:20], notTunnel, short} {
 		if _, _, _, err := Decapsulate(pkt); err == nil {
@@ -68,8 +68,8 @@ func TestDecapsulateErrors(t *testing.T) {
 
 func TestCheckReverse(t *testing.T) {
 	lookup := func(a netip.Addr) (Binding, bool) {
-		if a == testHoA {
-			return Binding{HomeAddress: testHoA, CareOf: testCoA}, true
+		if a == lab.HoA {
+			return Binding{HomeAddress: lab.HoA, CareOf: lab.CareOfAddr}, true
 		}
 		return Binding{}, false
 	}
@@ -79,31 +79,31 @@ func TestCheckReverse(t *testing.T) {
 		inner         []byte
 		wantErr       bool
 	}{
-		{"registered care-of address", testCoA, testHA, echoRequest(testHoA, testCN, 64), false},
-		{"other care-of address", testCoA2, testHA, echoRequest(testHoA, testCN, 64), true},
-		{"outer destination not the home agent", testCoA, testHoA2, echoRequest(testHoA, testCN, 64), true},
-		{"inner source without binding", testCoA, testHA, echoRequest(testHoA2, testCN, 64), true},
-		{"inner not IPv6", testCoA, testHA, []byte{0x45, 0, 0, 0}, true},
+		{"registered care-of address", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), false},
+		{"other care-of address", lab.CareOfAddrC, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), true},
+		{"outer destination not the home agent", lab.CareOfAddr, lab.VM2.HoA, echoRequest(lab.HoA, lab.CNAddr, 64), true},
+		{"inner source without binding", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.VM2.HoA, lab.CNAddr, 64), true},
+		{"inner not IPv6", lab.CareOfAddr, lab.HAAddr, []byte{0x45, 0, 0, 0}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			hoa, err := CheckReverse(tt.outerSrc, tt.dst, testHA, tt.inner, lookup)
+			hoa, err := CheckReverse(tt.outerSrc, tt.dst, lab.HAAddr, tt.inner, lookup)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("got CheckReverse error = %v, want error %v", err, tt.wantErr)
 			}
 			if err != nil && !errors.Is(err, ErrReverseTunnel) && !errors.Is(err, ErrNotIPv6) {
 				t.Errorf("got error = %v, want ErrReverseTunnel or ErrNotIPv6", err)
 			}
-			if err == nil && hoa != testHoA {
-				t.Errorf("got home address = %v, want %v", hoa, testHoA)
+			if err == nil && hoa != lab.HoA {
+				t.Errorf("got home address = %v, want %v", hoa, lab.HoA)
 			}
 		})
 	}
 }
 
 func TestInsertRH2(t *testing.T) {
-	orig := echoRequest(testHA, testHoA, 64)
-	pkt, err := InsertRH2(nil, orig, testCoA)
+	orig := echoRequest(lab.HAAddr, lab.HoA, 64)
+	pkt, err := InsertRH2(nil, orig, lab.CareOfAddr)
 	if err != nil {
 		t.Fatalf("got InsertRH2 error = %v, want nil", err)
 	}
@@ -111,11 +111,11 @@ func TestInsertRH2(t *testing.T) {
 		t.Fatalf("got invalid packet: %v", err)
 	}
 	src, dst := addrs(pkt)
-	if src != testHA || dst != testCoA {
-		t.Errorf("got %v -> %v, want %v -> %v", src, dst, testHA, testCoA)
+	if src != lab.HAAddr || dst != lab.CareOfAddr {
+		t.Errorf("got %v -> %v, want %v -> %v", src, dst, lab.HAAddr, lab.CareOfAddr)
 	}
 	rh := pkt[ipv6HeaderLen : ipv6HeaderLen+rh2Len]
-	want := append([]byte{mipv6.IPProtoICMPv6, 2, 2, 1, 0, 0, 0, 0}, testHoA.AsSlice()...)
+	want := append([]byte{mipv6.IPProtoICMPv6, 2, 2, 1, 0, 0, 0, 0}, lab.HoA.AsSlice()...)
 	if pkt[ipv6NextHdr] != mipv6.IPProtoRouting || !bytes.Equal(rh, want) {
 		t.Errorf("got next header %d, routing header %x, want 43, %x", pkt[ipv6NextHdr], rh, want)
 	}
@@ -131,7 +131,7 @@ func TestInsertRH2(t *testing.T) {
 	if !bytes.Equal(back[ipv6HeaderLen:], orig[ipv6HeaderLen:]) || back[ipv6NextHdr] != orig[ipv6NextHdr] {
 		t.Errorf("got stripped %x, want payload of %x", back, orig)
 	}
-	if _, err := InsertRH2(nil, orig[:30], testCoA); err == nil {
+	if _, err := InsertRH2(nil, orig[:30], lab.CareOfAddr); err == nil {
 		t.Errorf("got InsertRH2 of a truncated packet error = nil, want an error")
 	}
 }
@@ -139,7 +139,7 @@ func TestInsertRH2(t *testing.T) {
 // TestBindingAckAtHome checks the Binding Acknowledgement sendBA sends when
 // the home address is the care-of address: no routing header, valid checksum.
 func TestBindingAckAtHome(t *testing.T) {
-	pkt := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: testHA, Dst: testCoA, HomeAddress: testCoA, Status: 133, Sequence: 9})
+	pkt := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: lab.HAAddr, Dst: lab.CareOfAddr, HomeAddress: lab.CareOfAddr, Status: 133, Sequence: 9})
 	if err := checkIPv6(pkt); err != nil {
 		t.Fatalf("got invalid packet: %v", err)
 	}
@@ -150,7 +150,7 @@ func TestBindingAckAtHome(t *testing.T) {
 	if err != nil {
 		t.Fatalf("got ParseMobilityHeader error = %v", err)
 	}
-	if want := mipv6.MHChecksum(testHA, testCoA, mh); mh.Checksum() != want {
+	if want := mipv6.MHChecksum(lab.HAAddr, lab.CareOfAddr, mh); mh.Checksum() != want {
 		t.Errorf("got checksum = %#x, want %#x", mh.Checksum(), want)
 	}
 	ba := mipv6.BindingAck(mh.MessageData())
@@ -160,7 +160,7 @@ func TestBindingAckAtHome(t *testing.T) {
 }
 
 func TestDADProbe(t *testing.T) {
-	pkt, mac, err := DADProbe(testHoA)
+	pkt, mac, err := DADProbe(lab.HoA)
 	if err != nil {
 		t.Fatalf("got DADProbe error = %v", err)
 	}
@@ -179,8 +179,8 @@ func TestDADProbe(t *testing.T) {
 		t.Fatalf("got ParseMessage error = %v", err)
 	}
 	ns, ok := m.(*ndp.NeighborSolicitation)
-	if !ok || ns.TargetAddress != testHoA || len(ns.Options) != 0 {
-		t.Errorf("got %#v, want an NS for %v without options", m, testHoA)
+	if !ok || ns.TargetAddress != lab.HoA || len(ns.Options) != 0 {
+		t.Errorf("got %#v, want an NS for %v without options", m, lab.HoA)
 	}
 	if err := checkICMPv6Checksum(pkt); err != nil {
 		t.Error(err)
@@ -188,7 +188,7 @@ func TestDADProbe(t *testing.T) {
 }
 
 func TestProxyAdvertisement(t *testing.T) {
-	pkt, mac, err := ProxyAdvertisement(testHA, testHoA, testMAC)
+	pkt, mac, err := ProxyAdvertisement(lab.HAAddr, lab.HoA, testMAC)
 	if err != nil {
 		t.Fatalf("got ProxyAdvertisement error = %v", err)
 	}
@@ -196,8 +196,8 @@ func TestProxyAdvertisement(t *testing.T) {
 		t.Errorf("got MAC = %v, want %v", mac, want)
 	}
 	src, dst := addrs(pkt)
-	if src != testHA || dst != allNodes {
-		t.Errorf("got %v -> %v, want %v -> ff02::1", src, dst, testHA)
+	if src != lab.HAAddr || dst != allNodes {
+		t.Errorf("got %v -> %v, want %v -> ff02::1", src, dst, lab.HAAddr)
 	}
 	m, err := ndp.ParseMessage(pkt[ipv6HeaderLen:])
 	if err != nil {
@@ -208,8 +208,8 @@ func TestProxyAdvertisement(t *testing.T) {
 		t.Fatalf("got %T, want *ndp.NeighborAdvertisement", m)
 	}
 	// Router set, Override clear: the detail that delays the home router.
-	if !na.Router || na.Override || na.Solicited || na.TargetAddress != testHoA {
-		t.Errorf("got R=%v O=%v S=%v target %v, want R=true O=false S=false target %v", na.Router, na.Override, na.Solicited, na.TargetAddress, testHoA)
+	if !na.Router || na.Override || na.Solicited || na.TargetAddress != lab.HoA {
+		t.Errorf("got R=%v O=%v S=%v target %v, want R=true O=false S=false target %v", na.Router, na.Override, na.Solicited, na.TargetAddress, lab.HoA)
 	}
 	if len(na.Options) != 1 {
 		t.Fatalf("got %d options, want 1", len(na.Options))
@@ -254,7 +254,7 @@ func checkICMPv6Checksum(pkt []byte) error {
 
 func TestDADConflict(t *testing.T) {
 	na := func(target netip.Addr) []byte {
-		p, err := ndPacket(&ndp.NeighborAdvertisement{Override: true, TargetAddress: target}, testHoA, allNodes)
+		p, err := ndPacket(&ndp.NeighborAdvertisement{Override: true, TargetAddress: target}, lab.HoA, allNodes)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,24 +272,24 @@ func TestDADConflict(t *testing.T) {
 		pkt  []byte
 		want bool
 	}{
-		{"NA for the target", na(testHoA), true},
-		{"NA for another address", na(testHoA2), false},
+		{"NA for the target", na(lab.HoA), true},
+		{"NA for another address", na(lab.VM2.HoA), false},
 		// mip6d watches Neighbor Advertisements only.
-		{"another node's DAD probe", ns(netip.IPv6Unspecified(), testHoA), false},
-		{"ordinary NS for the target", ns(testCN, testHoA), false},
-		{"echo request", echoRequest(testCN, testHoA, 64), false},
+		{"another node's DAD probe", ns(netip.IPv6Unspecified(), lab.HoA), false},
+		{"ordinary NS for the target", ns(lab.CNAddr, lab.HoA), false},
+		{"echo request", echoRequest(lab.CNAddr, lab.HoA, 64), false},
 		{"garbage", []byte{1, 2, 3}, false},
 	}
 	for _, tt := range tests {
-		if got := DADConflict(tt.pkt, testHoA); got != tt.want {
+		if got := DADConflict(tt.pkt, lab.HoA); got != tt.want {
 			t.Errorf("%s: got DADConflict = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }
 
 func FuzzDecapsulate(f *testing.F) {
-	f.Add(Encapsulate(nil, testCoA, testHA, echoRequest(testHoA, testCN, 64)))
-	f.Add(echoRequest(testCN, testHoA, 64))
+	f.Add(Encapsulate(nil, lab.CareOfAddr, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64)))
+	f.Add(echoRequest(lab.CNAddr, lab.HoA, 64))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		src, dst, inner, err := Decapsulate(pkt)
 		if err != nil {
@@ -305,9 +305,9 @@ func FuzzDecapsulate(f *testing.F) {
 }
 
 func FuzzInsertRH2(f *testing.F) {
-	f.Add(echoRequest(testHA, testHoA, 64))
+	f.Add(echoRequest(lab.HAAddr, lab.HoA, 64))
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		out, err := InsertRH2(nil, pkt, testCoA)
+		out, err := InsertRH2(nil, pkt, lab.CareOfAddr)
 		if err != nil {
 			return
 		}
@@ -326,12 +326,12 @@ func FuzzInsertRH2(f *testing.F) {
 }
 
 func FuzzDADConflict(f *testing.F) {
-	p, _, _ := ProxyAdvertisement(testHA, testHoA, testMAC)
+	p, _, _ := ProxyAdvertisement(lab.HAAddr, lab.HoA, testMAC)
 	f.Add(p)
-	p, _, _ = DADProbe(testHoA)
+	p, _, _ = DADProbe(lab.HoA)
 	f.Add(p)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		DADConflict(pkt, testHoA)
+		DADConflict(pkt, lab.HoA)
 	})
 }
 

@@ -1,6 +1,6 @@
 // Package qemu runs real QEMU guests on the hosts of the netns lab (package
-// lab) and live-migrates them between hosts, for the tests of issue 5: a VM
-// that moves between Open vSwitch hosts stays reachable at its home address.
+// lab) and live-migrates them between hosts, for the tests that a VM that
+// moves between Open vSwitch hosts stays reachable at its home address.
 //
 // BuildImage makes the guest: Debian's cloud kernel (fetched with apt-get
 // download and cached, never installed) and an initramfs of busybox-static,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Mobility Header types (RFC 6275 §6.1.2) a hop's capture looks for.
@@ -269,11 +270,10 @@ type HopOptions struct {
 	To, Name string
 	// Tap is the destination's tap (lab.GuestPort when empty).
 	Tap string
-	// ProbeInterval paces the correspondent's probes (10 ms when zero);
-	// Lead is how long they run before the destination starts (1 s when
-	// zero) and Tail how long after the guest is reachable again (500 ms
-	// when zero).
-	ProbeInterval, Lead, Tail time.Duration
+	// ProbeInterval paces the correspondent's probes (10 ms when zero).
+	// They start being answered before the destination starts, and end
+	// with an answer after kgswitch on the destination settled.
+	ProbeInterval time.Duration
 	// ReachTimeout bounds the wait for the guest to answer after the
 	// migration (30 s when zero), and SettleTimeout the wait after that
 	// for kgswitch on the destination to finish its signalling (5 s when
@@ -291,12 +291,6 @@ type HopOptions struct {
 func (o *HopOptions) setDefaults() {
 	if o.ProbeInterval == 0 {
 		o.ProbeInterval = 10 * time.Millisecond
-	}
-	if o.Lead == 0 {
-		o.Lead = time.Second
-	}
-	if o.Tail == 0 {
-		o.Tail = 500 * time.Millisecond
 	}
 	if o.ReachTimeout == 0 {
 		o.ReachTimeout = 30 * time.Second
@@ -318,16 +312,18 @@ func (o *HopOptions) setDefaults() {
 // it, a correspondent (cn) probes the guest's home address and a capture on
 // the destination's uplink records the mobility signalling. RunHop returns
 // once cn reaches the guest again and kgswitch on the destination has
-// settled (its binding bound, or de-registered at home; a binding that does
-// not settle within SettleTimeout is left for the caller to judge from the
+// settled (its binding bound; at home, de-registered and the neighbours
+// told with its Override advertisements; a binding that does not settle
+// within SettleTimeout is left for the caller to judge from the
 // signalling), or with an error; the destination VM is returned whenever
 // it was started, also with an error.
 func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	opt.setDefaults()
 	e := opt.Env
 	h := Hop{From: src.Host, To: opt.To}
-	signalFrom := scenario.CareOf(opt.To)
-	if lab.HomePrefix.Contains(signalFrom) {
+	signalFrom := lab.HostAddr(opt.To)
+	home := lab.HomePrefix.Contains(signalFrom)
+	if home {
 		// At home kgswitch de-registers on the guest's behalf, from the
 		// home address (RFC 6275 §11.5.4).
 		signalFrom = lab.HoA
@@ -366,7 +362,9 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 			pings.Stop()
 		}
 	}()
-	time.Sleep(opt.Lead)
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 10*time.Second); err != nil {
+		return nil, h, fmt.Errorf("hop %s -> %s: before the migration: %w", h.From, h.To, err)
+	}
 
 	h.Started = time.Now()
 	dst, err := Start(ctx, Config{Lab: e.Lab, Host: opt.To, Name: opt.Name, Image: opt.Image, Tap: opt.Tap, Incoming: true, Logf: opt.Logf})
@@ -387,8 +385,10 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 		return dst, h, fmt.Errorf("hop %s -> %s: %w", h.From, h.To, err)
 	}
 	h.Reachable = time.Now()
-	waitSettled(ctx, e, opt.To, opt.Tap, opt.SettleTimeout)
-	time.Sleep(opt.Tail)
+	waitSettled(ctx, e, opt.To, opt.Tap, home, opt.SettleTimeout)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		return dst, h, fmt.Errorf("hop %s -> %s: after the migration: %w", h.From, h.To, err)
+	}
 	h.Probes, pinging = pings.Stop(), false
 	capture.Stop()
 	captured = true
@@ -428,20 +428,27 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	return dst, h, nil
 }
 
-// waitSettled waits until kgswitch on host has no Binding Update of port
-// outstanding, or timeout passes.
-func waitSettled(ctx context.Context, e *scenario.Env, host, port string, timeout time.Duration) {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+// waitSettled waits until kgswitch on host is done with the guest's arrival
+// on port, or timeout passes: no Binding Update outstanding, and on the home
+// host the return over (the Home Agent's binding removed and the neighbours
+// told, which takes kgswitch's three Override advertisements, one a second).
+func waitSettled(ctx context.Context, e *scenario.Env, host, port string, home bool, timeout time.Duration) {
+	_ = wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
 		st, err := e.Status(ctx, host, port)
-		if err == nil {
+		if err != nil {
+			return err
+		}
+		if home && st.Location == "home" && st.BindingState == "" {
+			return nil
+		}
+		if !home {
 			switch st.BindingState {
 			case "", "bound", "deregistered":
-				return
+				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("kgswitch on %s: %s is %s/%s", host, port, st.Location, st.BindingState)
+	})
 }
 
 // lostProbes returns when cn sent the echo requests of its probe stream

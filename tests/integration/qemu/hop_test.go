@@ -8,13 +8,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
-)
-
-var (
-	coaB = netip.MustParseAddr("2001:db8:3000::3")
-	ha   = netip.MustParseAddr("2001:db8:2000::1")
-	hoa  = netip.MustParseAddr("2001:db8:2000::10")
 )
 
 func TestParseMobility(t *testing.T) {
@@ -26,13 +21,14 @@ func TestParseMobility(t *testing.T) {
 		{name: "empty", out: "\n"},
 		{
 			name: "bu and ba",
-			// A BA with a type 2 routing header: tshark lists the routing
-			// header's address after the IPv6 header's.
+			// tshark's lines for the lab's care-of address, Home Agent
+			// and home address. A BA with a type 2 routing header: tshark
+			// lists the routing header's address after the IPv6 header's.
 			out: "1700000000.123456789\t2001:db8:3000::3\t2001:db8:2000::1\t5\t38414\t150\t\t\t\n" +
 				"1700000001.5\t2001:db8:2000::1\t2001:db8:3000::3,2001:db8:2000::10\t6\t\t\t0\t38414\t150\n",
 			want: []MobilityMessage{
-				{At: time.Unix(1700000000, 123456789), Type: MHBindingUpdate, Src: coaB, Dst: ha, Seq: 38414, Lifetime: 150},
-				{At: time.Unix(1700000001, 500000000), Type: MHBindingAck, Src: ha, Dst: coaB, Seq: 38414, Status: 0, Lifetime: 150},
+				{At: time.Unix(1700000000, 123456789), Type: MHBindingUpdate, Src: lab.CareOfAddr, Dst: lab.HAAddr, Seq: 38414, Lifetime: 150},
+				{At: time.Unix(1700000001, 500000000), Type: MHBindingAck, Src: lab.HAAddr, Dst: lab.CareOfAddr, Seq: 38414, Status: 0, Lifetime: 150},
 			},
 		},
 		{
@@ -40,7 +36,7 @@ func TestParseMobility(t *testing.T) {
 			out: "1700000002.000001\t2001:db8:2000::1\t2001:db8:3000::3\t6\t\t\t135\t1410\t0\n" +
 				"1700000003\t2001:db8:2000::1\t2001:db8:3000::3\t7\t\t\t\t\t\n",
 			want: []MobilityMessage{
-				{At: time.Unix(1700000002, 1000), Type: MHBindingAck, Src: ha, Dst: coaB, Seq: 1410, Status: 135},
+				{At: time.Unix(1700000002, 1000), Type: MHBindingAck, Src: lab.HAAddr, Dst: lab.CareOfAddr, Seq: 1410, Status: 135},
 			},
 		},
 		{name: "too few fields", out: "1700000000.1\t2001:db8:3000::3\t5\n", wantErr: true},
@@ -95,10 +91,10 @@ func TestHopFigures(t *testing.T) {
 	stop := time.Unix(1700000000, 0)
 	at := func(ms int) time.Time { return stop.Add(time.Duration(ms) * time.Millisecond) }
 	bu := func(ms int, seq uint16) MobilityMessage {
-		return MobilityMessage{At: at(ms), Type: MHBindingUpdate, Src: coaB, Dst: ha, Seq: seq, Lifetime: 150}
+		return MobilityMessage{At: at(ms), Type: MHBindingUpdate, Src: lab.CareOfAddr, Dst: lab.HAAddr, Seq: seq, Lifetime: 150}
 	}
 	ba := func(ms int, seq uint16, status int) MobilityMessage {
-		return MobilityMessage{At: at(ms), Type: MHBindingAck, Src: ha, Dst: coaB, Seq: seq, Status: status, Lifetime: 150}
+		return MobilityMessage{At: at(ms), Type: MHBindingAck, Src: lab.HAAddr, Dst: lab.CareOfAddr, Seq: seq, Status: status, Lifetime: 150}
 	}
 	h := Hop{
 		From: "hostB", To: "hostC",
@@ -132,7 +128,7 @@ func TestHopFigures(t *testing.T) {
 	// A de-registration from home sent before STOP is early, and shows as
 	// a negative RESUME -> BU.
 	home := Hop{From: "hostB", To: "hostA", Migration: Report{Stop: at(0), Resume: at(5)},
-		Updates: []MobilityMessage{{At: at(-300), Type: MHBindingUpdate, Src: hoa, Dst: ha, Seq: 7}}}
+		Updates: []MobilityMessage{{At: at(-300), Type: MHBindingUpdate, Src: lab.HoA, Dst: lab.HAAddr, Seq: 7}}}
 	if got := home.Early(); len(got) != 1 || got[0].Seq != 7 {
 		t.Errorf("got Early = %+v, want the update of seq 7", got)
 	}

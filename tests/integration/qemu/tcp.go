@@ -11,6 +11,7 @@ import (
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // GuestTCP is a paced TCP echo stream from cn to tcpcheck serving in a QEMU
@@ -30,16 +31,14 @@ func StartGuestTCP(ctx context.Context, e *scenario.Env, vm *VM, total, rate int
 	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f /tmp/serve.*; tcpcheck serve -listen '[::]:5001' -timeout %s >/tmp/serve.json 2>/tmp/serve.err &", timeout)); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if err := wait.Until(ctx, 10*time.Second, 50*time.Millisecond, func() error {
 		out, err := vm.Shell(ctx, "cat /tmp/serve.err")
-		if err == nil && strings.Contains(out, "listening") {
-			break
+		if err != nil || !strings.Contains(out, "listening") {
+			return fmt.Errorf("tcpcheck serve in the guest: not listening (%v): %q", err, out)
 		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("tcpcheck serve in the guest: not listening after 10s (%v): %q", err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return nil
+	}); err != nil {
+		return nil, err
 	}
 	s := &GuestTCP{}
 	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
@@ -59,20 +58,17 @@ func (s *GuestTCP) Wait(ctx context.Context, vm *VM) (client, server scenario.TC
 	if err := json.Unmarshal(s.out.Bytes(), &client); err != nil {
 		return client, server, fmt.Errorf("tcpcheck send on cn (%v): %q", cerr, s.out.String())
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	err = wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
 		out, err := vm.Shell(ctx, "cat /tmp/serve.json")
-		if err == nil && strings.HasPrefix(out, "{") {
-			if err := json.Unmarshal([]byte(out), &server); err != nil {
-				return client, server, fmt.Errorf("tcpcheck serve in the guest: %q: %v", out, err)
-			}
-			return client, server, nil
+		if err != nil || !strings.HasPrefix(out, "{") {
+			return fmt.Errorf("tcpcheck serve in the guest: no report (%v): %q", err, out)
 		}
-		if time.Now().After(deadline) {
-			return client, server, fmt.Errorf("tcpcheck serve in the guest: no report after 10s (%v): %q", err, out)
+		if err := json.Unmarshal([]byte(out), &server); err != nil {
+			return wait.Fatal(fmt.Errorf("tcpcheck serve in the guest: %q: %v", out, err))
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return client, server, err
 }
 
 // End is when the stream ended, by cn's report.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Config describes one QEMU guest on a lab host.
@@ -289,17 +290,13 @@ func (vm *VM) tapUp(ctx context.Context) error {
 	if err := vm.ipn(ctx, "link", "set", cfg.Tap, "up"); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	return wait.Until(ctx, 5*time.Second, 20*time.Millisecond, func() error {
 		out, err := exec.CommandContext(ctx, vm.tools.ip, "-n", cfg.Lab.NS(cfg.Host), "-o", "link", "show", cfg.Tap).CombinedOutput()
-		if err == nil && strings.Contains(string(out), "state UP") {
-			return nil
+		if err != nil || !strings.Contains(string(out), "state UP") {
+			return fmt.Errorf("tap %s on %s not up: %s", cfg.Tap, cfg.Host, out)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("tap %s on %s not up after 5s: %s", cfg.Tap, cfg.Host, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func (vm *VM) ipn(ctx context.Context, args ...string) error {

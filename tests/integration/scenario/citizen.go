@@ -13,21 +13,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // KgswitchCookie selects kgswitch's flows in ovs-ofctl: every flow it
 // installs has 0x6b67 in its cookie's top 16 bits.
 const KgswitchCookie = "cookie=0x6b67000000000000/0xffff000000000000"
-
-// processRunning reports whether pid exists and is not a zombie.
-func processRunning(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
-}
 
 // StopKgswitch ends a kgswitch started by RunKgswitch with sig (SIGKILL for a
 // crash, SIGTERM for a clean stop) and reaps it; it returns the exit error
@@ -168,17 +160,13 @@ func (e *Env) ExternalID(ctx context.Context, host, iface, key string) (string, 
 
 // WaitExternalID waits until key in iface's external_ids on host is want.
 func (e *Env) WaitExternalID(ctx context.Context, host, iface, key, want string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	return wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
 		got, err := e.ExternalID(ctx, host, iface, key)
-		if err == nil && got == want {
-			return nil
+		if err != nil || got != want {
+			return fmt.Errorf("%s external_ids:%s on %s is %q (err %v), not %q", iface, key, host, got, err, want)
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%s external_ids:%s on %s is %q (err %v), not %q after %v", iface, key, host, got, err, want, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // StatusAll returns `kgswitch status --json` on host: every VM it knows.

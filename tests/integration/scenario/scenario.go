@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 
 	vswitch "github.com/kgswitch/kgswitch/switch"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Binaries are the programs a scenario runs inside the lab.
@@ -145,21 +145,6 @@ func (e *Env) KgswitchLog(host string) string {
 	return filepath.Join(e.Lab.Dir, host+"-kgswitch.log")
 }
 
-// CareOf returns host's own address on its LAN, the care-of address kgswitch
-// there registers for a guest away from home (on hostA, the home link, it is
-// never used as one); the zero Addr for a node that is no host.
-func CareOf(host string) netip.Addr {
-	switch host {
-	case "hostA":
-		return lab.HostAAddr
-	case "hostB":
-		return lab.CareOfAddr
-	case "hostC":
-		return lab.CareOfAddrC
-	}
-	return netip.Addr{}
-}
-
 // WriteConfig writes kgswitch's TOML configuration for host; with declareVM the
 // guest's port is declared in it (the port need not exist yet).
 func (e *Env) WriteConfig(host string, declareVM bool) (string, error) {
@@ -191,7 +176,7 @@ type Config struct {
 // home networks and guests of c, and returns its path.
 func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	ovs := e.Lab.OVS(host)
-	coa := CareOf(host)
+	coa := lab.HostAddr(host)
 	if ovs == nil || !coa.IsValid() {
 		return "", fmt.Errorf("write kgswitch config: %q is not a lab host", host)
 	}
@@ -244,16 +229,18 @@ func (e *Env) RunKgswitch(ctx context.Context, host, cfgPath string, extra ...st
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := e.Kgswitch(ctx, host, "status", "--json"); err == nil {
-			return cmd, nil
-		} else if time.Now().After(deadline) || !processRunning(cmd.Process.Pid) {
-			log, _ := os.ReadFile(e.KgswitchLog(host))
-			return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
+	err = wait.Until(ctx, 15*time.Second, 20*time.Millisecond, func() error {
+		_, err := e.Kgswitch(ctx, host, "status", "--json")
+		if err != nil && !lab.ProcessAlive(cmd.Process.Pid) {
+			return wait.Fatal(fmt.Errorf("kgswitch exited: %v", err))
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if err != nil {
+		log, _ := os.ReadFile(e.KgswitchLog(host))
+		return nil, fmt.Errorf("kgswitch on %s did not come up: %v\n%s", host, err, log)
 	}
+	return cmd, nil
 }
 
 // Kgswitch runs a kgswitch CLI command against host's daemon.
@@ -284,19 +271,21 @@ func (e *Env) Status(ctx context.Context, host, port string) (PortStatus, error)
 	return PortStatus{}, fmt.Errorf("kgswitch on %s does not know %s", host, port)
 }
 
-// WaitBinding waits until port's binding on host reaches state.
+// WaitBinding waits until port's binding on host reaches state, and returns
+// port's last status.
 func (e *Env) WaitBinding(ctx context.Context, host, port, state string, timeout time.Duration) (PortStatus, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		st, err := e.Status(ctx, host, port)
-		if err == nil && st.BindingState == state {
-			return st, nil
+	var st PortStatus
+	err := wait.Until(ctx, timeout, 50*time.Millisecond, func() error {
+		var err error
+		if st, err = e.Status(ctx, host, port); err != nil {
+			return fmt.Errorf("binding of %s on %s: %v", port, host, err)
 		}
-		if time.Now().After(deadline) {
-			return st, fmt.Errorf("binding of %s on %s is %q (%s), not %q after %v (err %v)", port, host, st.BindingState, st.Reason, state, timeout, err)
+		if st.BindingState != state {
+			return fmt.Errorf("binding of %s on %s is %q (%s), not %q", port, host, st.BindingState, st.Reason, state)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return st, err
 }
 
 // Ping sends count pings from node to addr and returns how many were answered.
@@ -314,25 +303,17 @@ func (e *Env) Ping(ctx context.Context, node, addr string, count int) (int, erro
 // answered, and returns how long that took; it fails after timeout.
 func (e *Env) WaitReachable(ctx context.Context, node, addr string, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	deadline := start.Add(timeout)
-	for {
-		try := time.Now()
+	err := wait.Until(ctx, timeout, 100*time.Millisecond, func() error {
 		n, err := e.Ping(ctx, node, addr, 1)
 		if n == 1 {
-			return time.Since(start), nil
+			return nil
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			if err == nil {
-				err = errors.New("no answer")
-			}
-			return time.Since(start), fmt.Errorf("%s cannot reach %s after %v (last try: %v)", node, addr, timeout, err)
+		if err == nil {
+			err = errors.New("no answer")
 		}
-		// An immediate error (say, no route yet) must not turn the wait into
-		// a busy loop.
-		if d := 100*time.Millisecond - time.Since(try); d > 0 {
-			time.Sleep(d)
-		}
-	}
+		return fmt.Errorf("%s cannot reach %s (last try: %v)", node, addr, err)
+	})
+	return time.Since(start), err
 }
 
 // PingStream is a background ping at a fixed interval, for counting loss
@@ -382,6 +363,47 @@ type PingResult struct {
 	// FirstAfter is when the first reply after the longest gap arrived.
 	LongestGap time.Duration
 	FirstAfter time.Time
+}
+
+// RepliesAfter returns how many replies arrived after t.
+func (p *PingStream) RepliesAfter(t time.Time) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, at := range p.seen {
+		if at.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitReplies waits until n replies have arrived after since (with the zero
+// time: since the stream started), that is, until the probes go through.
+func (p *PingStream) WaitReplies(ctx context.Context, since time.Time, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 10*time.Millisecond, func() error {
+		if got := p.RepliesAfter(since); got < n {
+			return fmt.Errorf("ping stream: %d replies since %s, want %d", got, since.Format("15:04:05.000"), n)
+		}
+		return nil
+	})
+}
+
+// WaitSent waits until the stream's figures cover n probes: the reply to
+// the nth or a later one has arrived (see Stop).
+func (p *PingStream) WaitSent(ctx context.Context, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 10*time.Millisecond, func() error {
+		p.mu.Lock()
+		highest := 0
+		for s := range p.seen {
+			highest = max(highest, s)
+		}
+		p.mu.Unlock()
+		if highest < n {
+			return fmt.Errorf("ping stream: the highest answered probe is number %d, want %d", highest, n)
+		}
+		return nil
+	})
 }
 
 // Stop ends the stream and counts: a sequence number below the highest answered
@@ -500,6 +522,32 @@ func (c *Capture) Tshark(ctx context.Context, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// Count returns how many frames of the capture match the display filter. The
+// capture may still run: the frame tcpdump is writing at the moment is not
+// counted.
+func (c *Capture) Count(ctx context.Context, filter string) (int, error) {
+	out, err := c.Tshark(ctx, "-Y", filter, "-T", "fields", "-e", "frame.number")
+	if err != nil && !strings.Contains(err.Error(), "cut short in the middle of a packet") {
+		return 0, fmt.Errorf("tshark -Y %q: %v\n%s", filter, err, out)
+	}
+	return len(strings.Fields(out)), nil
+}
+
+// WaitCount waits until at least n frames of the capture match the display
+// filter: until what a test sent or expects has reached the capture.
+func (c *Capture) WaitCount(ctx context.Context, filter string, n int, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 100*time.Millisecond, func() error {
+		got, err := c.Count(ctx, filter)
+		if err != nil {
+			return wait.Fatal(err)
+		}
+		if got < n {
+			return fmt.Errorf("%s holds %d frames matching %q, want %d", filepath.Base(c.Path), got, filter, n)
+		}
+		return nil
+	})
+}
+
 // TCPReport is tcpcheck's JSON report.
 type TCPReport struct {
 	Role       string  `json:"role"`
@@ -511,8 +559,30 @@ type TCPReport struct {
 	Error      string  `json:"error"`
 }
 
+// StreamIntact checks a TCP echo stream from both ends' reports (client: the
+// sender, server: the guest): neither end saw an error (no reset, no
+// timeout), the sender sent all total bytes, and both what the guest received
+// and what came back to the sender are exactly what was sent, by length and
+// SHA-256. It returns nil for an intact stream, else what is wrong.
+func StreamIntact(total int64, client, server TCPReport) error {
+	var errs []error
+	if client.Error != "" || server.Error != "" {
+		errs = append(errs, fmt.Errorf("TCP stream broke: sender %q, guest %q", client.Error, server.Error))
+	}
+	if client.Sent != total || server.Received != client.Sent || server.ReceivedSH != client.SentSHA {
+		errs = append(errs, fmt.Errorf("guest received %d bytes (sha256 %.12s), sender sent %d of %d (sha256 %.12s)",
+			server.Received, server.ReceivedSH, client.Sent, total, client.SentSHA))
+	}
+	if client.Received != client.Sent || client.ReceivedSH != client.SentSHA {
+		errs = append(errs, fmt.Errorf("sender got %d echoed bytes (sha256 %.12s), sent %d (sha256 %.12s)",
+			client.Received, client.ReceivedSH, client.Sent, client.SentSHA))
+	}
+	return errors.Join(errs...)
+}
+
 // TCPStream is a paced TCP echo stream from one node to the guest.
 type TCPStream struct {
+	lab            *lab.Lab
 	server, client *exec.Cmd
 	serverOut      strings.Builder
 	clientOut      strings.Builder
@@ -521,7 +591,7 @@ type TCPStream struct {
 // StartTCPStream starts tcpcheck serve in the guest and tcpcheck send on node
 // towards the guest's home address; total bytes at rate bytes/s.
 func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64) (*TCPStream, error) {
-	s := &TCPStream{}
+	s := &TCPStream{lab: e.Lab}
 	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:5001")
 	s.server.Stdout = &s.serverOut
 	stderr, err := s.server.StderrPipe()
@@ -546,6 +616,18 @@ func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64
 		return nil, err
 	}
 	return s, nil
+}
+
+// WaitEstablished waits until the guest's end of the stream has its
+// connection established: from then on the stream carries data.
+func (s *TCPStream) WaitEstablished(ctx context.Context, timeout time.Duration) error {
+	return wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
+		out, err := s.lab.Run(ctx, "vm", "ss", "-Htn", "state", "established", "sport", "=", ":5001")
+		if err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("tcpcheck serve in the guest has no established connection (%v)", err)
+		}
+		return nil
+	})
 }
 
 // Wait waits for both ends and returns their reports.

@@ -179,10 +179,9 @@ func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error 
 	if err != nil {
 		return err
 	}
-	intact := client.Error == "" && server.Error == "" && client.Sent == total && client.SentSHA == server.ReceivedSH && client.SentSHA == client.ReceivedSH
+	intact := scenario.StreamIntact(total, client, server)
 	fmt.Println()
-	step("TCP stream finished: %d bytes each way in %.1fs, %s", client.Sent, client.Seconds,
-		map[bool]string{true: "no reset, every byte intact (SHA-256 match)", false: "BROKEN: " + client.Error + server.Error}[intact])
+	step("TCP stream finished: %d bytes each way in %.1fs, %s", client.Sent, client.Seconds, streamVerdict(intact))
 	fmt.Println()
 	fmt.Println("Both moves (times from QEMU's QMP events, a capture on the destination's uplink and cn's pings):")
 	fmt.Println("  " + qemu.HopTableHeader)
@@ -193,8 +192,8 @@ func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error 
 	fmt.Println("Leaving home, the Home Agent spends ~1 s on DAD before it takes the home address over; kgswitch on")
 	fmt.Println("hostA holds the frames still sent to the guest's old place and releases them to the Home Agent, so")
 	fmt.Println("that second costs a delay, not a loss. Coming home, kgswitch on hostA de-registers the guest.")
-	if !intact {
-		return fmt.Errorf("TCP stream did not survive intact")
+	if intact != nil {
+		return fmt.Errorf("TCP stream did not survive intact: %w", intact)
 	}
 	return nil
 }
@@ -225,7 +224,7 @@ func timeline(e *scenario.Env, h qemu.Hop) {
 			what = fmt.Sprintf("Binding Update (de-registration, lifetime 0) from the home address, seq %d", m.Seq)
 		}
 		if m.At.Before(r.Stop) {
-			what += " -- before STOP: kgswitch at home does not yet wait for the returning guest"
+			what += " -- before STOP, while the guest still runs on " + h.From
 		}
 		evs = append(evs, event{m.At, what})
 	}
@@ -300,7 +299,8 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	}
 	step("cn pings the guest at %s on its home link: 3/3 answered", hoa)
 
-	stream, err := e.StartTCPStream(ctx, "cn", 4<<20, 192<<10)
+	const total = 4 << 20
+	stream, err := e.StartTCPStream(ctx, "cn", total, 192<<10)
 	if err != nil {
 		return err
 	}
@@ -308,8 +308,13 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	if err != nil {
 		return err
 	}
+	if err := stream.WaitEstablished(ctx, 5*time.Second); err != nil {
+		return err
+	}
+	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+		return err
+	}
 	step("cn opens a TCP echo stream to the guest (4 MiB at 192 KiB/s) and pings it every 10 ms")
-	time.Sleep(2 * time.Second)
 
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		return err
@@ -332,10 +337,12 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	if err != nil {
 		return err
 	}
-	time.Sleep(500 * time.Millisecond)
+	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+		return err
+	}
 	loss := pings.Stop()
-	intact := client.Error == "" && server.Error == "" && client.SentSHA == server.ReceivedSH && client.SentSHA == client.ReceivedSH
-	step("TCP stream finished: %d bytes each way, %s", client.Sent, map[bool]string{true: "no reset, every byte intact (SHA-256 match)", false: "BROKEN: " + client.Error + server.Error}[intact])
+	intact := scenario.StreamIntact(total, client, server)
+	step("TCP stream finished: %d bytes each way, %s", client.Sent, streamVerdict(intact))
 
 	fmt.Println()
 	out, _ := e.Kgswitch(ctx, "hostB", "status")
@@ -347,8 +354,16 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	fmt.Printf("Loss during the move: %d of %d pings at 10 ms lost (longest gap %.2fs).\n", loss.Lost, loss.Sent, loss.LongestGap.Seconds())
 	fmt.Println("The Home Agent spends ~1 s on DAD before it takes the home address over; kgswitch on hostA holds")
 	fmt.Println("the frames still sent to the guest's old place meanwhile and releases them to the Home Agent.")
-	if !intact {
-		return fmt.Errorf("TCP stream did not survive intact")
+	if intact != nil {
+		return fmt.Errorf("TCP stream did not survive intact: %w", intact)
 	}
 	return nil
+}
+
+// streamVerdict says how a TCP echo stream went, given scenario.StreamIntact.
+func streamVerdict(intact error) string {
+	if intact != nil {
+		return "BROKEN: " + intact.Error()
+	}
+	return "no reset, every byte intact (SHA-256 match)"
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
 )
 
@@ -31,9 +32,9 @@ func main() {
 
 func run() error {
 	var (
-		iface     = flag.String("iface", "eth0", "home link interface")
-		addr      = flag.String("addr", "2001:db8:2000::1", "Home Agent address on the home link")
-		prefix    = flag.String("prefix", "2001:db8:2000::/64", "home prefix")
+		iface     = flag.String("iface", lab.Uplink, "home link interface")
+		addr      = flag.String("addr", lab.HAAddr.String(), "Home Agent address on the home link")
+		prefix    = flag.String("prefix", lab.HomePrefix.String(), "home prefix")
 		dad       = flag.Duration("dad", labha.DefaultDADTimeout, "DAD wait before the first Binding Acknowledgement")
 		maxLife   = flag.Duration("max-lifetime", 0, "cap on granted lifetimes (the prefix's valid lifetime); 0 = 262140s")
 		prefixDsc = flag.Bool("prefix-discovery", false, "answer successful registrations with status 1 instead of 0")

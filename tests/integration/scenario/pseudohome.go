@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // Advertise is kgswitch's [home_network.advertise] table: the home router's
@@ -112,18 +113,14 @@ func (e *Env) StartIperf3Server(ctx context.Context, node string) error {
 	if _, err := e.Lab.Start(ctx, node, log, "iperf3", "-s", "-6"); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		// iperf3 buffers what it prints to a file: ask the kernel instead.
-		if out, err := e.Lab.Run(ctx, node, "ss", "-Hltn", "sport", "=", ":5201"); err == nil && strings.Contains(out, "LISTEN") {
-			return nil
-		}
-		if time.Now().After(deadline) {
+	// iperf3 buffers what it prints to a file: ask the kernel instead.
+	return wait.Until(ctx, 5*time.Second, 20*time.Millisecond, func() error {
+		if out, err := e.Lab.Run(ctx, node, "ss", "-Hltn", "sport", "=", ":5201"); err != nil || !strings.Contains(out, "LISTEN") {
 			b, _ := os.ReadFile(log)
 			return fmt.Errorf("iperf3 server in %s does not listen on port 5201: %s", node, b)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // IperfResult is what one iperf3 client run measured at its receiving end.
