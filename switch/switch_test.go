@@ -1213,6 +1213,49 @@ func TestDeparture(t *testing.T) {
 			}
 		}
 	})
+	t.Run("ends once the link is quiet after the takeover", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		waitLocation(t, h, "departed")
+		h.conn.Inject(naFrame(ha, haMAC, hoa))
+		if f := h.nextFrame(t); len(f) == 0 {
+			t.Fatal("no Override advertisement")
+		}
+		// A frame for the old MAC 3 s later keeps the cover 5 s beyond it.
+		h.advance(t, 3*time.Second)
+		h.conn.Inject(toVM(1))
+		if f := h.nextFrame(t); netpkt.Ethernet(f).Dst().String() != haMAC.String() {
+			t.Fatalf("frame to %v, want the Home Agent", netpkt.Ethernet(f).Dst())
+		}
+		h.advance(t, departureQuiet-time.Millisecond)
+		if st := status(h); st.Location != "departed" {
+			t.Fatalf("got %+v before the link was quiet for %v, want departed", st, departureQuiet)
+		}
+		h.advance(t, time.Millisecond)
+		if st := status(h); st.Location != "absent" {
+			t.Fatalf("got %+v after the quiet period, want absent", st)
+		}
+		for _, f := range h.flows.text() {
+			if strings.Contains(f, "dl_dst=52:54:00:00:00:10") {
+				t.Errorf("departure flow left after the cover ended: %s", f)
+			}
+		}
+	})
+	t.Run("gives up when the Home Agent never takes over", func(t *testing.T) {
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		waitLocation(t, h, "departed")
+		h.conn.Inject(toVM(1))
+		h.advance(t, departureGiveUp-time.Millisecond)
+		if st := status(h); st.Location != "departed" || st.Held != 1 {
+			t.Fatalf("got %+v, want still departed with 1 held", st)
+		}
+		h.advance(t, time.Millisecond)
+		if st := status(h); st.Location != "absent" {
+			t.Fatalf("got %+v after %v, want absent", st, departureGiveUp)
+		}
+		h.noFrame(t) // the held frame is never released
+	})
 	t.Run("DAD probe means leaving", func(t *testing.T) {
 		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
 		ns := &ndp.NeighborSolicitation{TargetAddress: hoa}
