@@ -327,17 +327,21 @@ func (h *harness) advance(t *testing.T, d time.Duration) {
 }
 
 // waitFor settles kgswitch until cond holds, for at most 5 s, and reports
-// whether it does: the caller says what was wrong.
+// whether it does: the caller says what was wrong. It returns settled, so
+// what the change that made cond hold asked of OVS is applied too.
 func waitFor(t *testing.T, settle func(*testing.T), cond func() bool) bool {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
+	for {
+		settle(t)
+		if cond() {
+			settle(t)
+			return true
+		}
 		if time.Now().After(deadline) {
 			return false
 		}
-		settle(t)
 	}
-	return true
 }
 
 // status is the status of the VM on port.
