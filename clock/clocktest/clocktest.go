@@ -58,33 +58,6 @@ func (c *Clock) Advance(d time.Duration) {
 	}
 }
 
-// Pending reports whether any timer still holds a firing its owner has not
-// received: a test waits for it to be taken before it looks at the effect.
-func (c *Clock) Pending() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.timers {
-		if len(t.ch) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// NextDeadline returns the earliest deadline of a running timer.
-func (c *Clock) NextDeadline() (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var next time.Time
-	found := false
-	for _, t := range c.timers {
-		if t.armed && (!found || t.at.Before(next)) {
-			next, found = t.at, true
-		}
-	}
-	return next, found
-}
-
 type timer struct {
 	c     *Clock
 	ch    chan time.Time
