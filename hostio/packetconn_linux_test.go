@@ -294,8 +294,15 @@ func TestPacketConnCountsKernelDrops(t *testing.T) {
 			}
 		}
 	}
-	if queued == 0 || uint64(queued)+drops > sent {
-		t.Errorf("read %d queued frames and %d were dropped, of %d sent", queued, drops, sent)
+	// Every frame sent was either read or counted as dropped. The count may
+	// include a frame of the kernel's own (an MLD report or Router
+	// Solicitation on the new link) that met the full queue too.
+	late, err := p.KernelDrops()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queued == 0 || queued > sent || uint64(queued)+drops+late < sent {
+		t.Errorf("read %d queued frames and %d+%d were dropped, of %d sent", queued, drops, late, sent)
 	}
 }
 
