@@ -54,6 +54,7 @@ func (s *Switch) Run(ctx context.Context) error {
 	events := s.deps.DB.Events()
 	s.switchEvents = s.deps.SwitchEvents
 	for {
+		s.iterations.Add(1)
 		s.mirrorState()
 		s.persist()
 		s.armTimer(timer)
@@ -61,7 +62,7 @@ func (s *Switch) Run(ctx context.Context) error {
 		if s.dp != nil {
 			ev = s.dp.Events()
 		}
-		if err := s.step(ctx, events, ev, timer, false); err != nil {
+		if err := s.step(ctx, events, ev, timer); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -71,30 +72,22 @@ func (s *Switch) Run(ctx context.Context) error {
 }
 
 // step waits for one thing to happen and handles it; it returns ctx's error
-// when ctx ended, or why the loop cannot go on. Without block it takes only what is ready, and never a request:
-// whatever the datapath, OVS or the clock reported is handled before the
-// next request, so a request sees their effect.
-func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer, block bool) error {
-	requests := s.requests
-	if !block {
-		requests = nil
-	}
+// when ctx ended, or why the loop cannot go on. Whatever the datapath, OVS or
+// the clock reported is handled before the next request, so a request sees
+// its effect: the first select takes a ready report, the second waits for
+// anything.
+func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer) error {
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case e, ok := <-events:
-		if !ok {
-			return errors.New("OVSDB event stream ended")
-		}
-		s.dbEvent(e)
+		return s.dbEvent(e, ok)
 	case pkt := <-ev.Signal:
 		s.handleSignal(pkt)
 	case key := <-ev.Activate:
 		s.guestSeen(key)
 	case key := <-ev.Leaving:
-		if p := s.byKey[key]; p != nil && p.ofport != 0 && p.atHomeHere() {
-			s.depart(p, "Home Agent probes the home address (DAD)")
-		}
+		s.leaving(key)
 	case t := <-ev.TookOver:
 		s.tookOver(t)
 	case r := <-s.opened:
@@ -102,31 +95,64 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 	case gen := <-s.ovs.applied:
 		s.ovsApplied(gen)
 	case e, ok := <-s.switchEvents:
-		if !ok {
-			s.switchEvents = nil
-			break
-		}
-		s.switchEvent(e)
+		s.switchEvent(e, ok)
 	case <-timer.C():
 		s.tick()
 	case err := <-s.dpErr:
-		// ovs-vswitchd restarted (it re-creates its internal ports) or the
-		// port was deleted: open it again and put every flow back.
-		s.log.Error("internal port failed; reopening it and reinstalling flows", "err", err)
-		s.dropDatapath()
-		s.recoverDatapath()
-	case fn := <-requests:
-		fn()
+		s.portFailed(err)
 	default:
-		if !block {
-			return s.step(ctx, events, ev, timer, true)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-events:
+			return s.dbEvent(e, ok)
+		case pkt := <-ev.Signal:
+			s.handleSignal(pkt)
+		case key := <-ev.Activate:
+			s.guestSeen(key)
+		case key := <-ev.Leaving:
+			s.leaving(key)
+		case t := <-ev.TookOver:
+			s.tookOver(t)
+		case r := <-s.opened:
+			s.portReady(r)
+		case gen := <-s.ovs.applied:
+			s.ovsApplied(gen)
+		case e, ok := <-s.switchEvents:
+			s.switchEvent(e, ok)
+		case <-timer.C():
+			s.tick()
+		case err := <-s.dpErr:
+			s.portFailed(err)
+		case fn := <-s.requests:
+			fn()
 		}
 	}
 	return nil
 }
 
-// dbEvent handles a change in OVSDB.
-func (s *Switch) dbEvent(ev ovsctl.Event) {
+// leaving acts on the Home Agent's DAD probe for the home address of a VM
+// at home here: it is leaving.
+func (s *Switch) leaving(key string) {
+	if p := s.byKey[key]; p != nil && p.ofport != 0 && p.atHomeHere() {
+		s.depart(p, "Home Agent probes the home address (DAD)")
+	}
+}
+
+// portFailed handles a failed internal port: ovs-vswitchd restarted (it
+// re-creates its internal ports) or the port was deleted. It is opened again
+// and every flow put back.
+func (s *Switch) portFailed(err error) {
+	s.log.Error("internal port failed; reopening it and reinstalling flows", "err", err)
+	s.dropDatapath()
+	s.recoverDatapath()
+}
+
+// dbEvent handles a change in OVSDB; ok false means the stream ended.
+func (s *Switch) dbEvent(ev ovsctl.Event, ok bool) error {
+	if !ok {
+		return errors.New("OVSDB event stream ended")
+	}
 	s.handleEvent(ev)
 	switch ev.Kind {
 	case ovsctl.Disconnected:
@@ -139,6 +165,7 @@ func (s *Switch) dbEvent(ev ovsctl.Event) {
 			p.mirrored = nil // write it all again
 		}
 	}
+	return nil
 }
 
 // guestSeen acts on a frame from a guest that kgswitch waits for: it runs on
@@ -159,8 +186,13 @@ func (s *Switch) guestSeen(key string) {
 }
 
 // switchEvent handles ovs-vswitchd going away and coming back: it comes back
-// with empty flow tables and ports without their no-flood bit.
-func (s *Switch) switchEvent(ev ovsctl.SwitchEvent) {
+// with empty flow tables and ports without their no-flood bit. ok false means
+// nobody watches any more.
+func (s *Switch) switchEvent(ev ovsctl.SwitchEvent, ok bool) {
+	if !ok {
+		s.switchEvents = nil
+		return
+	}
 	switch ev.State {
 	case ovsctl.SwitchDown:
 		if !s.switchDown {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kgswitch/kgswitch/clock"
@@ -112,6 +113,8 @@ type Switch struct {
 	runCtx context.Context
 	dpErr  chan error
 	buBuf  []byte
+	// iterations counts the loop's turns: an idle loop must not turn.
+	iterations atomic.Uint64
 }
 
 // origin is how the daemon learnt of a VM.

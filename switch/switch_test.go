@@ -1616,3 +1616,16 @@ func TestRefreshOnTimeWhileOVSDBStalls(t *testing.T) {
 		t.Errorf("got %+v, want refreshing", st)
 	}
 }
+
+// With nothing to do, the control loop waits: it does not turn (a loop that
+// spins takes a core from the guests).
+func TestIdleLoopWaits(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.bind(t)
+	h.settle(t)
+	before := h.sw.iterations.Load()
+	<-time.After(50 * time.Millisecond) // real time passing, nothing happening
+	if turns := h.sw.iterations.Load() - before; turns > 0 {
+		t.Errorf("the idle control loop turned %d times in 50 ms, want 0", turns)
+	}
+}
