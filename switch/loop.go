@@ -3,6 +3,7 @@ package vswitch
 import (
 	"context"
 	"errors"
+	"reflect"
 	"time"
 
 	"github.com/kgswitch/kgswitch/clock"
@@ -71,62 +72,63 @@ func (s *Switch) Run(ctx context.Context) error {
 	}
 }
 
+// What the loop waits on, in the order of step's cases.
+const (
+	caseDone = iota
+	caseOVSDB
+	caseSignal
+	caseActivate
+	caseLeaving
+	caseTookOver
+	caseOpened
+	caseApplied
+	caseSwitch
+	caseTimer
+	casePortFailed
+	numReports // the cases above are reports; a request or the default follows
+)
+
 // step waits for one thing to happen and handles it; it returns ctx's error
 // when ctx ended, or why the loop cannot go on. Whatever the datapath, OVS or
 // the clock reported is handled before the next request, so a request sees
-// its effect: the first select takes a ready report, the second waits for
-// anything.
+// its effect: the first select takes a ready report, the second waits for a
+// report or a request. (reflect.Select, so that both passes share one list.)
 func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer) error {
-	select {
-	case <-ctx.Done():
+	cases := make([]reflect.SelectCase, numReports, numReports+1)
+	for i, ch := range [numReports]any{caseDone: ctx.Done(), caseOVSDB: events, caseSignal: ev.Signal, caseActivate: ev.Activate,
+		caseLeaving: ev.Leaving, caseTookOver: ev.TookOver, caseOpened: s.opened, caseApplied: s.ovs.applied,
+		caseSwitch: s.switchEvents, caseTimer: timer.C(), casePortFailed: s.dpErr} {
+		cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)}
+	}
+	i, v, ok := reflect.Select(append(cases, reflect.SelectCase{Dir: reflect.SelectDefault}))
+	if i == numReports {
+		i, v, ok = reflect.Select(append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.requests)}))
+	}
+	switch i {
+	case caseDone:
 		return ctx.Err()
-	case e, ok := <-events:
-		return s.dbEvent(e, ok)
-	case pkt := <-ev.Signal:
-		s.handleSignal(pkt)
-	case key := <-ev.Activate:
-		s.guestSeen(key)
-	case key := <-ev.Leaving:
-		s.leaving(key)
-	case t := <-ev.TookOver:
-		s.tookOver(t)
-	case r := <-s.opened:
-		s.portReady(r)
-	case gen := <-s.ovs.applied:
-		s.ovsApplied(gen)
-	case e, ok := <-s.switchEvents:
-		s.switchEvent(e, ok)
-	case <-timer.C():
+	case caseOVSDB:
+		return s.dbEvent(v.Interface().(ovsctl.Event), ok)
+	case caseSignal:
+		s.handleSignal(v.Interface().([]byte))
+	case caseActivate:
+		s.guestSeen(v.String())
+	case caseLeaving:
+		s.leaving(v.String())
+	case caseTookOver:
+		s.tookOver(v.Interface().(datapath.Takeover))
+	case caseOpened:
+		s.portReady(v.Interface().(portOpened))
+	case caseApplied:
+		s.ovsApplied(v.Uint())
+	case caseSwitch:
+		s.switchEvent(v.Interface().(ovsctl.SwitchEvent), ok)
+	case caseTimer:
 		s.tick()
-	case err := <-s.dpErr:
-		s.portFailed(err)
-	default:
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-events:
-			return s.dbEvent(e, ok)
-		case pkt := <-ev.Signal:
-			s.handleSignal(pkt)
-		case key := <-ev.Activate:
-			s.guestSeen(key)
-		case key := <-ev.Leaving:
-			s.leaving(key)
-		case t := <-ev.TookOver:
-			s.tookOver(t)
-		case r := <-s.opened:
-			s.portReady(r)
-		case gen := <-s.ovs.applied:
-			s.ovsApplied(gen)
-		case e, ok := <-s.switchEvents:
-			s.switchEvent(e, ok)
-		case <-timer.C():
-			s.tick()
-		case err := <-s.dpErr:
-			s.portFailed(err)
-		case fn := <-s.requests:
-			fn()
-		}
+	case casePortFailed:
+		s.portFailed(v.Interface().(error))
+	default: // a request
+		v.Interface().(func())()
 	}
 	return nil
 }
