@@ -220,13 +220,19 @@ func TestDeparture(t *testing.T) {
 			t.Fatalf("got %+v, want location %s", status(h), want)
 		}
 	}
+	// departedHarness is a home host whose VM's port just left.
+	departedHarness := func(t *testing.T) *harness {
+		t.Helper()
+		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		waitLocation(t, h, "departed")
+		return h
+	}
 	toVM := func(i int) []byte {
 		return datapathtest.EthFrame(guestMAC, lanMAC, datapathtest.UDPPacket(cn, hoa, i))
 	}
 	t.Run("hold, takeover, release", func(t *testing.T) {
-		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
-		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
-		waitLocation(t, h, "departed")
+		h := departedHarness(t)
 		flows := strings.Join(h.flows.text(), "\n")
 		for _, want := range []string{"priority=200,in_port=1,dl_dst=52:54:00:00:00:10", "icmpv6_type=136,nd_target=2001:db8:2000::10"} {
 			if !strings.Contains(flows, want) {
@@ -293,9 +299,7 @@ func TestDeparture(t *testing.T) {
 		}
 	})
 	t.Run("ends once the link is quiet after the takeover", func(t *testing.T) {
-		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
-		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
-		waitLocation(t, h, "departed")
+		h := departedHarness(t)
 		h.conn.Inject(naFrame(ha, haMAC, hoa))
 		if f := h.nextFrame(t); len(f) == 0 {
 			t.Fatal("no Override advertisement")
@@ -321,9 +325,7 @@ func TestDeparture(t *testing.T) {
 		}
 	})
 	t.Run("gives up when the Home Agent never takes over", func(t *testing.T) {
-		h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
-		h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
-		waitLocation(t, h, "departed")
+		h := departedHarness(t)
 		h.conn.Inject(toVM(1))
 		h.advance(t, departureGiveUp-time.Millisecond)
 		if st := status(h); st.Location != "departed" || st.Held != 1 {
