@@ -28,6 +28,25 @@ type FlowTable interface {
 	Dump(cookie, mask uint64) ([]*ovs.Flow, error)
 }
 
+// flowSets are flows by cookie: a cookie with no flows means none at all.
+type flowSets = map[uint64][]*ovs.Flow
+
+// staleCookies returns, as empty sets, every cookie under kgswitch's prefix
+// on the bridge that is not in installed.
+func staleCookies(ft FlowTable, installed map[uint64]bool) (flowSets, error) {
+	flows, err := ft.Dump(ovsctl.Cookie, ovsctl.CookieMask)
+	if err != nil {
+		return nil, err
+	}
+	stale := flowSets{}
+	for _, f := range flows {
+		if !installed[f.Cookie] {
+			stale[f.Cookie] = nil
+		}
+	}
+	return stale, nil
+}
+
 // flowsFor returns, per cookie of p, the flows p's phase needs; an empty set
 // means none.
 func (s *Switch) flowsFor(p *vmPort) map[uint64][]*ovs.Flow {

@@ -6,9 +6,6 @@ import (
 	"maps"
 	"sync"
 	"time"
-
-	"github.com/digitalocean/go-openvswitch/ovs"
-	"github.com/kgswitch/kgswitch/ovsctl"
 )
 
 // ovsQueue applies what the control loop wants of OVS (flow sets by cookie,
@@ -32,7 +29,7 @@ type ovsQueue struct {
 	kick    chan struct{}
 
 	mu        sync.Mutex
-	sets      map[uint64][]*ovs.Flow
+	sets      flowSets
 	noFlood   map[string]bool
 	ids       map[string]map[string]string // interface -> key -> value ("" deletes)
 	reconcile bool
@@ -47,12 +44,12 @@ type ovsQueue struct {
 
 func newOVSQueue(flows FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
 	return &ovsQueue{flows: flows, db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
-		sets: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
+		sets: flowSets{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
 		doneCh: make(chan struct{}), installed: map[uint64]bool{}}
 }
 
 // replace asks for the flows of each cookie in sets to be exactly those.
-func (q *ovsQueue) replace(sets map[uint64][]*ovs.Flow) {
+func (q *ovsQueue) replace(sets flowSets) {
 	q.mu.Lock()
 	maps.Copy(q.sets, sets)
 	q.wishLocked()
@@ -137,7 +134,7 @@ func (q *ovsQueue) run(ctx context.Context) {
 		}
 		q.mu.Lock()
 		sets, noFlood, ids, reconcile, gen := q.sets, q.noFlood, q.ids, q.reconcile, q.queued
-		q.sets, q.noFlood, q.ids, q.reconcile = map[uint64][]*ovs.Flow{}, map[string]bool{}, map[string]map[string]string{}, false
+		q.sets, q.noFlood, q.ids, q.reconcile = flowSets{}, map[string]bool{}, map[string]map[string]string{}, false
 		q.mu.Unlock()
 
 		q.apply(ctx, sets, noFlood, ids, reconcile)
@@ -155,7 +152,7 @@ func (q *ovsQueue) run(ctx context.Context) {
 	}
 }
 
-func (q *ovsQueue) apply(ctx context.Context, sets map[uint64][]*ovs.Flow, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
+func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
 	if len(sets) > 0 {
 		if err := q.flows.ReplaceSets(sets); err != nil {
 			q.log.Error("install flows", "err", err)
@@ -196,16 +193,10 @@ func (q *ovsQueue) apply(ctx context.Context, sets map[uint64][]*ovs.Flow, noFlo
 // removeStale removes flows a previous run installed that no VM needs any
 // more. Flows without kgswitch's cookie prefix are never touched.
 func (q *ovsQueue) removeStale() {
-	flows, err := q.flows.Dump(ovsctl.Cookie, ovsctl.CookieMask)
+	stale, err := staleCookies(q.flows, q.installed)
 	if err != nil {
 		q.log.Warn("list kgswitch's flows", "err", err)
 		return
-	}
-	stale := map[uint64][]*ovs.Flow{}
-	for _, f := range flows {
-		if !q.installed[f.Cookie] {
-			stale[f.Cookie] = nil
-		}
 	}
 	if len(stale) == 0 {
 		return
