@@ -172,10 +172,10 @@ func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error
 	return d, nil
 }
 
-// Connected reports whether DB is connected to ovsdb-server and its
+// isConnected reports whether DB is connected to ovsdb-server and its
 // replica is current. It turns false at most about 100 ms after the
 // connection is lost, with a Disconnected event.
-func (d *DB) Connected() bool {
+func (d *DB) isConnected() bool {
 	return d.connected.Load()
 }
 
@@ -236,13 +236,13 @@ func (d *DB) probe() {
 			return
 		case <-t.C:
 		}
-		if !d.Connected() {
+		if !d.isConnected() {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 		err := d.cli.Echo(ctx)
 		cancel()
-		if err != nil && d.Connected() && !isClosed(d.closing) {
+		if err != nil && d.isConnected() && !isClosed(d.closing) {
 			d.log.Warn("ovsdb-server does not answer echo; reconnecting", "err", err)
 			// Reported here: the watcher cannot see it while a
 			// reconnection attempt waits on the silent server.
@@ -459,10 +459,10 @@ func (d *DB) portBridge(portUUID string) (string, bool) {
 	return "", false
 }
 
-// BridgeOf returns the name of the bridge that holds the interface iface
+// bridgeOf returns the name of the bridge that holds the interface iface
 // (through the Port that lists it). While disconnected it answers from the
 // contents last known.
-func (d *DB) BridgeOf(iface string) (string, bool) {
+func (d *DB) bridgeOf(iface string) (string, bool) {
 	if s := d.snap.Load(); s != nil {
 		br, ok := s.bridgeOf[iface]
 		return br, ok

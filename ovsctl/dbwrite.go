@@ -28,7 +28,7 @@ import (
 // is then unknown until Reconnected.
 func (d *DB) EnsureInternalPort(ctx context.Context, bridge, name string) error {
 	ports, bridges := d.cacheTable(tablePort), d.cacheTable(tableBridge)
-	if !d.Connected() || ports == nil || bridges == nil {
+	if !d.isConnected() || ports == nil || bridges == nil {
 		return fmt.Errorf("ovsctl: add internal port %q to bridge %q: %w", name, bridge, ErrNotConnected)
 	}
 	for pu, m := range ports.RowsShallow() {
@@ -95,7 +95,7 @@ func (d *DB) SetExternalIDs(ctx context.Context, iface string, set map[string]st
 	if len(set) == 0 && len(del) == 0 {
 		return nil
 	}
-	if !d.Connected() || d.cacheTable(tableInterface) == nil {
+	if !d.isConnected() || d.cacheTable(tableInterface) == nil {
 		return fmt.Errorf("ovsctl: set external_ids on interface %q: %w", iface, ErrNotConnected)
 	}
 	// "insert" into a map leaves existing keys alone, so keys being set are

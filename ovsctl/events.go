@@ -82,7 +82,7 @@ const (
 	// Removed means the row is gone; Event.Iface holds its last contents.
 	Removed
 	// Disconnected means the connection to ovsdb-server was lost. DB
-	// keeps reconnecting with backoff; meanwhile Interface and BridgeOf
+	// keeps reconnecting with backoff; meanwhile Interface and bridgeOf
 	// answer from the last known contents and writes fail with
 	// ErrNotConnected. Event.Iface is empty.
 	Disconnected

@@ -156,8 +156,8 @@ func (f *Flows) ReplaceSets(sets map[uint64][]*ovs.Flow) error {
 	return nil
 }
 
-// Delete removes every flow whose cookie is exactly cookie.
-func (f *Flows) Delete(cookie uint64) error {
+// deleteCookie removes every flow whose cookie is exactly cookie.
+func (f *Flows) deleteCookie(cookie uint64) error {
 	if !ownCookie(cookie) {
 		return fmt.Errorf("%w: %#x", ErrForeignCookie, cookie)
 	}

@@ -88,7 +88,7 @@ func TestForeignCookieRefused(t *testing.T) {
 		if err := f.Replace(c, nil); !errors.Is(err, ErrForeignCookie) {
 			t.Errorf("got Replace(%#x) = %v, want ErrForeignCookie", c, err)
 		}
-		if err := f.Delete(c); !errors.Is(err, ErrForeignCookie) {
+		if err := f.deleteCookie(c); !errors.Is(err, ErrForeignCookie) {
 			t.Errorf("got Delete(%#x) = %v, want ErrForeignCookie", c, err)
 		}
 	}
@@ -117,7 +117,7 @@ func TestFlowsCommands(t *testing.T) {
 		do   func(*Flows) error
 		want string
 	}{
-		{"Delete", func(f *Flows) error { return f.Delete(Cookie | 7) },
+		{"Delete", func(f *Flows) error { return f.deleteCookie(Cookie | 7) },
 			"ovs-ofctl del-flows --protocols=OpenFlow14 unix:/run/x/br0.mgmt cookie=0x6b67000000000007/-1"},
 		{"Dump masked", func(f *Flows) error { _, err := f.Dump(Cookie|5, CookieMask); return err },
 			"ovs-ofctl dump-flows unix:/run/x/br0.mgmt --protocols=OpenFlow14 cookie=0x6b67000000000000/0xffff000000000000"},
@@ -161,7 +161,7 @@ func TestFlowsErrorsWrapped(t *testing.T) {
 	fake.out = []byte("ovs-ofctl: unix:/run/x/br0.mgmt: failed to connect to socket")
 	for name, err := range map[string]error{
 		"Replace":    f.Replace(Cookie, nil),
-		"Delete":     f.Delete(Cookie),
+		"Delete":     f.deleteCookie(Cookie),
 		"SetNoFlood": f.SetNoFlood("p", true),
 	} {
 		if err == nil || !strings.Contains(err.Error(), "br0.mgmt") {

@@ -347,8 +347,8 @@ func TestIntegrationDB(t *testing.T) {
 		ev.waitFor(t, "p1 with ifindex", func(e Event) bool {
 			return named("p1", Added, Updated)(e) && e.Iface.IfIndex > 0
 		})
-		if br, ok := d.BridgeOf("p1"); !ok || br != "br0" {
-			t.Errorf("got BridgeOf(p1) = %q, %v, want br0, true", br, ok)
+		if br, ok := d.bridgeOf("p1"); !ok || br != "br0" {
+			t.Errorf("got bridgeOf(p1) = %q, %v, want br0, true", br, ok)
 		}
 		if ifc, ok := d.Interface("p1"); !ok || ifc.OFPort != got.Iface.OFPort {
 			t.Errorf("got Interface(p1) = %+v, %v, want OFPort %d", ifc, ok, got.Iface.OFPort)
@@ -362,8 +362,8 @@ func TestIntegrationDB(t *testing.T) {
 		if _, ok := d.Interface("p1"); ok {
 			t.Errorf("got Interface(p1) ok = true after del-port, want false")
 		}
-		if _, ok := d.BridgeOf("p1"); ok {
-			t.Errorf("got BridgeOf(p1) ok = true after del-port, want false")
+		if _, ok := d.bridgeOf("p1"); ok {
+			t.Errorf("got bridgeOf(p1) ok = true after del-port, want false")
 		}
 	})
 
@@ -420,7 +420,7 @@ func TestIntegrationDB(t *testing.T) {
 		}
 
 		l.vsctl("add-br", "br1", "--", "set", "Bridge", "br1", "datapath_type=netdev")
-		waitUntil(t, "br1 in cache", func() bool { _, ok := d.BridgeOf("br1"); return ok })
+		waitUntil(t, "br1 in cache", func() bool { _, ok := d.bridgeOf("br1"); return ok })
 		if err := d.EnsureInternalPort(ctx, "br1", "kg0"); err == nil {
 			t.Errorf("EnsureInternalPort(br1, kg0) = nil, want error: kg0 is on br0")
 		}
@@ -596,7 +596,7 @@ func TestIntegrationFlows(t *testing.T) {
 		t.Errorf("got Dump(0, 0) = %d flows, %v, want >= 4 (ours, foreign, NORMAL)", len(every), err)
 	}
 
-	if err := f.Delete(c1); err != nil {
+	if err := f.deleteCookie(c1); err != nil {
 		t.Fatalf("Delete(c1) = %v", err)
 	}
 	if got := l.flowLines(c1); len(got) != 0 {
@@ -614,7 +614,7 @@ func TestIntegrationFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	for c := range stale {
-		if err := f.Delete(c); err != nil {
+		if err := f.deleteCookie(c); err != nil {
 			t.Errorf("Delete(%#x) = %v", c, err)
 		}
 	}
@@ -627,7 +627,7 @@ func TestIntegrationFlows(t *testing.T) {
 	if err := f.Replace(c2, []*ovs.Flow{{Priority: 80, Protocol: ovs.ProtocolICMPv6, Actions: []ovs.Action{ovs.Normal()}}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Delete(foreign); !errors.Is(err, ErrForeignCookie) {
+	if err := f.deleteCookie(foreign); !errors.Is(err, ErrForeignCookie) {
 		t.Errorf("Delete(foreign) = %v, want ErrForeignCookie", err)
 	}
 	if err := f.Replace(c2, nil); err != nil {
@@ -840,7 +840,7 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 	ev := &eventLog{ch: d.Events()}
 	p1 := ev.waitFor(t, "p1 with ofport", func(e Event) bool { return named("p1", Added, Updated)(e) && e.Iface.OFPort > 0 })
 	ev.waitFor(t, "Added pre", named("pre", Added))
-	if !d.Connected() {
+	if !d.isConnected() {
 		t.Errorf("got Connected() = false after Dial, want true")
 	}
 
@@ -851,14 +851,14 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 		t.Errorf("Disconnected came %v after ovsdb-server died, want within 2s", took)
 	}
 	iDown := len(ev.seen) - 1
-	if d.Connected() {
+	if d.isConnected() {
 		t.Errorf("got Connected() = true after Disconnected, want false")
 	}
 	if ifc, ok := d.Interface("p1"); !ok || ifc.UUID != p1.Iface.UUID || ifc.OFPort != p1.Iface.OFPort {
 		t.Errorf("got Interface(p1) while disconnected = %+v, %v, want the last known row %+v", ifc, ok, p1.Iface)
 	}
-	if br, ok := d.BridgeOf("p1"); !ok || br != "br0" {
-		t.Errorf("got BridgeOf(p1) while disconnected = %q, %v, want br0, true", br, ok)
+	if br, ok := d.bridgeOf("p1"); !ok || br != "br0" {
+		t.Errorf("got bridgeOf(p1) while disconnected = %q, %v, want br0, true", br, ok)
 	}
 	start := time.Now()
 	if err := d.EnsureInternalPort(ctx, "br0", "kg0"); !errors.Is(err, ErrNotConnected) {
@@ -887,7 +887,7 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 		t.Errorf("Reconnected came %v after ovsdb-server restarted, want within 5s", took)
 	}
 	iUp := len(ev.seen) - 1
-	if !d.Connected() {
+	if !d.isConnected() {
 		t.Errorf("got Connected() = false after Reconnected, want true")
 	}
 	for what, ok := range map[string]func(Event) bool{
@@ -902,8 +902,8 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 	if _, ok := d.Interface("p1"); ok {
 		t.Errorf("got Interface(p1) ok after Reconnected, want false (deleted while disconnected)")
 	}
-	if br, ok := d.BridgeOf("p2"); !ok || br != "br0" {
-		t.Errorf("got BridgeOf(p2) = %q, %v, want br0, true", br, ok)
+	if br, ok := d.bridgeOf("p2"); !ok || br != "br0" {
+		t.Errorf("got bridgeOf(p2) = %q, %v, want br0, true", br, ok)
 	}
 
 	// Normal service: vswitchd (reconnected too) numbers p2, ovs-vsctl
@@ -1116,7 +1116,7 @@ func TestIntegrationOVSDBHung(t *testing.T) {
 	for _, e := range ev.drain(time.Second) {
 		t.Errorf("got event %v while the server is still stopped, want none", e)
 	}
-	if d.Connected() {
+	if d.isConnected() {
 		t.Errorf("got Connected() = true while the server is stopped, want false")
 	}
 	resume()

@@ -132,12 +132,6 @@ func (f *fakeFlows) ReplaceSets(sets map[uint64][]*ovs.Flow) error {
 	}
 	return nil
 }
-func (f *fakeFlows) Delete(cookie uint64) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	delete(f.flows, cookie)
-	return nil
-}
 func (f *fakeFlows) SetNoFlood(port string, on bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
