@@ -240,7 +240,6 @@ func checkHeartbeatsContinue(t *testing.T, ctx context.Context, src, dst *qemu.V
 // router's link-local address), but its home address is unreachable there: cn
 // gets no answer after the switchover.
 func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
-	t.Parallel()
 	oneQEMUAtATime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -400,7 +399,6 @@ func logHops(t *testing.T, title string, hops []qemu.Hop) {
 // departure cover on (at most 5 lost, and a TCP stream through the guest
 // intact) and off (more than 100 lost: the Home Agent's slow takeover).
 func TestQEMUMigrateWithKgswitch(t *testing.T) {
-	t.Parallel()
 	oneQEMUAtATime(t)
 	var on, off qemu.Hop
 	t.Run("cover-on", func(t *testing.T) {
@@ -479,7 +477,6 @@ var pingPong = []string{"hostA", "hostB", "hostA", "hostB", "hostC", "hostA"}
 // end with no reset and no corrupted or lost byte. hostC names its tap
 // vnet7, as libvirt names taps per host. It prints each hop's figures.
 func TestQEMUPingPong(t *testing.T) {
-	t.Parallel()
 	oneQEMUAtATime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
