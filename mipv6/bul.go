@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 )
 
@@ -78,21 +77,55 @@ type Binding struct {
 	// Lifetime is the lifetime requested; the Home Agent may grant less.
 	Lifetime time.Duration
 
-	state     State
-	seq       uint16 // sequence number of the last BU sent
-	firstReg  bool   // no binding accepted yet by this Home Agent via this Binding
-	sentAt    time.Time
-	timeout   time.Duration // current retransmission timeout
-	due       time.Time     // when Tick must run next; zero = never
-	expires   time.Time     // end of the granted lifetime
-	granted   time.Duration
-	status    uint8
-	reason    string
-	recent    [MaxUpdateRate]time.Time // send times, for the rate limit
-	sends     uint64
-	dereg     bool
-	burst     int      // de-registrations still to send at once
-	burstSeqs []uint16 // the last de-registrations' numbers: any may be answered
+	state    State
+	seq      uint16 // sequence number of the last BU sent
+	firstReg bool   // no binding accepted yet by this Home Agent via this Binding
+	sentAt   time.Time
+	timeout  time.Duration // current retransmission timeout
+	due      time.Time     // when Tick must run next; zero = never
+	expires  time.Time     // end of the granted lifetime
+	granted  time.Duration
+	status   uint8
+	reason   string
+	recent   [MaxUpdateRate]time.Time // send times, for the rate limit
+	sends    uint64
+	dereg    bool
+	burst    int // de-registrations still to send at once
+	// series holds the Binding Updates of the current retransmission series
+	// (a registration, refresh or de-registration and its retransmissions):
+	// an Ack to any of them is an answer to what kgswitch asked, and only
+	// those are. A Home Agent busy with DAD answers the first one late.
+	series []sentBU
+	// hintAt is when a hint (Binding Error, Binding Refresh Request) last
+	// started a series: hints are rate-limited, a forger must not make
+	// kgswitch re-register at its pace.
+	hintAt time.Time
+}
+
+// sentBU is one Binding Update of a series.
+type sentBU struct {
+	seq uint16
+	at  time.Time
+}
+
+// maxSeries bounds a series' memory: at most this many recent Binding
+// Updates are still answerable (a series of retransmissions backs off to
+// MaxBindackTimeout, so older ones are long stale).
+const maxSeries = 8
+
+// newSeries starts a retransmission series: Acks to earlier Binding Updates
+// answer nothing kgswitch still asks.
+func (b *Binding) newSeries() { b.series = b.series[:0] }
+
+// sentInSeries returns when the Binding Update numbered seq of the current
+// series was sent.
+func (b *Binding) sentInSeries(seq uint16) (time.Time, bool) {
+	for _, x := range b.series {
+		if x.seq == seq {
+			return x.at, true
+		}
+	}
+	return time.Time{}, false
 }
 
 // NewBinding returns an idle binding. initialSeq should be random: a VM that moved
@@ -145,6 +178,7 @@ func (b *Binding) Record() Record {
 // Register starts (or restarts) home registration from CareOf and returns the
 // first Binding Update.
 func (b *Binding) Register(now time.Time) (BUPacket, bool) {
+	b.newSeries()
 	b.state = StateRegistering
 	b.dereg = false
 	b.timeout = InitialBindackTimeout
@@ -163,14 +197,13 @@ func (b *Binding) Register(now time.Time) (BUPacket, bool) {
 // retransmission timeout, while one of the three is always in window.
 func (b *Binding) Deregister(now time.Time, coa netip.Addr) (BUPacket, bool) {
 	b.CareOf = coa
+	b.newSeries()
 	b.state = StateDeregistering
 	b.dereg = true
 	b.timeout = InitialBindackTimeout
 	b.burst = deregBurst - 1
-	b.burstSeqs = b.burstSeqs[:0]
 	bu, ok := b.send(now)
 	if ok {
-		b.burstSeqs = append(b.burstSeqs, bu.Sequence)
 		b.due = now
 	}
 	return bu, ok
@@ -204,6 +237,10 @@ func (b *Binding) send(now time.Time) (BUPacket, bool) {
 	b.sends++
 	b.seq++
 	b.sentAt = now
+	if len(b.series) == maxSeries {
+		b.series = append(b.series[:0], b.series[1:]...)
+	}
+	b.series = append(b.series, sentBU{b.seq, now})
 	b.due = now.Add(b.timeout)
 	return BUPacket{
 		Src:         b.CareOf,
@@ -228,14 +265,20 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		return BUPacket{}, false, ErrBANotExpected
 	}
 	if ba.Status == StatusSequenceOutOfWindow {
-		// The BA carries the Home Agent's last accepted number, not ours (§11.7.3):
-		// continue after it and resend at once.
+		// The BA carries the Home Agent's last accepted number, not ours
+		// (§11.7.3): continue after it and resend at once. Only forward from
+		// what kgswitch sent: a number behind ours is behind the Home
+		// Agent's too once ours is accepted, and moving back would let a
+		// forger choose the numbers kgswitch uses.
 		b.status, b.reason = ba.Status, StatusString(ba.Status)
-		b.seq = ba.Sequence
+		if seqAhead(ba.Sequence, b.seq) {
+			b.seq = ba.Sequence
+		}
 		bu, ok := b.send(now)
 		return bu, ok, nil
 	}
-	if ba.Sequence != b.seq && !(b.dereg && slices.Contains(b.burstSeqs, ba.Sequence)) {
+	sentAt, ok := b.sentInSeries(ba.Sequence)
+	if !ok {
 		return BUPacket{}, false, ErrBAWrongSequence
 	}
 	b.status, b.reason = ba.Status, StatusString(ba.Status)
@@ -261,10 +304,14 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	}
 	b.state = StateBound
 	b.firstReg = false
-	b.granted = time.Duration(ba.Lifetime) * 4 * time.Second
-	// The Home Agent's lifetime started when it accepted, after we sent: count
-	// from our send time so the refresh is never late.
-	b.expires = b.sentAt.Add(b.granted)
+	// A Home Agent grants at most what was asked (§10.3.1); more is a lie
+	// kgswitch does not believe.
+	b.granted = time.Duration(min(ba.Lifetime, b.lifetimeUnits())) * 4 * time.Second
+	// The Home Agent's lifetime started when it accepted, after we sent the
+	// Binding Update it answers: count from that send so the refresh is never
+	// late.
+	b.sentAt = sentAt
+	b.expires = sentAt.Add(b.granted)
 	refresh := refreshAfter(b.granted)
 	// A Binding Refresh Advice asks for refreshes sooner than the lifetime
 	// alone would (§6.2.4, §11.7.3); it never delays one.
@@ -283,35 +330,59 @@ var (
 )
 
 // HandleBE applies a Binding Error from the Home Agent (RFC 6275 §6.1.9,
-// §11.3.6). Status 1 (no binding for this home address) while kgswitch believes
-// it is registered means the Home Agent lost the binding (restart, expiry):
-// register again at once. Status 2 (Mobility Header type not recognized) means
-// the Home Agent does not speak the Binding Update at all: a failure the
-// operator must fix, retried rarely.
+// §11.3.6). Nothing authenticates it (anyone can spoof the Home Agent's
+// address), so it is a hint, never a verdict: status 1 (no binding for this
+// home address: the Home Agent restarted or the binding expired) and status 2
+// (Mobility Header type not recognized) make kgswitch ask again at once, and
+// only the Home Agent's Ack to that Binding Update decides. A working tunnel
+// stays up meanwhile; hints are rate-limited (hintGap), so forged ones cannot
+// make kgswitch re-register at their pace.
 func (b *Binding) HandleBE(now time.Time, be BEPacket) (BUPacket, bool, error) {
 	switch {
 	case be.Src != b.HomeAgent:
 		return BUPacket{}, false, ErrBEWrongSender
 	case be.HomeAddress != b.HomeAddress:
 		return BUPacket{}, false, ErrBEWrongHome
+	case be.Status != BEStatusUnknownBinding && be.Status != BEStatusUnrecognizedMHType:
+		return BUPacket{}, false, fmt.Errorf("%w: %d", ErrBEStatus, be.Status)
 	}
-	switch be.Status {
-	case BEStatusUnknownBinding:
-		if b.state == StateDeregistering || b.state == StateDeregistered || b.state == StateIdle {
-			return BUPacket{}, false, nil // nothing to lose
-		}
+	if b.state == StateDeregistering || b.state == StateDeregistered || b.state == StateIdle {
+		return BUPacket{}, false, nil // nothing to lose
+	}
+	bu, ok, taken := b.hint(now)
+	if taken && be.Status == BEStatusUnknownBinding {
 		b.reason = "home agent lost the binding"
-		// To the Home Agent this is a first registration again: it runs DAD.
-		b.firstReg = true
-		bu, ok := b.Register(now)
-		return bu, ok, nil
-	case BEStatusUnrecognizedMHType:
-		b.state = StateFailed
-		b.reason = "home agent does not recognize Binding Updates"
-		b.due = now.Add(failedRetry)
-		return BUPacket{}, false, nil
 	}
-	return BUPacket{}, false, fmt.Errorf("%w: %d", ErrBEStatus, be.Status)
+	return bu, ok, nil
+}
+
+// hintGap is the least time between two re-registrations started by hints:
+// the first-registration Ack timeout, so a Home Agent running DAD has
+// answered the last one before the next.
+const hintGap = InitialBindackTimeoutFirstReg
+
+// hint starts a new registration series because something suggests the Home
+// Agent lost the binding: a Binding Update at once, with the
+// first-registration Ack timeout (the Home Agent runs DAD again). A bound
+// binding keeps tunnelling until its grant ends or the Home Agent answers.
+// taken is false when the hint came too soon after the last; ok is false
+// when the rate limit defers the Binding Update (Tick sends it).
+func (b *Binding) hint(now time.Time) (bu BUPacket, ok, taken bool) {
+	if !b.hintAt.IsZero() && now.Sub(b.hintAt) < hintGap {
+		return BUPacket{}, false, false
+	}
+	b.hintAt = now
+	b.newSeries()
+	b.dereg = false
+	b.firstReg = true
+	b.timeout = InitialBindackTimeoutFirstReg
+	if b.state == StateBound || b.state == StateRefreshing {
+		b.state = StateRefreshing
+	} else {
+		b.state = StateRegistering
+	}
+	bu, ok = b.send(now)
+	return bu, ok, true
 }
 
 // refreshAfter is when a binding granted lifetime g is refreshed: with a quarter of
@@ -367,10 +438,6 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 			b.seq += 1<<15 - 2
 			bu, ok := b.send(now)
 			if ok {
-				if len(b.burstSeqs) == deregBurst {
-					b.burstSeqs = b.burstSeqs[1:]
-				}
-				b.burstSeqs = append(b.burstSeqs, bu.Sequence)
 				if b.burst > 0 {
 					b.burst--
 					b.due = now
@@ -380,6 +447,7 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 		}
 		return b.send(now)
 	case StateBound:
+		b.newSeries()
 		b.state = StateRefreshing
 		b.timeout = InitialBindackTimeout
 		return b.send(now)
@@ -397,6 +465,7 @@ func (b *Binding) RefreshNow(now time.Time, from netip.Addr) (BUPacket, bool) {
 	if from != b.HomeAgent || (b.state != StateBound && b.state != StateRefreshing) {
 		return BUPacket{}, false
 	}
+	b.newSeries()
 	b.state = StateRefreshing
 	b.timeout = InitialBindackTimeout
 	return b.send(now)
@@ -433,4 +502,11 @@ func (b *Binding) Snapshot(now time.Time) Snapshot {
 		s.LifetimeLeft = b.expires.Sub(now)
 	}
 	return s
+}
+
+// seqAhead reports whether sequence number a is ahead of b in 16-bit serial
+// arithmetic (RFC 6275 §9.5.1).
+func seqAhead(a, b uint16) bool {
+	d := a - b
+	return d != 0 && d < 1<<15
 }

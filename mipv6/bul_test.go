@@ -112,17 +112,59 @@ func TestRateLimit(t *testing.T) {
 func TestSequenceOutOfWindow(t *testing.T) {
 	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 5)
 	bu, _ := b.Register(t0)
-	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 40000}
+	// The Home Agent holds 30000, ahead of 5: it refuses 5.
+	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 30000}
 	bu2, ok, err := b.HandleBA(t0.Add(time.Millisecond), ba)
 	if err != nil || !ok {
 		t.Fatalf("got ok %v err %v, want an immediate resend", ok, err)
 	}
-	if bu2.Sequence != 40001 {
-		t.Fatalf("got sequence %d, want 40001 (the BA's plus one)", bu2.Sequence)
+	if bu2.Sequence != 30001 {
+		t.Fatalf("got sequence %d, want 30001 (the BA's plus one)", bu2.Sequence)
 	}
 	_ = bu
 	if _, _, err := b.HandleBA(t0.Add(2*time.Millisecond), ack(bu2, StatusAccepted, 150)); err != nil || !b.Tunnelling(t0.Add(2*time.Millisecond)) {
 		t.Fatalf("binding not established after resend: %v", err)
+	}
+}
+
+// A 135 naming a number behind the one kgswitch sent (a forger's, or a
+// stale answer) never takes the numbering back.
+func TestSequenceOutOfWindowOnlyForward(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 30000)
+	b.Register(t0)
+	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 100}
+	bu, ok, err := b.HandleBA(t0.Add(time.Millisecond), ba)
+	if err != nil || !ok || bu.Sequence != 30001 {
+		t.Fatalf("got %d (ok %v, err %v), want 30001: on from what was sent", bu.Sequence, ok, err)
+	}
+}
+
+// An Ack to any Binding Update of the current series is the Home Agent's
+// answer: one busy with DAD answers the first after its retransmission left.
+// Its lifetime counts from that first Binding Update, and never exceeds
+// what was asked.
+func TestAckToEarlierBindingUpdateOfSeries(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 7)
+	first, _ := b.Register(t0)
+	second, ok := b.Tick(b.Due())
+	if !ok || second.Sequence == first.Sequence {
+		t.Fatalf("no retransmission: %+v", second)
+	}
+	at := t0.Add(2 * time.Second)
+	if _, _, err := b.HandleBA(at, ack(first, StatusAccepted, 0xffff)); err != nil {
+		t.Fatalf("Ack to the series' first Binding Update refused: %v", err)
+	}
+	snap := b.Snapshot(at)
+	if snap.State != StateBound || snap.Granted != 600*time.Second {
+		t.Errorf("got %v granted %v, want bound for the 600 s asked (not the 65535 units claimed)", snap.State, snap.Granted)
+	}
+	if want := t0.Add(600 * time.Second).Sub(at); snap.LifetimeLeft != want {
+		t.Errorf("got %v left, want %v: counted from the first Binding Update", snap.LifetimeLeft, want)
+	}
+	// An Ack to a number never sent in this series is not an answer.
+	b.RefreshNow(at, tHA)
+	if _, _, err := b.HandleBA(at, ack(first, StatusAccepted, 150)); !errors.Is(err, ErrBAWrongSequence) {
+		t.Errorf("Ack to the previous series: got %v, want ErrBAWrongSequence", err)
 	}
 }
 
@@ -309,29 +351,42 @@ func TestBindingError(t *testing.T) {
 		b.HandleBA(t0, ack(bu, StatusAccepted, 150))
 		return b, bu
 	}
-	t.Run("unknown binding re-registers", func(t *testing.T) {
+	t.Run("unknown binding re-registers, tunnel kept", func(t *testing.T) {
 		b, bu := bound()
-		bu2, ok, err := b.HandleBE(t0.Add(time.Minute), BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnknownBinding, HomeAddress: tHoA})
+		at := t0.Add(time.Minute)
+		bu2, ok, err := b.HandleBE(at, BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnknownBinding, HomeAddress: tHoA})
 		if err != nil || !ok || bu2.Sequence != bu.Sequence+1 || bu2.Lifetime == 0 {
 			t.Fatalf("got %+v ok %v err %v, want an immediate registration", bu2, ok, err)
 		}
-		if s := b.Snapshot(t0.Add(time.Minute)); s.State != StateRegistering || s.Reason != "home agent lost the binding" {
-			t.Errorf("got %v %q", s.State, s.Reason)
+		if s := b.Snapshot(at); s.State != StateRefreshing || s.Reason != "home agent lost the binding" || !b.Tunnelling(at) {
+			t.Errorf("got %v %q tunnelling %v, want refreshing with the tunnel up", s.State, s.Reason, b.Tunnelling(at))
 		}
-		if got := b.Due().Sub(t0.Add(time.Minute)); got != InitialBindackTimeoutFirstReg {
+		if got := b.Due().Sub(at); got != InitialBindackTimeoutFirstReg {
 			t.Errorf("got retransmission after %v, want %v (the Home Agent runs DAD again)", got, InitialBindackTimeoutFirstReg)
 		}
+		// More hints within the gap start nothing: a forger sets no pace.
+		for i := range 40 {
+			if _, ok, _ := b.HandleBE(at.Add(time.Duration(i)*25*time.Millisecond), BEPacket{Src: tHA, Status: BEStatusUnknownBinding, HomeAddress: tHoA}); ok {
+				t.Fatalf("hint %d within %v sent a Binding Update", i, hintGap)
+			}
+		}
+		if _, ok, _ := b.HandleBE(at.Add(hintGap), BEPacket{Src: tHA, Status: BEStatusUnknownBinding, HomeAddress: tHoA}); !ok {
+			t.Errorf("no Binding Update for a hint %v after the last", hintGap)
+		}
 	})
-	t.Run("unrecognized MH type fails", func(t *testing.T) {
-		b, _ := bound()
-		if _, ok, err := b.HandleBE(t0, BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnrecognizedMHType, HomeAddress: tHoA}); err != nil || ok {
-			t.Fatalf("got ok %v err %v", ok, err)
+	t.Run("unrecognized MH type is a hint, not a failure", func(t *testing.T) {
+		b, bu := bound()
+		bu2, ok, err := b.HandleBE(t0, BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnrecognizedMHType, HomeAddress: tHoA})
+		if err != nil || !ok || bu2.Sequence != bu.Sequence+1 {
+			t.Fatalf("got %+v ok %v err %v, want a Binding Update asking again", bu2, ok, err)
 		}
-		if s := b.Snapshot(t0); s.State != StateFailed || s.Reason != "home agent does not recognize Binding Updates" || b.Tunnelling(t0) {
-			t.Errorf("got %v %q tunnelling %v", s.State, s.Reason, b.Tunnelling(t0))
+		if s := b.Snapshot(t0); s.State == StateFailed || !b.Tunnelling(t0) {
+			t.Errorf("got %v tunnelling %v, want the tunnel kept until the Home Agent answers", s.State, b.Tunnelling(t0))
 		}
-		if got := b.Due().Sub(t0); got != failedRetry {
-			t.Errorf("got retry after %v, want %v", got, failedRetry)
+		// Only the Home Agent's Ack decides.
+		b.HandleBA(t0, ack(bu2, StatusAccepted, 150))
+		if s := b.Snapshot(t0); s.State != StateBound {
+			t.Errorf("got %v after the Ack, want bound", s.State)
 		}
 	})
 	t.Run("dropped", func(t *testing.T) {
