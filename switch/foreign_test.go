@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
@@ -533,5 +534,34 @@ func TestHomeAgentOwnPacketsReachGuest(t *testing.T) {
 	st, _ := h.sw.Status(context.Background())
 	if st[0].Drops["bad-tunnel-source"] != 1 {
 		t.Errorf("got drops %v, want one bad-tunnel-source", st[0].Drops)
+	}
+}
+
+// A flood of rejected Acks is counted exactly but logged once a second.
+func TestRejectedSignallingLogRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	h := newHarness(t, testConfig)
+	// The control loop alone writes the log and reads it back here.
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	h.sw.do(context.Background(), func() { h.sw.log = logger })
+	h.bind(t)
+	forged := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: 4242, Lifetime: 150})
+	for range 10 {
+		h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, forged))
+	}
+	h.settle(t)
+	h.advance(t, time.Second)
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, forged))
+	h.settle(t)
+	if got := h.status(t, "vnet3").Drops["signal-rejected"]; got != 11 {
+		t.Errorf("got %d counted, want 11", got)
+	}
+	var log string
+	h.sw.do(context.Background(), func() { log = buf.String() })
+	if n := strings.Count(log, "dropped Binding Acknowledgement"); n != 2 {
+		t.Errorf("got %d log lines, want 2 (one a second):\n%s", n, log)
+	}
+	if !strings.Contains(log, "suppressed_since_last=9") {
+		t.Errorf("second line does not say 9 were suppressed:\n%s", log)
 	}
 }

@@ -68,7 +68,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		bu, send, err := apply(p.binding)
 		if err != nil {
 			p.link.Counters.Drop(datapath.DropSignalRejected)
-			s.log.Warn("dropped "+kind, "port", p.name(), "err", err)
+			s.warnLimited("rejected "+kind+" "+p.key(), "dropped "+kind, "port", p.name(), "err", err)
 			return
 		}
 		snap := p.binding.Snapshot(now)

@@ -113,6 +113,8 @@ type Switch struct {
 	runCtx context.Context
 	dpErr  chan error
 	buBuf  []byte
+	// logLimit keeps floods of rejected signalling out of the log.
+	logLimit logLimit
 	// iterations counts the loop's turns: an idle loop must not turn.
 	iterations atomic.Uint64
 }
