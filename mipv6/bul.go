@@ -100,6 +100,9 @@ type Binding struct {
 	// started a series: hints are rate-limited, a forger must not make
 	// kgswitch re-register at its pace.
 	hintAt time.Time
+	// refreshAskedAt is the same for Binding Refresh Requests, kept apart so
+	// that a Binding Error right after a refresh request is still heard.
+	refreshAskedAt time.Time
 }
 
 // sentBU is one Binding Update of a series.
@@ -461,10 +464,18 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 // RefreshNow sends a refresh at once, as on a Binding Refresh Request (§11.7.4).
 // A request from anyone but the Home Agent is refused: an off-path sender must
 // not be able to make kgswitch spend its BU rate limit.
+//
+// Like a Binding Error it is only a hint (nothing authenticates it): requests
+// closer together than hintGap start nothing, and the Ack that counts is the
+// one to the Binding Update sent here.
 func (b *Binding) RefreshNow(now time.Time, from netip.Addr) (BUPacket, bool) {
 	if from != b.HomeAgent || (b.state != StateBound && b.state != StateRefreshing) {
 		return BUPacket{}, false
 	}
+	if !b.refreshAskedAt.IsZero() && now.Sub(b.refreshAskedAt) < hintGap {
+		return BUPacket{}, false
+	}
+	b.refreshAskedAt = now
 	b.newSeries()
 	b.state = StateRefreshing
 	b.timeout = InitialBindackTimeout

@@ -271,8 +271,20 @@ func TestRefreshNow(t *testing.T) {
 	if _, ok := b.RefreshNow(t0.Add(5*time.Second), netip.MustParseAddr("2001:db8:9::1")); ok {
 		t.Fatal("refresh requested by someone other than the Home Agent")
 	}
-	if bu2, ok := b.RefreshNow(t0.Add(5*time.Second), tHA); !ok || bu2.Sequence != bu.Sequence+1 {
+	bu2, ok := b.RefreshNow(t0.Add(5*time.Second), tHA)
+	if !ok || bu2.Sequence != bu.Sequence+1 {
 		t.Fatalf("got %+v %v, want an immediate refresh", bu2, ok)
+	}
+	// A stream of (perhaps forged) requests starts nothing more until hintGap
+	// has passed; an Ack nobody asked for is still refused.
+	if _, ok := b.RefreshNow(t0.Add(5*time.Second+hintGap/2), tHA); ok {
+		t.Error("a second refresh request within the gap sent a Binding Update")
+	}
+	if _, _, err := b.HandleBA(t0.Add(6*time.Second), BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Sequence: bu2.Sequence + 5, Lifetime: 150}); !errors.Is(err, ErrBAWrongSequence) {
+		t.Errorf("Ack to a number never sent: got %v, want ErrBAWrongSequence", err)
+	}
+	if _, ok := b.RefreshNow(t0.Add(5*time.Second+hintGap), tHA); !ok {
+		t.Error("no refresh for a request a gap after the last")
 	}
 }
 

@@ -274,12 +274,12 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 // internal port is open if it was being opened, the datapath read every
 // injected frame, OVS applied what the control loop asked of it, and the
 // control loop took what they reported (it takes reports before requests).
-// At least twice, for what one round set off.
+// Rounds repeat until two in a row find no port being opened.
 func (h *harness) settle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for round := 0; ; round++ {
+	for quiet := 0; quiet < 2; {
 		if h.opens.Load() > 0 {
 			idle := make(chan struct{})
 			go func() { h.conn.Idle(); close(idle) }()
@@ -296,8 +296,12 @@ func (h *harness) settle(t *testing.T) {
 		if err := h.sw.do(ctx, func() { opening = h.sw.opening }); err != nil {
 			t.Fatalf("control loop: %v", err)
 		}
-		if round >= 1 && !opening {
-			return
+		// Done after two rounds in a row with the port open (or not
+		// needed): the second applies what the first one's reports asked.
+		if opening {
+			quiet = 0
+		} else {
+			quiet++
 		}
 	}
 }
