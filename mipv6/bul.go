@@ -265,6 +265,12 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	case ba.HomeAddress != b.HomeAddress:
 		return BUPacket{}, false, ErrBAWrongHome
 	case b.state != StateRegistering && b.state != StateRefreshing && b.state != StateDeregistering:
+		if _, ok := b.sentInSeries(ba.Sequence); ok {
+			// A late answer to another Binding Update of the series just
+			// settled (the de-registration burst, a retransmission): the
+			// Home Agent's expected reply, not a fault. Nothing changes.
+			return BUPacket{}, false, nil
+		}
 		return BUPacket{}, false, ErrBANotExpected
 	}
 	if ba.Status == StatusSequenceOutOfWindow {

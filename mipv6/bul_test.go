@@ -168,6 +168,33 @@ func TestAckToEarlierBindingUpdateOfSeries(t *testing.T) {
 	}
 }
 
+// Once one Binding Update of a series is answered, the Home Agent's answers
+// to the others are expected, not errors; an Ack to a number never sent
+// still is one.
+func TestLateAnswersToSettledSeries(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	d1, _ := b.Deregister(t0.Add(time.Minute), tHoA)
+	d2, _ := b.Tick(b.Due())
+	d3, _ := b.Tick(b.Due())
+	at := t0.Add(time.Minute)
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d2.Sequence}); err != nil {
+		t.Fatalf("accepted de-registration refused: %v", err)
+	}
+	for _, d := range []BUPacket{d1, d3} {
+		if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Status: StatusNotHomeAgent, Sequence: d.Sequence}); err != nil {
+			t.Errorf("answer to burst member %d: got %v, want none", d.Sequence, err)
+		}
+	}
+	if s := b.Snapshot(at); s.State != StateDeregistered || s.Status != StatusAccepted {
+		t.Errorf("got %v status %d, want deregistered as accepted", s.State, s.Status)
+	}
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d3.Sequence + 9}); !errors.Is(err, ErrBANotExpected) {
+		t.Errorf("Ack to a number never sent: got %v, want ErrBANotExpected", err)
+	}
+}
+
 func TestSequenceWraps(t *testing.T) {
 	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 0xffff)
 	bu, _ := b.Register(t0)
