@@ -1,8 +1,6 @@
 package datapath
 
 import (
-	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -12,15 +10,15 @@ import (
 )
 
 var (
-	hoa      = netip.MustParseAddr("2001:db8:2000::10")
-	ha       = netip.MustParseAddr("2001:db8:2000::1")
-	coa      = netip.MustParseAddr("2001:db8:3000::3")
-	cn       = netip.MustParseAddr("2001:db8:1000::100")
-	routerLL = netip.MustParseAddr("fe80::1")
-	homePfx  = netip.MustParsePrefix("2001:db8:2000::/64")
-	guestMAC = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
-	kgMAC    = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1}
-	lanMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	hoa      = datapathtest.HomeAddr
+	ha       = datapathtest.HomeAgent
+	coa      = datapathtest.CareOf
+	cn       = datapathtest.CN
+	routerLL = datapathtest.RouterLL
+	guestMAC = datapathtest.GuestMAC
+	kgMAC    = datapathtest.KgMAC
+	lanMAC   = datapathtest.LanMAC
+	homePfx  = datapathtest.HomePrefix
 )
 
 var (

@@ -14,15 +14,6 @@ import (
 	"github.com/kgswitch/kgswitch/ovsctl"
 )
 
-const noVMConfig = `
-uplink = "eth0"
-care_of_address = "2001:db8:3000::3"
-[[home_network]]
-prefix = "2001:db8:2000::/64"
-home_agent = "2001:db8:2000::1"
-router_link_local = "fe80::1"
-`
-
 func waitStatus(t *testing.T, h *harness, what string, ok func([]PortStatus) bool) []PortStatus {
 	t.Helper()
 	var st []PortStatus

@@ -244,14 +244,7 @@ func TestHomePortWithoutDepartureHasNoFlows(t *testing.T) {
 }
 
 func TestAddPort(t *testing.T) {
-	h := newHarness(t, `
-uplink = "eth0"
-care_of_address = "2001:db8:3000::3"
-[[home_network]]
-prefix = "2001:db8:2000::/64"
-home_agent = "2001:db8:2000::1"
-router_link_local = "fe80::1"
-`)
+	h := newHarness(t, noVMConfig)
 	ctx := context.Background()
 	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet9", HomeAddress: "2001:db8:2000::10"}); !errors.Is(err, ErrUnknownPort) {
 		t.Fatalf("got %v, want ErrUnknownPort", err)

@@ -21,31 +21,47 @@ import (
 )
 
 var (
-	hoa      = netip.MustParseAddr("2001:db8:2000::10")
-	ha       = netip.MustParseAddr("2001:db8:2000::1")
-	coa      = netip.MustParseAddr("2001:db8:3000::3")
-	cn       = netip.MustParseAddr("2001:db8:1000::100")
-	routerLL = netip.MustParseAddr("fe80::1")
-	guestMAC = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
-	kgMAC    = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1}
-	lanMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
+	hoa      = datapathtest.HomeAddr
+	ha       = datapathtest.HomeAgent
+	coa      = datapathtest.CareOf
+	cn       = datapathtest.CN
+	routerLL = datapathtest.RouterLL
+	guestMAC = datapathtest.GuestMAC
+	kgMAC    = datapathtest.KgMAC
+	lanMAC   = datapathtest.LanMAC
 )
 
 // testEpoch is when the harness's fake clock starts.
 var testEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-const testConfig = `
-uplink = "eth0"
-care_of_address = "2001:db8:3000::3"
+// The harness's configurations are built from these parts: the lab's home
+// network, and its guest on vnet3.
+const (
+	homeNetwork = `
 [[home_network]]
 prefix = "2001:db8:2000::/64"
 home_agent = "2001:db8:2000::1"
 router_link_local = "fe80::1"
+`
+	vnet3VM = `
 [[vm]]
 port = "vnet3"
 home_address = "2001:db8:2000::10"
 mac = "52:54:00:00:00:10"
 `
+	// noVMConfig is a foreign host (hostB) with no VM configured.
+	noVMConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:3000::3"
+` + homeNetwork
+	// testConfig is a foreign host expecting the guest on vnet3.
+	testConfig = noVMConfig + vnet3VM
+	// homeHostConfig is the guest's home host (hostA).
+	homeHostConfig = `
+uplink = "eth0"
+care_of_address = "2001:db8:2000::2"
+` + homeNetwork + vnet3VM
+)
 
 type fakeDB struct {
 	mu     sync.Mutex

@@ -17,19 +17,6 @@ import (
 	"github.com/mdlayher/ndp"
 )
 
-const homeHostConfig = `
-uplink = "eth0"
-care_of_address = "2001:db8:2000::2"
-[[home_network]]
-prefix = "2001:db8:2000::/64"
-home_agent = "2001:db8:2000::1"
-router_link_local = "fe80::1"
-[[vm]]
-port = "vnet3"
-home_address = "2001:db8:2000::10"
-mac = "52:54:00:00:00:10"
-`
-
 var realRouterMAC = net.HardwareAddr{0x42, 0x0d, 0x24, 0x0b, 0xaf, 0x8c}
 
 func checkRouterNA(t *testing.T, f []byte) {

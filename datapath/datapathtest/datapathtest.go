@@ -12,6 +12,20 @@ import (
 	"github.com/kgswitch/kgswitch/netpkt"
 )
 
+// The addresses of the datapath's and the control loop's unit tests: the
+// netns lab's (DESIGN.md, "Lab addressing"), seen from hostB, a foreign host.
+var (
+	HomeAddr   = netip.MustParseAddr("2001:db8:2000::10")
+	HomeAgent  = netip.MustParseAddr("2001:db8:2000::1")
+	HomePrefix = netip.MustParsePrefix("2001:db8:2000::/64")
+	CareOf     = netip.MustParseAddr("2001:db8:3000::3")
+	CN         = netip.MustParseAddr("2001:db8:1000::100")
+	RouterLL   = netip.MustParseAddr("fe80::1")
+	GuestMAC   = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
+	KgMAC      = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1} // kgswitch's internal port
+	LanMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}    // a node of the foreign LAN
+)
+
 // Conn is the internal port: a test injects frames with Inject and reads
 // what kgswitch writes from Out. It satisfies datapath.FrameConn and
 // datapath.KernelDropper.
