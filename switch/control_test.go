@@ -338,3 +338,22 @@ func TestIdleLoopWaits(t *testing.T) {
 		t.Errorf("the idle control loop turned %d times in 50 ms, want 0", turns)
 	}
 }
+
+// An external_ids write that fails (the interface not in the database yet)
+// is tried again in the next rounds: the mirror is not lost.
+func TestMirrorRetriedAfterFailure(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.sw.ovs.mirror("tap9", map[string]string{KeyState: "home"})
+	h.settle(t)
+	if _, ok := h.db.Interface("tap9"); ok {
+		t.Fatal("tap9 exists before the test adds it")
+	}
+	h.db.mu.Lock()
+	h.db.ifaces["tap9"] = ovsctl.Interface{Name: "tap9"}
+	h.db.mu.Unlock()
+	h.sw.ovs.mirror("tap8", map[string]string{KeyState: "other"}) // a later round
+	h.settle(t)
+	if got := h.db.ids("tap9")[KeyState]; got != "home" {
+		t.Errorf("got %s=%q after the interface appeared, want home", KeyState, got)
+	}
+}

@@ -32,6 +32,7 @@ type ovsQueue struct {
 	sets      flowSets
 	noFlood   map[string]bool
 	ids       map[string]map[string]string // interface -> key -> value ("" deletes)
+	idsFailed map[string]int               // interface -> failed rounds of its write in ids
 	reconcile bool
 	queued    uint64
 	done      uint64
@@ -45,7 +46,7 @@ type ovsQueue struct {
 func newOVSQueue(flows FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
 	return &ovsQueue{flows: flows, db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
 		sets: flowSets{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
-		doneCh: make(chan struct{}), installed: map[uint64]bool{}}
+		idsFailed: map[string]int{}, doneCh: make(chan struct{}), installed: map[uint64]bool{}}
 }
 
 // replace asks for the flows of each cookie in sets to be exactly those.
@@ -186,8 +187,32 @@ func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]
 		cancel()
 		if err != nil {
 			q.log.Debug("mirror state into external_ids", "port", iface, "err", err)
+			q.retryMirror(iface, kv)
+			continue
 		}
+		q.mu.Lock()
+		delete(q.idsFailed, iface)
+		q.mu.Unlock()
 	}
+}
+
+// mirrorRetries is how many more rounds a failed external_ids write is tried
+// in: the interface may appear late in the database, or the write time out.
+const mirrorRetries = 3
+
+// retryMirror keeps a failed write for the next round, under any newer wish
+// for the interface (whose keys win), unless it failed too often.
+func (q *ovsQueue) retryMirror(iface string, kv map[string]string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.idsFailed[iface] >= mirrorRetries {
+		delete(q.idsFailed, iface)
+		return
+	}
+	q.idsFailed[iface]++
+	merged := maps.Clone(kv)
+	maps.Copy(merged, q.ids[iface])
+	q.ids[iface] = merged
 }
 
 // removeStale removes flows a previous run installed that no VM needs any

@@ -97,7 +97,7 @@ type Switch struct {
 	opening bool
 	opened  chan portOpened
 	dpWait  chan struct{}
-	// afterOVS are actions waiting for OVS to apply what was queued before
+	// waiting are actions that wait for OVS to apply what was queued before
 	// them (see afterOVS).
 	waiting []ovsAction
 	// countsMu guards counts (the last flow packet counts read) and
