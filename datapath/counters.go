@@ -57,7 +57,10 @@ type Counters struct {
 	LocalPackets      atomic.Uint64 // to another guest of the same home link on this host
 	Held              atomic.Uint64 // frames held for a VM that left this home host
 	Released          atomic.Uint64 // of those, and later ones, sent on to the Home Agent
-	Drops             [numDropReasons]atomic.Uint64
+	// TunnelRefused counts the Home Agent's Destination Unreachable errors
+	// about packets tunnelled to it: each a hint that it lost the binding.
+	TunnelRefused atomic.Uint64
+	Drops         [numDropReasons]atomic.Uint64
 }
 
 // Drop counts one frame dropped for reason r.

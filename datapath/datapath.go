@@ -186,6 +186,10 @@ type Events struct {
 	Leaving <-chan string
 	// TookOver reports the Home Agent's takeover of a departed VM's address.
 	TookOver <-chan Takeover
+	// TunnelRefused carries the key of a VM abroad whose Home Agent answered
+	// a tunnelled packet with Destination Unreachable: it may have lost the
+	// binding (see tunnelerror.go).
+	TunnelRefused <-chan string
 }
 
 // Datapath moves frames between the internal port and the tunnels.
@@ -199,6 +203,7 @@ type Datapath struct {
 	activate chan string
 	tookOver chan Takeover
 	leaving  chan string
+	refused  chan string
 	// global counts what belongs to no VM; the control loop owns it so that
 	// a reopened internal port keeps counting where the old one stopped.
 	global *Counters
@@ -216,7 +221,7 @@ type Datapath struct {
 // no VM in global and reads the time (for the hold queue) from clk.
 func New(conn FrameConn, uplink Uplink, clk clock.Clock, global *Counters) *Datapath {
 	d := &Datapath{conn: conn, uplink: uplink, clock: clk, signal: make(chan []byte, 64), activate: make(chan string, 64),
-		tookOver: make(chan Takeover, 16), leaving: make(chan string, 16), global: global,
+		tookOver: make(chan Takeover, 16), leaving: make(chan string, 16), refused: make(chan string, 16), global: global,
 		toPort: newTxQueue(BatchSize), toUplink: newTxQueue(BatchSize)}
 	d.fib.Store(NewFIB(netip.Addr{}, TunnelMTU, nil))
 	return d
@@ -224,7 +229,7 @@ func New(conn FrameConn, uplink Uplink, clk clock.Clock, global *Counters) *Data
 
 // Events returns the channels the datapath reports on.
 func (d *Datapath) Events() Events {
-	return Events{Signal: d.signal, Activate: d.activate, Leaving: d.leaving, TookOver: d.tookOver}
+	return Events{Signal: d.signal, Activate: d.activate, Leaving: d.leaving, TookOver: d.tookOver, TunnelRefused: d.refused}
 }
 
 // Publish makes f the forwarding state from the next frame on.
@@ -337,6 +342,12 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 			d.global.Drop(DropSignalQueueFull)
 		}
 		return out
+	}
+	if !ok && ip.Dst() == f.coa {
+		if g := tunnelRefused(f, ip); g != nil {
+			d.hint(g)
+			return out
+		}
 	}
 	if !ok {
 		// ICMPv6 from a Home Agent to the host itself: OpenFlow diverted it

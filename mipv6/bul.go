@@ -365,6 +365,24 @@ func (b *Binding) HandleBE(now time.Time, be BEPacket) (BUPacket, bool, error) {
 	return bu, ok, nil
 }
 
+// HandleTunnelRefused applies the Home Agent's ICMPv6 Destination
+// Unreachable about a packet tunnelled to it: a Home Agent that restarted has
+// forgotten the binding and refuses the tunnel (docs/home-agents.md). The
+// datapath checked that the error comes from the Home Agent's address and
+// quotes a packet kgswitch tunnelled; like a Binding Error it is a
+// rate-limited hint, and a working tunnel stays up until the Home Agent
+// answers the Binding Update sent here.
+func (b *Binding) HandleTunnelRefused(now time.Time) (BUPacket, bool) {
+	if b.state != StateBound && b.state != StateRefreshing && b.state != StateRegistering {
+		return BUPacket{}, false
+	}
+	bu, ok, taken := b.hint(now)
+	if taken {
+		b.reason = "home agent refused the tunnel"
+	}
+	return bu, ok
+}
+
 // hintGap is the least time between two re-registrations started by hints:
 // the first-registration Ack timeout, so a Home Agent running DAD has
 // answered the last one before the next.
@@ -381,7 +399,11 @@ func (b *Binding) hint(now time.Time) (bu BUPacket, ok, taken bool) {
 		return BUPacket{}, false, false
 	}
 	b.hintAt = now
-	b.newSeries()
+	if b.state != StateRegistering && b.state != StateRefreshing {
+		b.newSeries()
+	}
+	// An outstanding series stays answerable: a Home Agent busy with DAD
+	// for its first Binding Update ignores this one and answers that.
 	b.dereg = false
 	b.firstReg = true
 	b.timeout = InitialBindackTimeoutFirstReg

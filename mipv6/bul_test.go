@@ -552,3 +552,60 @@ func TestDeregistrationBurst(t *testing.T) {
 		t.Errorf("got %v, want deregistered", b.Snapshot(t0).State)
 	}
 }
+
+// A Home Agent that refuses the tunnel (it restarted) gets a Binding Update at
+// once, with the first-registration timeout; the tunnel stays up, refusals
+// within hintGap start nothing, and a later one adds to the outstanding series
+// so the Ack to the first Binding Update, late after the Home Agent's DAD, is
+// still taken.
+func TestTunnelRefused(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := b.Register(t0)
+	if _, _, err := b.HandleBA(t0, ack(bu, StatusAccepted, 150)); err != nil {
+		t.Fatal(err)
+	}
+	at := t0.Add(time.Minute)
+	first, ok := b.HandleTunnelRefused(at)
+	if !ok || first.Sequence != bu.Sequence+1 || first.Lifetime == 0 {
+		t.Fatalf("got %+v ok %v, want an immediate registration", first, ok)
+	}
+	if s := b.Snapshot(at); s.State != StateRefreshing || s.Reason != "home agent refused the tunnel" || !b.Tunnelling(at) {
+		t.Errorf("got %v %q tunnelling %v, want refreshing with the tunnel up", s.State, s.Reason, b.Tunnelling(at))
+	}
+	if got := b.Due().Sub(at); got != InitialBindackTimeoutFirstReg {
+		t.Errorf("got retransmission after %v, want %v (the Home Agent runs DAD again)", got, InitialBindackTimeoutFirstReg)
+	}
+	if _, ok := b.HandleTunnelRefused(at.Add(hintGap - time.Millisecond)); ok {
+		t.Error("a refusal within hintGap sent a Binding Update")
+	}
+	second, ok := b.HandleTunnelRefused(at.Add(hintGap))
+	if !ok || second.Sequence != first.Sequence+1 {
+		t.Fatalf("got %+v ok %v, want the next Binding Update after hintGap", second, ok)
+	}
+	// The Home Agent ignored the second (DAD for the first ran) and answers the first.
+	done := at.Add(hintGap + 100*time.Millisecond)
+	if _, _, err := b.HandleBA(done, ack(first, StatusAccepted, 150)); err != nil {
+		t.Fatalf("Ack to the first Binding Update of the series: %v", err)
+	}
+	if s := b.Snapshot(done); s.State != StateBound || s.LifetimeLeft != 600*time.Second-hintGap-100*time.Millisecond {
+		t.Errorf("got %v with %v left, want bound for 600 s from the first Binding Update", s.State, s.LifetimeLeft)
+	}
+}
+
+// Refusals mean nothing to a binding that is not in use.
+func TestTunnelRefusedIgnored(t *testing.T) {
+	idle := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	if _, ok := idle.HandleTunnelRefused(t0); ok {
+		t.Error("idle binding sent a Binding Update")
+	}
+	dereg := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	bu, _ := dereg.Register(t0)
+	dereg.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	dereg.Deregister(t0.Add(time.Minute), tHoA)
+	if _, ok := dereg.HandleTunnelRefused(t0.Add(time.Minute)); ok {
+		t.Error("de-registering binding sent a registration")
+	}
+	if s := dereg.Snapshot(t0.Add(time.Minute)); s.State != StateDeregistering {
+		t.Errorf("got %v, want deregistering", s.State)
+	}
+}

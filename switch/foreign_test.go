@@ -558,3 +558,47 @@ func TestRejectedSignallingLogRateLimited(t *testing.T) {
 		t.Errorf("second line does not say 9 were suppressed:\n%s", log)
 	}
 }
+
+// A Home Agent that restarted refuses the tunnel with Destination
+// Unreachable: kgswitch registers again at once instead of at the next
+// refresh, keeps tunnelling meanwhile, and a stream of refusals sets no pace.
+func TestTunnelRefusedReregisters(t *testing.T) {
+	h := newHarness(t, testConfig)
+	bu := h.bind(t)
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, guestMAC, datapathtest.UDPPacket(hoa, cn, 10)))
+	tunnelled := h.nextSent(t).Pkt
+	refusal := datapathtest.EthFrame(kgMAC, lanMAC, datapathtest.ICMPv6Error(1, 4, ha, coa, tunnelled, 0))
+	h.conn.Inject(refusal)
+	again, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
+	if err != nil || again.Sequence != bu.Sequence+1 || again.Lifetime != bu.Lifetime {
+		t.Fatalf("got %+v (%v), want a registration at once with sequence %d", again, err, bu.Sequence+1)
+	}
+	st := h.status(t, "vnet3")
+	if st.BindingState != "refreshing" || st.Reason != "home agent refused the tunnel" || st.TunnelRefused != 1 {
+		t.Errorf("got %+v, want refreshing because the home agent refused the tunnel, 1 refusal counted", st)
+	}
+	// More refusals within the hint gap: counted, no Binding Update; the
+	// guest's packets still go through the tunnel.
+	for range 5 {
+		h.conn.Inject(refusal)
+	}
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, guestMAC, datapathtest.UDPPacket(hoa, cn, 10)))
+	if s := h.nextSent(t); s.Dst != ha || len(s.Pkt) != len(tunnelled) {
+		t.Fatalf("got %d bytes to %v, want the guest's packet tunnelled to the Home Agent", len(s.Pkt), s.Dst)
+	}
+	h.settle(t)
+	if n := len(h.uplink.Out); n != 0 {
+		t.Errorf("got %d more packets on the uplink, want none (refusals are rate-limited)", n)
+	}
+	if st := h.status(t, "vnet3"); st.TunnelRefused != 6 {
+		t.Errorf("got %d refusals counted, want 6", st.TunnelRefused)
+	}
+	// The Home Agent's Ack, after its DAD, binds again.
+	ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: again.Sequence, Lifetime: again.Lifetime})
+	h.advance(t, time.Second)
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, ba))
+	h.settle(t)
+	if st := h.status(t, "vnet3"); st.BindingState != "bound" {
+		t.Errorf("got %+v, want bound again", st)
+	}
+}

@@ -80,6 +80,7 @@ const (
 	caseActivate
 	caseLeaving
 	caseTookOver
+	caseRefused
 	caseOpened
 	caseApplied
 	caseSwitch
@@ -96,7 +97,7 @@ const (
 func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer) error {
 	cases := make([]reflect.SelectCase, numReports, numReports+1)
 	for i, ch := range [numReports]any{caseDone: ctx.Done(), caseOVSDB: events, caseSignal: ev.Signal, caseActivate: ev.Activate,
-		caseLeaving: ev.Leaving, caseTookOver: ev.TookOver, caseOpened: s.opened, caseApplied: s.ovs.applied,
+		caseLeaving: ev.Leaving, caseTookOver: ev.TookOver, caseRefused: ev.TunnelRefused, caseOpened: s.opened, caseApplied: s.ovs.applied,
 		caseSwitch: s.switchEvents, caseTimer: timer.C(), casePortFailed: s.dpErr} {
 		cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)}
 	}
@@ -117,6 +118,8 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 		s.leaving(v.String())
 	case caseTookOver:
 		s.tookOver(v.Interface().(datapath.Takeover))
+	case caseRefused:
+		s.tunnelRefused(v.String())
 	case caseOpened:
 		s.portReady(v.Interface().(portOpened))
 	case caseApplied:

@@ -95,6 +95,22 @@ func (s *Switch) handleSignal(pkt []byte) {
 	s.log.Debug(kind+" for a home address not served here", "hoa", hoa)
 }
 
+// tunnelRefused acts on the Home Agent's Destination Unreachable about a
+// packet tunnelled for the VM key: the Home Agent may have restarted and lost
+// the binding, so kgswitch asks again at once rather than at the next refresh
+// (mipv6.Binding.HandleTunnelRefused rate-limits it; the tunnel stays up).
+func (s *Switch) tunnelRefused(key string) {
+	p := s.byKey[key]
+	if p == nil || p.binding == nil {
+		return
+	}
+	if bu, ok := p.binding.HandleTunnelRefused(s.clock.Now()); ok {
+		s.log.Info("Home Agent refused the tunnel: registering again", "port", p.name(), "hoa", p.vm.HomeAddress,
+			"refused", p.link.Counters.TunnelRefused.Load())
+		s.sendBU(bu)
+	}
+}
+
 // advertise sends the home router's Router Advertisement to a guest, as the
 // home router would every interval.
 func (s *Switch) advertise(p *vmPort, now time.Time) {

@@ -9,27 +9,30 @@ import (
 
 // PortStatus is one VM's state for `kgswitch status`.
 type PortStatus struct {
-	Port              string            `json:"port"`
-	HomeAddress       string            `json:"home_address"`
-	MAC               string            `json:"mac,omitempty"`
-	Location          string            `json:"location"` // "home", "foreign" or "absent"
-	BindingState      string            `json:"binding_state,omitempty"`
-	Reason            string            `json:"reason,omitempty"`
-	CareOf            string            `json:"care_of,omitempty"`
-	HomeAgent         string            `json:"home_agent"`
-	Sequence          uint16            `json:"sequence,omitempty"`
-	LifetimeLeftSec   float64           `json:"lifetime_left_s,omitempty"`
-	ToTunnelPackets   uint64            `json:"to_tunnel_packets"`
-	ToTunnelBytes     uint64            `json:"to_tunnel_bytes"`
-	FromTunnelPackets uint64            `json:"from_tunnel_packets"`
-	FromTunnelBytes   uint64            `json:"from_tunnel_bytes"`
-	NDAnswered        uint64            `json:"nd_answered"`
-	RASent            uint64            `json:"ra_sent"`
-	LocalPackets      uint64            `json:"local_packets"`
-	Held              uint64            `json:"held"`
-	Released          uint64            `json:"released"`
-	Drops             map[string]uint64 `json:"drops,omitempty"`
-	Error             string            `json:"error,omitempty"`
+	Port              string  `json:"port"`
+	HomeAddress       string  `json:"home_address"`
+	MAC               string  `json:"mac,omitempty"`
+	Location          string  `json:"location"` // "home", "foreign" or "absent"
+	BindingState      string  `json:"binding_state,omitempty"`
+	Reason            string  `json:"reason,omitempty"`
+	CareOf            string  `json:"care_of,omitempty"`
+	HomeAgent         string  `json:"home_agent"`
+	Sequence          uint16  `json:"sequence,omitempty"`
+	LifetimeLeftSec   float64 `json:"lifetime_left_s,omitempty"`
+	ToTunnelPackets   uint64  `json:"to_tunnel_packets"`
+	ToTunnelBytes     uint64  `json:"to_tunnel_bytes"`
+	FromTunnelPackets uint64  `json:"from_tunnel_packets"`
+	FromTunnelBytes   uint64  `json:"from_tunnel_bytes"`
+	NDAnswered        uint64  `json:"nd_answered"`
+	RASent            uint64  `json:"ra_sent"`
+	LocalPackets      uint64  `json:"local_packets"`
+	Held              uint64  `json:"held"`
+	Released          uint64  `json:"released"`
+	// TunnelRefused counts the Home Agent's Destination Unreachable errors
+	// about tunnelled packets (each a hint that it lost the binding).
+	TunnelRefused uint64            `json:"tunnel_refused,omitempty"`
+	Drops         map[string]uint64 `json:"drops,omitempty"`
+	Error         string            `json:"error,omitempty"`
 }
 
 // DatapathDrops reports the frames the datapath dropped that belong to no VM
@@ -121,7 +124,7 @@ func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 		FromTunnelPackets: c.FromTunnelPackets.Load(), FromTunnelBytes: c.FromTunnelBytes.Load(),
 		NDAnswered: c.NDAnswered.Load(), RASent: c.RASent.Load(),
 		LocalPackets: c.LocalPackets.Load(), Held: c.Held.Load(), Released: c.Released.Load(),
-		Drops: c.DropMap()}
+		TunnelRefused: c.TunnelRefused.Load(), Drops: c.DropMap()}
 	if p.mac != nil {
 		st.MAC = p.mac.String()
 	}

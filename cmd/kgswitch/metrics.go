@@ -21,7 +21,7 @@ import (
 type statusCollector struct {
 	sw *vswitch.Switch
 
-	info, lifetime, sequence, packets, bytes, drops, dpDrops, nd, ra, held, released *prometheus.Desc
+	info, lifetime, sequence, packets, bytes, drops, dpDrops, nd, ra, held, released, refused *prometheus.Desc
 }
 
 func newStatusCollector(sw *vswitch.Switch) *statusCollector {
@@ -43,11 +43,13 @@ func newStatusCollector(sw *vswitch.Switch) *statusCollector {
 		ra:       prometheus.NewDesc("kgswitch_ra_sent_total", "Router Advertisements sent to the guest.", vm, nil),
 		held:     prometheus.NewDesc("kgswitch_departure_held_total", "Frames held for a VM that left its home host.", vm, nil),
 		released: prometheus.NewDesc("kgswitch_departure_released_total", "Frames released to the Home Agent after its takeover.", vm, nil),
+		refused: prometheus.NewDesc("kgswitch_tunnel_refused_total",
+			"ICMPv6 Destination Unreachable errors from the Home Agent about tunnelled packets: hints that it lost the binding.", vm, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.dpDrops, c.nd, c.ra, c.held, c.released} {
+	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.dpDrops, c.nd, c.ra, c.held, c.released, c.refused} {
 		ch <- d
 	}
 }
@@ -76,6 +78,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.ra, prometheus.CounterValue, float64(p.RASent), h)
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.CounterValue, float64(p.Held), h)
 		ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(p.Released), h)
+		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(p.TunnelRefused), h)
 	}
 	drops, err := c.sw.DatapathDrops(ctx)
 	if err != nil {

@@ -3,6 +3,7 @@
 package datapathtest
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -158,4 +159,18 @@ func RARP(mac net.HardwareAddr) []byte {
 	copy(f[22:], mac)
 	copy(f[32:], mac)
 	return f
+}
+
+// ICMPv6Error is an ICMPv6 error message (RFC 4443 §2.1) of type typ and
+// code from src to dst, quoting invoking, cut to at most quote bytes as a
+// router may cut it (0: all of it).
+func ICMPv6Error(typ, code uint8, src, dst netip.Addr, invoking []byte, quote int) []byte {
+	if quote > 0 && quote < len(invoking) {
+		invoking = invoking[:quote]
+	}
+	msg := append([]byte{typ, code, 0, 0, 0, 0, 0, 0}, invoking...)
+	binary.BigEndian.PutUint16(msg[2:4], netpkt.Checksum(src, dst, netpkt.ProtoICMPv6, msg))
+	pkt := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(msg))
+	netpkt.PutIPv6(pkt, len(msg), netpkt.ProtoICMPv6, 64, src, dst)
+	return append(pkt, msg...)
 }
