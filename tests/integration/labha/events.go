@@ -39,6 +39,9 @@ const (
 	// EventTunnelDrop: a data packet was dropped (reason), logged for the
 	// first few drops only.
 	EventTunnelDrop = "tunnel-drop"
+	// EventTunnelRefused: a Destination Unreachable went back for a
+	// tunnelled packet no binding takes (coa), within the ICMPv6 rate limit.
+	EventTunnelRefused = "tunnel-refused"
 	// EventError: an I/O error that did not stop the Home Agent (reason).
 	EventError = "error"
 	// EventStopped is logged on exit with the data-plane counters

@@ -576,6 +576,7 @@ func (h *HomeAgent) readTunnel(ctx context.Context) error {
 	}
 	lens, srcs := make([]int, batchSize), make([]netip.Addr, batchSize)
 	m := newMmsgs()
+	limiter := newErrorLimiter(time.Second)
 	for {
 		n, err := h.tunnel.readBatch(m, bufs, lens, srcs)
 		if err != nil {
@@ -588,6 +589,9 @@ func (h *HomeAgent) readTunnel(ctx context.Context) error {
 			inner := bufs[i][:lens[i]]
 			if _, err := CheckReverse(srcs[i], h.cfg.Addr, h.cfg.Addr, inner, h.lookup); err != nil {
 				h.dropped(&h.tunnelInDrop, err.Error())
+				if errors.Is(err, ErrNoTunnel) {
+					h.refuseTunnel(ctx, limiter, srcs[i], inner)
+				}
 				continue
 			}
 			if _, err := h.tun.f.Write(inner); err != nil {

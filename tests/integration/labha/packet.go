@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/netpkt"
 	"github.com/mdlayher/ndp"
 )
 
@@ -30,6 +31,10 @@ var (
 	// ErrReverseTunnel means a reverse-tunnelled packet does not match its
 	// binding (RFC 6275 §10.4.5).
 	ErrReverseTunnel = errors.New("labha: reverse-tunnelled packet rejected")
+	// ErrNoTunnel means no binding's tunnel takes a reverse-tunnelled
+	// packet: no binding for its inner source, or one with another care-of
+	// address. A Home Agent's kernel answers it with TunnelUnreachable.
+	ErrNoTunnel = fmt.Errorf("%w: no tunnel for it", ErrReverseTunnel)
 )
 
 // appendIPv6Header appends an IPv6 header (RFC 8200 §3) with traffic class
@@ -96,13 +101,41 @@ func CheckReverse(outerSrc, outerDst, ha netip.Addr, inner []byte, lookup func(n
 	hoa, _ := addrs(inner)
 	b, ok := lookup(hoa)
 	if !ok {
-		return hoa, fmt.Errorf("no binding for inner source %v: %w", hoa, ErrReverseTunnel)
+		return hoa, fmt.Errorf("no binding for inner source %v: %w", hoa, ErrNoTunnel)
 	}
 	if outerSrc != b.CareOf {
-		return hoa, fmt.Errorf("outer source %v, binding for %v has care-of address %v: %w", outerSrc, hoa, b.CareOf, ErrReverseTunnel)
+		return hoa, fmt.Errorf("outer source %v, binding for %v has care-of address %v: %w", outerSrc, hoa, b.CareOf, ErrNoTunnel)
 	}
 	return hoa, nil
 }
+
+// minMTU is the IPv6 minimum link MTU, which bounds an ICMPv6 error (RFC
+// 4443 §2.4(c)).
+const minMTU = 1280
+
+// TunnelUnreachable appends to b what a Home Agent's kernel sends back for a
+// tunnelled packet no tunnel takes (docs/home-agents.md: a restarted Home
+// Agent): an ICMPv6 Destination Unreachable, code 4 (port unreachable: no
+// handler for next header 41, as Linux's tunnel6 answers), from ha to the
+// outer source coa, quoting the tunnel packet as far as the minimum MTU
+// allows. The raw socket hands over only the inner packet, so the outer
+// header is rebuilt; its hop limit is the one kgswitch sends, 64.
+func TunnelUnreachable(b []byte, ha, coa netip.Addr, inner []byte) []byte {
+	quote := min(ipv6HeaderLen+len(inner), minMTU-ipv6HeaderLen-8)
+	b = appendIPv6Header(b, 8+quote, mipv6.IPProtoICMPv6, 64, ha, coa)
+	msg := len(b)
+	b = append(b, icmpDestUnreachable, icmpPortUnreachable, 0, 0, 0, 0, 0, 0)
+	b = appendIPv6Header(b, len(inner), mipv6.IPProtoIPv6, TunnelHopLimit, coa, ha)
+	b = append(b, inner[:quote-ipv6HeaderLen]...)
+	binary.BigEndian.PutUint16(b[msg+2:], netpkt.Checksum(ha, coa, mipv6.IPProtoICMPv6, b[msg:]))
+	return b
+}
+
+// ICMPv6 Destination Unreachable and its port-unreachable code (RFC 4443 §3.1).
+const (
+	icmpDestUnreachable = 1
+	icmpPortUnreachable = 4
+)
 
 // InsertRH2 appends to b packet pkt, which the Home Agent itself originated
 // for home address hoa, rewritten to reach the mobile node directly: the

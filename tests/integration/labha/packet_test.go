@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/netpkt"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/mdlayher/ndp"
 )
@@ -78,12 +79,14 @@ func TestCheckReverse(t *testing.T) {
 		outerSrc, dst netip.Addr
 		inner         []byte
 		wantErr       bool
+		// noTunnel: the Home Agent's kernel answers Destination Unreachable.
+		noTunnel bool
 	}{
-		{"registered care-of address", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), false},
-		{"other care-of address", lab.CareOfAddrC, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), true},
-		{"outer destination not the home agent", lab.CareOfAddr, lab.VM2.HoA, echoRequest(lab.HoA, lab.CNAddr, 64), true},
-		{"inner source without binding", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.VM2.HoA, lab.CNAddr, 64), true},
-		{"inner not IPv6", lab.CareOfAddr, lab.HAAddr, []byte{0x45, 0, 0, 0}, true},
+		{"registered care-of address", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), false, false},
+		{"other care-of address", lab.CareOfAddrC, lab.HAAddr, echoRequest(lab.HoA, lab.CNAddr, 64), true, true},
+		{"outer destination not the home agent", lab.CareOfAddr, lab.VM2.HoA, echoRequest(lab.HoA, lab.CNAddr, 64), true, false},
+		{"inner source without binding", lab.CareOfAddr, lab.HAAddr, echoRequest(lab.VM2.HoA, lab.CNAddr, 64), true, true},
+		{"inner not IPv6", lab.CareOfAddr, lab.HAAddr, []byte{0x45, 0, 0, 0}, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,10 +97,47 @@ func TestCheckReverse(t *testing.T) {
 			if err != nil && !errors.Is(err, ErrReverseTunnel) && !errors.Is(err, ErrNotIPv6) {
 				t.Errorf("got error = %v, want ErrReverseTunnel or ErrNotIPv6", err)
 			}
+			if errors.Is(err, ErrNoTunnel) != tt.noTunnel {
+				t.Errorf("got error = %v, want ErrNoTunnel %v", err, tt.noTunnel)
+			}
 			if err == nil && hoa != lab.HoA {
 				t.Errorf("got home address = %v, want %v", hoa, lab.HoA)
 			}
 		})
+	}
+}
+
+// The Destination Unreachable for a tunnel packet quotes it, outer header
+// rebuilt, within the minimum MTU, with a valid checksum.
+func TestTunnelUnreachable(t *testing.T) {
+	for _, size := range []int{0, 1300} {
+		inner := echoRequest(lab.HoA, lab.CNAddr, 64)
+		inner = append(inner, make([]byte, size)...)
+		binary.BigEndian.PutUint16(inner[ipv6PayLen:], uint16(len(inner)-ipv6HeaderLen))
+		pkt := TunnelUnreachable(nil, lab.HAAddr, lab.CareOfAddr, inner)
+		if err := checkIPv6(pkt); err != nil {
+			t.Fatalf("%d: %v", size, err)
+		}
+		if src, dst := addrs(pkt); src != lab.HAAddr || dst != lab.CareOfAddr || pkt[ipv6NextHdr] != mipv6.IPProtoICMPv6 {
+			t.Fatalf("%d: got %v -> %v next header %d, want ICMPv6 from the Home Agent to the care-of address", size, src, dst, pkt[ipv6NextHdr])
+		}
+		msg := pkt[ipv6HeaderLen:]
+		if msg[0] != 1 || msg[1] != 4 {
+			t.Errorf("%d: got type %d code %d, want 1 4", size, msg[0], msg[1])
+		}
+		if !netpkt.VerifyChecksum(lab.HAAddr, lab.CareOfAddr, mipv6.IPProtoICMPv6, msg) {
+			t.Errorf("%d: bad checksum", size)
+		}
+		if len(pkt) > 1280 {
+			t.Errorf("%d: got %d octets, want at most the minimum MTU", size, len(pkt))
+		}
+		outer := msg[8:]
+		if src, dst := addrs(outer); src != lab.CareOfAddr || dst != lab.HAAddr || outer[ipv6NextHdr] != 41 {
+			t.Errorf("%d: quoted %v -> %v next header %d, want the tunnel packet", size, src, dst, outer[ipv6NextHdr])
+		}
+		if n := min(len(inner), 1280-2*ipv6HeaderLen-8); !bytes.Equal(outer[ipv6HeaderLen:], inner[:n]) {
+			t.Errorf("%d: quoted inner packet differs (%d octets quoted, want %d)", size, len(outer)-ipv6HeaderLen, n)
+		}
 	}
 }
 

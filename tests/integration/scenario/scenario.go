@@ -67,6 +67,10 @@ func moduleRoot(ctx context.Context) (string, error) {
 type Env struct {
 	Lab *lab.Lab
 	Bin Binaries
+
+	mu sync.Mutex
+	// homeAgents are the lab Home Agents started, by node.
+	homeAgents map[string]*exec.Cmd
 	// BindingLifetime, when not zero, is the binding_lifetime WriteConfig
 	// puts in kgswitch's configuration (kgswitch's default otherwise).
 	BindingLifetime time.Duration
@@ -92,8 +96,16 @@ func (e *Env) StartHomeAgent(ctx context.Context) error {
 // StartHomeAgentOf runs the lab Home Agent of home network hn in its
 // namespace (lab.HomeNet2's needs a lab built with ExtraGuests).
 func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork) error {
-	_, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.Bin.LabHA,
+	cmd, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.Bin.LabHA,
 		"-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String())
+	if err == nil {
+		e.mu.Lock()
+		if e.homeAgents == nil {
+			e.homeAgents = map[string]*exec.Cmd{}
+		}
+		e.homeAgents[hn.HANode] = cmd
+		e.mu.Unlock()
+	}
 	return err
 }
 
