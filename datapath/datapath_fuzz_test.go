@@ -17,6 +17,7 @@ func FuzzHandle(f *testing.F) {
 	netpkt.PutIPv6(tun, len(back), 41, 64, ha, coa)
 	f.Add(ethFrame(kgMAC, lanMAC, append(tun, back...)))
 	f.Add(ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 1500)))
+	f.Add(ethFrame(kgMAC, lanMAC, icmpError(icmpDestUnreachable, ha, coa, tunnelled(coa, ha, hoa), 0)))
 
 	conn := datapathtest.NewConn()
 	up := datapathtest.NewUplink(1)
@@ -42,6 +43,8 @@ func FuzzHandle(f *testing.F) {
 				}
 				continue
 			case <-d.signal:
+				continue
+			case <-d.refused:
 				continue
 			default:
 			}
