@@ -40,6 +40,9 @@ type Config struct {
 	InternalPort string
 	// ControlSocket is where `kgswitch add-port` and `kgswitch status` reach the daemon.
 	ControlSocket string
+	// ControlGroup, when set, owns the control socket (mode 0660): its
+	// members may drive kgswitch without being root. A group name or number.
+	ControlGroup string
 	// BindingLifetime is the lifetime requested in Binding Updates.
 	BindingLifetime time.Duration
 	// MetricsAddress is where Prometheus metrics are served (host:port);
@@ -105,6 +108,7 @@ type fileConfig struct {
 	CareOfAddress   string            `toml:"care_of_address"`
 	InternalPort    string            `toml:"internal_port"`
 	ControlSocket   string            `toml:"control_socket"`
+	ControlGroup    string            `toml:"control_socket_group"`
 	BindingLifetime string            `toml:"binding_lifetime"`
 	StateDir        string            `toml:"state_dir"`
 	MetricsAddress  string            `toml:"metrics_address"`
@@ -329,6 +333,10 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		Departure:       DefaultDeparture,
 	}
 	c.StateDir = f.StateDir
+	c.ControlGroup = f.ControlGroup
+	if strings.ContainsAny(c.ControlGroup, " \t:/") {
+		return nil, loc.at("", 0, "control_socket_group", fmt.Errorf("control_socket_group %q: want a group name or number", c.ControlGroup))
+	}
 	c.MetricsAddress = f.MetricsAddress
 	if c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

@@ -101,6 +101,9 @@ func TestParse(t *testing.T) {
 		{"departure bad buffer", base + "[departure]\nbuffer_frames = 0\n", "departure.buffer_frames"},
 		{"departure bad hold", base + "[departure]\nmax_hold = \"2h\"\n", "departure.max_hold"},
 		{"vm departure hold off", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:2000::10\"\ndeparture_hold = false\n", ""},
+		{"control group", "control_socket_group = \"kgswitch\"\n" + base, ""},
+		{"control group by number", "control_socket_group = \"998\"\n" + base, ""},
+		{"control group not a name", "control_socket_group = \"a b\"\n" + base, "control_socket_group"},
 		{"overlapping home networks", base + "[[home_network]]\nprefix = \"2001:db8:2000::/48\"\nhome_agent = \"2001:db8:2000::1\"\nrouter_link_local = \"fe80::1\"\n", "overlaps"},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"strconv"
+	"syscall"
 	"time"
 
 	vswitch "github.com/kgswitch/kgswitch/switch"
@@ -23,16 +26,54 @@ type apiError struct {
 	Code int `json:"code"`
 }
 
-func serveControl(ctx context.Context, path string, sw *vswitch.Switch, log *slog.Logger) (*http.Server, error) {
+// controlMode is the control socket's mode whatever the umask: whoever may
+// connect may steer every VM's traffic, so root and the control group only.
+const controlMode = 0o660
+
+// listenControl creates the control socket at path with controlMode, owned by
+// group when one is given (a name or a number).
+func listenControl(path, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			if g, err = user.LookupGroupId(group); err != nil {
+				return nil, fmt.Errorf("control socket: group %q: no such group", group)
+			}
+		}
+		if gid, err = strconv.Atoi(g.Gid); err != nil {
+			return nil, fmt.Errorf("control socket: group %q has gid %q", group, g.Gid)
+		}
+	}
 	// A socket file left by a daemon that died is stale; one that answers is not.
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("another kgswitch is already listening on %s", path)
 	}
 	os.Remove(path)
+	// The socket is born with the umask's mode; a restrictive umask while it
+	// is created leaves no moment in which anyone else may connect.
+	old := syscall.Umask(0o177)
 	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: give it to group %q: %w", group, err)
+	}
+	if err := os.Chmod(path, controlMode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return ln, nil
+}
+
+func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, log *slog.Logger) (*http.Server, error) {
+	ln, err := listenControl(path, group)
+	if err != nil {
+		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/ports", func(w http.ResponseWriter, r *http.Request) {

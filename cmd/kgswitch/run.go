@@ -110,7 +110,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if err := os.MkdirAll(filepath.Dir(cfg.ControlSocket), 0o755); err != nil {
 		return err
 	}
-	srv, err := serveControl(ctx, cfg.ControlSocket, sw, logger)
+	srv, err := serveControl(ctx, cfg.ControlSocket, cfg.ControlGroup, sw, logger)
 	if err != nil {
 		return err
 	}
