@@ -426,12 +426,30 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 	return c, nil
 }
 
+// The lengths a home link's prefix may have. Shorter than /16 would put a
+// sizeable part of the IPv6 Internet on one link, and ::/0 would make every
+// address a home address; longer than /126 leaves no room for the
+// Subnet-Router anycast address, a Home Agent and a VM.
+const (
+	MinHomePrefix = 16
+	MaxHomePrefix = 126
+)
+
 // NewVM validates one VM binding. Home Agent, prefix and router may be left empty
 // when a configured home_network contains the home address.
 func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, routerLL string) (VM, error) {
 	vm := VM{Port: port, HomeAddress: hoa}
 	if !hoa.Is6() || !hoa.IsGlobalUnicast() || hoa.Is4In6() {
 		return vm, fmt.Errorf("home_address %v: must be a global unicast IPv6 address", hoa)
+	}
+	if port != "" {
+		for _, own := range []struct{ name, what string }{
+			{c.Bridge, "the bridge's own (LOCAL) port"}, {c.Uplink, "the uplink"}, {c.InternalPort, "kgswitch's internal port"},
+		} {
+			if port == own.name {
+				return vm, fmt.Errorf("port %s: %s is never a VM", port, own.what)
+			}
+		}
 	}
 	if mac != "" {
 		m, err := ParseMAC(mac)
@@ -444,7 +462,7 @@ func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, rout
 		for _, h := range c.HomeNetworks {
 			if h.Prefix.Contains(hoa) {
 				vm.Home = h
-				return vm, nil
+				return vm, homeAddressFree(hoa, h)
 			}
 		}
 		return vm, fmt.Errorf("home_address %v: no home_network contains it; give home_agent, home_prefix and router_link_local", hoa)
@@ -456,8 +474,37 @@ func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, rout
 	if !h.Prefix.Contains(hoa) {
 		return vm, fmt.Errorf("home_address %v is outside home_prefix %v", hoa, h.Prefix)
 	}
+	for _, o := range c.HomeNetworks {
+		if o.Prefix == h.Prefix {
+			h.RouterAddrs = o.RouterAddrs // the network's own router addresses are still not VMs
+		}
+	}
 	vm.Home = h
-	return vm, nil
+	return vm, homeAddressFree(hoa, h)
+}
+
+// homeAddressFree refuses a home address that belongs to someone else on the
+// home link: kgswitch would answer for it, and the network's other guests
+// would lose their Home Agent or router.
+func homeAddressFree(hoa netip.Addr, h HomeNetwork) error {
+	switch {
+	case hoa == h.HomeAgent:
+		return fmt.Errorf("home_address %v is the Home Agent's address", hoa)
+	case slices.Contains(h.RouterAddrs, hoa):
+		return fmt.Errorf("home_address %v is an address of the home router", hoa)
+	case hoa == h.Prefix.Addr():
+		return fmt.Errorf("home_address %v is the Subnet-Router anycast address of %v (RFC 4291 §2.6.1)", hoa, h.Prefix)
+	case h.Prefix.Bits() == 64 && reservedAnycast(hoa):
+		return fmt.Errorf("home_address %v is a reserved subnet anycast address (RFC 2526)", hoa)
+	}
+	return nil
+}
+
+// reservedAnycast reports whether a's interface identifier (of a /64) is one
+// of the 128 RFC 2526 reserves for subnet anycast: fdff:ffff:ffff:ff80 and up.
+func reservedAnycast(a netip.Addr) bool {
+	b := a.As16()
+	return b[8] == 0xfd && b[9] == 0xff && b[10] == 0xff && b[11] == 0xff && b[12] == 0xff && b[13] == 0xff && b[14] == 0xff && b[15] >= 0x80
 }
 
 // RemoveVM forgets the VM with home address hoa.
@@ -502,6 +549,9 @@ func parseHome(prefix, homeAgent, routerLL string, routerAddrs []string) (HomeNe
 		return h, fmt.Errorf("home prefix %q: not an IPv6 prefix", prefix)
 	}
 	h.Prefix = p.Masked()
+	if b := h.Prefix.Bits(); b < MinHomePrefix || b > MaxHomePrefix {
+		return h, fmt.Errorf("home prefix %v: want a length from /%d to /%d (see config.MinHomePrefix)", h.Prefix, MinHomePrefix, MaxHomePrefix)
+	}
 	if h.HomeAgent, err = parseAddr("home_agent", homeAgent); err != nil {
 		return h, err
 	}
