@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"reflect"
 	"slices"
 
@@ -82,8 +81,9 @@ func (s *Switch) AddPort(ctx context.Context, req AddPortRequest) error {
 			return ctx.Err()
 		}
 		if e := s.do(ctx, func() {
-			if p := s.ports[req.Port]; p != nil && p.phase == broken {
+			if p := s.ports[req.Port]; p != nil && p.phase == broken && p.origin == fromAddPort {
 				err = errors.New(p.err)
+				s.dropAddPort(p)
 			}
 		}); e != nil {
 			return e
@@ -100,23 +100,21 @@ func (s *Switch) addPort(req AddPortRequest) error {
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownPort, req.Port)
 	}
-	hoa, err := netip.ParseAddr(req.HomeAddress)
+	vm, err := s.newAddPortVM(req)
 	if err != nil {
-		return fmt.Errorf("%w: home address %q: %v", ErrInvalid, req.HomeAddress, err)
+		return err
 	}
-	if old := s.ports[req.Port]; old != nil && old.vm.HomeAddress == hoa {
+	if old := s.ports[req.Port]; old != nil && old.vm.HomeAddress == vm.HomeAddress {
 		return nil // already bound the same way: nothing to do
-	}
-	vm, err := s.cfg.NewVM(req.Port, hoa, req.MAC, req.HomeAgent, req.HomePrefix, req.RouterLL)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := s.cfg.AddVM(vm); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	p := s.addVMPort(vm)
-	p.origin = fromAddPort
+	p.origin, p.added = fromAddPort, req
+	p.added.Activate = false // a moment's fact, not part of the binding
 	if err := s.prepare(); err != nil {
+		s.dropAddPort(p)
 		return err
 	}
 	if iface.OFPort > 0 {
@@ -127,13 +125,43 @@ func (s *Switch) addPort(req AddPortRequest) error {
 		}
 		s.handleEvent(eventAdded(iface))
 		if p.phase == broken {
-			return errors.New(p.err)
+			err := errors.New(p.err)
+			s.dropAddPort(p)
+			return err
 		}
 		if req.Activate && p.phase == prepared {
 			s.activateGuest(p, "add-port --activate")
 		}
 	}
+	s.savePorts()
 	return nil
+}
+
+// dropAddPort undoes a failed add-port: nothing of it stays, so that trying
+// again after the fix starts afresh instead of finding it "already bound".
+func (s *Switch) dropAddPort(p *vmPort) {
+	s.removeVM(p)
+	s.savePorts()
+}
+
+// DeletePort unbinds a port that add-port bound: kgswitch stops serving the
+// VM there and forgets the binding, also across restarts. Ports bound by the
+// configuration file or by external_ids are unbound where they were bound.
+func (s *Switch) DeletePort(ctx context.Context, port string) error {
+	if err := s.onPort(ctx, port, func(p *vmPort) error {
+		switch p.origin {
+		case fromConfig:
+			return fmt.Errorf("%w: %s is bound in the configuration file: remove it there and reload (SIGHUP)", ErrInvalid, port)
+		case fromOVSDB:
+			return fmt.Errorf("%w: %s is declared in its interface's external_ids: remove the %s keys there", ErrInvalid, port, KeyHomeAddress)
+		}
+		s.log.Info("port unbound by del-port", "port", port, "hoa", p.vm.HomeAddress)
+		s.dropAddPort(p)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return s.ovs.wait(ctx)
 }
 
 // Reload applies a new configuration: VMs added to the file are served, VMs

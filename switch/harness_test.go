@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -198,8 +199,9 @@ type harness struct {
 }
 
 type memStore struct {
-	mu sync.Mutex
-	m  map[string]StoredBinding
+	mu    sync.Mutex
+	m     map[string]StoredBinding
+	ports []AddPortRequest
 }
 
 func (s *memStore) Load() (map[string]StoredBinding, error) {
@@ -211,6 +213,17 @@ func (s *memStore) Save(m map[string]StoredBinding) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.m = maps.Clone(m)
+	return nil
+}
+func (s *memStore) LoadPorts() ([]AddPortRequest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ports), nil
+}
+func (s *memStore) SavePorts(reqs []AddPortRequest) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ports = slices.Clone(reqs)
 	return nil
 }
 func (s *memStore) get(k string) (StoredBinding, bool) {
@@ -251,8 +264,12 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 	if h.flows == nil {
 		h.flows = &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
 	}
+	var ports PortStore
+	if ms, ok := store.(*memStore); ok {
+		ports = ms
+	}
 	h.sw = New(cfg, Deps{
-		DB: h.db, Flows: h.flows, Uplink: h.uplink,
+		DB: h.db, Flows: h.flows, Uplink: h.uplink, Ports: ports,
 		OpenPort: func(context.Context, string) (datapath.FrameConn, net.HardwareAddr, error) {
 			h.opens.Add(1)
 			return h.conn, kgMAC, nil

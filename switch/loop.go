@@ -35,6 +35,7 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.stored = st
 		}
 	}
+	s.restorePorts()
 	s.presentAtStart = map[string]bool{}
 	var present []ovsctl.Interface
 	for _, i := range s.deps.DB.Interfaces() {

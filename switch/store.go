@@ -62,7 +62,13 @@ func (f *FileStore) Save(m map[string]StoredBinding) error {
 	if err != nil {
 		return err
 	}
-	tmp := f.Path + ".tmp"
+	return writeAtomic(f.Path, b)
+}
+
+// writeAtomic replaces the file at path with b: a crash leaves the old
+// content or the new, never a part.
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
 	fd, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
 		return err
@@ -78,7 +84,7 @@ func (f *FileStore) Save(m map[string]StoredBinding) error {
 	if err := fd.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, f.Path)
+	return os.Rename(tmp, path)
 }
 
 // persist saves the bindings when they changed.

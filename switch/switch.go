@@ -39,6 +39,8 @@ type Deps struct {
 	Logger   *slog.Logger
 	// Store keeps bindings across restarts; nil keeps nothing.
 	Store Store
+	// Ports keeps add-port bindings across restarts; nil keeps none.
+	Ports PortStore
 	// NeighborMAC looks up the host's neighbour table (hostio.HostNeighbor);
 	// nil looks nothing up.
 	NeighborMAC func(netip.Addr) net.HardwareAddr
@@ -134,12 +136,14 @@ type vmPort struct {
 	origin origin
 	// declaration is what external_ids declared (fromOVSDB).
 	declaration string
-	iface       string            // the VM's interface on this bridge, while it is here
-	mirrored    map[string]string // what external_ids last got
-	ofport      int               // 0 while the port is not on this host's bridge
-	since       time.Time         // when the port appeared here
-	mac         net.HardwareAddr
-	link        *datapath.GuestLink // counters and what the datapath learnt, across phases
+	// added is the add-port request that bound it (fromAddPort), as saved.
+	added    AddPortRequest
+	iface    string            // the VM's interface on this bridge, while it is here
+	mirrored map[string]string // what external_ids last got
+	ofport   int               // 0 while the port is not on this host's bridge
+	since    time.Time         // when the port appeared here
+	mac      net.HardwareAddr
+	link     *datapath.GuestLink // counters and what the datapath learnt, across phases
 	// seenRunning: a frame from the guest before its port appeared.
 	seenRunning time.Time
 	phase       phase

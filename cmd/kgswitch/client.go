@@ -92,6 +92,22 @@ func cmdPortVerb(verb string, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// cmdDelPort runs `kgswitch del-port PORT`.
+func cmdDelPort(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("del-port", "del-port PORT [flags]", stderr)
+	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
+	port, err := parsePortArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	var out struct{}
+	if err := call(*socket, http.MethodDelete, "/v1/ports/"+url.PathEscape(port), nil, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s unbound\n", port)
+	return nil
+}
+
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "status [--json]", stderr)
 	asJSON := fs.Bool("json", false, "print JSON for scripts instead of a table")

@@ -93,6 +93,18 @@ func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, l
 		log.Info("port bound by add-port", "port", req.Port, "hoa", req.HomeAddress)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
+	mux.HandleFunc("DELETE /v1/ports/{port}", func(w http.ResponseWriter, r *http.Request) {
+		port := r.PathValue("port")
+		if err := sw.DeletePort(r.Context(), port); err != nil {
+			code, status := 1, http.StatusInternalServerError
+			if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
+				code, status = 2, http.StatusBadRequest
+			}
+			writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+			return
+		}
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
 	for verb, act := range map[string]func(context.Context, string) error{"activate": sw.Activate, "deactivate": sw.Deactivate} {
 		mux.HandleFunc("POST /v1/ports/{port}/"+verb, func(w http.ResponseWriter, r *http.Request) {
 			port := r.PathValue("port")

@@ -17,7 +17,10 @@ Usage:
   kgswitch run --config FILE [--log-format text|json] [--log-level LEVEL]
         run the daemon for this host
   kgswitch add-port PORT --hoa ADDR [--mac MAC] [--home-agent ADDR --home-prefix PREFIX --router LLADDR]
-        bind an OVS port of the running daemon's bridge to a VM's home address
+        bind an OVS port of the running daemon's bridge to a VM's home address;
+        kept across restarts when state_dir is set
+  kgswitch del-port PORT
+        unbind a port bound with add-port: kgswitch stops serving the VM there
   kgswitch activate PORT
         the guest on PORT runs on this host now (e.g. from a libvirt hook or
         QEMU's pause-before-switchover): register with its Home Agent at once
@@ -59,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "add-port":
 		err = cmdAddPort(args[1:], stdout, stderr)
+	case "del-port":
+		err = cmdDelPort(args[1:], stdout, stderr)
 	case "activate", "deactivate":
 		err = cmdPortVerb(args[0], args[1:], stdout, stderr)
 	case "status":

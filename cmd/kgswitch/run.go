@@ -87,18 +87,20 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	defer uplink.Close()
 	var store vswitch.Store
+	var ports vswitch.PortStore
 	if cfg.StateDir != "" {
 		fs, err := vswitch.NewFileStore(cfg.StateDir)
 		if err != nil {
 			return err
 		}
-		store = fs
+		store, ports = fs, fs
 	} else {
-		logger.Warn("no state_dir configured: a restart registers every binding from scratch")
+		logger.Warn("no state_dir configured: a restart registers every binding from scratch and forgets add-port bindings")
 	}
 	flows := ovsctl.NewFlows(cfg.BridgeTarget(), logger)
 	sw := vswitch.New(cfg, vswitch.Deps{
 		Store:        store,
+		Ports:        ports,
 		SwitchEvents: flows.WatchSwitch(ctx),
 		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return hostio.HostNeighbor(a, cfg.CareOfAddress) },
 		DB:           db,
