@@ -56,7 +56,30 @@ type Config struct {
 	// Departure: how a home host covers a departing VM until its Home Agent
 	// takes the home address over.
 	Departure Departure
+	// Arrival: how a foreign host keeps a guest's frames until its binding
+	// stands.
+	Arrival Arrival
 }
+
+// Arrival configures the foreign host's hold of what a guest sends between
+// its first frame there and the Home Agent's acceptance of its binding: the
+// frames are sent through the tunnel once it stands.
+type Arrival struct {
+	Enabled bool
+	// BufferFrames and BufferBytes bound what is held per VM (the bytes of
+	// its IPv6 packets); more is dropped and counted.
+	BufferFrames int
+	BufferBytes  int
+	// MaxHold bounds how long a frame is held.
+	MaxHold time.Duration
+}
+
+// Default arrival settings: a first registration takes the Home Agent about
+// 1.1 s (DAD), so 3 s covers it with room for a lost Binding Update. 1024
+// frames at the tunnel MTU are about 1.5 MiB, so at these defaults the frame
+// count binds first; the 4 MiB byte bound is what still caps a VM's memory
+// when an operator raises buffer_frames for a guest of many small packets.
+var DefaultArrival = Arrival{Enabled: true, BufferFrames: 1024, BufferBytes: 4 << 20, MaxHold: 3 * time.Second}
 
 // Departure configures the home host's cover for a VM that leaves it: frames
 // for the VM are held until the Home Agent takes over, then released to it.
@@ -115,6 +138,14 @@ type fileConfig struct {
 	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
 	VMs             []fileVM          `toml:"vm"`
 	Departure       *fileDeparture    `toml:"departure"`
+	Arrival         *fileArrival      `toml:"arrival"`
+}
+
+type fileArrival struct {
+	Enabled      *bool  `toml:"enabled"`
+	BufferFrames *int   `toml:"buffer_frames"`
+	BufferBytes  *int   `toml:"buffer_bytes"`
+	MaxHold      string `toml:"max_hold"`
 }
 
 type fileDeparture struct {
@@ -331,6 +362,7 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
 		BindingLifetime: DefaultBindingLifetime,
 		Departure:       DefaultDeparture,
+		Arrival:         DefaultArrival,
 	}
 	c.StateDir = f.StateDir
 	c.ControlGroup = f.ControlGroup
@@ -383,6 +415,11 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 			c.Departure.MaxHold = v
 		}
 	}
+	if a := f.Arrival; a != nil {
+		if err := a.parse(&c.Arrival, loc); err != nil {
+			return nil, err
+		}
+	}
 	for i, fh := range f.HomeNetworks {
 		h, err := parseHome(fh.Prefix, fh.HomeAgent, fh.RouterLinkLocal, fh.RouterAddrs)
 		if err != nil {
@@ -424,6 +461,35 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// parse applies the [arrival] table over the defaults in to.
+func (a *fileArrival) parse(to *Arrival, loc locator) error {
+	if a.Enabled != nil {
+		to.Enabled = *a.Enabled
+	}
+	if a.BufferFrames != nil {
+		if *a.BufferFrames < 1 || *a.BufferFrames > 1<<16 {
+			return loc.at("arrival", 0, "buffer_frames", fmt.Errorf("arrival.buffer_frames %d: want 1..65536", *a.BufferFrames))
+		}
+		to.BufferFrames = *a.BufferFrames
+	}
+	if a.BufferBytes != nil {
+		// At least one packet of the largest a 1500-byte link carries; at
+		// most 256 MiB, which is a mistake sooner than a wish.
+		if *a.BufferBytes < 1500 || *a.BufferBytes > 256<<20 {
+			return loc.at("arrival", 0, "buffer_bytes", fmt.Errorf("arrival.buffer_bytes %d: want 1500..268435456", *a.BufferBytes))
+		}
+		to.BufferBytes = *a.BufferBytes
+	}
+	if a.MaxHold != "" {
+		v, err := time.ParseDuration(a.MaxHold)
+		if err != nil || v <= 0 || v > time.Minute {
+			return loc.at("arrival", 0, "max_hold", fmt.Errorf("arrival.max_hold %q: want a duration up to 1m", a.MaxHold))
+		}
+		to.MaxHold = v
+	}
+	return nil
 }
 
 // The lengths a home link's prefix may have. Shorter than /16 would put a

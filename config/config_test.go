@@ -33,6 +33,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if vm.Home.HomeAgent != netip.MustParseAddr("2001:db8:2000::1") || vm.Home.RouterLinkLocal != netip.MustParseAddr("fe80::1") || vm.MAC.String() != "52:54:00:00:00:10" {
 		t.Errorf("got VM %+v", vm)
 	}
+	if c.Arrival != DefaultArrival || c.Departure != DefaultDeparture {
+		t.Errorf("got arrival %+v departure %+v, want the example to show the defaults", c.Arrival, c.Departure)
+	}
 	if c.BindingLifetime != 10*time.Minute || c.BridgeTarget() != "unix:/var/run/openvswitch/br0.mgmt" {
 		t.Errorf("got lifetime %v target %v", c.BindingLifetime, c.BridgeTarget())
 	}
@@ -69,6 +72,30 @@ func TestDepartureSettings(t *testing.T) {
 	}
 }
 
+func TestArrivalSettings(t *testing.T) {
+	c, err := Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Arrival != DefaultArrival || DefaultArrival != (Arrival{Enabled: true, BufferFrames: 1024, BufferBytes: 4 << 20, MaxHold: 3 * time.Second}) {
+		t.Errorf("got %+v without an [arrival] table, want the defaults %+v", c.Arrival, DefaultArrival)
+	}
+	c, err = Parse(base + "[arrival]\nenabled = false\nbuffer_frames = 64\nbuffer_bytes = 65536\nmax_hold = \"1500ms\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Arrival{Enabled: false, BufferFrames: 64, BufferBytes: 65536, MaxHold: 1500 * time.Millisecond}); c.Arrival != want {
+		t.Errorf("got %+v, want %+v", c.Arrival, want)
+	}
+	c, err = Parse(base + "[arrival]\nmax_hold = \"5s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Arrival{Enabled: true, BufferFrames: 1024, BufferBytes: 4 << 20, MaxHold: 5 * time.Second}); c.Arrival != want {
+		t.Errorf("got %+v, want the defaults but max_hold %+v", c.Arrival, want)
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -100,6 +127,16 @@ func TestParse(t *testing.T) {
 		{"departure off", base + "[departure]\nenabled = false\n", ""},
 		{"departure bad buffer", base + "[departure]\nbuffer_frames = 0\n", "departure.buffer_frames"},
 		{"departure bad hold", base + "[departure]\nmax_hold = \"2h\"\n", "departure.max_hold"},
+		{"arrival off", base + "[arrival]\nenabled = false\n", ""},
+		{"arrival no frames", base + "[arrival]\nbuffer_frames = 0\n", "arrival.buffer_frames 0: want 1..65536"},
+		{"arrival too many frames", base + "[arrival]\nbuffer_frames = 100000\n", "arrival.buffer_frames"},
+		{"arrival bytes below a packet", base + "[arrival]\nbuffer_bytes = 1000\n", "arrival.buffer_bytes 1000: want 1500..268435456"},
+		{"arrival bytes too many", base + "[arrival]\nbuffer_bytes = 1073741824\n", "arrival.buffer_bytes"},
+		{"arrival bytes not a number", base + "[arrival]\nbuffer_bytes = \"4MiB\"\n", "buffer_bytes"},
+		{"arrival hold not a duration", base + "[arrival]\nmax_hold = \"3\"\n", "arrival.max_hold"},
+		{"arrival hold zero", base + "[arrival]\nmax_hold = \"0s\"\n", "arrival.max_hold"},
+		{"arrival hold too long", base + "[arrival]\nmax_hold = \"2m\"\n", "arrival.max_hold"},
+		{"arrival unknown key", base + "[arrival]\nbuffer = 10\n", "unknown key arrival.buffer"},
 		{"vm departure hold off", base + "[[vm]]\nport = \"v\"\nhome_address = \"2001:db8:2000::10\"\ndeparture_hold = false\n", ""},
 		{"prefix ::/0", strings.Replace(base, "2001:db8:2000::/64", "::/0", 1), "want a length from /16 to /126"},
 		{"prefix too short", strings.Replace(base, "2001:db8:2000::/64", "2001::/15", 1), "want a length"},
@@ -148,6 +185,10 @@ func TestErrorsNameTheLine(t *testing.T) {
 		{"duplicate home address", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::10\"\n", 13},
 		{"mac collision", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"52:54:00:00:00:10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:10\"\n", 15},
 		{"bad departure", base + "[departure]\nmax_hold = \"2h\"\n", 9},
+		{"bad arrival frames", base + "[arrival]\nenabled = true\nbuffer_frames = -1\n", 10},
+		{"bad arrival bytes", base + "[departure]\nbuffer_frames = 8\n[arrival]\nbuffer_bytes = 10\nmax_hold = \"1s\"\n", 11},
+		{"bad arrival hold", base + "[arrival]\nmax_hold = \"forever\"\n", 9},
+		{"unknown arrival key", base + "[arrival]\nenabled = true\nmax_held = \"1s\"\n", 10},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -26,8 +26,8 @@ const (
 	DropSignalQueueFull                   // control loop behind; signalling packet dropped
 	DropSignalRejected                    // BA/BE/BRR not matching a binding (sender, home address, sequence)
 	DropInactive                          // the guest has not been activated on this host yet
-	DropHoldExpired                       // held for a departed VM longer than departure.max_hold
-	DropHoldOverflow                      // more than departure.buffer_frames held for a departed VM
+	DropHoldExpired                       // held longer than departure.max_hold or arrival.max_hold, or held when the hold ended unreleased
+	DropHoldOverflow                      // beyond departure.buffer_frames, or arrival.buffer_frames or buffer_bytes
 	DropSocketOverflow                    // the kernel's receive queue of the internal port was full: kgswitch read too slowly
 	numDropReasons
 )
@@ -55,8 +55,8 @@ type Counters struct {
 	NDAnswered        atomic.Uint64
 	RASent            atomic.Uint64
 	LocalPackets      atomic.Uint64 // to another guest of the same home link on this host
-	Held              atomic.Uint64 // frames held for a VM that left this home host
-	Released          atomic.Uint64 // of those, and later ones, sent on to the Home Agent
+	Held              atomic.Uint64 // frames held: for a VM that left this home host, or from a guest whose binding is being set up here
+	Released          atomic.Uint64 // of those, sent on to the Home Agent (a departed VM's later frames too)
 	// TunnelRefused counts the Home Agent's Destination Unreachable errors
 	// about packets tunnelled to it: each a hint that it lost the binding.
 	TunnelRefused atomic.Uint64

@@ -80,6 +80,9 @@ type Guest struct {
 	HomeAgent netip.Addr
 	// Tunnel: the Home Agent accepted the binding.
 	Tunnel bool
+	// Hold, when not nil and Tunnel is false, keeps what the guest sends for
+	// the tunnel until the binding stands (see Arrival).
+	Hold *Arrival
 	// Pending: prepared, but the guest has not run here yet (its port
 	// appears when the migration starts, long before the guest resumes here).
 	Pending bool
@@ -499,6 +502,13 @@ func (d *Datapath) fromGuest(f *FIB, g *Guest, buf []byte, n int, out []byte) []
 		return out
 	}
 	if !g.Tunnel {
+		if g.Hold != nil && len(ip) <= f.mtu {
+			d.holdFromGuest(g.Hold, g, buf, ip)
+			return out
+		}
+		// A frame bigger than the tunnel carries needs segmenting or a Packet
+		// Too Big, both answers for a path that does not exist yet: it is
+		// dropped as before, and the guest's retransmission meets the tunnel.
 		g.Link.Counters.Drop(DropNotBound)
 		return out
 	}

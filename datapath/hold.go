@@ -25,16 +25,13 @@ import (
 // it; the control loop releases them once the Home Agent took over. mu guards
 // the queue and the release state: contention exists only during a departure.
 type Departed struct {
-	key       string
-	mac       [6]byte
-	hoa       netip.Addr
-	maxFrames int
-	maxHold   time.Duration
-	counters  *Counters
+	key      string
+	mac      [6]byte
+	hoa      netip.Addr
+	counters *Counters
 
 	mu       sync.Mutex
-	queue    [][]byte
-	queuedAt []time.Time
+	queue    holdQueue
 	released bool    // frames now go to haMAC
 	haMAC    [6]byte // valid once released
 
@@ -48,7 +45,8 @@ type Departed struct {
 // NewDeparted returns the hold queue of the VM key (MAC mac, home address
 // hoa): at most maxFrames frames, none older than maxHold, counted in c.
 func NewDeparted(key string, mac net.HardwareAddr, hoa netip.Addr, maxFrames int, maxHold time.Duration, c *Counters) *Departed {
-	return &Departed{key: key, mac: [6]byte(mac), hoa: hoa, maxFrames: maxFrames, maxHold: maxHold, counters: c}
+	return &Departed{key: key, mac: [6]byte(mac), hoa: hoa, counters: c,
+		queue: holdQueue{maxFrames: maxFrames, maxHold: maxHold, counters: c}}
 }
 
 // LastSeen is when the home link last sent a frame to the departed VM's MAC;
@@ -71,19 +69,7 @@ func (d *Datapath) fromHomeLink(f *FIB, dep *Departed, frame []byte) {
 		d.forwardToHomeAgent(f, dep, frame)
 		return
 	}
-	// Drop what has waited too long: the sender retransmits by now, and a
-	// stale frame released late only confuses it.
-	for len(dep.queue) > 0 && now.Sub(dep.queuedAt[0]) > dep.maxHold {
-		dep.queue, dep.queuedAt = dep.queue[1:], dep.queuedAt[1:]
-		dep.counters.Drop(DropHoldExpired)
-	}
-	if len(dep.queue) >= dep.maxFrames {
-		dep.counters.Drop(DropHoldOverflow)
-		return
-	}
-	dep.queue = append(dep.queue, append([]byte(nil), frame...))
-	dep.queuedAt = append(dep.queuedAt, now)
-	dep.counters.Held.Add(1)
+	dep.queue.push(now, frame)
 }
 
 // forwardToHomeAgent sends a frame meant for the departed VM to the Home Agent's
@@ -108,15 +94,7 @@ func (d *Datapath) Release(dep *Departed, haMAC net.HardwareAddr) {
 	defer dep.mu.Unlock()
 	dep.haMAC = [6]byte(haMAC)
 	dep.released = true
-	now := d.clock.Now()
-	for i, fr := range dep.queue {
-		if now.Sub(dep.queuedAt[i]) > dep.maxHold {
-			dep.counters.Drop(DropHoldExpired)
-			continue
-		}
-		d.forwardToHomeAgent(f, dep, fr)
-	}
-	dep.queue, dep.queuedAt = nil, nil
+	dep.queue.drain(d.clock.Now(), func(fr []byte) { d.forwardToHomeAgent(f, dep, fr) })
 }
 
 // homeLinkND handles the Neighbor Discovery that OpenFlow copies to kgswitch on

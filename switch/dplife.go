@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/datapath"
+	"github.com/kgswitch/kgswitch/mipv6"
 )
 
 // The datapath's life, control side: the internal port is created and opened
@@ -155,7 +156,10 @@ func (s *Switch) recoverDatapath() {
 }
 
 // publish gives the datapath a new snapshot of the forwarding state, derived
-// from each VM's phase.
+// from each VM's phase. A guest whose binding now stands has its held frames
+// released before the snapshot in which it tunnels is published: that is
+// what keeps them ahead of everything it sends later (see
+// datapath.ReleaseArrival).
 func (s *Switch) publish() {
 	if s.dp == nil {
 		return
@@ -176,8 +180,9 @@ func (s *Switch) publish() {
 				f.AddAwaiting(p.mac, p.key())
 			}
 		case prepared, abroad:
+			tunnel := p.phase == abroad && p.binding.Tunnelling(now)
 			f.AddGuest(&datapath.Guest{Key: p.key(), MAC: [6]byte(p.mac), HomeAddr: p.vm.HomeAddress, Prefix: p.vm.Home.Prefix,
-				HomeAgent: p.vm.Home.HomeAgent, Tunnel: p.phase == abroad && p.binding.Tunnelling(now), Pending: p.phase == prepared,
+				HomeAgent: p.vm.Home.HomeAgent, Tunnel: tunnel, Hold: s.arrivalHold(p, tunnel, now), Pending: p.phase == prepared,
 				ND: p.nd, PTBFrom: p.vm.Home.RouterLinkLocal, Link: p.link})
 		}
 		// Also while returning: the VM may leave again before the Home
@@ -187,4 +192,31 @@ func (s *Switch) publish() {
 		}
 	}
 	s.dp.Publish(f)
+}
+
+// arrivalHold returns the hold for what a guest abroad sends while its binding
+// is being set up: one per registration, made when the guest is found running
+// here. Once tunnel is true it releases the hold into the tunnel and returns
+// nil; a binding the Home Agent refused ends it (the retry makes a new one).
+func (s *Switch) arrivalHold(p *vmPort, tunnel bool, now time.Time) *datapath.Arrival {
+	switch {
+	case tunnel:
+		if a := p.arrival; a != nil {
+			p.arrival = nil
+			c := &p.link.Counters
+			before := c.Released.Load()
+			s.dp.ReleaseArrival(a, s.cfg.CareOfAddress, p.vm.Home.HomeAgent)
+			s.log.Info("binding stands: held frames sent through the tunnel", "port", p.name(), "hoa", p.vm.HomeAddress,
+				"released", c.Released.Load()-before, "after", now.Sub(p.since).String())
+		}
+		return nil
+	case p.phase != abroad || !s.cfg.Arrival.Enabled || p.binding.Snapshot(now).State == mipv6.StateFailed:
+		p.endArrivalHold()
+		return nil
+	}
+	if p.arrival == nil {
+		a := s.cfg.Arrival
+		p.arrival = datapath.NewArrival(a.BufferFrames, a.BufferBytes, a.MaxHold, &p.link.Counters)
+	}
+	return p.arrival
 }

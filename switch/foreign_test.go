@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,14 +163,114 @@ func TestHostPortRenumbered(t *testing.T) {
 }
 
 func TestNotBoundYetDrops(t *testing.T) {
-	h := newHarness(t, testConfig)
+	h := newHarness(t, testConfig+"[arrival]\nenabled = false\n")
 	h.arrive(t, "vnet3", 3, guestMAC)
 	h.nextSent(t) // the BU
 	h.conn.Inject(datapathtest.EthFrame(lanMAC, guestMAC, datapathtest.UDPPacket(hoa, cn, 10)))
 	h.noFrame(t)
 	st, _ := h.sw.Status(context.Background())
-	if st[0].Drops["not-bound"] != 1 || st[0].BindingState != "registering" {
-		t.Errorf("got %+v, want one not-bound drop while registering", st[0])
+	if st[0].Drops["not-bound"] != 1 || st[0].Held != 0 || st[0].BindingState != "registering" {
+		t.Errorf("got %+v, want one not-bound drop while registering, with the arrival hold off", st[0])
+	}
+}
+
+// guestFrame is a frame from the guest to the correspondent whose UDP
+// payload is n bytes long: n tells frames apart on the uplink.
+func guestFrame(n int) []byte {
+	return datapathtest.EthFrame(lanMAC, guestMAC, datapathtest.UDPPacket(hoa, cn, n))
+}
+
+// tunnelledPayload checks that s is the guest's packet with an n-byte UDP
+// payload, unchanged in a tunnel from the care-of address to the Home Agent,
+// and returns n.
+func tunnelledPayload(t *testing.T, s datapathtest.Sent) int {
+	t.Helper()
+	outer, err := netpkt.ParseIPv6(s.Pkt)
+	if err != nil || s.Dst != ha || outer.Src() != coa || outer.Dst() != ha || outer.NextHeader() != netpkt.ProtoIPv6 {
+		t.Fatalf("got %v -> %v (to %v) next header %d (%v), want a tunnel packet %v -> %v", outer.Src(), outer.Dst(), s.Dst,
+			outer.NextHeader(), err, coa, ha)
+	}
+	n := len(outer.Payload()) - netpkt.IPv6Len - 8
+	if !bytes.Equal(outer.Payload(), datapathtest.UDPPacket(hoa, cn, n)) {
+		t.Fatalf("inner packet of %d payload bytes changed in the tunnel", n)
+	}
+	return n
+}
+
+// What a guest sends between its activation here and the Home Agent's Ack
+// (about 1.1 s of DAD at a first registration) is sent through the tunnel
+// right after the Ack, in order, ahead of what it sends next.
+func TestArrivalHeldUntilBound(t *testing.T) {
+	h := newHarness(t, testConfig)
+	h.arrive(t, "vnet3", 3, guestMAC)
+	bu, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 10; n < 14; n++ {
+		h.conn.Inject(guestFrame(n))
+		h.advance(t, 250*time.Millisecond)
+	}
+	h.noFrame(t)
+	if st := h.status(t, "vnet3"); st.Held != 4 || st.ToTunnelPackets != 0 || st.Drops["not-bound"] != 0 {
+		t.Fatalf("got %+v, want 4 held, none tunnelled or dropped", st)
+	}
+	h.advance(t, 100*time.Millisecond) // the Ack, 1.1 s after the Binding Update
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa,
+		Sequence: bu.Sequence, Lifetime: bu.Lifetime})))
+	h.settle(t)
+	h.conn.Inject(guestFrame(14))
+	var got []int
+	for range 5 {
+		got = append(got, tunnelledPayload(t, h.nextSent(t)))
+	}
+	if want := []int{10, 11, 12, 13, 14}; !slices.Equal(got, want) {
+		t.Errorf("got payloads %v through the tunnel, want %v", got, want)
+	}
+	h.noFrame(t)
+	st := h.status(t, "vnet3")
+	if st.BindingState != "bound" || st.Held != 4 || st.Released != 4 || st.ToTunnelPackets != 5 || len(st.Drops) != 1 || st.Drops["inactive"] != 1 {
+		t.Errorf("got %+v, want bound, 4 held and released, 5 tunnelled, no drop but the activating RARP", st)
+	}
+}
+
+// A hold whose binding does not come counts what it held as dropped, and
+// frames after it as not bound.
+func TestArrivalHoldEnds(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		end  func(h *harness, bu mipv6.BUPacket)
+		// notBound: the guest's next frame is dropped as not bound (after a
+		// refusal; once its port left, it is no guest of this host).
+		notBound uint64
+	}{
+		{"port leaves", func(h *harness, _ mipv6.BUPacket) {
+			h.db.events <- ovsctl.Event{Kind: ovsctl.Removed, Iface: ovsctl.Interface{Name: "vnet3"}}
+		}, 0},
+		{"Home Agent refuses", func(h *harness, bu mipv6.BUPacket) {
+			h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa,
+				Status: mipv6.StatusProhibited, Sequence: bu.Sequence})))
+		}, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, testConfig)
+			h.arrive(t, "vnet3", 3, guestMAC)
+			bu, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.conn.Inject(guestFrame(10))
+			h.conn.Inject(guestFrame(11))
+			h.settle(t)
+			tt.end(h, bu)
+			h.settle(t)
+			h.conn.Inject(guestFrame(12))
+			h.noFrame(t)
+			st := h.status(t, "vnet3")
+			if st.Held != 2 || st.Released != 0 || st.Drops["hold-expired"] != 2 || st.Drops["not-bound"] != tt.notBound || st.ToTunnelPackets != 0 {
+				t.Errorf("got %+v, want 2 held and counted expired, %d not bound, none sent", st, tt.notBound)
+			}
+		})
 	}
 }
 
@@ -474,8 +575,8 @@ func TestGuestsOfOneHomeLinkTalkDirectly(t *testing.T) {
 		break
 	}
 	st, _ := h.sw.Status(context.Background())
-	if st[0].LocalPackets != 1 || st[0].Drops["not-bound"] != 1 {
-		t.Errorf("got %+v, want one local packet and one not-bound drop", st[0])
+	if st[0].LocalPackets != 1 || st[0].Held != 1 {
+		t.Errorf("got %+v, want one local packet and one held for the tunnel", st[0])
 	}
 }
 

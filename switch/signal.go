@@ -86,7 +86,9 @@ func (s *Switch) handleSignal(pkt []byte) {
 			}
 			return
 		}
-		if p.binding.Tunnelling(now) != was {
+		// A refusal ends the arrival hold at once: the retry is seconds away,
+		// and what the guest sends meanwhile would only expire in the hold.
+		if p.binding.Tunnelling(now) != was || (p.arrival != nil && snap.State == mipv6.StateFailed) {
 			s.publish()
 		}
 		return

@@ -107,6 +107,7 @@ func (p *vmPort) setPhase(to phase) error {
 	}
 	if to != abroad {
 		p.nextRA = time.Time{}
+		p.endArrivalHold()
 	}
 	if to != departed {
 		p.dep = nil
@@ -138,7 +139,17 @@ type vmParts struct {
 	binding *mipv6.Binding         // prepared, abroad, returnWaiting, returning
 	nd      *ndresponder.Responder // prepared, abroad
 	nextRA  time.Time              // abroad: next unsolicited Router Advertisement; zero = none
+	arrival *datapath.Arrival      // abroad, binding not yet standing: the guest's frames held
 	dep     *departure             // departed
 	naLeft  int                    // returning: Override advertisements still to send
 	nextNA  time.Time              // returning: when the next one is due
+}
+
+// endArrivalHold ends the hold of a guest whose binding will not stand here
+// (it left, or the Home Agent refused): what it held is counted as dropped.
+func (p *vmPort) endArrivalHold() {
+	if p.arrival != nil {
+		p.arrival.Discard()
+		p.arrival = nil
+	}
 }

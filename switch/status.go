@@ -26,8 +26,8 @@ type PortStatus struct {
 	NDAnswered        uint64  `json:"nd_answered"`
 	RASent            uint64  `json:"ra_sent"`
 	LocalPackets      uint64  `json:"local_packets"`
-	Held              uint64  `json:"held"`
-	Released          uint64  `json:"released"`
+	Held              uint64  `json:"held"`     // by the departure cover (home host) or the arrival hold (foreign host)
+	Released          uint64  `json:"released"` // of those, sent on to the Home Agent
 	// TunnelRefused counts the Home Agent's Destination Unreachable errors
 	// about tunnelled packets (each a hint that it lost the binding).
 	TunnelRefused uint64            `json:"tunnel_refused,omitempty"`

@@ -125,11 +125,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return enc.Encode(st)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tHOME ADDRESS\tWHERE\tBINDING\tREASON\tCARE-OF\tHOME AGENT\tSEQ\tLIFETIME\tTO HA pkts/bytes\tFROM HA pkts/bytes\tDROPS")
+	fmt.Fprintln(tw, "PORT\tHOME ADDRESS\tWHERE\tBINDING\tREASON\tCARE-OF\tHOME AGENT\tSEQ\tLIFETIME\tTO HA pkts/bytes\tFROM HA pkts/bytes\tHELD/RELEASED\tDROPS")
 	for _, p := range st {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0fs\t%d/%d\t%d/%d\t%s\n", p.Port, p.HomeAddress, p.Location,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%.0fs\t%d/%d\t%d/%d\t%d/%d\t%s\n", p.Port, p.HomeAddress, p.Location,
 			dash(p.BindingState), dash(p.Reason), dash(p.CareOf), p.HomeAgent, p.Sequence, p.LifetimeLeftSec,
-			p.ToTunnelPackets, p.ToTunnelBytes, p.FromTunnelPackets, p.FromTunnelBytes, dash(formatDrops(p.Drops)))
+			p.ToTunnelPackets, p.ToTunnelBytes, p.FromTunnelPackets, p.FromTunnelBytes, p.Held, p.Released, dash(formatDrops(p.Drops)))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -39,10 +39,14 @@ func newStatusCollector(sw *vswitch.Switch) *statusCollector {
 		dpDrops: prometheus.NewDesc("kgswitch_datapath_drops_total",
 			"Frames of no VM the datapath dropped, and frames the kernel dropped on the internal port (socket-overflow), by reason.",
 			[]string{"reason"}, nil),
-		nd:       prometheus.NewDesc("kgswitch_nd_answered_total", "Neighbor Solicitations answered on the pseudo home link.", vm, nil),
-		ra:       prometheus.NewDesc("kgswitch_ra_sent_total", "Router Advertisements sent to the guest.", vm, nil),
-		held:     prometheus.NewDesc("kgswitch_departure_held_total", "Frames held for a VM that left its home host.", vm, nil),
-		released: prometheus.NewDesc("kgswitch_departure_released_total", "Frames released to the Home Agent after its takeover.", vm, nil),
+		nd: prometheus.NewDesc("kgswitch_nd_answered_total", "Neighbor Solicitations answered on the pseudo home link.", vm, nil),
+		ra: prometheus.NewDesc("kgswitch_ra_sent_total", "Router Advertisements sent to the guest.", vm, nil),
+		// The names predate the arrival hold, which counts here too; they
+		// stay so that existing dashboards and alerts keep working.
+		held: prometheus.NewDesc("kgswitch_departure_held_total",
+			"Frames held: for a VM that left its home host, or from a guest whose binding this foreign host was setting up.", vm, nil),
+		released: prometheus.NewDesc("kgswitch_departure_released_total",
+			"Held frames sent on: to the Home Agent after its takeover, or through the tunnel once the binding stood.", vm, nil),
 		refused: prometheus.NewDesc("kgswitch_tunnel_refused_total",
 			"ICMPv6 Destination Unreachable errors from the Home Agent about tunnelled packets: hints that it lost the binding.", vm, nil),
 	}

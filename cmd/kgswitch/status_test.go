@@ -27,18 +27,19 @@ func fakeDaemon(t *testing.T, status, datapath string) string {
 	return sock
 }
 
-// The table shows each VM's drops sorted by reason, and a last line the
-// drops of no VM, which an operator would otherwise never see.
+// The table shows each VM's held and released frames and its drops sorted by
+// reason, and a last line the drops of no VM, which an operator would
+// otherwise never see.
 func TestStatusShowsDrops(t *testing.T) {
 	sock := fakeDaemon(t,
-		`[{"port":"vnet3","home_address":"2001:db8:2000::10","location":"foreign","home_agent":"2001:db8:2000::1","drops":{"too-big":2,"bad-source":5}}]`,
+		`[{"port":"vnet3","home_address":"2001:db8:2000::10","location":"foreign","home_agent":"2001:db8:2000::1","held":7,"released":6,"drops":{"too-big":2,"bad-source":5}}]`,
 		`{"drops":{"socket-overflow":3,"malformed":1}}`)
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"status", "--control", sock}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit status %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
-	for _, want := range []string{"bad-source=5,too-big=2", "datapath drops (no VM's): malformed=1,socket-overflow=3\n"} {
+	for _, want := range []string{"HELD/RELEASED", " 7/6 ", "bad-source=5,too-big=2", "datapath drops (no VM's): malformed=1,socket-overflow=3\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status output lacks %q:\n%s", want, out)
 		}

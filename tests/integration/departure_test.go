@@ -12,9 +12,20 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
-// departureRun moves the guest from its home host under a 10 ms ping stream,
-// with the home host's departure cover on or off, and returns the pings lost.
-func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingResult, *scenario.Env, *scenario.Capture) {
+// departureLoss is what a move cost each direction's 10 ms probe stream.
+type departureLoss struct {
+	// toVM: probes from the correspondent to the home address, which the home
+	// host's cover keeps while the Home Agent takes the address over.
+	toVM scenario.PingResult
+	// fromVM: probes from the guest to the correspondent, which the foreign
+	// host's arrival hold keeps until the binding stands.
+	fromVM scenario.PingResult
+}
+
+// departureRun moves the guest from its home host under a 10 ms ping stream in
+// each direction, with the home host's departure cover on or off, and returns
+// the pings lost.
+func departureRun(t *testing.T, ctx context.Context, cover bool) (departureLoss, *scenario.Env, *scenario.Capture) {
 	e := newEnv(t, ctx)
 	startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, cover)
 	hoa := lab.HoA.String()
@@ -29,12 +40,18 @@ func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingR
 	if err != nil {
 		t.Fatal(err)
 	}
-	pings, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
+	toVM, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pings.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+	fromVM, err := e.StartPingStream(ctx, "vm", lab.CNAddr.String(), 10*time.Millisecond)
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range []*scenario.PingStream{toVM, fromVM} {
+		if err := p.WaitReplies(ctx, time.Time{}, 1, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatal(err)
@@ -60,18 +77,23 @@ func departureRun(t *testing.T, ctx context.Context, cover bool) (scenario.PingR
 	if _, err := e.WaitReachable(ctx, "cn", hoa, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
-		t.Fatal(err)
+	now := time.Now()
+	for _, p := range []*scenario.PingStream{toVM, fromVM} {
+		if err := p.WaitReplies(ctx, now, 1, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	capture.Stop()
-	return pings.Stop(), e, capture
+	return departureLoss{toVM: toVM.Stop(), fromVM: fromVM.Stop()}, e, capture
 }
 
 // TestDepartureCover: a VM leaving its home host for the first time loses
-// almost nothing when the home host covers the Home Agent's slow takeover, and
-// about ten seconds of traffic when it does not.
+// almost nothing in either direction when the home host covers the Home
+// Agent's slow takeover (and the foreign host holds what the guest sends
+// until its binding stands), and about ten seconds of the traffic to it when
+// the home host does not.
 func TestDepartureCover(t *testing.T) {
-	var on, off scenario.PingResult
+	var on, off departureLoss
 	t.Run("on", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -85,6 +107,16 @@ func TestDepartureCover(t *testing.T) {
 		t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
 		if st.Held == 0 || st.Released < st.Held {
 			t.Errorf("got held %d released %d, want frames held and all released", st.Held, st.Released)
+		}
+		// The guest's replies and its own probes, sent while the Home Agent
+		// ran DAD, wait on the foreign host and go through the tunnel then.
+		stB, err := e.Status(ctx, "hostB", lab.GuestPort)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("foreign host: %d frames held, %d released through the tunnel, drops %v", stB.Held, stB.Released, stB.Drops)
+		if stB.Held == 0 || stB.Released != stB.Held {
+			t.Errorf("got held %d released %d on the foreign host, want frames held and all released", stB.Held, stB.Released)
 		}
 		// The Home Agent's DAD probe is never answered by the home host: no
 		// Neighbor Advertisement for the home address leaves hostA before the
@@ -129,12 +161,25 @@ func TestDepartureCover(t *testing.T) {
 		defer cancel()
 		off, _, _ = departureRun(t, ctx, false)
 	})
-	t.Logf("first move from home, pings every 10 ms: cover on: %d/%d lost (longest gap %v); cover off: %d/%d lost (longest gap %v)",
-		on.Lost, on.Sent, on.LongestGap.Round(time.Millisecond), off.Lost, off.Sent, off.LongestGap.Round(time.Millisecond))
-	if on.Lost > 5 {
-		t.Errorf("with the cover: %d probes lost, want at most 5", on.Lost)
+	for _, r := range []struct {
+		cover string
+		loss  departureLoss
+	}{{"on", on}, {"off", off}} {
+		for _, d := range []struct {
+			dir string
+			p   scenario.PingResult
+		}{{"cn→vm", r.loss.toVM}, {"vm→cn", r.loss.fromVM}} {
+			t.Logf("first move from home, pings every 10 ms, cover %s, %s: %d/%d lost (longest gap %v)",
+				r.cover, d.dir, d.p.Lost, d.p.Sent, d.p.LongestGap.Round(time.Millisecond))
+		}
 	}
-	if off.Lost <= 100 {
-		t.Errorf("without the cover: %d probes lost, want more than 100 (else the test measures nothing)", off.Lost)
+	if on.toVM.Lost > 5 {
+		t.Errorf("with the cover, cn→vm: %d probes lost, want at most 5", on.toVM.Lost)
+	}
+	if on.fromVM.Lost > 5 {
+		t.Errorf("with the cover, vm→cn: %d probes lost, want at most 5", on.fromVM.Lost)
+	}
+	if off.toVM.Lost <= 100 {
+		t.Errorf("without the cover, cn→vm: %d probes lost, want more than 100 (else the test measures nothing)", off.toVM.Lost)
 	}
 }

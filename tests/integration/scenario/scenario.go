@@ -349,7 +349,10 @@ func (e *Env) StartPingStream(ctx context.Context, node, addr string, interval t
 		return nil, err
 	}
 	p := &PingStream{cmd: cmd, seen: map[int]time.Time{}, done: make(chan struct{})}
-	re := regexp.MustCompile(`^\[(\d+)\.(\d+)\].*icmp_seq=(\d+) `)
+	// Only echo replies count, late ones too: ping prints the errors it is
+	// told of ("From ... icmp_seq=N Destination unreachable") with a
+	// sequence number as well.
+	re := regexp.MustCompile(`^\[(\d+)\.(\d+)\] \d+ bytes from .*icmp_seq=(\d+) `)
 	go func() {
 		defer close(p.done)
 		sc := bufio.NewScanner(stdout)
