@@ -29,6 +29,10 @@ const (
 	DropHoldExpired                       // held longer than departure.max_hold or arrival.max_hold, or held when the hold ended unreleased
 	DropHoldOverflow                      // beyond departure.buffer_frames, or arrival.buffer_frames or buffer_bytes
 	DropSocketOverflow                    // the kernel's receive queue of the internal port was full: kgswitch read too slowly
+	DropTunnelLinkLocal                   // from the tunnel with a link-local or multicast source: no router forwards those
+	DropTunnelND                          // Neighbor Discovery from the tunnel: valid only from the guest's own link
+	DropGuestMobility                     // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
+	DropGuestRoutingHeader                // a guest's routing header of type 0 or 2
 	numDropReasons
 )
 
@@ -36,6 +40,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
 	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
+	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header",
 }
 
 func (r DropReason) String() string {

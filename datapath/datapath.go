@@ -86,6 +86,11 @@ type Guest struct {
 	// Pending: prepared, but the guest has not run here yet (its port
 	// appears when the migration starts, long before the guest resumes here).
 	Pending bool
+	// Registering: the guest runs here and its binding is being registered
+	// or refreshed. The Home Agent may tunnel to this care-of address before
+	// its Ack arrives (docs/home-agents.md); with neither this nor Tunnel,
+	// nothing from the tunnel reaches the guest.
+	Registering bool
 	ND      *ndresponder.Responder
 	PTBFrom netip.Addr // source of Packet Too Big: the home router's link-local address
 	Link    *GuestLink
@@ -109,6 +114,25 @@ func (l *GuestLink) ResetActivation() { l.asked.Store(false) }
 
 func (g *Guest) owns(a netip.Addr) bool {
 	return a == g.HomeAddr || slices.Contains(g.Link.ownLL, a)
+}
+
+// maxOwnLL bounds the link-local addresses learnt per guest.
+const maxOwnLL = 8
+
+// mayOwn reports whether guest g may be taken to use link-local address a
+// because it sent from it: never an address of its home router or of another
+// guest here. Otherwise one frame from the router's address would make the
+// ND responder stop answering for the router.
+func (f *FIB) mayOwn(g *Guest, a netip.Addr) bool {
+	if g.ND.IsRouter(a) {
+		return false
+	}
+	for _, o := range f.byMAC {
+		if o != g && slices.Contains(o.Link.ownLL, a) {
+			return false
+		}
+	}
+	return true
 }
 
 // FIB is an immutable snapshot of the forwarding state, built by the control
@@ -395,6 +419,10 @@ func (d *Datapath) fromHomeAgent(f *FIB, buf []byte, ip netpkt.IPv6, hoa netip.A
 		g.Link.Counters.Drop(DropBadTunnelSource)
 		return
 	}
+	if r := tunnelRefusal(g, ip); r >= 0 {
+		g.Link.Counters.Drop(r)
+		return
+	}
 	ipStart := headroom + netpkt.EthernetLen
 	// Slide the IPv6 header forward over the routing header; the payload stays.
 	copy(buf[ipStart+rh2Len:ipStart+rh2Len+netpkt.IPv6Len], buf[ipStart:ipStart+netpkt.IPv6Len])
@@ -434,7 +462,7 @@ func (d *Datapath) fromGuest(f *FIB, g *Guest, buf []byte, n int, out []byte) []
 		return out
 	}
 	src, dst := ip.Src(), ip.Dst()
-	if src.IsLinkLocalUnicast() && !g.owns(src) && len(g.Link.ownLL) < 8 {
+	if src.IsLinkLocalUnicast() && len(g.Link.ownLL) < maxOwnLL && !g.owns(src) && f.mayOwn(g, src) {
 		g.Link.ownLL = append(g.Link.ownLL, src)
 	}
 	if ip.NextHeader() == netpkt.ProtoICMPv6 && len(ip.Payload()) > 0 {
@@ -494,6 +522,10 @@ func (d *Datapath) fromGuest(f *FIB, g *Guest, buf []byte, n int, out []byte) []
 		g.Link.Counters.Drop(DropLinkLocal)
 		return out
 	}
+	if r := guestRefusal(ip); r >= 0 {
+		g.Link.Counters.Drop(r)
+		return out
+	}
 	if peer := f.byHoA[dst]; peer != nil && peer.Prefix == g.Prefix {
 		// Two guests of one home link on this host: they are neighbours, and
 		// the frame goes straight across instead of round the Home Agent.
@@ -542,6 +574,10 @@ func (d *Datapath) fromTunnel(f *FIB, buf []byte, outer netpkt.IPv6) {
 	}
 	if outer.Src() != g.HomeAgent {
 		g.Link.Counters.Drop(DropBadTunnelSource)
+		return
+	}
+	if r := tunnelRefusal(g, inner); r >= 0 {
+		g.Link.Counters.Drop(r)
 		return
 	}
 	// decapsulate allows no extension headers, so the inner packet starts right

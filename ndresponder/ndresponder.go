@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/kgswitch/kgswitch/netpkt"
 	"github.com/mdlayher/ndp"
@@ -110,6 +111,12 @@ func (d Decision) String() string {
 	return fmt.Sprintf("decision(%d)", int(d))
 }
 
+// IsRouter reports whether a is an address of the home router, which the
+// responder answers for with the router's MAC.
+func (r *Responder) IsRouter(a netip.Addr) bool {
+	return a == r.link.RouterLinkLocal || slices.Contains(r.link.RouterAddrs, a)
+}
+
 // Respond inspects an Ethernet frame from guest and, when it is a Neighbor
 // Solicitation the home link would answer, appends the Neighbor Advertisement frame
 // to out and returns it.
@@ -161,10 +168,7 @@ func (r *Responder) Respond(out []byte, frame []byte, guest Guest) ([]byte, Deci
 	if guest.Owns != nil && guest.Owns(target) {
 		return out, IgnoredOwnAddress, nil
 	}
-	isRouter := target == r.link.RouterLinkLocal
-	for _, a := range r.link.RouterAddrs {
-		isRouter = isRouter || a == target
-	}
+	isRouter := r.IsRouter(target)
 	if !isRouter && !r.link.Prefix.Contains(target) {
 		return out, IgnoredOffLink, nil
 	}

@@ -183,6 +183,7 @@ func (s *Switch) publish() {
 			tunnel := p.phase == abroad && p.binding.Tunnelling(now)
 			f.AddGuest(&datapath.Guest{Key: p.key(), MAC: [6]byte(p.mac), HomeAddr: p.vm.HomeAddress, Prefix: p.vm.Home.Prefix,
 				HomeAgent: p.vm.Home.HomeAgent, Tunnel: tunnel, Hold: s.arrivalHold(p, tunnel, now), Pending: p.phase == prepared,
+				Registering: p.phase == abroad && registering(p.binding.Snapshot(now).State),
 				ND: p.nd, PTBFrom: p.vm.Home.RouterLinkLocal, Link: p.link})
 		}
 		// Also while returning: the VM may leave again before the Home
@@ -219,4 +220,11 @@ func (s *Switch) arrivalHold(p *vmPort, tunnel bool, now time.Time) *datapath.Ar
 		p.arrival = datapath.NewArrival(a.BufferFrames, a.BufferBytes, a.MaxHold, &p.link.Counters)
 	}
 	return p.arrival
+}
+
+// registering reports whether a binding in state st has a registration on
+// its way (idle: about to be sent): the Home Agent may tunnel to this host
+// before its Ack arrives.
+func registering(st mipv6.State) bool {
+	return st == mipv6.StateIdle || st == mipv6.StateRegistering || st == mipv6.StateRefreshing
 }

@@ -87,8 +87,9 @@ func (s *Switch) handleSignal(pkt []byte) {
 			return
 		}
 		// A refusal ends the arrival hold at once: the retry is seconds away,
-		// and what the guest sends meanwhile would only expire in the hold.
-		if p.binding.Tunnelling(now) != was || (p.arrival != nil && snap.State == mipv6.StateFailed) {
+		// and what the guest sends meanwhile would only expire in the hold;
+		// and nothing from the tunnel is for the guest any more.
+		if p.binding.Tunnelling(now) != was || snap.State == mipv6.StateFailed {
 			s.publish()
 		}
 		return
