@@ -24,6 +24,34 @@ const (
 	failedRetry = 60 * time.Second
 )
 
+// SequenceTick is how long one clock sequence number lasts (ClockSequence).
+//
+// Ten a second is faster than one binding may send (MaxUpdateRate), so a
+// binding's own numbers run at most MaxUpdateRate-1 ticks ahead of the clock
+// and fall back on it within a second: a host that takes a binding over more
+// than about 300 ms after the last Binding Update from anywhere is ahead of
+// it. The price is the window: half the 16-bit space is 32768 ticks, 54.6
+// minutes. A Home Agent that accepted nothing for longer than that (a
+// lifetime above about 72 minutes, refreshed at three quarters) holds a
+// number the clock has lapped, and another host's clock number is behind it
+// again: a foreign host then pays a status 135 round trip, a returning VM's
+// de-registration falls back on half-space tries (Tick). A slower tick widens
+// the window and the time a takeover must keep from the last Binding Update.
+const SequenceTick = 100 * time.Millisecond
+
+// ClockSequence is the Binding Update sequence number of the hosts' clock at
+// t: it advances one every SequenceTick and wraps at 2^16.
+//
+// The Home Agent accepts only numbers ahead of the last it accepted for the
+// home address (RFC 6275 §9.5.1), and the last may have come from another
+// host, the one the VM left, which shares no state with this one. Hosts
+// whose clocks agree (NTP) all take their numbers from the clock, so each
+// Binding Update is ahead of the last one sent from anywhere, and a move or
+// a return needs no status 135 to learn the Home Agent's number.
+func ClockSequence(t time.Time) uint16 {
+	return uint16(t.UnixMilli() / SequenceTick.Milliseconds())
+}
+
 // State is where a binding is in its life (RFC 6275 §11.7.1).
 type State int
 
@@ -79,6 +107,7 @@ type Binding struct {
 
 	state    State
 	seq      uint16 // sequence number of the last BU sent
+	numbered bool   // seq holds a number sent (or restored): later ones follow it
 	firstReg bool   // no binding accepted yet by this Home Agent via this Binding
 	sentAt   time.Time
 	timeout  time.Duration // current retransmission timeout
@@ -90,7 +119,6 @@ type Binding struct {
 	recent   [MaxUpdateRate]time.Time // send times, for the rate limit
 	sends    uint64
 	dereg    bool
-	burst    int // de-registrations still to send at once
 	// series holds the Binding Updates of the current retransmission series
 	// (a registration, refresh or de-registration and its retransmissions):
 	// an Ack to any of them is an answer to what kgswitch asked, and only
@@ -131,12 +159,11 @@ func (b *Binding) sentInSeries(seq uint16) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// NewBinding returns an idle binding. initialSeq should be random: a VM that moved
-// from another foreign host meets the Home Agent's memory of a sequence number this
-// host never saw, and a random start makes a collision (status 135) unlikely; the
-// status-135 path recovers either way.
-func NewBinding(hoa, ha, coa netip.Addr, lifetime time.Duration, initialSeq uint16) *Binding {
-	return &Binding{HomeAddress: hoa, HomeAgent: ha, CareOf: coa, Lifetime: lifetime, seq: initialSeq - 1, firstReg: true}
+// NewBinding returns an idle binding. Its first Binding Update takes its
+// number from the clock (ClockSequence), so it is ahead of what the Home Agent
+// last accepted from another host; status 135 recovers where it is not.
+func NewBinding(hoa, ha, coa netip.Addr, lifetime time.Duration) *Binding {
+	return &Binding{HomeAddress: hoa, HomeAgent: ha, CareOf: coa, Lifetime: lifetime, firstReg: true}
 }
 
 // Restore resumes a binding a previous run of kgswitch registered, with the
@@ -145,7 +172,7 @@ func NewBinding(hoa, ha, coa netip.Addr, lifetime time.Duration, initialSeq uint
 // Sequence numbers continue after seq. It reports whether the binding was
 // still alive; if not, the caller registers afresh (continuing after seq too).
 func (b *Binding) Restore(now time.Time, seq uint16, granted time.Duration, expires time.Time) bool {
-	b.seq = seq
+	b.seq, b.numbered = seq, true
 	if granted <= 0 || !now.Before(expires) {
 		return false
 	}
@@ -192,28 +219,23 @@ func (b *Binding) Register(now time.Time) (BUPacket, bool) {
 }
 
 // Deregister sends a lifetime-0 Binding Update from coa: the VM's home address when
-// it is back on its home link (RFC 6275 §11.5.4).
-//
-// The first three tries go out at once, each half the sequence space after the
-// last (see Tick): a Home Agent that rejects one as out of window may answer
-// the old care-of address, so waiting for its answer could take a
-// retransmission timeout, while one of the three is always in window.
+// it is back on its home link (RFC 6275 §11.5.4). One goes out, numbered from
+// the clock, which is ahead of what the foreign host last sent; Tick
+// retransmits it as any Binding Update.
 func (b *Binding) Deregister(now time.Time, coa netip.Addr) (BUPacket, bool) {
 	b.CareOf = coa
 	b.newSeries()
 	b.state = StateDeregistering
 	b.dereg = true
 	b.timeout = InitialBindackTimeout
-	b.burst = deregBurst - 1
-	bu, ok := b.send(now)
-	if ok {
-		b.due = now
-	}
-	return bu, ok
+	return b.send(now)
 }
 
-// deregBurst is how many de-registrations go out together.
-const deregBurst = 3
+// deregClockTries is how many tries of a de-registration are numbered from
+// the clock before Tick falls back on half-space jumps. Two: the first Ack
+// may be lost, and a first try that met a number sent in the same tick is
+// behind, while the second, a second later, is ahead.
+const deregClockTries = 2
 
 func (b *Binding) lifetimeUnits() uint16 {
 	if b.dereg {
@@ -229,16 +251,30 @@ func (b *Binding) lifetimeUnits() uint16 {
 	return uint16(u)
 }
 
+// nextSeq is the number of the next Binding Update: the clock's, unless this
+// binding already sent one ahead of it, then the one after that.
+func (b *Binding) nextSeq(now time.Time) uint16 {
+	if c := ClockSequence(now); !b.numbered || seqAhead(c, b.seq+1) {
+		return c
+	}
+	return b.seq + 1
+}
+
 // send emits the next BU unless the rate limit forbids it now, in which case the
 // BU is deferred to when it allows.
 func (b *Binding) send(now time.Time) (BUPacket, bool) {
+	return b.sendNumbered(now, b.nextSeq(now))
+}
+
+// sendNumbered is send with the sequence number chosen by the caller.
+func (b *Binding) sendNumbered(now time.Time, seq uint16) (BUPacket, bool) {
 	if oldest := b.recent[b.sends%MaxUpdateRate]; b.sends >= MaxUpdateRate && now.Sub(oldest) < time.Second {
 		b.due = oldest.Add(time.Second)
 		return BUPacket{}, false
 	}
 	b.recent[b.sends%MaxUpdateRate] = now
 	b.sends++
-	b.seq++
+	b.seq, b.numbered = seq, true
 	b.sentAt = now
 	if len(b.series) == maxSeries {
 		b.series = append(b.series[:0], b.series[1:]...)
@@ -267,7 +303,7 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	case b.state != StateRegistering && b.state != StateRefreshing && b.state != StateDeregistering:
 		if _, ok := b.sentInSeries(ba.Sequence); ok {
 			// A late answer to another Binding Update of the series just
-			// settled (the de-registration burst, a retransmission): the
+			// settled (a retransmission, answered after another): the
 			// Home Agent's expected reply, not a fault. Nothing changes.
 			return BUPacket{}, false, nil
 		}
@@ -281,7 +317,7 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		// forger choose the numbers kgswitch uses.
 		b.status, b.reason = ba.Status, StatusString(ba.Status)
 		if seqAhead(ba.Sequence, b.seq) {
-			b.seq = ba.Sequence
+			b.seq, b.numbered = ba.Sequence, true
 		}
 		bu, ok := b.send(now)
 		return bu, ok, nil
@@ -460,21 +496,14 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 		if b.state == StateRefreshing && !b.expires.IsZero() && !now.Before(b.expires) {
 			b.state = StateRegistering // lapsed: the Home Agent no longer tunnels
 		}
-		if b.state == StateDeregistering {
-			// From the home link, a de-registration rejected with 135 may be
-			// answered to the old care-of address (the binding still stands),
-			// so kgswitch never learns the number the Home Agent wants. Jumping
-			// half the sequence space each try makes one of any three
-			// consecutive tries ahead of whatever the Home Agent holds.
-			b.seq += 1<<15 - 2
-			bu, ok := b.send(now)
-			if ok {
-				if b.burst > 0 {
-					b.burst--
-					b.due = now
-				}
-			}
-			return bu, ok
+		if b.state == StateDeregistering && len(b.series) >= deregClockTries {
+			// The clock's numbers went unanswered: perhaps the Home Agent
+			// holds one the clock does not lead (a lapped window, skewed
+			// clocks, numbers run ahead after a 135). From the home link its
+			// 135 goes to the old care-of address, so kgswitch never learns
+			// that number. Jumping half the sequence space each try makes
+			// one of any three consecutive tries ahead of it.
+			return b.sendNumbered(now, b.seq+1<<15-1)
 		}
 		return b.send(now)
 	case StateBound:

@@ -19,12 +19,12 @@ func ack(bu BUPacket, status uint8, lifetime uint16) BAPacket {
 }
 
 func TestFirstRegistration(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 100)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, ok := b.Register(t0)
 	if !ok {
 		t.Fatal("Register sent nothing")
 	}
-	want := BUPacket{Src: tCoA, Dst: tHA, HomeAddress: tHoA, Sequence: 100, Flags: FlagA | FlagH, Lifetime: 150}
+	want := BUPacket{Src: tCoA, Dst: tHA, HomeAddress: tHoA, Sequence: ClockSequence(t0), Flags: FlagA | FlagH, Lifetime: 150}
 	if bu != want {
 		t.Fatalf("got BU %+v, want %+v", bu, want)
 	}
@@ -46,7 +46,7 @@ func TestFirstRegistration(t *testing.T) {
 }
 
 func TestStatusOneIsSuccess(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	if _, _, err := b.HandleBA(t0, ack(bu, StatusAcceptedPrefixDiscovery, 10)); err != nil {
 		t.Fatal(err)
@@ -57,12 +57,14 @@ func TestStatusOneIsSuccess(t *testing.T) {
 }
 
 func TestRetransmissionBackoff(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 7)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	now := t0
 	var gaps []time.Duration
 	last := now
-	seqs := []uint16{bu.Sequence}
+	if bu.Sequence != ClockSequence(now) {
+		t.Errorf("got sequence %d, want the clock's %d", bu.Sequence, ClockSequence(now))
+	}
 	for i := 0; i < 8; i++ {
 		now = b.Due()
 		bu2, ok := b.Tick(now)
@@ -71,7 +73,9 @@ func TestRetransmissionBackoff(t *testing.T) {
 		}
 		gaps = append(gaps, now.Sub(last))
 		last = now
-		seqs = append(seqs, bu2.Sequence)
+		if bu2.Sequence != ClockSequence(now) {
+			t.Errorf("retransmission %d: got sequence %d, want the clock's %d", i, bu2.Sequence, ClockSequence(now))
+		}
 	}
 	want := []time.Duration{1500 * time.Millisecond, 3 * time.Second, 6 * time.Second, 12 * time.Second, 24 * time.Second, 32 * time.Second, 32 * time.Second, 32 * time.Second}
 	for i := range want {
@@ -79,15 +83,10 @@ func TestRetransmissionBackoff(t *testing.T) {
 			t.Errorf("retransmission %d: got gap %v, want %v", i, gaps[i], want[i])
 		}
 	}
-	for i := 1; i < len(seqs); i++ {
-		if seqs[i] != seqs[i-1]+1 {
-			t.Errorf("got sequence %d after %d, want +1", seqs[i], seqs[i-1])
-		}
-	}
 }
 
 func TestRateLimit(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	sent := 0
 	for i := 0; i < 10; i++ {
 		now := t0.Add(time.Duration(i) * 10 * time.Millisecond)
@@ -110,32 +109,38 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestSequenceOutOfWindow(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 5)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
-	// The Home Agent holds 30000, ahead of 5: it refuses 5.
-	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 30000}
+	// The Home Agent holds a number ahead of the clock's (a host whose
+	// clock runs ahead, or one that continued after an old number): it
+	// refuses the clock's.
+	held := bu.Sequence + 20000
+	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: held}
 	bu2, ok, err := b.HandleBA(t0.Add(time.Millisecond), ba)
 	if err != nil || !ok {
 		t.Fatalf("got ok %v err %v, want an immediate resend", ok, err)
 	}
-	if bu2.Sequence != 30001 {
-		t.Fatalf("got sequence %d, want 30001 (the BA's plus one)", bu2.Sequence)
+	if bu2.Sequence != held+1 {
+		t.Fatalf("got sequence %d, want %d (the BA's plus one)", bu2.Sequence, held+1)
 	}
-	_ = bu
 	if _, _, err := b.HandleBA(t0.Add(2*time.Millisecond), ack(bu2, StatusAccepted, 150)); err != nil || !b.Tunnelling(t0.Add(2*time.Millisecond)) {
 		t.Fatalf("binding not established after resend: %v", err)
+	}
+	// Later numbers follow the Home Agent's until the clock passes them.
+	if bu3, _ := b.RefreshNow(t0.Add(time.Minute), tHA); bu3.Sequence != held+2 {
+		t.Errorf("got refresh sequence %d, want %d", bu3.Sequence, held+2)
 	}
 }
 
 // A 135 naming a number behind the one kgswitch sent (a forger's, or a
 // stale answer) never takes the numbering back.
 func TestSequenceOutOfWindowOnlyForward(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 30000)
-	b.Register(t0)
-	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 100}
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+	first, _ := b.Register(t0)
+	ba := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: first.Sequence - 100}
 	bu, ok, err := b.HandleBA(t0.Add(time.Millisecond), ba)
-	if err != nil || !ok || bu.Sequence != 30001 {
-		t.Fatalf("got %d (ok %v, err %v), want 30001: on from what was sent", bu.Sequence, ok, err)
+	if err != nil || !ok || bu.Sequence != first.Sequence+1 {
+		t.Fatalf("got %d (ok %v, err %v), want %d: on from what was sent", bu.Sequence, ok, err, first.Sequence+1)
 	}
 }
 
@@ -144,7 +149,7 @@ func TestSequenceOutOfWindowOnlyForward(t *testing.T) {
 // Its lifetime counts from that first Binding Update, and never exceeds
 // what was asked.
 func TestAckToEarlierBindingUpdateOfSeries(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 7)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	first, _ := b.Register(t0)
 	second, ok := b.Tick(b.Due())
 	if !ok || second.Sequence == first.Sequence {
@@ -172,35 +177,42 @@ func TestAckToEarlierBindingUpdateOfSeries(t *testing.T) {
 // to the others are expected, not errors; an Ack to a number never sent
 // still is one.
 func TestLateAnswersToSettledSeries(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	// The Home Agent accepts the de-registration; its Ack comes after the
+	// retransmission left, and the retransmission meets no binding (133).
 	d1, _ := b.Deregister(t0.Add(time.Minute), tHoA)
 	d2, _ := b.Tick(b.Due())
-	d3, _ := b.Tick(b.Due())
-	at := t0.Add(time.Minute)
-	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d2.Sequence}); err != nil {
+	at := b.Due()
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d1.Sequence}); err != nil {
 		t.Fatalf("accepted de-registration refused: %v", err)
 	}
-	for _, d := range []BUPacket{d1, d3} {
-		if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Status: StatusNotHomeAgent, Sequence: d.Sequence}); err != nil {
-			t.Errorf("answer to burst member %d: got %v, want none", d.Sequence, err)
-		}
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Status: StatusNotHomeAgent, Sequence: d2.Sequence}); err != nil {
+		t.Errorf("answer to the retransmission %d: got %v, want none", d2.Sequence, err)
 	}
 	if s := b.Snapshot(at); s.State != StateDeregistered || s.Status != StatusAccepted {
 		t.Errorf("got %v status %d, want deregistered as accepted", s.State, s.Status)
 	}
-	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d3.Sequence + 9}); !errors.Is(err, ErrBANotExpected) {
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d2.Sequence + 9}); !errors.Is(err, ErrBANotExpected) {
 		t.Errorf("Ack to a number never sent: got %v, want ErrBANotExpected", err)
 	}
 }
 
 func TestSequenceWraps(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 0xffff)
-	bu, _ := b.Register(t0)
+	// The clock's last number before it wraps.
+	tw := time.UnixMilli(0xffff * SequenceTick.Milliseconds())
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+	bu, _ := b.Register(tw)
 	bu2, _ := b.Tick(b.Due())
-	if bu.Sequence != 0xffff || bu2.Sequence != 0 {
-		t.Fatalf("got sequences %d, %d, want 65535, 0", bu.Sequence, bu2.Sequence)
+	if want := uint16(InitialBindackTimeoutFirstReg/SequenceTick) - 1; bu.Sequence != 0xffff || bu2.Sequence != want {
+		t.Fatalf("got sequences %d, %d, want 65535, %d", bu.Sequence, bu2.Sequence, want)
+	}
+	// A binding ahead of the clock wraps by one.
+	r := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+	r.Restore(tw.Add(-time.Second), 0xffff, 0, time.Time{})
+	if bu3, _ := r.Register(tw.Add(-time.Second)); bu3.Sequence != 0 {
+		t.Fatalf("got sequence %d after 65535, want 0", bu3.Sequence)
 	}
 }
 
@@ -219,7 +231,7 @@ func TestFailureStatuses(t *testing.T) {
 		{StatusRegistrationTypeChange, "registration type change disallowed", failedRetry},
 	} {
 		t.Run(tt.reason, func(t *testing.T) {
-			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 			bu, _ := b.Register(t0)
 			if _, _, err := b.HandleBA(t0, ack(bu, tt.status, 0)); err != nil {
 				t.Fatal(err)
@@ -245,7 +257,7 @@ func TestFailureStatuses(t *testing.T) {
 }
 
 func TestRefreshBeforeGrantedLifetime(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	// The Home Agent grants 40 s, not the 600 s asked for.
 	b.HandleBA(t0.Add(time.Second), ack(bu, StatusAccepted, 10))
@@ -257,7 +269,7 @@ func TestRefreshBeforeGrantedLifetime(t *testing.T) {
 		t.Fatal("refresh sent early")
 	}
 	bu2, ok := b.Tick(due)
-	if !ok || bu2.Lifetime != 150 || bu2.Sequence != bu.Sequence+1 {
+	if !ok || bu2.Lifetime != 150 || bu2.Sequence != ClockSequence(due) {
 		t.Fatalf("got refresh %+v ok %v", bu2, ok)
 	}
 	if got := b.Snapshot(due).State; got != StateRefreshing {
@@ -275,7 +287,7 @@ func TestRefreshBeforeGrantedLifetime(t *testing.T) {
 }
 
 func TestRefreshLapses(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 8*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 8*time.Second)
 	bu, _ := b.Register(t0)
 	b.HandleBA(t0, ack(bu, StatusAccepted, 2)) // 8 s granted
 	now := t0
@@ -289,7 +301,7 @@ func TestRefreshLapses(t *testing.T) {
 }
 
 func TestRefreshNow(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	if _, ok := b.RefreshNow(t0, tHA); ok {
 		t.Fatal("refresh of an unbound binding")
 	}
@@ -299,7 +311,7 @@ func TestRefreshNow(t *testing.T) {
 		t.Fatal("refresh requested by someone other than the Home Agent")
 	}
 	bu2, ok := b.RefreshNow(t0.Add(5*time.Second), tHA)
-	if !ok || bu2.Sequence != bu.Sequence+1 {
+	if !ok || bu2.Sequence != ClockSequence(t0.Add(5*time.Second)) {
 		t.Fatalf("got %+v %v, want an immediate refresh", bu2, ok)
 	}
 	// A stream of (perhaps forged) requests starts nothing more until hintGap
@@ -315,24 +327,8 @@ func TestRefreshNow(t *testing.T) {
 	}
 }
 
-func TestDeregistration(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
-	bu, _ := b.Register(t0)
-	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
-	d, ok := b.Deregister(t0.Add(time.Minute), tHoA)
-	if !ok || d.Lifetime != 0 || d.Src != tHoA || d.HomeAddress != tHoA {
-		t.Fatalf("got %+v, want lifetime 0 from the home address", d)
-	}
-	if _, _, err := b.HandleBA(t0.Add(time.Minute), BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d.Sequence}); err != nil {
-		t.Fatal(err)
-	}
-	if s := b.Snapshot(t0.Add(time.Minute)); s.State != StateDeregistered || !b.Due().IsZero() {
-		t.Fatalf("got %v due %v, want deregistered with no timer", s.State, b.Due())
-	}
-}
-
 func TestBAValidation(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	good := BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Sequence: 1}
 	if _, _, err := b.HandleBA(t0, good); !errors.Is(err, ErrBANotExpected) {
 		t.Errorf("BA before any BU: got %v, want ErrBANotExpected", err)
@@ -369,7 +365,7 @@ func TestBindingRefreshAdvice(t *testing.T) {
 		{"later than our own refresh", 140, 450 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+			b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 			bu, _ := b.Register(t0)
 			ba := ack(bu, StatusAccepted, 150)
 			ba.RefreshInterval = tt.advice
@@ -385,16 +381,16 @@ func TestBindingRefreshAdvice(t *testing.T) {
 
 func TestBindingError(t *testing.T) {
 	bound := func() (*Binding, BUPacket) {
-		b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+		b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 		bu, _ := b.Register(t0)
 		b.HandleBA(t0, ack(bu, StatusAccepted, 150))
 		return b, bu
 	}
 	t.Run("unknown binding re-registers, tunnel kept", func(t *testing.T) {
-		b, bu := bound()
+		b, _ := bound()
 		at := t0.Add(time.Minute)
 		bu2, ok, err := b.HandleBE(at, BEPacket{Src: tHA, Dst: tCoA, Status: BEStatusUnknownBinding, HomeAddress: tHoA})
-		if err != nil || !ok || bu2.Sequence != bu.Sequence+1 || bu2.Lifetime == 0 {
+		if err != nil || !ok || bu2.Sequence != ClockSequence(at) || bu2.Lifetime == 0 {
 			t.Fatalf("got %+v ok %v err %v, want an immediate registration", bu2, ok, err)
 		}
 		if s := b.Snapshot(at); s.State != StateRefreshing || s.Reason != "home agent lost the binding" || !b.Tunnelling(at) {
@@ -457,7 +453,7 @@ func TestBindingError(t *testing.T) {
 }
 
 func TestDeregistrationWithoutBinding(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, 9)
+	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second)
 	d, ok := b.Deregister(t0, tHoA)
 	if !ok {
 		t.Fatal("no de-registration sent")
@@ -472,7 +468,7 @@ func TestDeregistrationWithoutBinding(t *testing.T) {
 }
 
 func TestRestore(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
 	rec := b.Record()
@@ -481,75 +477,265 @@ func TestRestore(t *testing.T) {
 	}
 	// A new run, 100 s later: still bound, nothing to send, refresh where it was.
 	now := t0.Add(100 * time.Second)
-	r := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 999)
+	r := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	if !r.Restore(now, rec.Sequence, rec.Granted, rec.Expires) {
 		t.Fatal("live binding not restored")
 	}
 	if !r.Tunnelling(now) || r.Due() != b.Due() {
 		t.Fatalf("got tunnelling %v due %v, want true and %v", r.Tunnelling(now), r.Due(), b.Due())
 	}
-	if bu2, ok := r.Tick(r.Due()); !ok || bu2.Sequence != bu.Sequence+1 {
-		t.Fatalf("got refresh %+v, want sequence %d", bu2, bu.Sequence+1)
+	due := r.Due()
+	if bu2, ok := r.Tick(due); !ok || bu2.Sequence != ClockSequence(due) {
+		t.Fatalf("got refresh %+v, want the clock's sequence %d", bu2, ClockSequence(due))
 	}
-	// After the grant ran out: not restored, but numbering continues.
-	x := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 999)
-	if x.Restore(t0.Add(700*time.Second), rec.Sequence, rec.Granted, rec.Expires) {
+	// After the grant ran out: not restored, but numbering continues
+	// where it ran ahead of the clock.
+	x := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+	later := t0.Add(700 * time.Second)
+	ahead := ClockSequence(later) + 500
+	if x.Restore(later, ahead, rec.Granted, rec.Expires) {
 		t.Fatal("expired binding restored")
 	}
-	if bu3, _ := x.Register(t0.Add(700 * time.Second)); bu3.Sequence != bu.Sequence+1 {
-		t.Errorf("got sequence %d after restart, want %d", bu3.Sequence, bu.Sequence+1)
+	if bu3, _ := x.Register(later); bu3.Sequence != ahead+1 {
+		t.Errorf("got sequence %d after restart, want %d", bu3.Sequence, ahead+1)
 	}
 }
 
-// Whatever sequence number the Home Agent last accepted, one of the first
-// three tries of a de-registration is ahead of it in 16-bit serial arithmetic
-// (RFC 1982), even if no Binding Acknowledgement ever reaches kgswitch.
-func TestDeregistrationRetriesCoverTheSequenceSpace(t *testing.T) {
-	for _, start := range []uint16{0, 1, 100, 32767, 32768, 40000, 65535} {
-		b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, start)
-		bu, _ := b.Deregister(t0, tHoA)
+func TestClockSequence(t *testing.T) {
+	// The clock's number is 0 at tw, and 65535 a tick before.
+	tw := time.UnixMilli(1 << 16 * 1000 * SequenceTick.Milliseconds())
+	halfWindow := (1 << 15) * SequenceTick
+	for _, tt := range []struct {
+		name string
+		at   time.Time
+		want uint16
+	}{
+		{"epoch", time.Unix(0, 0), 0},
+		{"one tick", time.Unix(0, 0).Add(SequenceTick), 1},
+		{"within a tick", time.Unix(0, 0).Add(SequenceTick - time.Nanosecond), 0},
+		{"before the wrap", tw.Add(-SequenceTick), 0xffff},
+		{"wrap", tw, 0},
+		{"after the wrap", tw.Add(3 * SequenceTick), 3},
+	} {
+		if got := ClockSequence(tt.at); got != tt.want {
+			t.Errorf("%s: got ClockSequence = %d, want %d", tt.name, got, tt.want)
+		}
+	}
+	// Later is ahead in serial arithmetic for up to half the window,
+	// across the wrap too; a lapped half window is behind.
+	for _, tt := range []struct {
+		name      string
+		from      time.Time
+		later     time.Duration
+		wantAhead bool
+	}{
+		{"same tick", t0, SequenceTick / 2, false},
+		{"next tick", t0, SequenceTick, true},
+		{"a refresh later", t0, 450 * time.Second, true},
+		{"across the wrap", tw.Add(-time.Second), 2 * time.Second, true},
+		{"last tick of the window", t0, halfWindow - SequenceTick, true},
+		{"half the window", t0, halfWindow, false},
+		{"lapped", t0, halfWindow + time.Minute, false},
+	} {
+		a, b := ClockSequence(tt.from.Add(tt.later)), ClockSequence(tt.from)
+		if got := seqAhead(a, b); got != tt.wantAhead {
+			t.Errorf("%s: got %d ahead of %d = %v, want %v", tt.name, a, b, got, tt.wantAhead)
+		}
+	}
+	// A binding sending at its fastest never leads the clock by more than
+	// a burst: the clock must count faster than MaxUpdateRate.
+	if SequenceTick*MaxUpdateRate >= time.Second {
+		t.Errorf("got %v a tick, want faster than %d Binding Updates a second", SequenceTick, MaxUpdateRate)
+	}
+}
+
+func TestNextSequence(t *testing.T) {
+	c := ClockSequence(t0)
+	for _, tt := range []struct {
+		name     string
+		last     uint16
+		numbered bool
+		want     uint16
+	}{
+		{"first", c + 5, false, c},
+		{"clock ahead", c - 40, true, c},
+		{"clock equal to last+1", c - 1, true, c},
+		{"last sent in this tick", c, true, c + 1},
+		{"ahead after a 135", c + 20000, true, c + 20001},
+		{"lapped by the clock: behind it in serial arithmetic", c + 1<<15 + 10, true, c},
+	} {
+		b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+		b.seq, b.numbered = tt.last, tt.numbered
+		if got := b.nextSeq(t0); got != tt.want {
+			t.Errorf("%s: got %d after %d (clock %d), want %d", tt.name, got, tt.last, c, tt.want)
+		}
+	}
+}
+
+// haModel is a Home Agent's sequence number check (RFC 6275 §9.5.1), as
+// docs/home-agents.md describes it: any number without a binding, then only
+// numbers ahead; a de-registration forgets.
+type haModel struct {
+	bound bool
+	last  uint16
+}
+
+func (h *haModel) handle(bu BUPacket) uint8 {
+	if h.bound && !seqAhead(bu.Sequence, h.last) {
+		return StatusSequenceOutOfWindow
+	}
+	if !h.bound && bu.Lifetime == 0 {
+		return StatusNotHomeAgent
+	}
+	h.bound, h.last = bu.Lifetime != 0, bu.Sequence
+	return StatusAccepted
+}
+
+// A host that takes a binding over continues after the host it came from
+// with no shared state and no 135: to another foreign host, or home.
+func TestSecondHostContinuesWithoutStatus135(t *testing.T) {
+	coa2 := netip.MustParseAddr("2001:db8:4000::3")
+	for _, tt := range []struct {
+		name string
+		// burst is how many Binding Updates the first host sends at once
+		// (a refresh answered, then hints) just before the move.
+		burst int
+		// after is how long after the first host's last Binding Update the
+		// second host sends its first.
+		after  time.Duration
+		toHome bool
+	}{
+		{"foreign to foreign, a second later", 1, time.Second, false},
+		{"foreign to foreign after a burst", MaxUpdateRate, 400 * time.Millisecond, false},
+		{"foreign to foreign, a refresh interval later", 1, 449 * time.Second, false},
+		{"return home right after a refresh", 1, 250 * time.Millisecond, true},
+		{"return home after a burst", MaxUpdateRate, 400 * time.Millisecond, true},
+		{"return home much later", 1, 40 * time.Minute, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var ha haModel
+			at := t0.Add(123 * time.Millisecond)
+			a := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+			bu, _ := a.Register(at)
+			if st := ha.handle(bu); st != StatusAccepted {
+				t.Fatalf("first registration: got status %d", st)
+			}
+			a.HandleBA(at, ack(bu, StatusAccepted, 150))
+			at = at.Add(10 * time.Second)
+			for i := 0; i < tt.burst; i++ {
+				var bu BUPacket
+				var ok bool
+				if i == 0 {
+					bu, ok = a.RefreshNow(at, tHA)
+				} else {
+					// As fast as the rate limit allows: a 135 asks at once.
+					bu, ok, _ = a.HandleBA(at, BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: ha.last})
+				}
+				if !ok {
+					t.Fatalf("Binding Update %d of the burst not sent", i)
+				}
+				if st := ha.handle(bu); st != StatusAccepted {
+					t.Fatalf("first host's Binding Update %d: got status %d", bu.Sequence, st)
+				}
+			}
+			at = at.Add(tt.after)
+			var next BUPacket
+			if tt.toHome {
+				next, _ = NewBinding(tHoA, tHA, tHoA, 600*time.Second).Deregister(at, tHoA)
+			} else {
+				next, _ = NewBinding(tHoA, tHA, coa2, 600*time.Second).Register(at)
+			}
+			if st := ha.handle(next); st != StatusAccepted {
+				t.Errorf("second host's %d after the first's %d: got status %d, want accepted", next.Sequence, ha.last, st)
+			}
+		})
+	}
+}
+
+func TestDeregistration(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 150))
+	at := t0.Add(time.Minute)
+	d, ok := b.Deregister(at, tHoA)
+	if !ok || d.Lifetime != 0 || d.Src != tHoA || d.HomeAddress != tHoA || d.Sequence != ClockSequence(at) {
+		t.Fatalf("got %+v, want lifetime 0 from the home address numbered %d", d, ClockSequence(at))
+	}
+	// One at a time: the next only when the Ack is overdue.
+	if _, ok := b.Tick(at); ok {
+		t.Fatal("a second de-registration at once")
+	}
+	if got := b.Due().Sub(at); got != InitialBindackTimeout {
+		t.Errorf("got retransmission after %v, want %v", got, InitialBindackTimeout)
+	}
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: d.Sequence}); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(at); s.State != StateDeregistered || !b.Due().IsZero() {
+		t.Fatalf("got %v due %v, want deregistered with no timer", s.State, b.Due())
+	}
+}
+
+// An unanswered de-registration is retransmitted as any Binding Update, from
+// the clock; when the Ack to the accepted one is lost, the retransmission
+// meets no binding (133), which ends the de-registration too.
+func TestDeregistrationRetransmission(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second)
+	first, _ := b.Deregister(t0, tHoA)
+	at := b.Due()
+	second, ok := b.Tick(at)
+	if !ok || second.Lifetime != 0 || second.Sequence != ClockSequence(at) || !seqAhead(second.Sequence, first.Sequence) {
+		t.Fatalf("got %+v (%v), want a de-registration numbered %d", second, ok, ClockSequence(at))
+	}
+	if got := b.Due().Sub(at); got != 2*InitialBindackTimeout {
+		t.Errorf("got next try after %v, want %v", got, 2*InitialBindackTimeout)
+	}
+	ba := BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Status: StatusNotHomeAgent, Sequence: second.Sequence}
+	if _, _, err := b.HandleBA(at, ba); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(at); s.State != StateDeregistered || s.Status != StatusNotHomeAgent {
+		t.Fatalf("got %v status %d, want deregistered, no binding left", s.State, s.Status)
+	}
+	// The lost Ack, late after all: expected, nothing changes.
+	if _, _, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: first.Sequence}); err != nil {
+		t.Errorf("late Ack to the first try: got %v, want none", err)
+	}
+}
+
+// When the clock's numbers go unanswered (the Home Agent holds a number they
+// are behind, and answers its 135 to the old care-of address), the next
+// tries jump half the sequence space: whatever the Home Agent holds, one of
+// three consecutive tries is ahead of it, within seconds.
+func TestDeregistrationFallbackCoversTheSequenceSpace(t *testing.T) {
+	for _, at := range []time.Time{t0, time.UnixMilli(0xfff0 * SequenceTick.Milliseconds()), time.UnixMilli(0x7ff8 * SequenceTick.Milliseconds())} {
+		b := NewBinding(tHoA, tHA, tHoA, 600*time.Second)
+		bu, _ := b.Deregister(at, tHoA)
 		seqs := []uint16{bu.Sequence}
-		for len(seqs) < 3 {
-			now := b.Due()
-			next, ok := b.Tick(now)
+		var last time.Time
+		for len(seqs) < 5 {
+			last = b.Due()
+			next, ok := b.Tick(last)
 			if !ok {
-				t.Fatalf("no retry at %v", now)
+				t.Fatalf("no retry at %v", last)
 			}
 			seqs = append(seqs, next.Sequence)
 		}
-		for last := 0; last < 1<<16; last++ {
-			ahead := false
-			for _, s := range seqs {
-				d := uint16(s - uint16(last))
-				ahead = ahead || (d != 0 && d < 1<<15)
-			}
-			if !ahead {
-				t.Fatalf("start %d: tries %v are none ahead of %d", start, seqs, last)
+		if got := last.Sub(at); got > 16*time.Second {
+			t.Errorf("fifth try after %v, want within 16 s", got)
+		}
+		for i := 1; i+3 <= len(seqs); i++ {
+			tries := seqs[i : i+3]
+			for last := 0; last < 1<<16; last++ {
+				ahead := false
+				for _, s := range tries {
+					ahead = ahead || seqAhead(s, uint16(last))
+				}
+				if !ahead {
+					t.Fatalf("from %v: tries %v are none ahead of %d", at, tries, last)
+				}
 			}
 		}
-	}
-}
-
-func TestDeregistrationBurst(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tHoA, 600*time.Second, 10)
-	first, _ := b.Deregister(t0, tHoA)
-	second, ok2 := b.Tick(t0)
-	third, ok3 := b.Tick(t0)
-	if !ok2 || !ok3 || second.Sequence != first.Sequence+1<<15-1 || third.Sequence != second.Sequence+1<<15-1 {
-		t.Fatalf("got %d, %d (%v), %d (%v), want three at once, half the space apart", first.Sequence, second.Sequence, ok2, third.Sequence, ok3)
-	}
-	if _, ok := b.Tick(t0.Add(10 * time.Millisecond)); ok {
-		t.Fatal("a fourth de-registration at once")
-	}
-	if got := b.Due().Sub(t0); got != InitialBindackTimeout {
-		t.Errorf("got next try after %v, want %v", got, InitialBindackTimeout)
-	}
-	// The Home Agent accepted the second (the first was out of window).
-	if _, _, err := b.HandleBA(t0, BAPacket{Src: tHA, Dst: tHoA, HomeAddress: tHoA, Sequence: second.Sequence}); err != nil {
-		t.Fatal(err)
-	}
-	if b.Snapshot(t0).State != StateDeregistered {
-		t.Errorf("got %v, want deregistered", b.Snapshot(t0).State)
 	}
 }
 
@@ -559,14 +745,14 @@ func TestDeregistrationBurst(t *testing.T) {
 // so the Ack to the first Binding Update, late after the Home Agent's DAD, is
 // still taken.
 func TestTunnelRefused(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := b.Register(t0)
 	if _, _, err := b.HandleBA(t0, ack(bu, StatusAccepted, 150)); err != nil {
 		t.Fatal(err)
 	}
 	at := t0.Add(time.Minute)
 	first, ok := b.HandleTunnelRefused(at)
-	if !ok || first.Sequence != bu.Sequence+1 || first.Lifetime == 0 {
+	if !ok || !seqAhead(first.Sequence, bu.Sequence) || first.Lifetime == 0 {
 		t.Fatalf("got %+v ok %v, want an immediate registration", first, ok)
 	}
 	if s := b.Snapshot(at); s.State != StateRefreshing || s.Reason != "home agent refused the tunnel" || !b.Tunnelling(at) {
@@ -579,7 +765,7 @@ func TestTunnelRefused(t *testing.T) {
 		t.Error("a refusal within hintGap sent a Binding Update")
 	}
 	second, ok := b.HandleTunnelRefused(at.Add(hintGap))
-	if !ok || second.Sequence != first.Sequence+1 {
+	if !ok || !seqAhead(second.Sequence, first.Sequence) {
 		t.Fatalf("got %+v ok %v, want the next Binding Update after hintGap", second, ok)
 	}
 	// The Home Agent ignored the second (DAD for the first ran) and answers the first.
@@ -594,11 +780,11 @@ func TestTunnelRefused(t *testing.T) {
 
 // Refusals mean nothing to a binding that is not in use.
 func TestTunnelRefusedIgnored(t *testing.T) {
-	idle := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	idle := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	if _, ok := idle.HandleTunnelRefused(t0); ok {
 		t.Error("idle binding sent a Binding Update")
 	}
-	dereg := NewBinding(tHoA, tHA, tCoA, 600*time.Second, 1)
+	dereg := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	bu, _ := dereg.Register(t0)
 	dereg.HandleBA(t0, ack(bu, StatusAccepted, 150))
 	dereg.Deregister(t0.Add(time.Minute), tHoA)

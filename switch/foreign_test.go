@@ -26,7 +26,7 @@ import (
 func TestForeignPortRegistersAndTunnels(t *testing.T) {
 	h := newHarness(t, testConfig)
 	bu := h.bind(t)
-	if bu.Src != coa || bu.HomeAddress != hoa || bu.Flags != mipv6.FlagA|mipv6.FlagH || bu.Sequence != 1000 || bu.Lifetime != 150 {
+	if bu.Src != coa || bu.HomeAddress != hoa || bu.Flags != mipv6.FlagA|mipv6.FlagH || bu.Sequence != mipv6.ClockSequence(testEpoch) || bu.Lifetime != 150 {
 		t.Errorf("got BU %+v", bu)
 	}
 	flows := h.flows.text()

@@ -1,12 +1,15 @@
 package vswitch
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"maps"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,6 +199,32 @@ type harness struct {
 	flows    *fakeFlows
 	cancel   context.CancelFunc
 	done     chan error
+	log      *logBuffer
+}
+
+// logBuffer keeps what the Switch logs, for tests that check its levels.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// warnings returns the lines logged at WARN or above.
+func (h *harness) warnings() []string {
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(h.log.buf.String(), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 type memStore struct {
@@ -260,6 +289,7 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 		flows:    flows,
 		done:     make(chan error, 1),
 		switchEv: make(chan ovsctl.SwitchEvent, 4),
+		log:      &logBuffer{},
 	}
 	if h.flows == nil {
 		h.flows = &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
@@ -274,8 +304,8 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 			h.opens.Add(1)
 			return h.conn, kgMAC, nil
 		},
-		RandSeq:      func() uint16 { return 1000 },
 		Clock:        h.clk,
+		Logger:       slog.New(slog.NewTextHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Store:        store,
 		SwitchEvents: h.switchEv,
 		NeighborMAC: func(a netip.Addr) net.HardwareAddr {

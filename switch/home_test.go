@@ -31,14 +31,41 @@ func checkRouterNA(t *testing.T, f []byte) {
 	}
 }
 
+// checkHomeNA checks an Override advertisement of the guest's own MAC for
+// its home address.
+func checkHomeNA(t *testing.T, f []byte) {
+	t.Helper()
+	eth := netpkt.Ethernet(f)
+	ip, _ := netpkt.ParseIPv6(eth.Payload())
+	m, err := ndp.ParseMessage(ip.Payload())
+	na, ok := m.(*ndp.NeighborAdvertisement)
+	if err != nil || !ok || !na.Override || na.TargetAddress != hoa || eth.Src().String() != guestMAC.String() {
+		t.Fatalf("got %v (%v), want an Override NA for %v from %v", m, err, hoa, guestMAC)
+	}
+}
+
 func TestReturnHome(t *testing.T) {
+	// answer is how the Home Agent answers the de-registration.
+	type answer int
+	const (
+		accepted answer = iota
+		// The Home Agent accepted the first de-registration but its Ack
+		// was lost: the retransmission meets no binding (133), and the lost
+		// Ack may still come late.
+		ackLost
+		// The Home Agent never held a binding (the VM was never away).
+		noBinding
+	)
 	for _, tt := range []struct {
-		name    string
-		status  uint8
-		wantNAs int
+		name   string
+		answer answer
 	}{
-		{"binding removed", mipv6.StatusAccepted, homeAdvertisements},
-		{"there was no binding", mipv6.StatusNotHomeAgent, 0},
+		{"binding removed", accepted},
+		// The home address is free either way, and the neighbours may
+		// still map it to the Home Agent: the Override advertisements go out
+		// as for an accepted de-registration.
+		{"Ack lost, the retransmission meets no binding", ackLost},
+		{"there was no binding", noBinding},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t, homeHostConfig)
@@ -60,13 +87,15 @@ func TestReturnHome(t *testing.T) {
 			if bu.Lifetime != 0 || bu.Src != hoa || bu.HomeAddress != hoa || s.Dst != ha {
 				t.Fatalf("got %+v to %v, want a de-registration from the home address to the Home Agent", bu, s.Dst)
 			}
-			// Two more at once, half the sequence space apart each.
-			for i := 0; i < 2; i++ {
-				b2, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
-				if err != nil || b2.Lifetime != 0 {
-					t.Fatalf("burst %d: got %+v (%v), want a de-registration", i, b2, err)
-				}
+			// Numbered from the clock, which is ahead of what the foreign
+			// host last sent; and only one.
+			if want := mipv6.ClockSequence(h.clk.Now()); bu.Sequence != want {
+				t.Errorf("got sequence %d, want the clock's %d", bu.Sequence, want)
 			}
+			// On arrival the guest is told its router's real MAC (the host's
+			// neighbour table knows it), in case it resolved it abroad.
+			checkRouterNA(t, h.nextFrame(t))
+			h.noFrame(t)
 			flows := strings.Join(h.flows.text(), "\n")
 			for _, want := range []string{"ipv6_dst=2001:db8:2000::10,nw_proto=135", "in_port=9,dl_src=52:54:00:00:00:10"} {
 				if !strings.Contains(flows, want) {
@@ -77,30 +106,45 @@ func TestReturnHome(t *testing.T) {
 				t.Errorf("got %+v", st[0])
 			}
 			// The Home Agent answers the home address directly, no routing header.
-			ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: hoa, HomeAddress: hoa, Status: tt.status, Sequence: bu.Sequence})
-			if ba[6] != mipv6.IPProtoMH {
-				t.Fatalf("BA to the home address carries next header %d, want the Mobility Header directly", ba[6])
+			inject := func(status uint8, seq uint16) {
+				t.Helper()
+				ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: hoa, HomeAddress: hoa, Status: status, Sequence: seq})
+				if ba[6] != mipv6.IPProtoMH {
+					t.Fatalf("BA to the home address carries next header %d, want the Mobility Header directly", ba[6])
+				}
+				h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, ba))
 			}
-			// On arrival the guest is told its router's real MAC (the host's
-			// neighbour table knows it), in case it resolved it abroad.
-			checkRouterNA(t, h.nextFrame(t))
-			h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, ba))
-			for i := 0; i < tt.wantNAs; i++ {
+			switch tt.answer {
+			case accepted:
+				inject(mipv6.StatusAccepted, bu.Sequence)
+			case noBinding:
+				inject(mipv6.StatusNotHomeAgent, bu.Sequence)
+			case ackLost:
+				// No Ack: the de-registration is retransmitted a second
+				// later, numbered from the clock again.
+				h.advance(t, mipv6.InitialBindackTimeout-time.Millisecond)
+				h.noFrame(t)
+				h.advance(t, time.Millisecond)
+				re, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
+				if want := mipv6.ClockSequence(h.clk.Now()); err != nil || re.Lifetime != 0 || re.Sequence != want {
+					t.Fatalf("got %+v (%v), want a de-registration numbered %d", re, err, want)
+				}
+				inject(mipv6.StatusNotHomeAgent, re.Sequence)
+			}
+			for i := 0; i < homeAdvertisements; i++ {
 				if i > 0 {
 					// A second apart.
 					h.advance(t, time.Second-time.Millisecond)
 					h.noFrame(t)
 					h.advance(t, time.Millisecond)
 				}
-				f := h.nextFrame(t)
-				eth := netpkt.Ethernet(f)
-				ip, _ := netpkt.ParseIPv6(eth.Payload())
-				m, err := ndp.ParseMessage(ip.Payload())
-				na, ok := m.(*ndp.NeighborAdvertisement)
-				if err != nil || !ok || !na.Override || na.TargetAddress != hoa || eth.Src().String() != guestMAC.String() {
-					t.Fatalf("frame %d: got %v (%v), want an Override NA for %v from %v", i, m, err, hoa, guestMAC)
-				}
+				checkHomeNA(t, h.nextFrame(t))
 				checkRouterNA(t, h.nextFrame(t))
+				if i == 0 && tt.answer == ackLost {
+					// The lost Ack, late after all: expected, nothing more.
+					inject(mipv6.StatusAccepted, bu.Sequence)
+					h.noFrame(t)
+				}
 			}
 			h.settle(t)
 			if strings.Contains(strings.Join(h.flows.text(), "\n"), "dl_src=52:54:00:00:00:10") {
@@ -112,8 +156,16 @@ func TestReturnHome(t *testing.T) {
 				}
 			}
 			h.noFrame(t)
-			if st, _ := h.sw.Status(context.Background()); st[0].Location != "home" {
+			st, _ := h.sw.Status(context.Background())
+			if st[0].Location != "home" {
 				t.Errorf("got %+v, want home", st[0])
+			}
+			dpDrops, _ := h.sw.DatapathDrops(context.Background())
+			if n, m := st[0].Drops["signal-rejected"], dpDrops["signal-rejected"]; n != 0 || m != 0 {
+				t.Errorf("got %d signalling packets rejected for the VM and %d for none, want 0", n, m)
+			}
+			if w := h.warnings(); len(w) != 0 {
+				t.Errorf("got warnings or errors logged, want none:\n%s", strings.Join(w, "\n"))
 			}
 		})
 	}

@@ -241,7 +241,7 @@ func (s *Switch) arrive(p *vmPort, iface ovsctl.Interface) error {
 		return fmt.Errorf("cannot prepare a VM that is %s", p.phase)
 	}
 	p.nd = nd
-	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
+	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime)
 	p.link.ResetActivation()
 	// One bundle: a migrated guest's first frames may already be on their way.
 	s.syncFlows(p)
@@ -288,8 +288,10 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 			return
 		}
 		// Restored but not at start: the guest may have been elsewhere since,
-		// so the Home Agent's binding cannot be trusted; register again.
-		p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime, rec.Sequence+1)
+		// so the Home Agent's binding cannot be trusted; register again,
+		// numbered after the stored number where that is ahead of the clock.
+		p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime)
+		p.binding.Restore(now, rec.Sequence, 0, time.Time{})
 	}
 	s.publish()
 	s.log.Info("guest runs here: registering with its Home Agent", "port", p.name(), "hoa", p.vm.HomeAddress, "trigger", why,
@@ -358,7 +360,7 @@ func (s *Switch) returnHome(p *vmPort) error {
 	if !s.move(p, returnWaiting) {
 		return fmt.Errorf("cannot wait for a returning VM that is %s", p.phase)
 	}
-	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime, s.deps.RandSeq())
+	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, p.vm.HomeAddress, s.cfg.BindingLifetime)
 	s.syncFlows(p)
 	s.publish()
 	s.log.Info("VM port on its home host: waiting for the guest to run here", "port", p.name(), "hoa", p.vm.HomeAddress)

@@ -78,12 +78,12 @@ func (s *Switch) handleSignal(pkt []byte) {
 			s.sendBU(bu)
 		}
 		if p.phase == returning && snap.State == mipv6.StateDeregistered && p.naLeft == 0 {
-			if snap.Status == mipv6.StatusAccepted || snap.Status == mipv6.StatusAcceptedPrefixDiscovery {
-				p.naLeft = homeAdvertisements
-				s.announceHome(p, now)
-			} else {
-				s.endReturn(p) // the Home Agent had no binding: nobody to redirect
-			}
+			// The Home Agent holds no binding now, whether it removed one
+			// (accepted) or had none (133: the Ack of the accepted try was
+			// lost, or the VM never left the home link): either way the
+			// neighbours may still map the home address to the Home Agent.
+			p.naLeft = homeAdvertisements
+			s.announceHome(p, now)
 			return
 		}
 		// A refusal ends the arrival hold at once: the retry is seconds away,

@@ -50,8 +50,6 @@ type Deps struct {
 	// Clock is the time of every decision (retransmissions, refreshes, the
 	// hold queue, announcements); nil is the wall clock.
 	Clock clock.Clock
-	// RandSeq picks a new binding's first sequence number; nil is random.
-	RandSeq func() uint16
 }
 
 // Errors AddPort returns; the CLI maps them to exit statuses.
@@ -157,9 +155,6 @@ func New(cfg *config.Config, deps Deps) *Switch {
 	}
 	if deps.Clock == nil {
 		deps.Clock = clock.Real()
-	}
-	if deps.RandSeq == nil {
-		deps.RandSeq = randSeq
 	}
 	s := &Switch{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock, ports: map[string]*vmPort{},
 		byKey: map[string]*vmPort{}, requests: make(chan func()), opened: make(chan portOpened)}

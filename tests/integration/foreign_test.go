@@ -142,10 +142,10 @@ type foreignMove struct {
 // each running kgswitch with the guest declared. On a move between foreign
 // hosts the Home Agent only changes the care-of address (no DAD) and the home
 // router already sends the guest's traffic to it, so the loss is the time
-// from the port's move to the new host's registration. The new host starts
-// with a random sequence number; when the Home Agent answers 135 (sequence
-// number out of window) kgswitch must continue after the number the
-// Acknowledgement carries. A TCP stream opened before the first move between
+// from the port's move to the new host's registration. The new host numbers
+// from the clock, ahead of the old host's numbers; should the Home Agent
+// answer 135 (sequence number out of window) all the same, kgswitch must
+// continue after the number the Acknowledgement carries. A TCP stream opened before the first move between
 // foreign hosts must survive both intact, and the host the guest left must
 // stop refreshing its binding.
 func TestMoveBetweenForeignHosts(t *testing.T) {

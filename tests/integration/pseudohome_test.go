@@ -393,6 +393,7 @@ func TestReturnHome(t *testing.T) {
 	defer cancel()
 	e := newEnv(t, ctx)
 	startDaemons(t, ctx, e, true)
+	started := time.Now()
 	hoa := lab.HoA.String()
 	guestMAC := lab.GuestMAC.String()
 	haMAC := macOf(t, ctx, e, "ha", "eth0")
@@ -428,6 +429,7 @@ func TestReturnHome(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	neigh := watchNeigh(t, ctx, e, "rtr", "home0")
 	back := time.Now()
 	if err := e.Lab.MoveGuest(ctx, "hostB", "hostA"); err != nil {
 		pings.Stop()
@@ -553,11 +555,18 @@ func TestReturnHome(t *testing.T) {
 	if len(nas) != 3 {
 		t.Errorf("got %d Override advertisements for %s from %s on hostA's uplink, want 3", len(nas), hoa, guestMAC)
 	}
+	// One de-registration, answered once: nothing refused, nothing to warn of.
+	if rejected := tsharkFields(t, ctx, capture, "mip6.mhtype == 6 && mip6.ba.status != 0 && ipv6.dst == "+hoa, "mip6.ba.status"); len(rejected) != 0 {
+		t.Errorf("Home Agent refused de-registrations of %s on hostA's uplink with statuses %v, want none", hoa, rejected)
+	}
+	neighDelay := checkNeighAfterAck(t, neigh, lab.HoA, guestMAC, ackSeen, "hostB -> hostA")
+	checkQuietReturn(t, ctx, e, started, "hostA", "hostB")
 
 	t.Logf("hostB -> hostA: kgswitch %v; returning at +%v, home at +%v; Home Agent got the de-registration at +%v, acknowledged at +%v",
 		locations, returning.Round(time.Millisecond), home.Round(time.Millisecond),
 		dereg.Time.Sub(back).Round(time.Millisecond), ack.Time.Sub(back).Round(time.Millisecond))
-	t.Logf("Override advertisements at %v; rtr's entry had the guest's MAC at +%v (%s)", naTimes, neighAt.Round(time.Millisecond), entry)
+	t.Logf("Override advertisements at %v; rtr's entry had the guest's MAC at +%v (%s), %.1f ms after the Home Agent's Ack on hostA's uplink (ip monitor; bound %v)",
+		naTimes, neighAt.Round(time.Millisecond), entry, ms(neighDelay), returnNeighBound)
 	t.Logf("pings every 10 ms during the return: %d sent, %d lost, longest gap %v, first reply after it at %+v from the move; WaitReachable %v",
 		loss.Sent, loss.Lost, loss.LongestGap.Round(time.Millisecond), loss.FirstAfter.Sub(back).Round(time.Millisecond), reach.Round(time.Millisecond))
 	t.Logf("TCP stream: %d bytes each way in %.1f s across hostA -> hostB -> hostA, intact", client.Sent, client.Seconds)
@@ -596,9 +605,8 @@ func haSince(e *scenario.Env, from int) string {
 // otherwise. That answer cannot reach hostA: while the binding stands, the
 // Home Agent sends its own packets for the home address, this
 // Acknowledgement included, to the old care-of address (see
-// docs/home-agents.md). Every
-// return must succeed whichever numbers the two hosts happened to pick; each
-// trip is a fresh draw.
+// docs/home-agents.md). Both hosts number from the clock, so every return
+// must succeed at its first try, trip after trip.
 func TestReturnHomeRepeatedly(t *testing.T) {
 	t.Parallel()
 	const trips = 8

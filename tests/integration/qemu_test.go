@@ -469,7 +469,8 @@ func TestQEMUMigrateWithKgswitch(t *testing.T) {
 // Agent's first registration, with DAD, and the home host's departure
 // cover), foreign -> home (the home host de-registers and sends Override
 // advertisements), foreign -> foreign (the new host meets a sequence number
-// it did not choose: the Home Agent may answer 135).
+// it did not choose, and must be ahead of it: the hosts number from the
+// clock, so the Home Agent answers no 135).
 var pingPong = []string{"hostA", "hostB", "hostA", "hostB", "hostC", "hostA"}
 
 // TestQEMUPingPong live-migrates one guest along pingPong with real QEMU
@@ -483,7 +484,9 @@ func TestQEMUPingPong(t *testing.T) {
 	e, img := newQEMUEnv(t, ctx)
 	taps := map[string]string{"hostC": "vnet7"}
 	startKgswitch(t, ctx, e, lab.Hosts, taps, true)
+	neigh := watchNeigh(t, ctx, e, "rtr", "home0")
 	migrateWithRetry(t, func(n int) *qemu.VM {
+		attempt := time.Now()
 		vm := bootVM(t, ctx, e, img, pingPong[0], fmt.Sprintf("p%d-0A", n))
 		// 64 KiB/s: slow enough for the emulated guest, and 1.5 MiB of it
 		// (24 s) outlasts the five hops.
@@ -534,6 +537,36 @@ func TestQEMUPingPong(t *testing.T) {
 		if n := countLogLines(e.KgswitchLog(lab.VM.StartHost), `msg="VM is home: neighbours told"`); n != returns {
 			t.Errorf("kgswitch on %s told the neighbours %d times that the guest is home, want %d (one per return)", lab.VM.StartHost, n, returns)
 		}
+		// Numbers from the clock: no hop meets a refusal, neither a move
+		// between foreign hosts (no 135) nor a return (one de-registration,
+		// accepted); and the home router names the guest's MAC at once.
+		for _, h := range hops {
+			if r := h.Rejected(); len(r) != 0 {
+				t.Errorf("hop %s -> %s: Acknowledgements with statuses %v, want none refused", h.From, h.To, r)
+			}
+			if h.To != lab.VM.StartHost {
+				continue
+			}
+			ba, ok := h.AcceptedAck()
+			if !ok {
+				continue // hop reported it
+			}
+			what := fmt.Sprintf("hop %s -> %s", h.From, h.To)
+			d := checkNeighAfterAck(t, neigh, lab.HoA, lab.GuestMAC.String(), ba.At, what)
+			// The guest's own announcement after RESUME (virtio-net's,
+			// with Override too) may turn the entry before the Ack;
+			// kgswitch's first advertisement is the first after it.
+			first := "none"
+			for _, at := range h.Overrides {
+				if !at.Before(ba.At) {
+					first = fmt.Sprintf("%+.1f ms", ms(at.Sub(ba.At)))
+					break
+				}
+			}
+			t.Logf("%s: rtr's entry for %s names the guest's MAC from %+.1f ms of the Home Agent's Ack of the de-registration (bound %v; negative: the guest's own announcement came first); first Override advertisement after the Ack at %s",
+				what, lab.HoA, ms(d), returnNeighBound, first)
+		}
+		checkQuietReturn(t, ctx, e, attempt, lab.Hosts...)
 		return vm
 	})
 }

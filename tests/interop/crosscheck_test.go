@@ -397,7 +397,7 @@ func wantBRRFields(p mipv6.BRRPacket, pkt []byte) []tsField {
 func kgswitchBUs(t *testing.T) (reg, refresh, dereg mipv6.BUPacket) {
 	t.Helper()
 	t0 := time.Unix(1700000000, 0)
-	b := mipv6.NewBinding(hoa, haAddr, coa, 600*time.Second, 0x1234)
+	b := mipv6.NewBinding(hoa, haAddr, coa, 600*time.Second)
 	reg, ok := b.Register(t0)
 	if !ok {
 		t.Fatal("got no registration BU from Binding.Register")
@@ -414,7 +414,7 @@ func kgswitchBUs(t *testing.T) (reg, refresh, dereg mipv6.BUPacket) {
 	if !ok {
 		t.Fatal("got no de-registration BU from Binding.Deregister")
 	}
-	if refresh.Sequence != reg.Sequence+1 || dereg.Lifetime != 0 || dereg.Src != hoa || dereg.HomeAddress != hoa {
+	if refresh.Sequence != mipv6.ClockSequence(t0.Add(600*time.Second)) || dereg.Lifetime != 0 || dereg.Src != hoa || dereg.HomeAddress != hoa {
 		t.Fatalf("got BUs %+v, %+v, %+v: not a registration, refresh and de-registration from home", reg, refresh, dereg)
 	}
 	return reg, refresh, dereg
