@@ -11,28 +11,28 @@ type DropReason int
 // Drop reasons, each with its own counter so an operator can tell a hostile
 // guest from a misconfigured Home Agent.
 const (
-	DropMalformed       DropReason = iota // frame or packet too short or inconsistent
-	DropNotIPv6                           // guest sent ARP, IPv4, ... (the pseudo home link is IPv6 only)
-	DropBadSource                         // guest used an IPv6 source that is not its home address
-	DropLinkLocal                         // link-local unicast cannot cross the tunnel
-	DropAbsorbed                          // multicast, RS, MLD, NA: kept on the pseudo home link
-	DropNDIgnored                         // a solicitation the home link would not answer either
-	DropNotBound                          // no binding with the Home Agent yet
-	DropTooBig                            // larger than the tunnel MTU; a Packet Too Big went back
-	DropWriteError                        // the internal port or uplink refused the frame
-	DropUnknownSource                     // frame from neither a known guest nor the tunnel
-	DropUnknownHome                       // tunnelled packet for a home address not served here
-	DropBadTunnelSource                   // tunnelled packet not from the guest's Home Agent
-	DropSignalQueueFull                   // control loop behind; signalling packet dropped
-	DropSignalRejected                    // BA/BE/BRR not matching a binding (sender, home address, sequence)
-	DropInactive                          // the guest has not been activated on this host yet
-	DropHoldExpired                       // held longer than departure.max_hold or arrival.max_hold, or held when the hold ended unreleased
-	DropHoldOverflow                      // beyond departure.buffer_frames, or arrival.buffer_frames or buffer_bytes
-	DropSocketOverflow                    // the kernel's receive queue of the internal port was full: kgswitch read too slowly
-	DropTunnelLinkLocal                   // from the tunnel with a link-local or multicast source: no router forwards those
-	DropTunnelND                          // Neighbor Discovery from the tunnel: valid only from the guest's own link
-	DropGuestMobility                     // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
-	DropGuestRoutingHeader                // a guest's routing header of type 0 or 2
+	DropMalformed          DropReason = iota // frame or packet too short or inconsistent
+	DropNotIPv6                              // guest sent ARP, IPv4, ... (the pseudo home link is IPv6 only)
+	DropBadSource                            // guest used an IPv6 source that is not its home address
+	DropLinkLocal                            // link-local unicast cannot cross the tunnel
+	DropAbsorbed                             // multicast, RS, MLD, NA: kept on the pseudo home link
+	DropNDIgnored                            // a solicitation the home link would not answer either
+	DropNotBound                             // no binding with the Home Agent yet
+	DropTooBig                               // larger than the tunnel MTU; a Packet Too Big went back
+	DropWriteError                           // the internal port or uplink refused the frame
+	DropUnknownSource                        // frame from neither a known guest nor the tunnel
+	DropUnknownHome                          // tunnelled packet for a home address not served here
+	DropBadTunnelSource                      // tunnelled packet not from the guest's Home Agent
+	DropSignalQueueFull                      // control loop behind; signalling packet dropped
+	DropSignalRejected                       // BA/BE/BRR not matching a binding (sender, home address, sequence)
+	DropInactive                             // the guest has not been activated on this host yet
+	DropHoldExpired                          // held longer than departure.max_hold or arrival.max_hold, or held when the hold ended unreleased
+	DropHoldOverflow                         // beyond departure.buffer_frames, or arrival.buffer_frames or buffer_bytes
+	DropSocketOverflow                       // the kernel's receive queue of the internal port was full: kgswitch read too slowly
+	DropTunnelLinkLocal                      // from the tunnel with a link-local or multicast source: no router forwards those
+	DropTunnelND                             // Neighbor Discovery from the tunnel: valid only from the guest's own link
+	DropGuestMobility                        // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
+	DropGuestRoutingHeader                   // a guest's routing header of type 0 or 2
 	numDropReasons
 )
 

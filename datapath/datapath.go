@@ -91,9 +91,9 @@ type Guest struct {
 	// its Ack arrives (docs/home-agents.md); with neither this nor Tunnel,
 	// nothing from the tunnel reaches the guest.
 	Registering bool
-	ND      *ndresponder.Responder
-	PTBFrom netip.Addr // source of Packet Too Big: the home router's link-local address
-	Link    *GuestLink
+	ND          *ndresponder.Responder
+	PTBFrom     netip.Addr // source of Packet Too Big: the home router's link-local address
+	Link        *GuestLink
 }
 
 // GuestLink is what every snapshot of one guest shares: its counters and
