@@ -2,9 +2,13 @@ package scenario
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/kgswitch/kgswitch/tests/integration/labha"
 )
 
 // DatapathDrops reads the last line of `kgswitch status` on host: the drops
@@ -42,4 +46,43 @@ func (e *Env) KgswitchLogLines(host string, from int) ([]string, error) {
 		return nil, nil
 	}
 	return lines[from:], nil
+}
+
+// HABinding returns the lab Home Agent's binding for home address hoa: its
+// last binding cache event (added, refreshed, moved, removed, expired).
+func (e *Env) HABinding(hoa netip.Addr) (HAEvent, error) {
+	evs, err := e.HAEvents()
+	if err != nil {
+		return HAEvent{}, err
+	}
+	var last HAEvent
+	for _, ev := range evs {
+		switch ev.Msg {
+		case labha.EventBindingAdded, labha.EventBindingRefreshed, labha.EventBindingMoved,
+			labha.EventBindingRemoved, labha.EventBindingExpired:
+			if ev.HoA == hoa.String() {
+				last = ev
+			}
+		}
+	}
+	if last.Msg == "" {
+		return last, fmt.Errorf("the Home Agent has no binding for %s", hoa)
+	}
+	return last, nil
+}
+
+// HABindingUpdates counts the Binding Updates the lab Home Agent received
+// from care-of address coa.
+func (e *Env) HABindingUpdates(coa netip.Addr) (int, error) {
+	evs, err := e.HAEvents()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ev := range evs {
+		if ev.Msg == labha.EventBUReceived && ev.CoA == coa.String() {
+			n++
+		}
+	}
+	return n, nil
 }
