@@ -337,6 +337,15 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		return BUPacket{}, false, nil
 	}
 	if !StatusSuccess(ba.Status) {
+		if b.Tunnelling(now) && !b.dereg {
+			// A refused refresh leaves the Home Agent's binding as it was,
+			// tunnelling until its grant ends, and nothing authenticates the
+			// refusal: a forger who chose the number kgswitch resent after
+			// its own status 135 could otherwise stop the tunnel for a
+			// minute. The refresh goes on retransmitting; only a refusal once
+			// the grant has ended fails the binding.
+			return BUPacket{}, false, nil
+		}
 		b.state = StateFailed
 		b.due = now.Add(retryAfter(ba.Status))
 		return BUPacket{}, false, nil

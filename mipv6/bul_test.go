@@ -300,6 +300,60 @@ func TestRefreshLapses(t *testing.T) {
 	}
 }
 
+// A refusal of a refresh while the grant runs keeps the tunnel: otherwise a
+// forger who asks for a refresh (Binding Refresh Request), names the number
+// kgswitch resends after (status 135) and refuses that resend stops the
+// tunnel for a minute. Only a refusal after the grant ended fails.
+func TestRefusedRefreshKeepsTunnel(t *testing.T) {
+	b := NewBinding(tHoA, tHA, tCoA, 40*time.Second, 1)
+	bu, _ := b.Register(t0)
+	b.HandleBA(t0, ack(bu, StatusAccepted, 10)) // 40 s granted
+	at := t0.Add(10 * time.Second)
+	if _, ok := b.RefreshNow(at, tHA); !ok {
+		t.Fatal("no refresh for the Binding Refresh Request")
+	}
+	resend, ok, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 20000})
+	if err != nil || !ok || resend.Sequence != 20001 {
+		t.Fatalf("got %+v %v %v, want a Binding Update numbered 20001 after the 135", resend, ok, err)
+	}
+	due := b.Due()
+	if _, _, err := b.HandleBA(at, ack(resend, StatusNotHomeSubnet, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Snapshot(at); s.State != StateRefreshing || !b.Tunnelling(at) || b.Due() != due {
+		t.Fatalf("after a refused refresh: got %v tunnelling %v due %v, want refreshing, tunnel up, retransmission still at %v",
+			s.State, b.Tunnelling(at), b.Due(), due)
+	}
+	// The Home Agent's own answer to the same Binding Update decides.
+	if _, _, err := b.HandleBA(at, ack(resend, StatusAccepted, 10)); err != nil || b.Snapshot(at).State != StateBound {
+		t.Fatalf("got %v (%v) after the Home Agent's Ack, want bound", b.Snapshot(at).State, err)
+	}
+
+	// Refused until the grant ends: the binding fails then, not before.
+	end := at.Add(40 * time.Second)
+	for now := b.Due(); now.Before(end); now = b.Due() {
+		bu, ok := b.Tick(now)
+		if !ok {
+			continue
+		}
+		if _, _, err := b.HandleBA(now, ack(bu, StatusProhibited, 0)); err != nil {
+			t.Fatal(err)
+		}
+		if !b.Tunnelling(now) {
+			t.Fatalf("tunnel down at %v, before the grant ended at %v", now.Sub(t0), end.Sub(t0))
+		}
+	}
+	now := b.Due()
+	bu, ok = b.Tick(now)
+	if !ok {
+		t.Fatal("no Binding Update after the grant ended")
+	}
+	b.HandleBA(now, ack(bu, StatusProhibited, 0))
+	if s := b.Snapshot(now); s.State != StateFailed || b.Tunnelling(now) {
+		t.Errorf("refused after the grant ended: got %v tunnelling %v, want failed", s.State, b.Tunnelling(now))
+	}
+}
+
 func TestRefreshNow(t *testing.T) {
 	b := NewBinding(tHoA, tHA, tCoA, 600*time.Second)
 	if _, ok := b.RefreshNow(t0, tHA); ok {

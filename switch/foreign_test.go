@@ -703,3 +703,57 @@ func TestTunnelRefusedReregisters(t *testing.T) {
 		t.Errorf("got %+v, want bound again", st)
 	}
 }
+
+// Signalling that changes nothing (a replay of the Home Agent's Ack, Binding
+// Errors and Binding Refresh Requests too soon after the last) is harmless,
+// but a forger can send it at any rate: each kind is logged once a second, and
+// kgswitch answers only the first hint.
+func TestUnchangingSignallingLogRateLimited(t *testing.T) {
+	var buf bytes.Buffer
+	h := newHarness(t, testConfig)
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	h.sw.do(context.Background(), func() { h.sw.log = logger })
+	bu := h.bind(t)
+	inject := func(pkt []byte, n int) {
+		for range n {
+			h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, pkt))
+		}
+		h.settle(t)
+	}
+	replay := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: bu.Sequence, Lifetime: bu.Lifetime})
+	inject(replay, 10)
+	be := mipv6.AppendBindingErrorPacket(nil, mipv6.BEPacket{Src: ha, Dst: coa, Status: mipv6.BEStatusUnrecognizedMHType, HomeAddress: hoa})
+	inject(be, 10)
+	refresh, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inject(mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: ha, Dst: coa, HomeAddress: hoa, Sequence: refresh.Sequence, Lifetime: refresh.Lifetime}), 1)
+	brr := mipv6.AppendBRRPacket(nil, mipv6.BRRPacket{Src: ha, Dst: coa})
+	inject(brr, 10)
+	if _, err := mipv6.ParseBUPacket(h.nextSent(t).Pkt); err != nil {
+		t.Fatal(err)
+	}
+	h.noFrame(t)
+
+	var log string
+	h.sw.do(context.Background(), func() { log = buf.String() })
+	for _, c := range []struct {
+		line string
+		want int
+	}{
+		{"Binding Acknowledgement changed nothing", 1},
+		{`msg="Binding Error" `, 1}, // the hint taken
+		{"Binding Error changed nothing", 1},
+		{`msg="Binding Refresh Request"`, 1},
+		{"dropped Binding Refresh Request", 1},
+	} {
+		if n := strings.Count(log, c.line); n != c.want {
+			t.Errorf("got %d log lines %q, want %d:\n%s", n, c.line, c.want, log)
+		}
+	}
+	// The Binding Refresh Requests kgswitch did not act on are refused.
+	if got := h.sw.dpCounters.DropMap()["signal-rejected"]; got != 9 {
+		t.Errorf("got %d Binding Refresh Requests counted signal-rejected, want 9", got)
+	}
+}

@@ -1,6 +1,8 @@
 package vswitch
 
 import (
+	"context"
+	"log/slog"
 	"time"
 )
 
@@ -29,6 +31,11 @@ func (l *logLimit) allow(key string, now time.Time) (bool, int) {
 
 // warnLimited writes a warning through the limiter s.logLimit under key.
 func (s *Switch) warnLimited(key, msg string, args ...any) {
+	s.logLimited(slog.LevelWarn, key, msg, args...)
+}
+
+// logLimited writes a line at level through the limiter s.logLimit under key.
+func (s *Switch) logLimited(level slog.Level, key, msg string, args ...any) {
 	ok, n := s.logLimit.allow(key, s.clock.Now())
 	if !ok {
 		return
@@ -36,5 +43,5 @@ func (s *Switch) warnLimited(key, msg string, args ...any) {
 	if n > 0 {
 		args = append(args, "suppressed_since_last", n)
 	}
-	s.log.Warn(msg, args...)
+	s.log.Log(context.Background(), level, msg, args...)
 }

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"errors"
+	"log/slog"
 	"net/netip"
 	"time"
 
@@ -52,6 +53,9 @@ func (s *Switch) handleSignal(pkt []byte) {
 		}
 		if !sent {
 			s.dpCounters.Drop(datapath.DropSignalRejected)
+			s.warnLimited("rejected Binding Refresh Request "+brr.Src.String(), "dropped Binding Refresh Request",
+				"home_agent", brr.Src)
+			return
 		}
 		s.log.Info("Binding Refresh Request", "home_agent", brr.Src, "refreshed", sent)
 		return
@@ -65,6 +69,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 			continue
 		}
 		was := p.binding.Tunnelling(now)
+		prev := p.binding.Snapshot(now)
 		bu, send, err := apply(p.binding)
 		if err != nil {
 			p.link.Counters.Drop(datapath.DropSignalRejected)
@@ -72,6 +77,14 @@ func (s *Switch) handleSignal(pkt []byte) {
 			return
 		}
 		snap := p.binding.Snapshot(now)
+		if !send && snap == prev {
+			// A hint too soon after the last, an Ack to a Binding Update
+			// already answered: harmless, but anyone can send them at any
+			// rate, so their lines are rate-limited like rejected ones.
+			s.logLimited(slog.LevelInfo, "unchanged "+kind+" "+p.key(), kind+" changed nothing", "port", p.name(),
+				"state", snap.State.String())
+			return
+		}
 		s.log.Info(kind, "port", p.name(), "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
 			"state", snap.State.String(), "granted_s", snap.Granted.Seconds(), "after", now.Sub(p.since).String())
 		if send {

@@ -123,6 +123,10 @@ type HAEvent struct {
 	Status   int    `json:"status"`
 	Lifetime uint16 `json:"lifetime"`
 	Reason   string `json:"reason"`
+	// LifetimeS and Expires are the binding's grant in seconds and its end,
+	// for the binding cache events.
+	LifetimeS int       `json:"lifetime_s"`
+	Expires   time.Time `json:"expires"`
 }
 
 // HAEvents reads the lab Home Agent's log so far, in order. Lines that are not
