@@ -305,16 +305,17 @@ func TestRefreshLapses(t *testing.T) {
 // kgswitch resends after (status 135) and refuses that resend stops the
 // tunnel for a minute. Only a refusal after the grant ended fails.
 func TestRefusedRefreshKeepsTunnel(t *testing.T) {
-	b := NewBinding(tHoA, tHA, tCoA, 40*time.Second, 1)
+	b := NewBinding(tHoA, tHA, tCoA, 40*time.Second)
 	bu, _ := b.Register(t0)
 	b.HandleBA(t0, ack(bu, StatusAccepted, 10)) // 40 s granted
 	at := t0.Add(10 * time.Second)
 	if _, ok := b.RefreshNow(at, tHA); !ok {
 		t.Fatal("no refresh for the Binding Refresh Request")
 	}
-	resend, ok, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: 20000})
-	if err != nil || !ok || resend.Sequence != 20001 {
-		t.Fatalf("got %+v %v %v, want a Binding Update numbered 20001 after the 135", resend, ok, err)
+	ahead := ClockSequence(at) + 1000 // what a forger names
+	resend, ok, err := b.HandleBA(at, BAPacket{Src: tHA, Dst: tCoA, HomeAddress: tHoA, Status: StatusSequenceOutOfWindow, Sequence: ahead})
+	if err != nil || !ok || resend.Sequence != ahead+1 {
+		t.Fatalf("got %+v %v %v, want a Binding Update numbered %d after the 135", resend, ok, err, ahead+1)
 	}
 	due := b.Due()
 	if _, _, err := b.HandleBA(at, ack(resend, StatusNotHomeSubnet, 0)); err != nil {
