@@ -33,6 +33,7 @@ const (
 	DropTunnelND                             // Neighbor Discovery from the tunnel: valid only from the guest's own link
 	DropGuestMobility                        // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
 	DropGuestRoutingHeader                   // a guest's routing header of type 0 or 2
+	DropSignalIgnored                        // valid signalling that changed nothing: a hint within 1.5 s of the last, an Ack already answered
 	numDropReasons
 )
 
@@ -40,7 +41,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "not-ipv6", "bad-source", "link-local", "absorbed", "nd-ignored", "not-bound",
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
 	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
-	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header",
+	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header", "signal-ignored",
 }
 
 func (r DropReason) String() string {

@@ -52,8 +52,10 @@ func (s *Switch) handleSignal(pkt []byte) {
 			}
 		}
 		if !sent {
-			s.dpCounters.Drop(datapath.DropSignalRejected)
-			s.warnLimited("rejected Binding Refresh Request "+brr.Src.String(), "dropped Binding Refresh Request",
+			// From the Home Agent's address, but too soon after the last or
+			// with no binding in use: it changes nothing.
+			s.dpCounters.Drop(datapath.DropSignalIgnored)
+			s.logLimited(slog.LevelInfo, "ignored Binding Refresh Request "+brr.Src.String(), "Binding Refresh Request changed nothing",
 				"home_agent", brr.Src)
 			return
 		}
@@ -80,7 +82,9 @@ func (s *Switch) handleSignal(pkt []byte) {
 		if !send && snap == prev {
 			// A hint too soon after the last, an Ack to a Binding Update
 			// already answered: harmless, but anyone can send them at any
-			// rate, so their lines are rate-limited like rejected ones.
+			// rate, so their lines are rate-limited like rejected ones and
+			// they are counted.
+			p.link.Counters.Drop(datapath.DropSignalIgnored)
 			s.logLimited(slog.LevelInfo, "unchanged "+kind+" "+p.key(), kind+" changed nothing", "port", p.name(),
 				"state", snap.State.String())
 			return

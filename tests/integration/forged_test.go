@@ -301,7 +301,7 @@ func (f *forgedEnv) restart(t *testing.T, ctx context.Context) {
 // to kgswitch's internal port, and how kgswitch counted the ones it
 // refused.
 type signalling struct {
-	diverted, rejected, queueFull, overflow uint64
+	diverted, rejected, ignored, queueFull, overflow uint64
 }
 
 var nPackets = regexp.MustCompile(`n_packets=(\d+)`)
@@ -330,6 +330,7 @@ func (f *forgedEnv) signalling(t *testing.T, ctx context.Context) signalling {
 		t.Fatal(err)
 	}
 	s.rejected = st.Drops["signal-rejected"] + dp["signal-rejected"]
+	s.ignored = st.Drops["signal-ignored"] + dp["signal-ignored"]
 	s.queueFull, s.overflow = dp["signal-queue-full"], dp["socket-overflow"]
 	return s
 }
@@ -572,6 +573,13 @@ func TestForgedAckFlood(t *testing.T) {
 		sent, took.Round(time.Millisecond), after.diverted-before.diverted, len(lines), strings.Join(lines, "\n"))
 	if got := after.diverted - before.diverted; got < uint64(sent)*9/10 {
 		t.Errorf("replayed Acks OVS gave kgswitch: got %d of %d, want nearly all", got, sent)
+	}
+	// Each replay is counted: ignored (it changed nothing), or dropped on
+	// the way to the control loop.
+	ignored, queueFull, overflow := after.ignored-before.ignored, after.queueFull-before.queueFull, after.overflow-before.overflow
+	if diverted := after.diverted - before.diverted; ignored+queueFull+overflow != diverted {
+		t.Errorf("replayed Acks counted: got %d ignored + %d queue full + %d socket overflow, want the %d OVS gave kgswitch",
+			ignored, queueFull, overflow, diverted)
 	}
 	if limit := int((took+2*time.Second)/time.Second) + 2; len(lines) > limit {
 		t.Errorf("kgswitch's log during %v of replayed Acks: got %d lines, want at most %d", took, len(lines), limit)
