@@ -55,7 +55,7 @@ type forgedEnv struct {
 	forge string
 }
 
-func newForgedEnv(t *testing.T, ctx context.Context) *forgedEnv {
+func newForgedEnv(t *testing.T, ctx context.Context, haArgs ...string) *forgedEnv {
 	t.Helper()
 	forgeOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kgswitch-forge-")
@@ -74,7 +74,7 @@ func newForgedEnv(t *testing.T, ctx context.Context) *forgedEnv {
 	}
 	e := newEnv(t, ctx)
 	f := &forgedEnv{Env: e, forge: forgeBin}
-	if err := e.StartHomeAgent(ctx); err != nil {
+	if err := e.StartHomeAgentOf(ctx, lab.HomeNet, haArgs...); err != nil {
 		t.Fatalf("start Home Agent: %v", err)
 	}
 	cfgA, err := e.WriteConfig("hostA", true)
@@ -476,7 +476,10 @@ func TestForgedRefusal(t *testing.T) {
 func forgeAfter135(t *testing.T, last string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	f := newForgedEnv(t, ctx)
+	// The Home Agent answers 100 ms late, as one a WAN round trip away
+	// would: the forgeries (a few ms apart) come while kgswitch's refresh
+	// is outstanding, however loaded the machine.
+	f := newForgedEnv(t, ctx, "-ack-delay", "100ms")
 	st, err := f.Status(ctx, "hostB", lab.GuestPort)
 	if err != nil {
 		t.Fatal(err)

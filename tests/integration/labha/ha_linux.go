@@ -40,6 +40,9 @@ type Config struct {
 	PrefixDiscovery bool
 	// TunName is the TUN device name pattern; empty means "labha%d".
 	TunName string
+	// AckDelay holds every Binding Acknowledgement back this long, as the
+	// path from a Home Agent in another data centre would.
+	AckDelay time.Duration
 }
 
 // HomeAgent is a running (or runnable) lab Home Agent.
@@ -433,6 +436,15 @@ func (h *HomeAgent) sendBA(ctx context.Context, d Decision) {
 		Sequence:    d.Ack.Sequence,
 		Lifetime:    d.Ack.Lifetime,
 	})
+	if h.cfg.AckDelay > 0 {
+		time.AfterFunc(h.cfg.AckDelay, func() { h.transmitBA(ctx, d, pkt) })
+		return
+	}
+	h.transmitBA(ctx, d, pkt)
+}
+
+// transmitBA sends an Acknowledgement built by sendBA and logs it.
+func (h *HomeAgent) transmitBA(ctx context.Context, d Decision, pkt []byte) {
 	// To a mobile node at home (de-registration) AppendBAPacket leaves the
 	// routing header out, as mip6d does.
 	if err := h.raw.send(ctx, pkt, d.CareOf); err != nil {

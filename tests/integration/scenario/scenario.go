@@ -95,9 +95,9 @@ func (e *Env) StartHomeAgent(ctx context.Context) error {
 
 // StartHomeAgentOf runs the lab Home Agent of home network hn in its
 // namespace (lab.HomeNet2's needs a lab built with ExtraGuests).
-func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork) error {
-	cmd, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.Bin.LabHA,
-		"-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String())
+func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork, extra ...string) error {
+	argv := append([]string{e.Bin.LabHA, "-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String()}, extra...)
+	cmd, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), argv...)
 	if err == nil {
 		e.mu.Lock()
 		if e.homeAgents == nil {

@@ -39,6 +39,7 @@ func run() error {
 		maxLife   = flag.Duration("max-lifetime", 0, "cap on granted lifetimes (the prefix's valid lifetime); 0 = 262140s")
 		prefixDsc = flag.Bool("prefix-discovery", false, "answer successful registrations with status 1 instead of 0")
 		tun       = flag.String("tun", "labha%d", "TUN device name (pattern)")
+		ackDelay  = flag.Duration("ack-delay", 0, "hold every Binding Acknowledgement back this long (a distant Home Agent)")
 	)
 	flag.Parse()
 	a, err := netip.ParseAddr(*addr)
@@ -67,6 +68,7 @@ func run() error {
 		MaxLifetime:     *maxLife,
 		PrefixDiscovery: *prefixDsc,
 		TunName:         *tun,
+		AckDelay:        *ackDelay,
 	}, logger)
 	if err != nil {
 		return err
