@@ -104,6 +104,10 @@ type HomeNetwork struct {
 	RouterAddrs     []netip.Addr
 	// RouterMAC is the home router's MAC, when known; see ndresponder.
 	RouterMAC net.HardwareAddr
+	// HomeAgentMAC is the Home Agent's MAC on the home link, when
+	// configured; otherwise a home host learns it from its neighbour table.
+	// Only from it are DAD probes and takeover advertisements believed.
+	HomeAgentMAC net.HardwareAddr
 	// Advertise mirrors the home router's Router Advertisements to guests away
 	// from home; nil when the home router sends none.
 	Advertise *ndresponder.Advertisement
@@ -160,6 +164,7 @@ type fileHomeNetwork struct {
 	RouterLinkLocal string         `toml:"router_link_local"`
 	RouterAddrs     []string       `toml:"router_addresses"`
 	RouterMAC       string         `toml:"router_mac"`
+	HomeAgentMAC    string         `toml:"home_agent_mac"`
 	Advertise       *fileAdvertise `toml:"advertise"`
 }
 
@@ -428,6 +433,11 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		if fh.RouterMAC != "" {
 			if h.RouterMAC, err = ParseMAC(fh.RouterMAC); err != nil {
 				return nil, loc.at("home_network", i, "router_mac", fmt.Errorf("home_network[%d]: router_%w", i, err))
+			}
+		}
+		if fh.HomeAgentMAC != "" {
+			if h.HomeAgentMAC, err = ParseMAC(fh.HomeAgentMAC); err != nil {
+				return nil, loc.at("home_network", i, "home_agent_mac", fmt.Errorf("home_network[%d]: home_agent_%w", i, err))
 			}
 		}
 		if fh.Advertise != nil {

@@ -34,6 +34,7 @@ const (
 	DropGuestMobility                        // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
 	DropGuestRoutingHeader                   // a guest's routing header of type 0 or 2
 	DropSignalIgnored                        // valid signalling that changed nothing: a hint within 1.5 s of the last, an Ack already answered
+	DropNotHomeAgent                         // a DAD probe or takeover advertisement for a VM's home address not from its Home Agent's MAC
 	numDropReasons
 )
 
@@ -42,6 +43,7 @@ var dropNames = [numDropReasons]string{
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
 	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
 	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header", "signal-ignored",
+	"not-home-agent",
 }
 
 func (r DropReason) String() string {

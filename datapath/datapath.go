@@ -103,6 +103,10 @@ type GuestLink struct {
 	// asked is set once the datapath has asked for activation, so a burst of
 	// frames asks once; ResetActivation clears it for the next arrival.
 	asked atomic.Bool
+	// probedAt is when the Home Agent last probed the VM's home address on
+	// its home link (unix nanoseconds): the VM's answer soon after means it
+	// still runs here.
+	probedAt atomic.Int64
 	// ownLL holds link-local addresses the guest was seen using; the ND
 	// responder must never answer for them. Only the datapath goroutine
 	// touches it.
@@ -151,7 +155,10 @@ type FIB struct {
 	// of each VM running on this home host to its key.
 	departedByMAC map[[6]byte]*Departed
 	departedByHoA map[netip.Addr]*Departed
-	atHome        map[netip.Addr]string
+	atHome        map[netip.Addr]*atHome
+	// homeAgentMAC is, by home address, the MAC of the VM's Home Agent
+	// when known: only it may probe or take over the address (homelink.go).
+	homeAgentMAC map[netip.Addr][6]byte
 	// awaiting maps the MAC of each VM this host is foreign for, whose port
 	// is not here (yet), to the VM's key: a frame from it means it runs here.
 	awaiting map[[6]byte]string
@@ -163,7 +170,7 @@ type FIB struct {
 func NewFIB(coa netip.Addr, mtu int, routerMAC net.HardwareAddr) *FIB {
 	return &FIB{coa: coa, mtu: mtu, routerMAC: routerMAC,
 		byMAC: map[[6]byte]*Guest{}, byHoA: map[netip.Addr]*Guest{}, returning: map[netip.Addr]bool{},
-		departedByMAC: map[[6]byte]*Departed{}, departedByHoA: map[netip.Addr]*Departed{}, atHome: map[netip.Addr]string{},
+		departedByMAC: map[[6]byte]*Departed{}, departedByHoA: map[netip.Addr]*Departed{}, atHome: map[netip.Addr]*atHome{}, homeAgentMAC: map[netip.Addr][6]byte{},
 		awaiting: map[[6]byte]string{}}
 }
 
@@ -184,8 +191,18 @@ func (f *FIB) AddDeparted(d *Departed) {
 }
 
 // AddAtHome watches for the Home Agent's DAD probe of the home address of a
-// VM running on this home host: the sign it is leaving.
-func (f *FIB) AddAtHome(hoa netip.Addr, key string) { f.atHome[hoa] = key }
+// VM running on this home host (MAC mac): the sign it is leaving. link is
+// the VM's, kept across snapshots.
+func (f *FIB) AddAtHome(hoa netip.Addr, key string, mac net.HardwareAddr, link *GuestLink) {
+	f.atHome[hoa] = &atHome{key: key, mac: [6]byte(mac), link: link}
+}
+
+// ExpectHomeAgent says that the Home Agent of home address hoa has MAC mac:
+// a DAD probe or takeover advertisement for hoa from any other MAC is
+// forged.
+func (f *FIB) ExpectHomeAgent(hoa netip.Addr, mac net.HardwareAddr) {
+	f.homeAgentMAC[hoa] = [6]byte(mac)
+}
 
 // AddAwaiting watches for a frame from mac, a VM expected on this host whose
 // port is not here: the sign it runs here.
@@ -208,9 +225,10 @@ type Events struct {
 	// Activate carries the key of a VM whose guest just sent a frame on this
 	// host while prepared or awaited: it runs here now.
 	Activate <-chan string
-	// Leaving carries the key of a VM at home here whose home address the
-	// Home Agent probes (DAD): it is leaving.
-	Leaving <-chan string
+	// HomeLink reports, in order, the Home Agent's DAD probe for the home
+	// address of a VM at home here (it is leaving) and the VM's own answer
+	// to such a probe (it is not).
+	HomeLink <-chan HomeLinkEvent
 	// TookOver reports the Home Agent's takeover of a departed VM's address.
 	TookOver <-chan Takeover
 	// TunnelRefused carries the key of a VM abroad whose Home Agent answered
@@ -229,7 +247,7 @@ type Datapath struct {
 	signal   chan []byte
 	activate chan string
 	tookOver chan Takeover
-	leaving  chan string
+	homeLink chan HomeLinkEvent
 	refused  chan string
 	// global counts what belongs to no VM; the control loop owns it so that
 	// a reopened internal port keeps counting where the old one stopped.
@@ -248,7 +266,7 @@ type Datapath struct {
 // no VM in global and reads the time (for the hold queue) from clk.
 func New(conn FrameConn, uplink Uplink, clk clock.Clock, global *Counters) *Datapath {
 	d := &Datapath{conn: conn, uplink: uplink, clock: clk, signal: make(chan []byte, 64), activate: make(chan string, 64),
-		tookOver: make(chan Takeover, 16), leaving: make(chan string, 16), refused: make(chan string, 16), global: global,
+		tookOver: make(chan Takeover, 16), homeLink: make(chan HomeLinkEvent, 16), refused: make(chan string, 16), global: global,
 		toPort: newTxQueue(BatchSize), toUplink: newTxQueue(BatchSize)}
 	d.fib.Store(NewFIB(netip.Addr{}, TunnelMTU, nil))
 	return d
@@ -256,7 +274,7 @@ func New(conn FrameConn, uplink Uplink, clk clock.Clock, global *Counters) *Data
 
 // Events returns the channels the datapath reports on.
 func (d *Datapath) Events() Events {
-	return Events{Signal: d.signal, Activate: d.activate, Leaving: d.leaving, TookOver: d.tookOver, TunnelRefused: d.refused}
+	return Events{Signal: d.signal, Activate: d.activate, HomeLink: d.homeLink, TookOver: d.tookOver, TunnelRefused: d.refused}
 }
 
 // Publish makes f the forwarding state from the next frame on.
@@ -350,7 +368,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		d.global.Drop(DropMalformed)
 		return out
 	}
-	if (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, ip) {
+	if (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, eth, ip) {
 		return out
 	}
 	if ip.Dst() != f.coa && !f.returning[ip.Dst()] {

@@ -97,35 +97,6 @@ func (d *Datapath) Release(dep *Departed, haMAC net.HardwareAddr) {
 	dep.queue.drain(d.clock.Now(), func(fr []byte) { d.forwardToHomeAgent(f, dep, fr) })
 }
 
-// homeLinkND handles the Neighbor Discovery that OpenFlow copies to kgswitch on
-// a home host: a Neighbor Advertisement for a departed VM's home address with
-// another MAC is the Home Agent's takeover (RFC 6275 §10.4.1); a DAD probe for
-// the home address of a VM running here means it is leaving: the Home Agent
-// probes only after the VM stopped here and resumed elsewhere.
-func (d *Datapath) homeLinkND(f *FIB, ip netpkt.IPv6) bool {
-	if target, mac, ok := neighborAdvert(ip); ok {
-		dep := f.departedByHoA[target]
-		if dep != nil && [6]byte(mac) != dep.mac && !dep.reported.Swap(true) {
-			select {
-			case d.tookOver <- Takeover{Key: dep.key, MAC: append(net.HardwareAddr(nil), mac...)}:
-			default:
-				dep.reported.Store(false)
-			}
-		}
-		return true
-	}
-	if target, ok := dadProbe(ip); ok {
-		if key, home := f.atHome[target]; home {
-			select {
-			case d.leaving <- key:
-			default:
-			}
-		}
-		return true
-	}
-	return false
-}
-
 // neighborAdvert returns the target and target link-layer address of an
 // ICMPv6 Neighbor Advertisement in ip, if it is one.
 func neighborAdvert(ip netpkt.IPv6) (netip.Addr, net.HardwareAddr, bool) {

@@ -189,7 +189,12 @@ func (s *Switch) publish() {
 		// Also while returning: the VM may leave again before the Home
 		// Agent answered.
 		if p.ofport != 0 && p.atHomeHere() && s.holds(p) {
-			f.AddAtHome(p.vm.HomeAddress, p.key())
+			f.AddAtHome(p.vm.HomeAddress, p.key(), p.mac, p.link)
+		}
+		if p.phase == departed || (p.ofport != 0 && p.atHomeHere() && s.holds(p)) {
+			if mac := s.homeAgentMAC(p.vm.Home, now); mac != nil {
+				f.ExpectHomeAgent(p.vm.HomeAddress, mac)
+			}
 		}
 	}
 	s.dp.Publish(f)

@@ -256,7 +256,15 @@ func (s *Switch) homeFlows(p *vmPort) []*ovs.Flow {
 	}
 	return []*ovs.Flow{{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: s.uplinkPort,
 		Matches: []ovs.Match{ovs.ICMP6Type(135), ovs.NeighborDiscoveryTarget(p.vm.HomeAddress.String())},
-		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}}
+		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}, s.ownAnswerFlow(p)}
+}
+
+// ownAnswerFlow copies the VM's own advertisements of its home address to
+// kgswitch (and on): its answer to a DAD probe shows it still runs here.
+func (s *Switch) ownAnswerFlow(p *vmPort) *ovs.Flow {
+	return &ovs.Flow{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: p.ofport,
+		Matches: []ovs.Match{ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(p.vm.HomeAddress.String())},
+		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}
 }
 
 // departureFlows catch what the home link sends to a departed VM and the Home
@@ -269,6 +277,13 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 		{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: s.uplinkPort,
 			Matches: []ovs.Match{ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(hoa)},
 			Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}},
+	}
+	if p.ofport != 0 {
+		// The VM's port is still here: its own answer to the probe undoes
+		// the departure, and the held frames go back to it.
+		flows = append(flows, s.ownAnswerFlow(p),
+			&ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.DataLinkDestination(p.mac.String())},
+				Actions: []ovs.Action{ovs.Output(p.ofport)}})
 	}
 	if haMAC != nil {
 		flows = append(flows,

@@ -309,8 +309,11 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 		Store:        store,
 		SwitchEvents: h.switchEv,
 		NeighborMAC: func(a netip.Addr) net.HardwareAddr {
-			if a == routerLL {
+			switch a {
+			case routerLL:
 				return realRouterMAC
+			case ha:
+				return homeAgentMAC
 			}
 			return nil
 		},

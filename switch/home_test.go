@@ -19,6 +19,10 @@ import (
 
 var realRouterMAC = net.HardwareAddr{0x42, 0x0d, 0x24, 0x0b, 0xaf, 0x8c}
 
+// homeAgentMAC is the Home Agent's MAC, as the home host's neighbour table
+// has it.
+var homeAgentMAC = net.HardwareAddr{0x02, 0x48, 0x41, 0, 0, 1}
+
 func checkRouterNA(t *testing.T, f []byte) {
 	t.Helper()
 	eth := netpkt.Ethernet(f)
@@ -248,7 +252,7 @@ func naFrame(src netip.Addr, mac net.HardwareAddr, target netip.Addr) []byte {
 }
 
 func TestDeparture(t *testing.T) {
-	haMAC := net.HardwareAddr{0x02, 0x48, 0x41, 0, 0, 1}
+	haMAC := homeAgentMAC
 	status := func(h *harness) PortStatus {
 		st, _ := h.sw.Status(context.Background())
 		return st[0]

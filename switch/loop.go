@@ -79,7 +79,7 @@ const (
 	caseOVSDB
 	caseSignal
 	caseActivate
-	caseLeaving
+	caseHomeLink
 	caseTookOver
 	caseRefused
 	caseOpened
@@ -98,7 +98,7 @@ const (
 func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapath.Events, timer clock.Timer) error {
 	cases := make([]reflect.SelectCase, numReports, numReports+1)
 	for i, ch := range [numReports]any{caseDone: ctx.Done(), caseOVSDB: events, caseSignal: ev.Signal, caseActivate: ev.Activate,
-		caseLeaving: ev.Leaving, caseTookOver: ev.TookOver, caseRefused: ev.TunnelRefused, caseOpened: s.opened, caseApplied: s.ovs.applied,
+		caseHomeLink: ev.HomeLink, caseTookOver: ev.TookOver, caseRefused: ev.TunnelRefused, caseOpened: s.opened, caseApplied: s.ovs.applied,
 		caseSwitch: s.switchEvents, caseTimer: timer.C(), casePortFailed: s.dpErr} {
 		cases[i] = reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)}
 	}
@@ -115,8 +115,8 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 		s.handleSignal(v.Interface().([]byte))
 	case caseActivate:
 		s.guestSeen(v.String())
-	case caseLeaving:
-		s.leaving(v.String())
+	case caseHomeLink:
+		s.homeLinkEvent(v.Interface().(datapath.HomeLinkEvent))
 	case caseTookOver:
 		s.tookOver(v.Interface().(datapath.Takeover))
 	case caseRefused:
@@ -135,14 +135,6 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 		v.Interface().(func())()
 	}
 	return nil
-}
-
-// leaving acts on the Home Agent's DAD probe for the home address of a VM
-// at home here: it is leaving.
-func (s *Switch) leaving(key string) {
-	if p := s.byKey[key]; p != nil && p.ofport != 0 && p.atHomeHere() {
-		s.depart(p, "Home Agent probes the home address (DAD)")
-	}
 }
 
 // portFailed handles a failed internal port: ovs-vswitchd restarted (it
@@ -226,6 +218,9 @@ func (s *Switch) armTimer(t clock.Timer) {
 			}
 		}
 	}
+	if !s.haLookupAt.IsZero() && (next.IsZero() || s.haLookupAt.Before(next)) {
+		next = s.haLookupAt
+	}
 	wait := time.Hour
 	if !next.IsZero() {
 		wait = max(next.Sub(s.clock.Now()), 0)
@@ -243,6 +238,9 @@ func (p *vmPort) due() time.Time {
 
 func (s *Switch) tick() {
 	now := s.clock.Now()
+	if !s.haLookupAt.IsZero() && !now.Before(s.haLookupAt) {
+		s.learnHomeAgents(now)
+	}
 	if !s.dpRetryAt.IsZero() && !now.Before(s.dpRetryAt) {
 		s.recoverDatapath()
 	}

@@ -83,6 +83,9 @@ type departure struct {
 	at          time.Time
 	takeoverAt  time.Time
 	takeoverMAC net.HardwareAddr // the Home Agent's, once it took over
+	// byProbe: a DAD probe for the home address started it while the VM's
+	// port was still here; the VM's own answer undoes it.
+	byProbe bool
 }
 
 // setPhase moves p to phase to, dropping what only the old phase owned. A

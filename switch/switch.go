@@ -63,6 +63,13 @@ var (
 // What it wants of OVS is applied by an ovsQueue on a goroutine of its own,
 // so that a slow ovs-vswitchd or ovsdb-server never delays a Binding Update.
 type Switch struct {
+	// haMACs are the Home Agents' MACs learnt from the host's neighbour
+	// table (homeagent.go); haLookupAt is when to look again, zero when
+	// every one needed is known.
+	haMACs     map[netip.Addr]net.HardwareAddr
+	haLookupAt time.Time
+	haPokedAt  map[netip.Addr]time.Time
+
 	cfg   *config.Config
 	deps  Deps
 	log   *slog.Logger

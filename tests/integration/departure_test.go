@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +108,11 @@ func TestDepartureCover(t *testing.T) {
 		t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
 		if st.Held == 0 || st.Released < st.Held {
 			t.Errorf("got held %d released %d, want frames held and all released", st.Held, st.Released)
+		}
+		// The home host knew the Home Agent's MAC (nothing configured it):
+		// the probe and the takeover were believed because they came from it.
+		if b, err := os.ReadFile(e.KgswitchLog("hostA")); err != nil || !strings.Contains(string(b), "Home Agent's MAC learnt") {
+			t.Errorf("hostA's kgswitch did not learn the Home Agent's MAC (%v)", err)
 		}
 		// The guest's replies and its own probes, sent while the Home Agent
 		// ran DAD, wait on the foreign host and go through the tunnel then.
