@@ -4,6 +4,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -596,7 +597,7 @@ func (c *Config) AddVM(vm VM) error {
 			return fmt.Errorf("port %s: already bound to %v", vm.Port, o.HomeAddress)
 		case o.HomeAddress == vm.HomeAddress:
 			return fmt.Errorf("home_address %v: already used by port %s", vm.HomeAddress, o.Port)
-		case o.MAC != nil && vm.MAC != nil && o.MAC.String() == vm.MAC.String():
+		case o.MAC != nil && vm.MAC != nil && bytes.Equal(o.MAC, vm.MAC):
 			return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
 		case o.IfaceID != "" && o.IfaceID == vm.IfaceID:
 			return fmt.Errorf("iface_id %s: already used by the VM with home address %v", vm.IfaceID, o.HomeAddress)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
 	"github.com/kgswitch/kgswitch/ovsctl"
@@ -294,4 +295,20 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 				Actions: []ovs.Action{ovs.Output(s.uplinkPort)}})
 	}
 	return flows
+}
+
+// flowsText is a flow set as text, to tell whether it changed.
+func flowsText(fl []*ovs.Flow) string {
+	var b strings.Builder
+	for _, f := range fl {
+		t, err := f.MarshalText()
+		if err != nil {
+			// Never equal to anything: such a set is always applied (and
+			// its error reported by ReplaceSets).
+			return "\x00unmarshalable"
+		}
+		b.Write(t)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }

@@ -275,7 +275,7 @@ func newHarnessFlows(t *testing.T, cfgText string, flows *fakeFlows, ifaces ...o
 	return newHarnessAll(t, cfgText, nil, flows, ifaces...)
 }
 
-func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, ifaces ...ovsctl.Interface) *harness {
+func newHarnessAll(t testing.TB, cfgText string, store Store, flows *fakeFlows, ifaces ...ovsctl.Interface) *harness {
 	t.Helper()
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
@@ -341,7 +341,7 @@ func newHarnessAll(t *testing.T, cfgText string, store Store, flows *fakeFlows, 
 // injected frame, OVS applied what the control loop asked of it, and the
 // control loop took what they reported (it takes reports before requests).
 // Rounds repeat until two in a row find no port being opened.
-func (h *harness) settle(t *testing.T) {
+func (h *harness) settle(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -384,7 +384,7 @@ func (h *harness) advance(t *testing.T, d time.Duration) {
 // waitFor settles kgswitch until cond holds, for at most 5 s, and reports
 // whether it does: the caller says what was wrong. It returns settled, so
 // what the change that made cond hold asked of OVS is applied too.
-func waitFor(t *testing.T, settle func(*testing.T), cond func() bool) bool {
+func waitFor(t *testing.T, settle func(testing.TB), cond func() bool) bool {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

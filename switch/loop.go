@@ -142,6 +142,7 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 // and every flow put back.
 func (s *Switch) portFailed(err error) {
 	s.log.Error("internal port failed; reopening it and reinstalling flows", "err", err)
+	s.ovs.forget()
 	s.dropDatapath()
 	s.recoverDatapath()
 }
@@ -203,6 +204,7 @@ func (s *Switch) switchEvent(ev ovsctl.SwitchEvent, ok bool) {
 		}
 		s.switchDown = false
 		s.globalInstalled = false
+		s.ovs.forget()
 		s.installGlobalFlows()
 		s.syncAll()
 		s.log.Info("ovs-vswitchd is back: reinstalling flows")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -34,6 +35,7 @@ type ovsQueue struct {
 	ids       map[string]map[string]string // interface -> key -> value ("" deletes)
 	idsFailed map[string]int               // interface -> failed rounds of its write in ids
 	reconcile bool
+	forgetAll bool // OVS lost its flows, or may have: apply every set again
 	queued    uint64
 	done      uint64
 	doneCh    chan struct{} // closed and replaced when done moves
@@ -41,18 +43,36 @@ type ovsQueue struct {
 	// installed is, for the worker alone, every cookie it gave flows to: a
 	// flow of kgswitch's cookie prefix outside it is a previous run's.
 	installed map[uint64]bool
+	// applied sets, for the worker alone: a cookie's flows as last applied
+	// (their text), so that a wish for the same flows costs OVS nothing. A
+	// reload of thousands of VMs mostly repeats what is there.
+	appliedSets map[uint64]string
 }
+
+// maxBundle is the most cookies one bundle replaces: a round of thousands
+// of changed VMs goes to OVS in several bundles, so no single ovs-ofctl run
+// grows without bound and each failure costs one batch.
+const maxBundle = 500
 
 func newOVSQueue(flows FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
 	return &ovsQueue{flows: flows, db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
 		sets: flowSets{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
-		idsFailed: map[string]int{}, doneCh: make(chan struct{}), installed: map[uint64]bool{}}
+		idsFailed: map[string]int{}, doneCh: make(chan struct{}), installed: map[uint64]bool{},
+		appliedSets: map[uint64]string{}}
 }
 
 // replace asks for the flows of each cookie in sets to be exactly those.
 func (q *ovsQueue) replace(sets flowSets) {
 	q.mu.Lock()
 	maps.Copy(q.sets, sets)
+	q.wishLocked()
+}
+
+// forget asks for the next round to apply every flow set again, changed or
+// not: ovs-vswitchd restarted, or the internal port was replaced.
+func (q *ovsQueue) forget() {
+	q.mu.Lock()
+	q.forgetAll = true
 	q.wishLocked()
 }
 
@@ -135,7 +155,10 @@ func (q *ovsQueue) run(ctx context.Context) {
 		}
 		q.mu.Lock()
 		sets, noFlood, ids, reconcile, gen := q.sets, q.noFlood, q.ids, q.reconcile, q.queued
-		q.sets, q.noFlood, q.ids, q.reconcile = flowSets{}, map[string]bool{}, map[string]map[string]string{}, false
+		if q.forgetAll {
+			clear(q.appliedSets)
+		}
+		q.sets, q.noFlood, q.ids, q.reconcile, q.forgetAll = flowSets{}, map[string]bool{}, map[string]map[string]string{}, false, false
 		q.mu.Unlock()
 
 		q.apply(ctx, sets, noFlood, ids, reconcile)
@@ -154,15 +177,7 @@ func (q *ovsQueue) run(ctx context.Context) {
 }
 
 func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
-	if len(sets) > 0 {
-		if err := q.flows.ReplaceSets(sets); err != nil {
-			q.log.Error("install flows", "err", err)
-		} else {
-			for c, fl := range sets {
-				q.installed[c] = len(fl) > 0
-			}
-		}
-	}
+	q.applySets(sets)
 	for port, on := range noFlood {
 		// OpenFlow port state, not flows: ovs-vswitchd forgets it when it
 		// restarts, so it is set again with the flows every time.
@@ -193,6 +208,39 @@ func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]
 		q.mu.Lock()
 		delete(q.idsFailed, iface)
 		q.mu.Unlock()
+	}
+}
+
+// applySets gives OVS the flow sets that differ from what it was last given,
+// at most maxBundle cookies per bundle.
+func (q *ovsQueue) applySets(sets flowSets) {
+	changed := make([]uint64, 0, len(sets))
+	texts := make(map[uint64]string, len(sets))
+	for c, fl := range sets {
+		t := flowsText(fl)
+		if prev, ok := q.appliedSets[c]; ok && prev == t {
+			continue
+		}
+		changed = append(changed, c)
+		texts[c] = t
+	}
+	slices.Sort(changed)
+	for start := 0; start < len(changed); start += maxBundle {
+		batch := flowSets{}
+		for _, c := range changed[start:min(start+maxBundle, len(changed))] {
+			batch[c] = sets[c]
+		}
+		if err := q.flows.ReplaceSets(batch); err != nil {
+			q.log.Error("install flows", "cookies", len(batch), "err", err)
+			for c := range batch {
+				delete(q.appliedSets, c) // unknown now: given again next time
+			}
+			continue
+		}
+		for c, fl := range batch {
+			q.installed[c] = len(fl) > 0
+			q.appliedSets[c] = texts[c]
+		}
 	}
 }
 
