@@ -83,11 +83,7 @@ func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, l
 			return
 		}
 		if err := sw.AddPort(r.Context(), req); err != nil {
-			code, status := 1, http.StatusInternalServerError
-			if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
-				code, status = 2, http.StatusBadRequest
-			}
-			writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+			writeError(w, err)
 			return
 		}
 		log.Info("port bound by add-port", "port", req.Port, "hoa", req.HomeAddress)
@@ -96,11 +92,7 @@ func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, l
 	mux.HandleFunc("DELETE /v1/ports/{port}", func(w http.ResponseWriter, r *http.Request) {
 		port := r.PathValue("port")
 		if err := sw.DeletePort(r.Context(), port); err != nil {
-			code, status := 1, http.StatusInternalServerError
-			if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
-				code, status = 2, http.StatusBadRequest
-			}
-			writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+			writeError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, struct{}{})
@@ -109,11 +101,7 @@ func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, l
 		mux.HandleFunc("POST /v1/ports/{port}/"+verb, func(w http.ResponseWriter, r *http.Request) {
 			port := r.PathValue("port")
 			if err := act(r.Context(), port); err != nil {
-				code, status := 1, http.StatusInternalServerError
-				if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
-					code, status = 2, http.StatusBadRequest
-				}
-				writeJSON(w, status, apiError{Error: err.Error(), Code: code})
+				writeError(w, err)
 				return
 			}
 			log.Info("port "+verb+"d by command", "port", port)
@@ -144,6 +132,17 @@ func serveControl(ctx context.Context, path, group string, sw *vswitch.Switch, l
 // datapathStatus is what belongs to no VM.
 type datapathStatus struct {
 	Drops map[string]uint64 `json:"drops"`
+}
+
+// writeError answers a request the switch refused: rejected input (an
+// unknown port, an invalid binding) is the client's to fix, exit status 2;
+// anything else failed at run time, exit status 1.
+func writeError(w http.ResponseWriter, err error) {
+	if errors.Is(err, vswitch.ErrUnknownPort) || errors.Is(err, vswitch.ErrInvalid) {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error(), Code: 2})
+		return
+	}
+	writeJSON(w, http.StatusInternalServerError, apiError{Error: err.Error(), Code: 1})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
