@@ -1,7 +1,7 @@
 // Package esp protects Mobile IPv6 home-registration signalling with IPsec
-// ESP in transport mode (RFC 4303, RFC 3776 §3 and §4.3, RFC 4877 §4): the
-// Binding Updates a foreign host sends for its VMs and the Binding
-// Acknowledgements the Home Agent answers with.
+// ESP in transport mode (RFC 4303; RFC 3776 §3.1 for where ESP goes, §5.2
+// for manually keyed SAs): the Binding Updates a foreign host sends for its
+// VMs and the Binding Acknowledgements the Home Agent answers with.
 //
 // The security associations are keyed by hand, as a Linux Home Agent (UMIP's
 // mip6d over kernel XFRM) is usually configured: ParseKeyFile reads them from

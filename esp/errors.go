@@ -10,8 +10,10 @@ var (
 	// trailer and ICV its SA's algorithm needs, or for an IPv6 header or
 	// extension header it announces.
 	ErrShort = errors.New("esp: packet too short")
-	// ErrSPI means the packet's SPI is not the SA's. Finding the SA for an
-	// SPI is the caller's job (PacketSPI).
+	// ErrSPI means the packet passed the integrity check with the SA's
+	// keys but names another SPI. Finding the SA for an SPI is the
+	// caller's job (PacketSPI); a packet opened with the wrong SA fails
+	// with ErrAuth.
 	ErrSPI = errors.New("esp: SPI is not the SA's")
 	// ErrAuth means the integrity check value does not match (RFC 4303
 	// §3.4.4): the packet was not sent with this SA's keys, or was changed

@@ -280,7 +280,7 @@ func parseXfrm(ws []word) (SA, error) {
 	i++
 	var src, dst netip.Addr
 	var spi uint32
-	var proto, mode bool
+	var proto bool
 	var algos []algo
 	seen := map[string]bool{}
 	for i < len(ws) {
@@ -343,7 +343,6 @@ func parseXfrm(ws []word) (SA, error) {
 			if w.text != "transport" {
 				return SA{}, fmt.Errorf("mode %s: only transport, where the Home Address option and type 2 routing header stay outside ESP", keyword(ws, i, xfrmKeywords))
 			}
-			mode = true
 		case "reqid", "replay-window":
 			var w word
 			if w, err = arg("number"); err != nil {
@@ -392,7 +391,6 @@ func parseXfrm(ws []word) (SA, error) {
 	case !seen["spi"]:
 		return SA{}, errors.New("spi is required")
 	}
-	_ = mode // ip xfrm's default is transport
 	alg, enc, auth, err := xfrmAlgorithm(algos)
 	if err != nil {
 		return SA{}, err

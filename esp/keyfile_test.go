@@ -65,7 +65,7 @@ func TestParseKeys(t *testing.T) {
 		want []wantSA
 	}{
 		{"aes-cbc and hmac-sha256, both directions", fmt.Sprintf(`
-# Binding Updates, then Acks (RFC 3776 §4.3)
+# Binding Updates, then Acks (RFC 3776 §5.2)
 ip xfrm state add src %[1]s dst %[2]s proto esp spi 0x1000 mode transport enc "cbc(aes)" %[3]s auth-trunc "hmac(sha256)" %[4]s 128
 ip xfrm state add src %[2]s dst %[1]s proto esp spi 0x2000 mode transport enc 'cbc(aes)' %[3]s auth-trunc 'hmac(sha256)' %[4]s 128
 `, mn, ha, kAES, kSHA256),

@@ -54,7 +54,7 @@ func ParseBUPacket(pkt []byte, sa *SA) (seq uint32, p mipv6.BUPacket, err error)
 // AppendBAPacket appends to b Binding Acknowledgement p protected by sa
 // with sequence number seq, as a Home Agent sends it: IPv6 (Home Agent to
 // care-of address), the type 2 routing header with the home address in
-// clear, then ESP carrying the Mobility Header (RFC 3776 §3.2). sa must be
+// clear, then ESP carrying the Mobility Header (RFC 3776 §3.1). sa must be
 // bound to p's Home Agent and home address (ErrSelector).
 func AppendBAPacket(b []byte, sa *SA, seq uint32, p mipv6.BAPacket, rand io.Reader) ([]byte, error) {
 	if sa.Src != p.Src || sa.Dst != p.HomeAddress {

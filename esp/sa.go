@@ -16,7 +16,7 @@ import (
 // Algorithm is one of the ESP transforms this package implements: an
 // encryption algorithm and an integrity algorithm, or one combined-mode
 // algorithm. They are the ones a Linux Home Agent offers for manually keyed
-// SAs and RFC 8221 §5 still allows.
+// SAs.
 type Algorithm uint8
 
 const (
@@ -28,8 +28,8 @@ const (
 	// and a 128-bit ICV.
 	AESGCM16
 	// NullHMACSHA256 is no encryption (RFC 2410) with HMAC-SHA-256-128
-	// (RFC 4868): integrity without confidentiality, which is all RFC 3776
-	// requires for signalling.
+	// (RFC 4868): integrity without confidentiality, which is what
+	// signalling needs.
 	NullHMACSHA256
 	// AESCBCHMACSHA1 is AES-CBC with a 128-bit key (RFC 3602) and
 	// HMAC-SHA1-96 with a 160-bit key (RFC 2404).
@@ -95,7 +95,7 @@ type SA struct {
 	SPI uint32
 	// Src and Dst are the addresses the SA is bound to: the home address
 	// and the Home Agent for Binding Updates, the reverse for Binding
-	// Acknowledgements (RFC 3776 §4.3), never the care-of address.
+	// Acknowledgements (RFC 3776 §5.2), never the care-of address.
 	Src, Dst  netip.Addr
 	Algorithm Algorithm
 
