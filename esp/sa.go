@@ -96,7 +96,9 @@ type SA struct {
 	// Src and Dst are the addresses the SA is bound to: the home address
 	// and the Home Agent for Binding Updates, the reverse for Binding
 	// Acknowledgements (RFC 3776 §5.2), never the care-of address.
-	Src, Dst  netip.Addr
+	Src, Dst netip.Addr
+	// Algorithm is the one NewSA was given and keyed; changing it
+	// changes what String says, not how the SA seals and opens.
 	Algorithm Algorithm
 
 	k *keys
