@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
@@ -220,5 +221,42 @@ func TestGoldenCoversEveryAlgorithm(t *testing.T) {
 		if !seen[alg]["BU"] || !seen[alg]["BA"] {
 			t.Errorf("got golden types %v for %v, want BU and BA", seen[alg], alg)
 		}
+	}
+}
+
+// xfrmLine is the ip xfrm state line an operator would write for g's SA.
+func (g goldenPacket) xfrmLine(t *testing.T) string {
+	t.Helper()
+	var alg string
+	switch goldenAlgorithms[g.Algorithm] {
+	case AESCBCHMACSHA256:
+		alg = fmt.Sprintf("enc 'cbc(aes)' 0x%s auth-trunc 'hmac(sha256)' 0x%s 128", g.EncKey, g.AuthKey)
+	case AESGCM16:
+		alg = fmt.Sprintf("aead 'rfc4106(gcm(aes))' 0x%s 128", g.EncKey)
+	case NullHMACSHA256:
+		alg = fmt.Sprintf(`enc cipher_null "" auth-trunc 'hmac(sha256)' 0x%s 128`, g.AuthKey)
+	case AESCBCHMACSHA1:
+		alg = fmt.Sprintf("enc 'cbc(aes)' 0x%s auth-trunc 'hmac(sha1)' 0x%s 96", g.EncKey, g.AuthKey)
+	default:
+		t.Fatalf("no ip xfrm line for %q", g.Algorithm)
+	}
+	return fmt.Sprintf("ip xfrm state add src %v dst %v proto esp spi %#x mode transport %s", g.SASrc, g.SADst, g.SPI, alg)
+}
+
+// TestGoldenFromKeyFile keys each SA from the ip xfrm line an operator
+// would write for it and opens scapy's packets: Linux's key layout (GCM's
+// salt after the key) and scapy's agree with what ParseKeys makes of it.
+func TestGoldenFromKeyFile(t *testing.T) {
+	for _, g := range loadGolden(t) {
+		t.Run(g.Name, func(t *testing.T) {
+			sas, err := ParseKeys("keys", []byte(g.xfrmLine(t)))
+			if err != nil || len(sas) != 1 {
+				t.Fatalf("got ParseKeys = %v, %v; want one SA", sas, err)
+			}
+			pkt := unhex(t, g.Hex)
+			if _, _, err := unprotect(pkt, &sas[0]); err != nil {
+				t.Errorf("got unprotect error = %v with the SA from %q, want nil", err, g.xfrmLine(t))
+			}
+		})
 	}
 }
