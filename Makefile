@@ -27,8 +27,8 @@ check:
 	staticcheck ./...
 
 # Packages whose tests need no root; the rest run under `integration`.
-# tests/interop runs tshark and scapy against mipv6's wire format.
-UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... \
+# tests/interop runs tshark and scapy against mipv6's wire format and esp's ESP.
+UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./esp/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... \
 	./tests/integration/lab/... ./tests/interop/...
 
 unit:

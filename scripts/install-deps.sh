@@ -25,6 +25,8 @@ for cmd in "${!need[@]}"; do
 done
 # scapy is a Python module, not a command: it cross-checks mipv6's wire format.
 /usr/bin/python3 -c 'import scapy' >/dev/null 2>&1 || missing+=(python3-scapy)
+# scapy's IPsec needs cryptography: it cross-checks esp's ESP.
+/usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || missing+=(python3-cryptography)
 # The QEMU guests' initramfs needs a statically linked busybox; Debian's
 # busybox package is dynamically linked, busybox-static replaces it.
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || missing+=(busybox-static)

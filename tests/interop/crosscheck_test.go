@@ -169,8 +169,15 @@ type pdmlNode struct {
 // field lists below say only what the message means.
 func tsharkFields(t *testing.T, tshark, file string, n int) (fields [][]tsField, problems [][]string) {
 	t.Helper()
+	return tsharkFieldsWith(t, tshark, file, n, wantTsharkField)
+}
+
+// tsharkFieldsWith is tsharkFields keeping the fields keep names, with
+// extra tshark options (preferences, say).
+func tsharkFieldsWith(t *testing.T, tshark, file string, n int, keep func(string) bool, opts ...string) (fields [][]tsField, problems [][]string) {
+	t.Helper()
 	var doc pdmlNode
-	if err := xml.Unmarshal(runTshark(t, tshark, "-r", file, "-T", "pdml"), &doc); err != nil {
+	if err := xml.Unmarshal(runTshark(t, tshark, append([]string{"-r", file, "-T", "pdml"}, opts...)...), &doc); err != nil {
 		t.Fatalf("tshark PDML: %v", err)
 	}
 	for _, pkt := range doc.Children {
@@ -184,7 +191,7 @@ func tsharkFields(t *testing.T, tshark, file string, n int) (fields [][]tsField,
 			switch {
 			case strings.HasPrefix(n.Name, "_ws.expert") || strings.HasPrefix(n.Name, "_ws.malformed"):
 				ps = append(ps, n.Name+": "+n.ShowName)
-			case n.XMLName.Local == "field" && n.Hide != "yes" && wantTsharkField(n.Name):
+			case n.XMLName.Local == "field" && n.Hide != "yes" && keep(n.Name):
 				if pad, ok := padding(n); ok {
 					if strings.Trim(pad, "0:") != "" {
 						ps = append(ps, fmt.Sprintf("%s: non-zero padding %s", n.Name, pad))

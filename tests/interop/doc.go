@@ -1,7 +1,8 @@
-// Package interop checks package mipv6's wire format against two
-// implementations that share no code with it: Wireshark's dissectors (tshark)
-// and scapy's Mobile IPv6 classes. Its tests run those programs, so they live
-// here rather than in mipv6, whose own tests stay pure and fast.
+// Package interop checks package mipv6's wire format, and package esp's
+// protection of it, against implementations that share no code with them:
+// Wireshark's dissectors (tshark) and scapy's Mobile IPv6 classes and
+// SecurityAssociation. Its tests run those programs, so they live here rather
+// than in mipv6 and esp, whose own tests stay pure and fast.
 //
 //   - TestCrossCheckTshark and TestCrossCheckScapy have tshark and scapy
 //     decode every message kind mipv6 encodes, each Binding Update kgswitch
@@ -10,9 +11,16 @@
 //   - TestGoldenUpToDate runs mipv6/testdata/gen_golden.py with the installed
 //     scapy and expects the committed mipv6/testdata/golden.json, which
 //     mipv6's TestGoldenDecode and TestGoldenEncode read.
+//   - TestESPCrossCheckScapy and TestESPCrossCheckTshark have scapy and
+//     tshark, given the keys, authenticate and decrypt the Binding Updates
+//     kgswitch sends and Acknowledgements, protected by package esp with each
+//     algorithm, and decode the Mobility Header inside.
+//   - TestESPGoldenUpToDate runs esp/testdata/gen_golden.py and expects the
+//     committed esp/testdata/golden.json, which esp's TestGoldenBuild and
+//     TestGoldenParse read.
 //
-// They need python3 with scapy (Debian package python3-scapy) and tshark,
-// not root. Without them each test fails with the reason, unless
+// They need python3 with scapy and cryptography (Debian packages
+// python3-scapy, python3-cryptography) and tshark, not root. Without them each test fails with the reason, unless
 // KGSWITCH_SKIP_INTEGRATION=1 is set, in which case it skips. Run them with
 //
 //	go test ./tests/interop/
