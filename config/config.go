@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/ndresponder"
 )
 
@@ -51,7 +52,11 @@ type Config struct {
 	MetricsAddress string
 	// StateDir keeps what must survive a restart (bindings, sequence numbers);
 	// empty: nothing survives.
-	StateDir     string
+	StateDir string
+	// IPsecKeys is the file of manually keyed ESP SAs (ip xfrm state lines)
+	// protecting the signalling of the VMs they name; SAs are what it holds.
+	IPsecKeys    string
+	SAs          []esp.SA
 	HomeNetworks []HomeNetwork
 	VMs          []VM
 	// Departure: how a home host covers a departing VM until its Home Agent
@@ -139,6 +144,7 @@ type fileConfig struct {
 	ControlGroup    string            `toml:"control_socket_group"`
 	BindingLifetime string            `toml:"binding_lifetime"`
 	StateDir        string            `toml:"state_dir"`
+	IPsecKeys       string            `toml:"ipsec_keys"`
 	MetricsAddress  string            `toml:"metrics_address"`
 	HomeNetworks    []fileHomeNetwork `toml:"home_network"`
 	VMs             []fileVM          `toml:"vm"`
@@ -381,6 +387,16 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 			return nil, loc.at("", 0, "metrics_address", fmt.Errorf("metrics_address %q: want host:port, e.g. \"[::1]:9477\"", c.MetricsAddress))
 		}
 	}
+	if f.IPsecKeys != "" {
+		if !strings.HasPrefix(f.IPsecKeys, "/") {
+			return nil, loc.at("", 0, "ipsec_keys", fmt.Errorf("ipsec_keys %q: must be an absolute path", f.IPsecKeys))
+		}
+		c.IPsecKeys = f.IPsecKeys
+		// The key file's own errors name it and its line.
+		if c.SAs, err = esp.ParseKeyFile(f.IPsecKeys); err != nil {
+			return nil, err
+		}
+	}
 	if c.StateDir != "" && !strings.HasPrefix(c.StateDir, "/") {
 		return nil, loc.at("", 0, "state_dir", fmt.Errorf("state_dir %q: must be an absolute path", c.StateDir))
 	}
@@ -471,7 +487,44 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
 	}
+	if err := c.checkSAPairs(); err != nil {
+		return nil, loc.at("", 0, "ipsec_keys", err)
+	}
 	return c, nil
+}
+
+// SAsFor returns the ESP SAs protecting the signalling of home address hoa
+// with Home Agent ha: bu for its Binding Updates (home address to Home
+// Agent), ba for the Acks (the reverse, RFC 3776 §5.2); both nil when its
+// signalling goes in clear.
+func (c *Config) SAsFor(hoa, ha netip.Addr) (bu, ba *esp.SA) {
+	for i := range c.SAs {
+		sa := &c.SAs[i]
+		switch {
+		case sa.Src == hoa && sa.Dst == ha:
+			bu = sa
+		case sa.Src == ha && sa.Dst == hoa:
+			ba = sa
+		}
+	}
+	return bu, ba
+}
+
+// checkSAPairs refuses a key file that protects one direction of a VM's
+// signalling and not the other: the Home Agent would drop what is not
+// protected without a word.
+func (c *Config) checkSAPairs() error {
+	for _, vm := range c.VMs {
+		bu, ba := c.SAsFor(vm.HomeAddress, vm.Home.HomeAgent)
+		if (bu == nil) != (ba == nil) {
+			missing := "Binding Updates (src home address, dst Home Agent)"
+			if ba == nil {
+				missing = "Binding Acks (src Home Agent, dst home address)"
+			}
+			return fmt.Errorf("ipsec_keys %s: home address %v has an SA for one direction only; add one for %s", c.IPsecKeys, vm.HomeAddress, missing)
+		}
+	}
+	return nil
 }
 
 // parse applies the [arrival] table over the defaults in to.

@@ -204,3 +204,52 @@ func TestErrorsNameTheLine(t *testing.T) {
 		})
 	}
 }
+
+// ipsec_keys names a key file whose SAs must come in pairs for each VM
+// they protect; the key file's own errors name its line.
+func TestIPsecKeys(t *testing.T) {
+	dir := t.TempDir()
+	key := func(n int) string { return "0x" + strings.Repeat("ab", n) }
+	bu := `ip xfrm state add src 2001:db8:2000::10 dst 2001:db8:2000::1 proto esp spi 0x1000 mode transport enc "cbc(aes)" ` + key(16) + ` auth-trunc "hmac(sha256)" ` + key(32) + " 128\n"
+	ba := `ip xfrm state add src 2001:db8:2000::1 dst 2001:db8:2000::10 proto esp spi 0x2000 mode transport enc "cbc(aes)" ` + key(16) + ` auth-trunc "hmac(sha256)" ` + key(32) + " 128\n"
+	write := func(name, text string, mode os.FileMode) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	vm := "[[vm]]\nport = \"vnet3\"\nhome_address = \"2001:db8:2000::10\"\n"
+	for _, tc := range []struct {
+		name, keys string
+		wantErr    string
+	}{
+		{"both directions", write("both", bu+ba, 0o600), ""},
+		{"one direction", write("one", bu, 0o600), "SA for one direction only; add one for Binding Acks"},
+		{"readable by others", write("open", bu+ba, 0o644), "lets group or others at the keys"},
+		{"relative path", "ipsec.keys", "must be an absolute path"},
+		{"bad line", write("bad", "ip xfrm state add src ::1\n", 0o600), "bad:1:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(fmt.Sprintf("ipsec_keys = %q\n", tc.keys) + base + vm)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bu, ba := c.SAsFor(c.VMs[0].HomeAddress, c.VMs[0].Home.HomeAgent); bu == nil || ba == nil || bu.SPI != 0x1000 || ba.SPI != 0x2000 {
+					t.Errorf("got SAs %v %v, want SPI 0x1000 for Binding Updates and 0x2000 for Acks", bu, ba)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), strings.Repeat("ab", 16)) {
+				t.Errorf("error shows key material: %v", err)
+			}
+		})
+	}
+}

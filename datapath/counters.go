@@ -35,6 +35,9 @@ const (
 	DropGuestRoutingHeader                   // a guest's routing header of type 0 or 2
 	DropSignalIgnored                        // valid signalling that changed nothing: a hint within 1.5 s of the last, an Ack already answered
 	DropNotHomeAgent                         // a DAD probe or takeover advertisement for a VM's home address not from its Home Agent's MAC
+	DropESPUnknownSPI                        // ESP from a Home Agent with an SPI of no configured SA
+	DropESPInvalid                           // ESP signalling that failed its integrity check, or malformed under ESP
+	DropSignalClear                          // signalling in clear for a VM whose signalling is under ESP
 	numDropReasons
 )
 
@@ -43,7 +46,7 @@ var dropNames = [numDropReasons]string{
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
 	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
 	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header", "signal-ignored",
-	"not-home-agent",
+	"not-home-agent", "esp-unknown-spi", "esp-invalid", "signal-clear",
 }
 
 func (r DropReason) String() string {

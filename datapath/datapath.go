@@ -219,8 +219,8 @@ type Takeover struct {
 // full, the datapath drops the event (signalling is counted as
 // signal-queue-full; the other events recur with the next frame).
 type Events struct {
-	// Signal carries copies of Mobility Header packets addressed to the
-	// care-of address or a returning home address.
+	// Signal carries copies of Mobility Header packets, in clear or under
+	// ESP, addressed to the care-of address or a returning home address.
 	Signal <-chan []byte
 	// Activate carries the key of a VM whose guest just sent a frame on this
 	// host while prepared or awaited: it runs here now.
@@ -380,7 +380,9 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		return out
 	}
 	hoa, upper, ok := routingHeader2(ip)
-	if upper == protoMH || ip.NextHeader() == protoMH {
+	// Signalling: a Mobility Header, or ESP carrying one (RFC 3776 §3.1;
+	// OpenFlow diverts ESP only from served Home Agents).
+	if upper == protoMH || ip.NextHeader() == protoMH || upper == protoESP || ip.NextHeader() == protoESP {
 		select {
 		case d.signal <- append([]byte(nil), ip...):
 		default:
@@ -406,6 +408,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 
 const (
 	protoMH      = 135
+	protoESP     = 50
 	protoRouting = 43
 	rh2Len       = 24 // RFC 6275 §6.4: 8 octets + one address
 )

@@ -569,12 +569,18 @@ type Snapshot struct {
 	Granted      time.Duration
 	LifetimeLeft time.Duration
 	Sent         uint64
+	// Unanswered is how many Binding Updates of the outstanding series
+	// have had no answer yet (0 when none is outstanding).
+	Unanswered int
 }
 
 // Snapshot reports the binding's state at now.
 func (b *Binding) Snapshot(now time.Time) Snapshot {
 	s := Snapshot{State: b.state, Reason: b.reason, Status: b.status, Sequence: b.seq,
 		HomeAddress: b.HomeAddress, HomeAgent: b.HomeAgent, CareOf: b.CareOf, Granted: b.granted, Sent: b.sends}
+	if b.state == StateRegistering || b.state == StateRefreshing || b.state == StateDeregistering {
+		s.Unanswered = len(b.series)
+	}
 	if b.Tunnelling(now) {
 		s.LifetimeLeft = b.expires.Sub(now)
 	}

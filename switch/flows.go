@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/digitalocean/go-openvswitch/ovs"
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/ovsctl"
 )
 
@@ -165,8 +166,25 @@ func (s *Switch) globalFlows() []*ovs.Flow {
 		flows = append(flows, &ovs.Flow{Priority: 190, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort,
 			Matches: []ovs.Match{ovs.IPv6Source(ha.String()), ovs.IPv6Destination(coa), ovs.NetworkProtocol(58)},
 			Actions: []ovs.Action{ovs.Output(s.kgPort)}})
+		if s.sendsESP(ha) {
+			// Its Acks under ESP: next header 50, not 135.
+			flows = append(flows, s.espFlow(ha, coa))
+		}
 	}
 	return flows
+}
+
+// sendsESP reports whether Home Agent ha protects some VM's signalling.
+func (s *Switch) sendsESP(ha netip.Addr) bool {
+	return slices.ContainsFunc(s.cfg.SAs, func(sa esp.SA) bool { return sa.Src == ha })
+}
+
+// espFlow diverts ESP from Home Agent ha to dst (a care-of address, or a
+// returning VM's home address) to kgswitch: the host kernel would drop it.
+func (s *Switch) espFlow(ha netip.Addr, dst string) *ovs.Flow {
+	return &ovs.Flow{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort,
+		Matches: []ovs.Match{ovs.IPv6Source(ha.String()), ovs.IPv6Destination(dst), ovs.NetworkProtocol(esp.IPProtoESP)},
+		Actions: []ovs.Action{ovs.Output(s.kgPort)}}
 }
 
 // ovsLocalPort is OpenFlow's OFPP_LOCAL, the bridge's own interface.
@@ -238,14 +256,18 @@ func (s *Switch) spoofFlows(p *vmPort) []*ovs.Flow {
 // Problem) and let the Override advertisements out.
 func (s *Switch) returnFlows(p *vmPort) []*ovs.Flow {
 	hoa := p.vm.HomeAddress.String()
-	return []*ovs.Flow{
-		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(hoa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+	var under []*ovs.Flow
+	if s.underESP(p) {
+		under = append(under, s.espFlow(p.vm.Home.HomeAgent, hoa))
+	}
+	return append(under,
+		&ovs.Flow{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(hoa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		// The advertisement leaves kgswitch with the guest's MAC as source;
 		// NORMAL would learn that MAC on the internal port.
-		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.uplinkPort)}},
+		&ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.uplinkPort)}},
 		// The router's MAC for the guest alone (tellRouter).
-		{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
-	}
+		&ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkDestination(p.mac.String())}, Actions: []ovs.Action{ovs.Output(p.ofport)}},
+	)
 }
 
 // homeFlows are the flows of a VM running on its home host: OpenFlow copies

@@ -7,12 +7,21 @@ import (
 	"time"
 
 	"github.com/kgswitch/kgswitch/datapath"
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/kgswitch/kgswitch/ndresponder"
 )
 
 func (s *Switch) sendBU(bu mipv6.BUPacket) {
-	s.buBuf = mipv6.AppendBUPacket(s.buBuf[:0], bu)
+	if sa, _ := s.cfg.SAsFor(bu.HomeAddress, bu.Dst); sa != nil {
+		var err error
+		if s.buBuf, err = s.protectBU(sa, bu); err != nil {
+			s.log.Error("protect Binding Update", "hoa", bu.HomeAddress, "home_agent", bu.Dst, "err", err)
+			return
+		}
+	} else {
+		s.buBuf = mipv6.AppendBUPacket(s.buBuf[:0], bu)
+	}
 	if err := s.deps.Uplink.WriteIPv6(s.buBuf, bu.Dst); err != nil {
 		s.log.Warn("send Binding Update", "hoa", bu.HomeAddress, "home_agent", bu.Dst, "err", err)
 		return
@@ -31,8 +40,17 @@ func (s *Switch) handleSignal(pkt []byte) {
 		kind string
 		// apply runs the message against the binding of its home address.
 		apply func(b *mipv6.Binding) (mipv6.BUPacket, bool, error)
+		// protected: it came under ESP, through the VM's SA.
+		protected bool
 	)
-	if ba, err := mipv6.ParseBAPacket(pkt); err == nil {
+	if spi, err := esp.PacketSPI(pkt); err == nil {
+		ba, ok := s.openBA(pkt, spi)
+		if !ok {
+			return
+		}
+		hoa, kind, protected = ba.HomeAddress, "Binding Acknowledgement", true
+		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBA(now, ba) }
+	} else if ba, err := mipv6.ParseBAPacket(pkt); err == nil {
 		hoa, kind = ba.HomeAddress, "Binding Acknowledgement"
 		apply = func(b *mipv6.Binding) (mipv6.BUPacket, bool, error) { return b.HandleBA(now, ba) }
 	} else if be, err2 := mipv6.ParseBindingErrorPacket(pkt); err2 == nil {
@@ -44,7 +62,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		// and refresh every binding with that Home Agent.
 		sent := false
 		for _, p := range s.vms {
-			if p.binding != nil && p.binding.HomeAgent == brr.Src {
+			if p.binding != nil && p.binding.HomeAgent == brr.Src && !s.underESP(p) {
 				if bu, ok := p.binding.RefreshNow(now, brr.Src); ok {
 					s.sendBU(bu)
 					sent = true
@@ -69,6 +87,14 @@ func (s *Switch) handleSignal(pkt []byte) {
 	for _, p := range s.vms {
 		if p.binding == nil || p.vm.HomeAddress != hoa {
 			continue
+		}
+		if !protected && s.underESP(p) {
+			// Whoever sent it, the Home Agent would not have: it protects
+			// this VM's signalling.
+			p.link.Counters.Drop(datapath.DropSignalClear)
+			s.warnLimited("clear "+kind+" "+p.key(), "dropped "+kind+" in clear: this VM's signalling is under ESP",
+				"port", p.name())
+			return
 		}
 		was := p.binding.Tunnelling(now)
 		prev := p.binding.Snapshot(now)

@@ -2,6 +2,7 @@ package vswitch
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sort"
 	"time"
@@ -115,6 +116,10 @@ func (s *Switch) flowCounts(ctx context.Context) map[uint64]uint64 {
 	return s.counts
 }
 
+// silentESPTries is how many unanswered Binding Updates under ESP make
+// status explain the silence.
+const silentESPTries = 3
+
 // portStatus is one VM's status, from the control loop's own state.
 func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 	c := &p.link.Counters
@@ -131,6 +136,13 @@ func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 	if p.binding != nil {
 		snap := p.binding.Snapshot(now)
 		st.BindingState, st.Reason, st.CareOf, st.Sequence = snap.State.String(), snap.Reason, snap.CareOf.String(), snap.Sequence
+		if snap.Unanswered >= silentESPTries && s.underESP(p) {
+			// A Home Agent drops what fails under ESP without a word: say
+			// what to check.
+			st.Reason = fmt.Sprintf("no Ack to %d Binding Updates under IPsec: check that both SAs' SPIs, algorithms and keys "+
+				"match the Home Agent's, that its SAs are bound to the home address (not the care-of address), "+
+				"and that nothing sent it higher ESP sequence numbers", snap.Unanswered)
+		}
 		st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
 	}
 	if p.waitingForGuest() {

@@ -69,6 +69,8 @@ type Switch struct {
 	haMACs     map[netip.Addr]net.HardwareAddr
 	haLookupAt time.Time
 	haPokedAt  map[netip.Addr]time.Time
+	// espSent is the last ESP sequence number sent on each outbound SA.
+	espSent map[espKey]uint32
 
 	cfg   *config.Config
 	deps  Deps
