@@ -253,3 +253,39 @@ func TestIPsecKeys(t *testing.T) {
 		})
 	}
 }
+
+// The README's IPsec example is a key file kgswitch takes, protecting the
+// example VM both ways.
+func TestREADMEKeyFileExample(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	readme, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	continued := false
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "    ip xfrm state add") || continued {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+		continued = (strings.HasPrefix(l, "    ip xfrm state add") || continued) && strings.HasSuffix(l, "\\")
+	}
+	if len(lines) == 0 {
+		t.Fatal("no ip xfrm state lines in README.md")
+	}
+	path := filepath.Join(t.TempDir(), "ipsec.keys")
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "configs", "kgswitch.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(fmt.Sprintf("ipsec_keys = %q\n", path) + string(text))
+	if err != nil {
+		t.Fatalf("README's key file with the example configuration: %v", err)
+	}
+	if bu, ba := c.SAsFor(c.VMs[0].HomeAddress, c.VMs[0].Home.HomeAgent); bu == nil || ba == nil || bu.SPI != 0x3e8 || ba.SPI != 0x3e9 {
+		t.Errorf("got SAs %v and %v, want SPI 0x3e8 for Binding Updates and 0x3e9 for Acks", bu, ba)
+	}
+}
