@@ -19,7 +19,7 @@ import (
 )
 
 // The hostile-input tests send what kgswitch must not believe from where an
-// attacker really stands: a node of its own on the home link (the intruder,
+// attacker stands: a node of its own on the home link (the intruder,
 // scenario.AddHomeLinkIntruder), a node behind the router that spoofs the Home
 // Agent's address (cn), and the guest itself. Each checks that the VM under
 // attack and its neighbours keep their traffic and that kgswitch counts what
@@ -252,8 +252,8 @@ func TestHostileHomeLinkTakeover(t *testing.T) {
 	}
 	hoa := lab.HoA.String()
 	hostAMAC := macOf(t, ctx, e, "hostA", lab.Bridge)
-	received := startCaptureWith(t, ctx, e, "sw", scenario.IntruderDev, "intruder-received", true)
-	uplink := startCaptureWith(t, ctx, e, "hostA", lab.Uplink, "hostA-uplink", false)
+	received := captureReceived(t, ctx, e, "sw", scenario.IntruderDev, "intruder-received")
+	uplink := startCapture(t, ctx, e, "hostA", lab.Uplink, "hostA-uplink")
 	toVM, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -389,13 +389,10 @@ print(n)
 	}
 }
 
-// startCaptureWith captures every frame on dev in node (with received, only
-// those dev receives) until the test ends or Stop.
-func startCaptureWith(t *testing.T, ctx context.Context, e *scenario.Env, node, dev, name string, received bool) *scenario.Capture {
+// captureReceived captures every frame dev receives in node (not those it
+// sends) until the test ends or Stop.
+func captureReceived(t *testing.T, ctx context.Context, e *scenario.Env, node, dev, name string) *scenario.Capture {
 	t.Helper()
-	if !received {
-		return startCapture(t, ctx, e, node, dev, name)
-	}
 	c, err := e.StartCaptureReceived(ctx, node, dev, name, "")
 	if err != nil {
 		t.Fatalf("capture on %s in %s: %v", dev, node, err)
@@ -406,9 +403,12 @@ func startCaptureWith(t *testing.T, ctx context.Context, e *scenario.Env, node, 
 
 // tunnelForge is a scapy program that sends, from cn, IP6IP6 packets that
 // claim the Home Agent's address to the care-of address through the router:
-// its arguments are those of tunnelForgeArgs, then "plain" and home
+// its arguments are the Home Agent's and the care-of address, the router's
+// MAC on the cn link, the home router's link-local and global addresses,
+// cn's address and the MAC the forgeries name, then "plain" and home
 // addresses (an echo request from cn to each), or "hostile" and the guest's
-// home address (see TestHostileTunnel).
+// home address (see TestHostileTunnel; the last of those comes as the Home
+// Agent's own packets do: not tunnelled, with a type 2 routing header).
 const tunnelForge = `ha, coa, rtrmac, rll, rglobal, cn, evil, kind = sys.argv[1:9]
 if kind == "plain":
     inner = [IPv6(src=cn, dst=h)/ICMPv6EchoRequest() for h in sys.argv[9:]]
@@ -425,20 +425,15 @@ else:
         IPv6(src=rll, dst=hoa)/ICMPv6EchoRequest(),
         IPv6(src="ff02::1", dst=hoa)/ICMPv6EchoRequest(),
     ]
-for p in inner:
-    sendp(Ether(src=get_if_hwaddr("eth0"), dst=rtrmac)/IPv6(src=ha, dst=coa)/p, iface="eth0")
+eth = Ether(src=get_if_hwaddr("eth0"), dst=rtrmac)
+pkts = [eth/IPv6(src=ha, dst=coa)/p for p in inner]
+if kind != "plain":
+    pkts.append(eth/IPv6(src=ha, dst=coa, hlim=255)/IPv6ExtHdrRouting(type=2, addresses=[hoa], segleft=1)/na(rll))
+for p in pkts:
+    sendp(p, iface="eth0")
     time.sleep(0.02)
-print(len(inner))
+print(len(pkts))
 `
-
-// tunnelForgeArgs are tunnelForge's first arguments: the Home Agent's
-// address (the forged source), the care-of address, the router's MAC on the
-// cn link, the home router's link-local and global addresses, cn's address
-// and the MAC the forgeries name.
-func tunnelForgeArgs(t *testing.T, ctx context.Context, e *scenario.Env) []string {
-	return []string{lab.HAAddr.String(), lab.CareOfAddr.String(), macOf(t, ctx, e, "rtr", "cn0"),
-		lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String(), lab.CNAddr.String(), evilMAC}
-}
 
 // TestHostileTunnel: cn, behind the router, spoofs the Home Agent's address
 // and sends IP6IP6 packets to hostB's care-of address. Before the guest moves
@@ -446,8 +441,9 @@ func tunnelForgeArgs(t *testing.T, ctx context.Context, e *scenario.Env) []strin
 // and one to a guest whose port is on hostB but that has not run there yet
 // (not-bound). With the guest bound there, Neighbor Advertisements with hop
 // limit 255 that would point its router entries at another MAC (one behind a
-// Destination Options header), Redirects that would put cn on-link, and
-// packets from link-local and multicast sources. None reaches a guest: its
+// Destination Options header, one as the Home Agent's own packet, with a type
+// 2 routing header), Redirects that would put cn on-link, and packets from
+// link-local and multicast sources. None reaches a guest: its
 // neighbour cache and route to cn stay as they were, its traffic flows, and
 // kgswitch counts each by reason.
 func TestHostileTunnel(t *testing.T) {
@@ -469,7 +465,8 @@ func TestHostileTunnel(t *testing.T) {
 	if _, err := e.WaitBinding(ctx, "hostB", "vnet9", "waiting-for-guest", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	fixed := tunnelForgeArgs(t, ctx, e)
+	fixed := []string{lab.HAAddr.String(), lab.CareOfAddr.String(), macOf(t, ctx, e, "rtr", "cn0"),
+		lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String(), lab.CNAddr.String(), evilMAC}
 	forge := func(args ...string) {
 		argv := append(slices.Clone(fixed), args...)
 		t.Logf("forged %s packets from cn", strings.TrimSpace(scapy(t, ctx, e, "cn", "forge-tunnel-"+args[0], tunnelForge, argv...)))
@@ -487,11 +484,11 @@ func TestHostileTunnel(t *testing.T) {
 	moveAway(t, ctx, e, lab.HoA)
 	neighBefore := routerNeigh(t, ctx, e.Lab)
 	routeBefore := routeToCN(t, ctx, e)
-	received := startCaptureWith(t, ctx, e, "vm", "eth0", "vm-received", true)
+	received := captureReceived(t, ctx, e, "vm", "eth0", "vm-received")
 	// The guest's traffic both ways, as through forged signalling.
 	p := (&forgedEnv{Env: e}).startProbes(t, ctx)
 	forge("hostile", lab.HoA.String())
-	waitDrops(t, ctx, e, "hostB", lab.GuestPort, map[string]uint64{"tunnel-nd": 4, "tunnel-link-local": 3, "not-bound": 0})
+	waitDrops(t, ctx, e, "hostB", lab.GuestPort, map[string]uint64{"tunnel-nd": 5, "tunnel-link-local": 3, "not-bound": 0})
 	p.stop(t)
 	received.Stop()
 
@@ -556,7 +553,7 @@ func TestHostileGuest(t *testing.T) {
 	startDaemons(t, ctx, e, true)
 	moveAway(t, ctx, e, lab.HoA)
 	rmac := routerNeigh(t, ctx, e.Lab)
-	haCapture := startCaptureWith(t, ctx, e, "ha", "eth0", "ha-received", true)
+	haCapture := captureReceived(t, ctx, e, "ha", "eth0", "ha-received")
 
 	scapy(t, ctx, e, "vm", "guest-router-source", guestForge, rmac, "router-source")
 	answered := hostileStatus(t, ctx, e, "hostB", lab.GuestPort).NDAnswered
