@@ -290,6 +290,9 @@ func TestSwitchRestartReinstallsFlows(t *testing.T) {
 	if !nf {
 		t.Error("no-flood not set again on vnet3")
 	}
+	if !internalPortNoFlood(h) {
+		t.Error("no-flood not set again on the internal port")
+	}
 	if st, _ := h.sw.Status(context.Background()); st[0].BindingState != "bound" {
 		t.Errorf("got %+v", st[0])
 	}

@@ -119,6 +119,11 @@ func (s *Switch) syncAll() {
 		maps.Copy(all, s.flowsFor(p))
 	}
 	s.ovs.replace(all)
+	// NORMAL would flood the home link's multicast to kgswitch besides the
+	// copies its flows make (output:kgs0 then NORMAL): a DAD probe or an
+	// advertisement would come twice, and a refused one be counted twice.
+	// kgswitch gets only what its flows give it.
+	s.ovs.setNoFlood(s.cfg.InternalPort, true)
 	for _, p := range s.vms {
 		if s.isolated(p) {
 			s.ovs.setNoFlood(p.iface, true)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kgswitch/kgswitch/config"
 	"github.com/kgswitch/kgswitch/datapath"
 	"github.com/kgswitch/kgswitch/datapath/datapathtest"
 	"github.com/kgswitch/kgswitch/mipv6"
@@ -336,6 +337,24 @@ func TestHomePortLeftAlone(t *testing.T) {
 			t.Errorf("flow touches the VM's traffic on its home host: %s", f)
 		}
 	}
+}
+
+// The flows that copy the home link's Neighbor Discovery to kgswitch also
+// pass it on (NORMAL); were the internal port open to floods, NORMAL would
+// hand kgswitch each multicast probe and advertisement a second time.
+func TestInternalPortNoFlood(t *testing.T) {
+	h := newHarness(t, homeHostConfig, ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	h.noFrame(t)
+	if !waitFor(t, h.settle, func() bool { return internalPortNoFlood(h) }) {
+		t.Error("the internal port takes the bridge's floods, want no-flood")
+	}
+}
+
+// internalPortNoFlood reports whether the internal port has its no-flood bit.
+func internalPortNoFlood(h *harness) bool {
+	h.flows.mu.Lock()
+	defer h.flows.mu.Unlock()
+	return h.flows.noFlood[config.DefaultInternalPort]
 }
 
 func TestHomePortWithoutDepartureHasNoFlows(t *testing.T) {

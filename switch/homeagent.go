@@ -123,4 +123,9 @@ func (s *Switch) homeLinkEvent(ev datapath.HomeLinkEvent) {
 	// departure's (departureFlows), in place since the departure began.
 	s.dp.Release(p.dep.hold, p.mac)
 	s.move(p, home)
+	// The home flows replace the departure's, which send the VM's frames to
+	// kgswitch; until OVS has them, the snapshot with the released departure
+	// passes those frames on to the VM.
+	s.syncFlows(p)
+	s.afterOVS(s.publish)
 }

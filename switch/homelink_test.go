@@ -95,6 +95,17 @@ func TestProbeAnsweredByRunningVM(t *testing.T) {
 				t.Errorf("got held %d released %d, want 1 and 1", st.Held, st.Released)
 			}
 		}
+		// The flows and snapshot of a VM at home again: its traffic no
+		// longer goes through kgswitch.
+		if !waitFor(t, h.settle, func() bool { return !strings.Contains(strings.Join(h.flows.text(), "\n"), "dl_dst="+guestMAC.String()) }) {
+			t.Errorf("settled %v: the departure's flows outlive it: %q", settleBetween, h.flows.text())
+		}
+		released := h.status(t, "vnet3").Released
+		h.conn.Inject(datapathtest.EthFrame(guestMAC, lanMAC, datapathtest.UDPPacket(cn, hoa, 8)))
+		h.settle(t)
+		if got := h.status(t, "vnet3").Released; got != released {
+			t.Errorf("settled %v: got %d frames released after the undo, want %d as before", settleBetween, got, released)
+		}
 		h.noFrame(t)
 	}
 }

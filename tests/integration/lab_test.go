@@ -22,8 +22,9 @@ import (
 //   - the tests that hold kgswitch to a loss or delay of tens of
 //     milliseconds (TestKgswitchKilledAndRestarted, TestOVSRestart,
 //     TestOVSDBOutage, TestDepartureCover, TestMoveBetweenForeignHosts,
-//     TestReturnHome): the load of other labs on a 2-core machine adds
-//     that much, and they fail;
+//     TestReturnHome, TestHostileHomeLinkProbe, TestHostileHomeLinkTakeover):
+//     the load of other labs on a 2-core machine adds that much, and they
+//     fail;
 //   - the QEMU migration tests (TestQEMUMigrateWithoutKgswitch,
 //     TestQEMUMigrateWithKgswitch, TestQEMUPingPong): an emulated (TCG)
 //     guest migrated while other labs load the machine crashes now and then

@@ -478,9 +478,15 @@ func (e *Env) StartCaptureFilter(ctx context.Context, node, iface, name, filter 
 	return e.startCapture(ctx, node, iface, name, filter, true)
 }
 
-func (e *Env) startCapture(ctx context.Context, node, iface, name, filter string, immediate bool) (*Capture, error) {
+// StartCaptureReceived is StartCaptureFilter for the frames iface receives
+// only (tcpdump -Q in): what reaches a node, without what it sends itself.
+func (e *Env) StartCaptureReceived(ctx context.Context, node, iface, name, filter string) (*Capture, error) {
+	return e.startCapture(ctx, node, iface, name, filter, true, "-Q", "in")
+}
+
+func (e *Env) startCapture(ctx context.Context, node, iface, name, filter string, immediate bool, extra ...string) (*Capture, error) {
 	path := filepath.Join(e.Lab.Dir, name+".pcap")
-	argv := []string{"tcpdump", "-i", iface, "-U", "-n", "-w", path}
+	argv := append([]string{"tcpdump", "-i", iface, "-U", "-n", "-w", path}, extra...)
 	if immediate {
 		argv = append(argv, "--immediate-mode")
 	}
