@@ -13,12 +13,18 @@ import (
 	"github.com/kgswitch/kgswitch/datapath/datapathtest"
 	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/ovsctl"
 )
 
 // ipsecHarness is a foreign host expecting vnet3, whose signalling is under
 // ESP with SAs from a key file (AES-CBC with HMAC-SHA-256); it returns the
 // SAs for Binding Updates and Acks as the Home Agent has them.
 func ipsecHarness(t *testing.T) (*harness, *esp.SA, *esp.SA) {
+	return ipsecHarnessOf(t, testConfig)
+}
+
+// ipsecHarnessOf is ipsecHarness with configuration cfg.
+func ipsecHarnessOf(t *testing.T, cfg string) (*harness, *esp.SA, *esp.SA) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ipsec.keys")
 	lines := fmt.Sprintf(`ip xfrm state add src %[1]v dst %[2]v proto esp spi 0x1000 mode transport enc "cbc(aes)" 0x%[3]x auth-trunc "hmac(sha256)" 0x%[4]x 128
@@ -31,7 +37,7 @@ ip xfrm state add src %[2]v dst %[1]v proto esp spi 0x2000 mode transport enc "c
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, fmt.Sprintf("ipsec_keys = %q\n", path)+testConfig)
+	h := newHarness(t, fmt.Sprintf("ipsec_keys = %q\n", path)+cfg)
 	return h, &sas[0], &sas[1]
 }
 
@@ -145,5 +151,32 @@ func TestSilentHomeAgentUnderESPExplained(t *testing.T) {
 	st := h.status(t, "vnet3")
 	if !strings.Contains(st.Reason, "under IPsec") || !strings.Contains(st.Reason, "bound to the home address") {
 		t.Errorf("got reason %q, want what to check under IPsec", st.Reason)
+	}
+}
+
+// Back on its home link, the VM is de-registered under ESP from its home
+// address, and the Home Agent's Ack under ESP, sent to the home address
+// without a routing header, completes the return.
+func TestReturnHomeUnderESP(t *testing.T) {
+	h, buSA, baSA := ipsecHarnessOf(t, homeHostConfig)
+	h.db.add(ovsctl.Interface{Name: "vnet3", OFPort: 3})
+	waitStatus(t, h, "waiting", func(st []PortStatus) bool { return st[0].BindingState == "waiting-for-guest" })
+	h.conn.Inject(datapathtest.RARP(guestMAC))
+	_, bu, err := esp.ParseBUPacket(h.nextSent(t).Pkt, buSA)
+	if err != nil || bu.Lifetime != 0 || bu.Src != hoa {
+		t.Fatalf("got %+v (%v), want a de-registration under ESP from the home address", bu, err)
+	}
+	if flows := strings.Join(h.flows.text(), "\n"); !strings.Contains(flows, "ipv6_src=2001:db8:2000::1,ipv6_dst=2001:db8:2000::10,nw_proto=50") {
+		t.Errorf("no flow for ESP from the Home Agent to the home address:\n%s", flows)
+	}
+	checkRouterNA(t, h.nextFrame(t))
+	ba, err := esp.AppendBAPacket(nil, baSA, 7, mipv6.BAPacket{Src: ha, Dst: hoa, HomeAddress: hoa, Sequence: bu.Sequence}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.conn.Inject(datapathtest.EthFrame(kgMAC, lanMAC, ba))
+	checkHomeNA(t, h.nextFrame(t))
+	if st := h.status(t, "vnet3"); st.BindingState != "deregistered" || len(st.Drops) != 0 {
+		t.Errorf("got %+v, want deregistered with nothing dropped", st)
 	}
 }
