@@ -38,7 +38,7 @@ func (s *Switch) onPort(ctx context.Context, port string, fn func(p *vmPort) err
 	if e := s.do(ctx, func() {
 		p := s.ports[port]
 		if p == nil {
-			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
+			err = notBoundError(port)
 			return
 		}
 		err = fn(p)

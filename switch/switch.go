@@ -58,6 +58,15 @@ var (
 	ErrInvalid     = errors.New("invalid binding")
 )
 
+// notBoundError is a port kgswitch serves no VM on. It counts as
+// ErrUnknownPort (the same exit status) but does not say so: the port may
+// well be on the bridge, and "no such interface" would send the operator
+// looking for a port that is there.
+type notBoundError string
+
+func (e notBoundError) Error() string        { return string(e) + " is not bound to a home address here" }
+func (e notBoundError) Is(target error) bool { return target == ErrUnknownPort }
+
 // Switch is the control loop: it owns every piece of per-VM state, and only its
 // goroutine (Run) touches it; other goroutines reach it through requests.
 // What it wants of OVS is applied by an ovsQueue on a goroutine of its own,
