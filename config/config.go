@@ -584,9 +584,9 @@ func reservedAnycast(a netip.Addr) bool {
 	return b[8] == 0xfd && b[9] == 0xff && b[10] == 0xff && b[11] == 0xff && b[12] == 0xff && b[13] == 0xff && b[14] == 0xff && b[15] >= 0x80
 }
 
-// RemoveVM forgets the VM with home address hoa.
-func (c *Config) RemoveVM(hoa netip.Addr) {
-	c.VMs = slices.DeleteFunc(c.VMs, func(v VM) bool { return v.HomeAddress == hoa })
+// RemoveVMs forgets the VMs with the home addresses in hoas, in one pass.
+func (c *Config) RemoveVMs(hoas map[netip.Addr]bool) {
+	c.VMs = slices.DeleteFunc(c.VMs, func(v VM) bool { return hoas[v.HomeAddress] })
 }
 
 // AddVM adds vm unless its port, home address, MAC or iface-id is already taken.

@@ -103,11 +103,16 @@ type Switch struct {
 	// vms are all the VMs this daemon knows; byKey finds one by home address
 	// (its identity everywhere, cookies included); ports finds one by the
 	// name of its interface on the bridge, configured or matched.
-	vms       []*vmPort
-	byKey     map[string]*vmPort
-	ports     map[string]*vmPort
-	requests  chan func()
-	dpRetryAt time.Time // when to try reopening a failed internal port
+	vms   []*vmPort
+	byKey map[string]*vmPort
+	ports map[string]*vmPort
+	// publishHeld counts the changes of many VMs at once (a reload) under
+	// way: the datapath gets one snapshot when the last ends (publishDue
+	// says one is owed) instead of one per VM, each of which costs O(VMs).
+	publishHeld int
+	publishDue  bool
+	requests    chan func()
+	dpRetryAt   time.Time // when to try reopening a failed internal port
 	// opening: the internal port is being opened; opened delivers the
 	// result; dpWait, when not nil, is closed once it is open.
 	opening bool
