@@ -59,7 +59,7 @@ func refusedCLI(t *testing.T, ctx context.Context, e *scenario.Env, host string,
 	if !strings.Contains(out, want) || strings.Contains(out, "\n") {
 		t.Errorf("kgswitch %s: got output %q, want one line containing %q", strings.Join(args, " "), out, want)
 	}
-	t.Logf("kgswitch %s: exit %d: %s", strings.Join(args, " "), exitCode(err), out)
+	t.Logf("%s: kgswitch %s: exit %d: %s", host, strings.Join(args, " "), exitCode(err), out)
 	return out
 }
 
@@ -136,6 +136,7 @@ func TestDeclarationsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	addSparePort(t, ctx, e, "hostB")
+	addSparePort(t, ctx, e, "hostA")
 
 	// The guest through the tunnel, the Home Agent on the home link, and the
 	// home router from the guest (guest → kgswitch → tunnel → Home Agent →
@@ -161,6 +162,8 @@ func TestDeclarationsRefused(t *testing.T) {
 	addPort := func(port, addr string, extra ...string) []string {
 		return append([]string{"add-port", port, "--hoa", addr, "--mac", spareMAC}, extra...)
 	}
+	// On the guest's home host too, where the home network's addresses are
+	// on the same link as the VMs.
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -179,10 +182,17 @@ func TestDeclarationsRefused(t *testing.T) {
 		{"the internal port", addPort("kgs0", spareHoA), "port kgs0: kgswitch's internal port is never a VM"},
 		{"the guest's home address on another port", addPort(sparePort, hoa), "home_address " + hoa + ": already used by port vnet3"},
 	} {
-		refusedCLI(t, ctx, e, "hostB", 2, tc.want, tc.args...)
-		for _, port := range []string{sparePort, lab.Bridge, lab.Uplink, "kgs0"} {
-			if lists(t, ctx, e, "hostB", port, "") {
-				t.Errorf("%s: kgswitch lists %s after the refusal", tc.name, port)
+		for _, host := range []string{"hostB", "hostA"} {
+			if host == "hostA" && tc.args[1] == "kgs0" {
+				// Only a foreign host has an internal port: the home
+				// host has no VM to tunnel for.
+				continue
+			}
+			refusedCLI(t, ctx, e, host, 2, tc.want, tc.args...)
+			for _, port := range []string{sparePort, lab.Bridge, lab.Uplink, "kgs0"} {
+				if lists(t, ctx, e, host, port, "") {
+					t.Errorf("%s on %s: kgswitch lists %s after the refusal", tc.name, host, port)
+				}
 			}
 		}
 	}
