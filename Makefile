@@ -43,9 +43,13 @@ integration:
 ## bench: every figure of bench/README.md in one run of the netns lab (needs root):
 ## throughput, packet rate and RTT at home vs. through the Home Agent and kgswitch,
 ## kgswitch's CPU per GB and memory, and the datapath's Go benchmarks. Prints a
-## table and writes it as JSON under bench/results/.
+## table and writes it as JSON under bench/results/. Then a SIGHUP reload of
+## 1,000 and 10,000 VMs against the lab's Open vSwitch, and the same reload
+## with an in-memory flow table (kgswitch's own share).
 bench: deps
 	$(GO) run ./tests/integration/cmd/bench -out bench/results
+	$(GO) test -run '^$$' -bench BenchmarkSIGHUPReload -benchtime 1x ./tests/integration/
+	$(GO) test -run '^$$' -bench BenchmarkReload -benchtime 1x ./switch/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 20s); fuzz-brief: 10000 inputs each, part of `test`.
 ## (A count, not a duration: a duration that ends mid-input makes go test report a spurious

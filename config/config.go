@@ -469,6 +469,7 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		}
 		c.HomeNetworks = append(c.HomeNetworks, h)
 	}
+	vms := newVMIndex()
 	for i, fv := range f.VMs {
 		hoa, err := parseAddr("home_address", fv.HomeAddress)
 		if err != nil {
@@ -483,7 +484,7 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		if vm.Port == "" && vm.IfaceID == "" && vm.MAC == nil {
 			return nil, loc.at("vm", i, "", fmt.Errorf("vm[%d]: give port, iface_id or mac, so kgswitch can find the VM's interface", i))
 		}
-		if err := c.AddVM(vm); err != nil {
+		if c.VMs, err = vms.add(c.VMs, vm); err != nil {
 			return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
 		}
 	}
@@ -637,27 +638,79 @@ func reservedAnycast(a netip.Addr) bool {
 	return b[8] == 0xfd && b[9] == 0xff && b[10] == 0xff && b[11] == 0xff && b[12] == 0xff && b[13] == 0xff && b[14] == 0xff && b[15] >= 0x80
 }
 
-// RemoveVM forgets the VM with home address hoa.
-func (c *Config) RemoveVM(hoa netip.Addr) {
-	c.VMs = slices.DeleteFunc(c.VMs, func(v VM) bool { return v.HomeAddress == hoa })
+// RemoveVMs forgets the VMs with the home addresses in hoas, in one pass.
+func (c *Config) RemoveVMs(hoas map[netip.Addr]bool) {
+	c.VMs = slices.DeleteFunc(c.VMs, func(v VM) bool { return hoas[v.HomeAddress] })
 }
 
 // AddVM adds vm unless its port, home address, MAC or iface-id is already taken.
 func (c *Config) AddVM(vm VM) error {
 	for _, o := range c.VMs {
-		switch {
-		case o.Port != "" && o.Port == vm.Port:
-			return fmt.Errorf("port %s: already bound to %v", vm.Port, o.HomeAddress)
-		case o.HomeAddress == vm.HomeAddress:
-			return fmt.Errorf("home_address %v: already used by port %s", vm.HomeAddress, o.Port)
-		case o.MAC != nil && vm.MAC != nil && bytes.Equal(o.MAC, vm.MAC):
-			return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
-		case o.IfaceID != "" && o.IfaceID == vm.IfaceID:
-			return fmt.Errorf("iface_id %s: already used by the VM with home address %v", vm.IfaceID, o.HomeAddress)
+		if err := clash(o, vm); err != nil {
+			return err
 		}
 	}
 	c.VMs = append(c.VMs, vm)
 	return nil
+}
+
+// clash says what vm would take from o, a VM already there.
+func clash(o, vm VM) error {
+	switch {
+	case o.Port != "" && o.Port == vm.Port:
+		return fmt.Errorf("port %s: already bound to %v", vm.Port, o.HomeAddress)
+	case o.HomeAddress == vm.HomeAddress:
+		return fmt.Errorf("home_address %v: already used by port %s", vm.HomeAddress, o.Port)
+	case o.MAC != nil && vm.MAC != nil && bytes.Equal(o.MAC, vm.MAC):
+		return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
+	case o.IfaceID != "" && o.IfaceID == vm.IfaceID:
+		return fmt.Errorf("iface_id %s: already used by the VM with home address %v", vm.IfaceID, o.HomeAddress)
+	}
+	return nil
+}
+
+// vmIndex finds, among many VMs, those a new one could clash with, so that
+// a file of thousands of VMs is checked in time proportional to their
+// number rather than its square (AddVM compares with every VM).
+type vmIndex struct {
+	port, mac, iface map[string]int
+	hoa              map[netip.Addr]int
+}
+
+func newVMIndex() *vmIndex {
+	return &vmIndex{port: map[string]int{}, mac: map[string]int{}, iface: map[string]int{}, hoa: map[netip.Addr]int{}}
+}
+
+// add appends vm to vms unless it clashes with one of them, all of which
+// the index holds.
+func (x *vmIndex) add(vms []VM, vm VM) ([]VM, error) {
+	keys := []struct {
+		m   map[string]int
+		key string
+	}{{x.port, vm.Port}, {x.mac, string(vm.MAC)}, {x.iface, vm.IfaceID}}
+	var at []int
+	if i, ok := x.hoa[vm.HomeAddress]; ok {
+		at = append(at, i)
+	}
+	for _, k := range keys {
+		if i, ok := k.m[k.key]; ok && k.key != "" {
+			at = append(at, i)
+		}
+	}
+	// The first VM in the file that clashes, as AddVM would name it.
+	slices.Sort(at)
+	for _, i := range at {
+		if err := clash(vms[i], vm); err != nil {
+			return vms, err
+		}
+	}
+	for _, k := range keys {
+		if k.key != "" {
+			k.m[k.key] = len(vms)
+		}
+	}
+	x.hoa[vm.HomeAddress] = len(vms)
+	return append(vms, vm), nil
 }
 
 // ParseMAC accepts a unicast 48-bit MAC address.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -119,6 +120,7 @@ func TestParse(t *testing.T) {
 		{"duplicate hoa", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::10\"\n", "already used by port a"},
 		{"duplicate port", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::11\"\n", "already bound"},
 		{"duplicate mac", base + "[[vm]]\nport = \"a\"\nhome_address = \"2001:db8:2000::10\"\nmac = \"52:54:00:00:00:10\"\n[[vm]]\nport = \"b\"\nhome_address = \"2001:db8:2000::11\"\nmac = \"52:54:00:00:00:10\"\n", "mac 52:54:00:00:00:10"},
+		{"duplicate iface_id", base + "[[vm]]\niface_id = \"x\"\nhome_address = \"2001:db8:2000::10\"\n[[vm]]\niface_id = \"x\"\nhome_address = \"2001:db8:2000::11\"\n", "iface_id x: already used by the VM with home address 2001:db8:2000::10"},
 		{"advertise defaults", base + "[home_network.advertise]\n", ""},
 		{"advertise short lifetimes", base + "[home_network.advertise]\nrouter_lifetime = \"30s\"\nvalid_lifetime = \"30s\"\npreferred_lifetime = \"30s\"\n", ""},
 		{"advertise interval too long", base + "[home_network.advertise]\ninterval = \"40s\"\nrouter_lifetime = \"30s\"\n", "shorter than every lifetime"},
@@ -287,5 +289,63 @@ func TestREADMEKeyFileExample(t *testing.T) {
 	}
 	if bu, ba := c.SAsFor(c.VMs[0].HomeAddress, c.VMs[0].Home.HomeAgent); bu == nil || ba == nil || bu.SPI != 0x3e8 || ba.SPI != 0x3e9 {
 		t.Errorf("got SAs %v and %v, want SPI 0x3e8 for Binding Updates and 0x3e9 for Acks", bu, ba)
+	}
+}
+
+// TestFileCheckedAsAddVM: the index a file's VMs are checked with refuses
+// what AddVM refuses, with the same message, for VMs that clash in every
+// way and with several VMs at once.
+func TestFileCheckedAsAddVM(t *testing.T) {
+	mac := func(b byte) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, 0, b} }
+	hoa := func(b byte) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x20, 15: b}) }
+	vms := []VM{
+		{Port: "a", HomeAddress: hoa(1), MAC: mac(1)},
+		{IfaceID: "i", HomeAddress: hoa(2)},
+		{Port: "b", HomeAddress: hoa(3), MAC: mac(3), IfaceID: "j"},
+		{Port: "c", HomeAddress: hoa(4)},
+	}
+	tries := []VM{
+		{Port: "a", HomeAddress: hoa(9)},
+		{Port: "z", HomeAddress: hoa(2)},
+		{Port: "z", HomeAddress: hoa(9), MAC: mac(3)},
+		{Port: "z", HomeAddress: hoa(9), IfaceID: "i"},
+		{Port: "c", HomeAddress: hoa(1)},                 // clashes with two VMs
+		{HomeAddress: hoa(9), MAC: mac(1), IfaceID: "j"}, // and again
+		{Port: "z", HomeAddress: hoa(9), MAC: mac(9)},
+	}
+	for _, try := range tries {
+		var c Config
+		x := newVMIndex()
+		var indexed []VM
+		for _, vm := range vms {
+			if err := c.AddVM(vm); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if indexed, err = x.add(indexed, vm); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := c.AddVM(try)
+		_, got := x.add(indexed, try)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%+v: got %v, want AddVM's %v", try, got, want)
+		}
+	}
+}
+
+// BenchmarkParseManyVMs parses a file of 10,000 VMs, what a SIGHUP on a
+// large host reads before the control loop sees any of it.
+func BenchmarkParseManyVMs(b *testing.B) {
+	var text strings.Builder
+	text.WriteString(base)
+	for i := range 10000 {
+		fmt.Fprintf(&text, "[[vm]]\nport = \"tap%d\"\nhome_address = \"2001:db8:2000::1:%x\"\nmac = \"52:54:01:%02x:%02x:%02x\"\n",
+			i, i, i>>16&0xff, i>>8&0xff, i&0xff)
+	}
+	for b.Loop() {
+		if _, err := Parse(text.String()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

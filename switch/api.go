@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 
 	"github.com/kgswitch/kgswitch/config"
 )
@@ -38,7 +37,7 @@ func (s *Switch) onPort(ctx context.Context, port string, fn func(p *vmPort) err
 	if e := s.do(ctx, func() {
 		p := s.ports[port]
 		if p == nil {
-			err = fmt.Errorf("%w: %s is not bound to a home address here", ErrUnknownPort, port)
+			err = notBoundError(port)
 			return
 		}
 		err = fn(p)
@@ -208,8 +207,11 @@ func (s *Switch) reload(cfg *config.Config) error {
 	for _, vm := range cfg.VMs {
 		want[vm.HomeAddress.String()] = vm
 	}
-	removed, added := 0, 0
-	for _, p := range slices.Clone(s.vms) {
+	// One snapshot for the whole reload: the datapath sees the old
+	// configuration's VMs or the new one's.
+	defer s.holdPublish()()
+	var removed []*vmPort
+	for _, p := range s.vms {
 		if p.origin != fromConfig {
 			continue
 		}
@@ -218,9 +220,10 @@ func (s *Switch) reload(cfg *config.Config) error {
 			continue
 		}
 		s.log.Info("reload: VM removed or changed", "port", p.name(), "hoa", p.vm.HomeAddress)
-		s.removeVM(p) // from the old configuration
-		removed++
+		removed = append(removed, p)
 	}
+	s.removeVMs(removed) // from the old configuration
+	added := 0
 	s.cfg = cfg
 	for _, vm := range cfg.VMs {
 		if _, ok := want[vm.HomeAddress.String()]; !ok {
@@ -243,6 +246,6 @@ func (s *Switch) reload(cfg *config.Config) error {
 	}
 	s.globalInstalled = false // home networks may have changed
 	s.installGlobalFlows()
-	s.log.Info("configuration reloaded", "vms", len(s.vms), "added", added, "removed", removed)
+	s.log.Info("configuration reloaded", "vms", len(s.vms), "added", added, "removed", len(removed))
 	return nil
 }

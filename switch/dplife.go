@@ -164,6 +164,10 @@ func (s *Switch) publish() {
 	if s.dp == nil {
 		return
 	}
+	if s.publishHeld > 0 {
+		s.publishDue = true
+		return
+	}
 	now := s.clock.Now()
 	f := datapath.NewFIB(s.cfg.CareOfAddress, datapath.TunnelMTU, s.routerMAC)
 	for _, p := range s.vms {
@@ -198,6 +202,19 @@ func (s *Switch) publish() {
 		}
 	}
 	s.dp.Publish(f)
+}
+
+// holdPublish makes the snapshots asked for until the returned function is
+// called (and every hold taken meanwhile released) one, published then.
+func (s *Switch) holdPublish() (release func()) {
+	s.publishHeld++
+	return func() {
+		s.publishHeld--
+		if s.publishHeld == 0 && s.publishDue {
+			s.publishDue = false
+			s.publish()
+		}
+	}
 }
 
 // arrivalHold returns the hold for what a guest abroad sends while its binding

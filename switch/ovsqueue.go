@@ -217,6 +217,12 @@ func (q *ovsQueue) applySets(sets flowSets) {
 	changed := make([]uint64, 0, len(sets))
 	texts := make(map[uint64]string, len(sets))
 	for c, fl := range sets {
+		if len(fl) == 0 && !q.installed[c] {
+			// Nothing of it in OVS (what a previous run left is
+			// removeStale's): most VMs of a large host have no spoof
+			// flows, and deleting them would double the bundles.
+			continue
+		}
 		t := flowsText(fl)
 		if prev, ok := q.appliedSets[c]; ok && prev == t {
 			continue

@@ -83,3 +83,31 @@ func TestOVSQueueAppliesChangesOnly(t *testing.T) {
 		t.Fatalf("got bundles %v after forget, want all %d cookies again", ft.bundles, n)
 	}
 }
+
+// An empty flow set for a cookie that has no flows in OVS (most VMs' spoof
+// cookies) costs no bundle; one that had flows is emptied once.
+func TestOVSQueueSkipsEmptyingWhatIsEmpty(t *testing.T) {
+	ft := &countingFlows{fakeFlows: fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}}
+	q := newOVSQueue(ft, &fakeDB{ifaces: map[string]ovsctl.Interface{}}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go q.run(ctx)
+
+	const c = 0x6b67000000000001
+	round(t, q, flowSets{c: nil, c + 1: nil})
+	if len(ft.bundles) != 0 {
+		t.Fatalf("got bundles %v for cookies that never had flows, want none", ft.bundles)
+	}
+	round(t, q, flowSets{c: []*ovs.Flow{{Priority: 100, InPort: 1, Actions: []ovs.Action{ovs.Drop()}}}, c + 1: nil})
+	round(t, q, flowSets{c: nil, c + 1: nil})
+	if !slices.Equal(ft.bundles, []int{1, 1}) {
+		t.Fatalf("got bundles %v, want one to install cookie %#x and one to empty it", ft.bundles, uint64(c))
+	}
+	if fl := ft.flows[c]; len(fl) != 0 {
+		t.Fatalf("cookie %#x still has %d flows", uint64(c), len(fl))
+	}
+	round(t, q, flowSets{c: nil})
+	if len(ft.bundles) != 2 {
+		t.Fatalf("got bundles %v, want none to empty cookie %#x again", ft.bundles, uint64(c))
+	}
+}

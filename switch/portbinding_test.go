@@ -90,6 +90,11 @@ func TestDeletePort(t *testing.T) {
 	if err := h.sw.DeletePort(ctx, "vnet9"); !errors.Is(err, ErrUnknownPort) {
 		t.Errorf("unknown port: got %v, want ErrUnknownPort", err)
 	}
+	// vnet4 is on the bridge, bound no more: the refusal must not claim
+	// otherwise.
+	if err := h.sw.DeletePort(ctx, "vnet4"); !errors.Is(err, ErrUnknownPort) || err.Error() != "vnet4 is not bound to a home address here" {
+		t.Errorf("port on the bridge, not bound: got %v, want ErrUnknownPort saying it is not bound", err)
+	}
 	// Bound again afterwards, from scratch.
 	if err := h.sw.AddPort(ctx, AddPortRequest{Port: "vnet4", HomeAddress: "2001:db8:2000::11"}); err != nil {
 		t.Fatalf("bind again: %v", err)

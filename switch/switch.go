@@ -58,6 +58,15 @@ var (
 	ErrInvalid     = errors.New("invalid binding")
 )
 
+// notBoundError is a port kgswitch serves no VM on. It counts as
+// ErrUnknownPort (the same exit status) but does not say so: the port may
+// well be on the bridge, and "no such interface" would send the operator
+// looking for a port that is there.
+type notBoundError string
+
+func (e notBoundError) Error() string        { return string(e) + " is not bound to a home address here" }
+func (e notBoundError) Is(target error) bool { return target == ErrUnknownPort }
+
 // Switch is the control loop: it owns every piece of per-VM state, and only its
 // goroutine (Run) touches it; other goroutines reach it through requests.
 // What it wants of OVS is applied by an ovsQueue on a goroutine of its own,
@@ -96,11 +105,16 @@ type Switch struct {
 	// vms are all the VMs this daemon knows; byKey finds one by home address
 	// (its identity everywhere, cookies included); ports finds one by the
 	// name of its interface on the bridge, configured or matched.
-	vms       []*vmPort
-	byKey     map[string]*vmPort
-	ports     map[string]*vmPort
-	requests  chan func()
-	dpRetryAt time.Time // when to try reopening a failed internal port
+	vms   []*vmPort
+	byKey map[string]*vmPort
+	ports map[string]*vmPort
+	// publishHeld counts the changes of many VMs at once (a reload) under
+	// way: the datapath gets one snapshot when the last ends (publishDue
+	// says one is owed) instead of one per VM, each of which costs O(VMs).
+	publishHeld int
+	publishDue  bool
+	requests    chan func()
+	dpRetryAt   time.Time // when to try reopening a failed internal port
 	// opening: the internal port is being opened; opened delivers the
 	// result; dpWait, when not nil, is closed once it is open.
 	opening bool

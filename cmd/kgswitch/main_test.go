@@ -50,3 +50,21 @@ func TestCLIExitStatus(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryLimit: up to 1,000 VMs the daemon keeps the limit the memory
+// goal was measured with; with many more the limit stays well above the
+// live heap (about 8 MiB and 2.5 KiB per VM), so the collector does not run
+// without pause.
+func TestMemoryLimit(t *testing.T) {
+	for _, n := range []int{0, 1, 1000} {
+		if got := memoryLimit(n); got != 20<<20 {
+			t.Errorf("memoryLimit(%d) = %d, want 20 MiB", n, got)
+		}
+	}
+	for _, n := range []int{5000, 10000, 50000} {
+		live := int64(8<<20 + n*5<<9)
+		if got := memoryLimit(n); got < live*3/2 {
+			t.Errorf("memoryLimit(%d) = %.1f MiB, want at least 1.5 times the live heap of %.1f MiB", n, float64(got)/(1<<20), float64(live)/(1<<20))
+		}
+	}
+}

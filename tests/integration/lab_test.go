@@ -48,7 +48,7 @@ func oneQEMUAtATime(t *testing.T) {
 
 // requireLab fails the test with the reason when this machine cannot run the
 // lab, or skips it when KGSWITCH_SKIP_INTEGRATION=1.
-func requireLab(t *testing.T) {
+func requireLab(t testing.TB) {
 	t.Helper()
 	if os.Getenv("KGSWITCH_SKIP_INTEGRATION") == "1" {
 		t.Skip("KGSWITCH_SKIP_INTEGRATION=1: integration tests skipped")
@@ -74,7 +74,7 @@ func newLab(t *testing.T, ctx context.Context) *lab.Lab {
 var labBuilds = make(chan struct{}, 2)
 
 // newLabWith is newLab with options (their Logf is the test's).
-func newLabWith(t *testing.T, ctx context.Context, opt lab.Options) *lab.Lab {
+func newLabWith(t testing.TB, ctx context.Context, opt lab.Options) *lab.Lab {
 	t.Helper()
 	opt.Logf = t.Logf
 	labBuilds <- struct{}{}

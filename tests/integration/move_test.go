@@ -21,7 +21,7 @@ var (
 
 // requireBinaries builds kgswitch, the lab Home Agent and tcpcheck once per
 // test binary, or fails the test.
-func requireBinaries(t *testing.T, ctx context.Context) {
+func requireBinaries(t testing.TB, ctx context.Context) {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "kgswitch-bin-")
@@ -38,13 +38,13 @@ func requireBinaries(t *testing.T, ctx context.Context) {
 
 // newEnv builds a lab with kgswitch's binaries, and dumps the daemons' logs when
 // the test fails, so a failure in CI can be understood from its output.
-func newEnv(t *testing.T, ctx context.Context) *scenario.Env {
+func newEnv(t testing.TB, ctx context.Context) *scenario.Env {
 	t.Helper()
 	return newEnvWith(t, ctx, lab.Options{})
 }
 
 // newEnvWith is newEnv for a lab built with options.
-func newEnvWith(t *testing.T, ctx context.Context, opt lab.Options) *scenario.Env {
+func newEnvWith(t testing.TB, ctx context.Context, opt lab.Options) *scenario.Env {
 	t.Helper()
 	requireLab(t)
 	requireBinaries(t, ctx)

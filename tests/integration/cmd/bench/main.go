@@ -774,7 +774,7 @@ func boundPorts(ctx context.Context, e *scenario.Env) (int, error) {
 var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([0-9.]+) ns/op(?:\s+([0-9.]+) MB/s)?\s+([0-9.]+) B/op\s+([0-9.]+) allocs/op`)
 
 func goBenchmarks(ctx context.Context) ([]GoBench, error) {
-	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Encap|Decap|SegmentTCP", "-benchmem", "-count", "1", "./switch/")
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "Encap|Decap|SegmentTCP", "-benchmem", "-count", "1", "./datapath/")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("go test -bench: %v\n%s", err, out)
