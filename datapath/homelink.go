@@ -14,7 +14,7 @@ import (
 // probes only once a foreign host registered the VM, which it does only
 // once the VM runs there), and the Home Agent's advertisement taking a
 // departed VM's address over. Any node on the home link can send either, so
-// both are believed only from the Home Agent's MAC when the control loop
+// both are believed only from the Home Agent's MAC, once the control loop
 // knows it (FIB.ExpectHomeAgent), and a VM that answers the probe itself is
 // still running here, whoever sent it.
 
@@ -80,12 +80,14 @@ func (d *Datapath) homeLinkND(f *FIB, eth netpkt.Ethernet, ip netpkt.IPv6) bool 
 }
 
 // homeAgentSent reports whether a frame from src (announcing lladdr, for an
-// advertisement) about home address hoa may be the Home Agent's: when its
-// MAC is known, both must be it.
+// advertisement) about home address hoa is the Home Agent's: both must be
+// its MAC. While the control loop does not know that MAC (it learns it
+// within moments of serving a VM at home), nothing is believed: a forger
+// must not get in before the lesson.
 func (f *FIB) homeAgentSent(hoa netip.Addr, src net.HardwareAddr, lladdr net.HardwareAddr) bool {
 	ha, known := f.homeAgentMAC[hoa]
 	if !known {
-		return true
+		return false
 	}
 	return [6]byte(src) == ha && (lladdr == nil || [6]byte(lladdr) == ha)
 }

@@ -32,7 +32,7 @@ func homeLinkFrame(t *testing.T, mac net.HardwareAddr, na bool, lladdr net.Hardw
 	return ethFrame(netpkt.MulticastMAC(dst), mac, append(ip, msg...))
 }
 
-// A DAD probe counts only from the Home Agent's MAC once it is known, and
+// A DAD probe counts only from the Home Agent's MAC, once it is known, and
 // the VM's own advertisement counts as its answer only soon after a probe.
 func TestHomeLinkWatch(t *testing.T) {
 	stranger := net.HardwareAddr{0x02, 0x66, 0x66, 0, 0, 1}
@@ -49,8 +49,8 @@ func TestHomeLinkWatch(t *testing.T) {
 			return [][]byte{homeLinkFrame(t, stranger, false, nil)}
 		}, nil},
 		{"probe while the Home Agent's MAC is unknown", false, func(t *testing.T) [][]byte {
-			return [][]byte{homeLinkFrame(t, stranger, false, nil)}
-		}, []HomeLinkEvent{{Key: "vm"}}},
+			return [][]byte{homeLinkFrame(t, haMAC, false, nil)}
+		}, nil},
 		{"the VM answers the probe", true, func(t *testing.T) [][]byte {
 			return [][]byte{homeLinkFrame(t, haMAC, false, nil), homeLinkFrame(t, guestMAC, true, guestMAC)}
 		}, []HomeLinkEvent{{Key: "vm"}, {Key: "vm", Defended: true}}},
@@ -94,10 +94,14 @@ func TestHomeLinkAnswerWindow(t *testing.T) {
 	d, clk := newTestDatapath(datapathtest.NewConn(), datapathtest.NewUplink(1), nil)
 	f := NewFIB(coa, TunnelMTU, kgMAC)
 	f.AddAtHome(hoa, "vm", guestMAC, link)
+	f.ExpectHomeAgent(hoa, haMAC)
 	d.Publish(f)
 	buf := make([]byte, headroom+maxFrame)
 	send := func(fr []byte) { n := copy(buf[headroom:], fr); d.handle(buf, n, nil) }
 	send(homeLinkFrame(t, haMAC, false, nil))
+	if len(d.homeLink) != 1 {
+		t.Fatal("the Home Agent's probe was not reported")
+	}
 	<-d.homeLink
 	clk.Advance(defendWindow + time.Millisecond)
 	send(homeLinkFrame(t, guestMAC, true, guestMAC))

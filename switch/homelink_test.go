@@ -145,6 +145,12 @@ func TestHomeAgentMACLearnt(t *testing.T) {
 		h.sw.publish()
 	})
 	h.settle(t)
+	// Not known yet: nothing is believed, not even from the right MAC.
+	h.conn.Inject(dadProbeFrom(homeAgentMAC))
+	h.settle(t)
+	if got := whereIs(h); got != "home" {
+		t.Fatalf("a probe believed before the Home Agent's MAC was known: the VM is %s", got)
+	}
 	s := h.nextSent(t)
 	if ip := netpkt.IPv6(s.Pkt); s.Dst != ha || ip.NextHeader() != netpkt.ProtoICMPv6 || ip.Payload()[0] != 128 ||
 		!netpkt.VerifyChecksum(ip.Src(), ip.Dst(), netpkt.ProtoICMPv6, ip.Payload()) {
