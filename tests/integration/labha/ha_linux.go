@@ -292,8 +292,9 @@ func (h *HomeAgent) readLink(ctx context.Context) error {
 			continue
 		case err != nil:
 			src, _ := addrs(pkt)
-			attrs := []any{"coa", src.String(), "reason", DropReason(err)}
-			if reason := DropReason(err); reason != err.Error() {
+			reason := DropReason(err)
+			attrs := []any{"coa", src.String(), "reason", reason}
+			if reason != err.Error() {
 				attrs = append(attrs, "detail", err.Error())
 			}
 			h.log.Info(EventBUDropped, attrs...)

@@ -155,8 +155,8 @@ func NewKeyring(ha netip.Addr, sas []esp.SA) (*Keyring, error) {
 			return nil, fmt.Errorf("labha: %v: neither from nor to the Home Agent %v", sa, ha)
 		}
 	}
-	for hoa, h := range k.homes {
-		switch {
+	for _, hoa := range k.HomeAddresses() {
+		switch h := k.homes[hoa]; {
 		case h.bu == nil:
 			return nil, fmt.Errorf("labha: home address %v has an Acknowledgement SA but no Binding Update SA (src %v dst %v)", hoa, hoa, ha)
 		case h.ba == nil:
