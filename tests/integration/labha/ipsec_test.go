@@ -360,3 +360,36 @@ func TestAckSequenceExhausted(t *testing.T) {
 		t.Errorf("got AppendBA %x, error = %v past the last sequence number; want b unchanged and an error", b, err)
 	}
 }
+
+// FuzzKeyringParseRequest feeds arbitrary packets to a keyring: whatever it
+// drops, it drops with an error the event log can name, and whatever it
+// takes is a Binding Update for a home address it may take one for.
+func FuzzKeyringParseRequest(f *testing.F) {
+	sas := testSAs(f, esp.NullHMACSHA256)
+	f.Add(protectedBU(f, sas[0], 1, homeBU(1)))
+	f.Add(buPacket(homeBU(1)))
+	other := homeBU(1)
+	other.HomeAddress = netip.MustParseAddr("2001:db8:2000::99")
+	f.Add(buPacket(other))
+	f.Add(sealClear(f, sas[0], 3, buPacket(homeBU(2))))
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		k := testKeyring(t, esp.NullHMACSHA256)
+		r, espSeq, err := k.ParseRequest(pkt)
+		if err != nil {
+			for _, s := range []error{ErrNotBU, ErrMalformed, ErrChecksum, ErrUnprotected, ErrUnknownSPI, ErrReplay,
+				esp.ErrAuth, esp.ErrSelector, esp.ErrShort, esp.ErrBlockSize, esp.ErrPadding, esp.ErrSPI, esp.ErrNotESP} {
+				if errors.Is(err, s) {
+					return
+				}
+			}
+			t.Fatalf("got ParseRequest error = %v, want one wrapping a sentinel", err)
+		}
+		hoa := r.HomeAddress
+		if !hoa.IsValid() {
+			hoa = r.CareOf
+		}
+		if k.Protected(hoa) != (espSeq != 0) {
+			t.Errorf("got a request for %v with ESP sequence %d, want ESP exactly for protected home addresses", hoa, espSeq)
+		}
+	})
+}
