@@ -20,8 +20,7 @@ import (
 // (esp.ErrAuth, esp.ErrSelector, ...) say why for the rest.
 var (
 	// ErrUnprotected means a Binding Update in clear for a home address
-	// that has SAs: the Home Agent's policy wants ESP on them (RFC 3776
-	// §4.1).
+	// that has SAs: the Home Agent's policy wants ESP on them (RFC 3776).
 	ErrUnprotected = errors.New("labha: binding update in clear for a home address with SAs")
 	// ErrUnknownSPI means an ESP packet whose SPI names no inbound SA of
 	// the Home Agent (RFC 4303 §3.4.2).

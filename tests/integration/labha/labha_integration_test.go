@@ -762,8 +762,14 @@ func TestHomeAgentInLabIPsec(t *testing.T) {
 			t.Fatalf("got ready ipsec = %s, want [%v]", got, lab.HoA)
 		}
 	}
+	// stop stops the Home Agent, and checks that it sent no Ack in clear.
 	stop := func() {
 		t.Helper()
+		for _, ev := range e.events() {
+			if ev["msg"] == labha.EventBASent && ev["esp_seq"] == nil {
+				t.Errorf("got an Acknowledgement in clear: %v", ev)
+			}
+		}
 		if err := e.ha.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatalf("SIGTERM labha: %v", err)
 		}
@@ -832,9 +838,4 @@ func TestHomeAgentInLabIPsec(t *testing.T) {
 		t.Errorf("registration after the restart: got %+v, want status 0 seq 12, ESP sequence 1", res)
 	}
 	stop()
-	for _, ev := range e.events() {
-		if ev["msg"] == labha.EventBASent && ev["esp_seq"] == nil {
-			t.Errorf("got an Acknowledgement in clear: %v", ev)
-		}
-	}
 }
