@@ -43,13 +43,8 @@ const (
 func ParseRequest(pkt []byte) (Request, netip.Addr, error) {
 	var r Request
 	p, err := mipv6.ParseMobilityPacket(pkt)
-	switch {
-	case errors.Is(err, mipv6.ErrNotIPv6), errors.Is(err, mipv6.ErrNotMobility), errors.Is(err, mipv6.ErrFragment):
-		return r, netip.Addr{}, fmt.Errorf("%w: %w", ErrNotBU, err)
-	case errors.Is(err, mipv6.ErrChecksum):
-		return r, netip.Addr{}, fmt.Errorf("%w: %w", ErrChecksum, err)
-	case err != nil:
-		return r, netip.Addr{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	if err != nil {
+		return r, netip.Addr{}, mobilityError(err)
 	}
 	if t := p.MH.Type(); t != mipv6.TypeBindingUpdate {
 		return r, p.Dst, fmt.Errorf("mobility header type %d: %w", t, ErrNotBU)
@@ -73,4 +68,18 @@ func ParseRequest(pkt []byte) (Request, netip.Addr, error) {
 		return Request{}, p.Dst, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return r, p.Dst, nil
+}
+
+// mobilityError sorts an error of package mipv6 under the sentinels of
+// ParseRequest, so that a Binding Update that came under ESP fails the same
+// way as one in clear.
+func mobilityError(err error) error {
+	switch {
+	case errors.Is(err, mipv6.ErrNotIPv6), errors.Is(err, mipv6.ErrNotMobility), errors.Is(err, mipv6.ErrFragment),
+		errors.Is(err, mipv6.ErrWrongType):
+		return fmt.Errorf("%w: %w", ErrNotBU, err)
+	case errors.Is(err, mipv6.ErrChecksum):
+		return fmt.Errorf("%w: %w", ErrChecksum, err)
+	}
+	return fmt.Errorf("%w: %w", ErrMalformed, err)
 }

@@ -9,6 +9,10 @@
 //     Update (status, DAD, tunnel action), pure and driven by explicit times.
 //   - bu.go: the Binding Update decoder as a Home Agent sees it (Home
 //     Address option present or not, mobility options, checksum).
+//   - ipsec.go, replay.go: ESP on the signalling of home addresses with
+//     manually keyed SAs, as a Linux Home Agent's kernel filters and
+//     protects it (docs/home-agents.md section 7): the Keyring and each SA's
+//     ReplayWindow, pure as well.
 //   - packet.go: the pure packet transforms of the data plane (IP6IP6
 //     encapsulation and its reverse check, type 2 routing header insertion)
 //     and the Neighbor Discovery frames (DAD probe, unsolicited Neighbor

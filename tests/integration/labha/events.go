@@ -8,15 +8,18 @@ package labha
 // Attributes (present where they apply): hoa, coa, old_coa (addresses);
 // seq, flags, lifetime (wire values, lifetime in 4-second units);
 // lifetime_s (seconds); status; reason; duplicate (DAD outcome); elapsed_ms;
-// expires (RFC 3339).
+// expires (RFC 3339); esp_seq, the ESP sequence number of a Binding Update
+// received or an Ack sent under ESP.
 const (
 	// EventReady is logged once the Home Agent listens; tests wait for it.
+	// Its ipsec attribute lists the home addresses with SAs.
 	EventReady = "ready"
 	// EventBUReceived: a Binding Update for this Home Agent was decoded
 	// (hoa, coa, seq, flags, lifetime, lifetime_s).
 	EventBUReceived = "bu-received"
 	// EventBUDropped: a Binding Update was discarded without answer (reason,
-	// and what could be decoded).
+	// and what could be decoded). When IPsec dropped it, reason is one of
+	// the Reason constants and detail the error.
 	EventBUDropped = "bu-dropped"
 	// EventBASent: a Binding Acknowledgement left (hoa, coa, status, seq,
 	// lifetime).

@@ -24,7 +24,7 @@ func TestSignallingFilter(t *testing.T) {
 		{"UDP", 17, false},
 		{"IP6IP6", 41, false},
 		{"fragment", 44, false},
-		{"ESP", 50, false},
+		{"ESP", 50, true},
 		{"ICMPv6 (DAD answer)", mipv6.IPProtoICMPv6, true},
 		{"Destination Options (HAO)", 60, true},
 		{"Mobility Header", 135, true},

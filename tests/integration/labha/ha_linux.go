@@ -2,6 +2,7 @@ package labha
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -43,12 +45,18 @@ type Config struct {
 	// AckDelay holds every Binding Acknowledgement back this long, as the
 	// path from a Home Agent in another data centre would.
 	AckDelay time.Duration
+	// Keys are manually keyed ESP SAs (esp.ParseKeyFile), a pair per
+	// home address whose signalling must be protected (NewKeyring). Home
+	// addresses without SAs keep clear signalling.
+	Keys []esp.SA
 }
 
 // HomeAgent is a running (or runnable) lab Home Agent.
 type HomeAgent struct {
 	cfg Config
 	log *slog.Logger
+
+	keys *Keyring
 
 	mu    sync.Mutex
 	cache *Cache
@@ -94,9 +102,17 @@ func New(cfg Config, logger *slog.Logger) (*HomeAgent, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// Made here, not in Run, so that the Acknowledgement SAs' sequence
+	// numbers start at 1 once per Home Agent, as the kernel's do when the
+	// operator installs the SAs.
+	keys, err := NewKeyring(cfg.Addr, cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
 	return &HomeAgent{
-		cfg: cfg,
-		log: logger,
+		cfg:  cfg,
+		log:  logger,
+		keys: keys,
 		cache: NewCache(CacheConfig{
 			Prefix:          cfg.Prefix,
 			MaxLifetime:     cfg.MaxLifetime,
@@ -143,8 +159,13 @@ func (h *HomeAgent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return h.readTunnel(gctx) })
 	g.Go(func() error { return h.readTun(gctx) })
 	g.Go(func() error { return h.expireLoop(gctx) })
+	protected := []string{}
+	for _, hoa := range h.keys.HomeAddresses() {
+		protected = append(protected, hoa.String())
+	}
 	h.log.Info(EventReady, "iface", h.cfg.Iface, "addr", h.cfg.Addr.String(), "prefix", h.cfg.Prefix.String(),
-		"tun", h.tun.name, "dad_ms", h.cfg.DADTimeout.Milliseconds(), "mac", h.ifi.HardwareAddr.String())
+		"tun", h.tun.name, "dad_ms", h.cfg.DADTimeout.Milliseconds(), "mac", h.ifi.HardwareAddr.String(),
+		"ipsec", protected)
 	<-gctx.Done()
 	// Unblock the TUN and tunnel readers, which wait in the poller without a
 	// context; the other sockets follow their context.
@@ -241,8 +262,8 @@ func (s *tunnelSocket) conn() interface{ Close() error } {
 	return s.c
 }
 
-// readLink receives the home link's IPv6 traffic: Binding Updates and DAD
-// answers.
+// readLink receives the home link's IPv6 traffic: Binding Updates, in
+// clear or under ESP, and DAD answers.
 func (h *HomeAgent) readLink(ctx context.Context) error {
 	buf := make([]byte, 65536)
 	for {
@@ -261,20 +282,25 @@ func (h *HomeAgent) readLink(ctx context.Context) error {
 			continue
 		}
 		switch pkt[ipv6NextHdr] {
-		case 0, 43, 60, 135: // a header chain that may lead to a Mobility Header
+		case 0, 43, 60, 135, esp.IPProtoESP: // a header chain that may lead to a Mobility Header
 		default:
 			continue
 		}
-		r, _, err := ParseRequest(pkt)
+		r, espSeq, err := h.keys.ParseRequest(pkt)
 		switch {
 		case errors.Is(err, ErrNotBU):
 			continue
 		case err != nil:
 			src, _ := addrs(pkt)
-			h.log.Info(EventBUDropped, "coa", src.String(), "reason", err.Error())
+			reason := DropReason(err)
+			attrs := []any{"coa", src.String(), "reason", reason}
+			if reason != err.Error() {
+				attrs = append(attrs, "detail", err.Error())
+			}
+			h.log.Info(EventBUDropped, attrs...)
 			continue
 		}
-		h.handleBU(ctx, r)
+		h.handleBU(ctx, r, espSeq)
 	}
 }
 
@@ -293,24 +319,31 @@ func (h *HomeAgent) checkDAD(pkt []byte) {
 	}
 }
 
-func requestAttrs(r Request) []any {
+// requestAttrs are the event attributes of r, which came with ESP sequence
+// number espSeq (0 in clear).
+func requestAttrs(r Request, espSeq uint32) []any {
 	hoa := ""
 	if r.HomeAddress.IsValid() {
 		hoa = r.HomeAddress.String()
 	}
-	return []any{"hoa", hoa, "coa", r.CareOf.String(), "seq", r.Sequence, "flags", r.Flags,
+	attrs := []any{"hoa", hoa, "coa", r.CareOf.String(), "seq", r.Sequence, "flags", r.Flags,
 		"lifetime", r.Lifetime, "lifetime_s", int(r.Lifetime) * 4}
+	if espSeq != 0 {
+		attrs = append(attrs, "esp_seq", espSeq)
+	}
+	return attrs
 }
 
-// handleBU applies the binding cache's decision on r.
-func (h *HomeAgent) handleBU(ctx context.Context, r Request) {
-	h.log.Info(EventBUReceived, requestAttrs(r)...)
+// handleBU applies the binding cache's decision on r, which came with ESP
+// sequence number espSeq (0 in clear).
+func (h *HomeAgent) handleBU(ctx context.Context, r Request, espSeq uint32) {
+	h.log.Info(EventBUReceived, requestAttrs(r, espSeq)...)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d := h.cache.HandleBU(r, time.Now())
 	switch d.Verdict {
 	case Drop:
-		h.log.Info(EventBUDropped, append(requestAttrs(r), "reason", d.Reason)...)
+		h.log.Info(EventBUDropped, append(requestAttrs(r, espSeq), "reason", d.Reason)...)
 	case RunDAD:
 		ch := make(chan struct{})
 		h.dad[d.HomeAddress] = ch
@@ -426,27 +459,24 @@ func (h *HomeAgent) unbind(hoa netip.Addr) {
 
 // sendBA sends the Binding Acknowledgement of d to the care-of address,
 // with a type 2 routing header for the home address (RFC 6275 §6.1.8,
-// §10.3.1).
+// §10.3.1), under ESP when the home address has SAs. Sealed now, not when
+// a delayed Ack leaves, so that its ESP sequence number counts the
+// decisions in order, as the kernel numbers what mip6d sends.
 func (h *HomeAgent) sendBA(ctx context.Context, d Decision) {
-	pkt := mipv6.AppendBAPacket(nil, mipv6.BAPacket{
-		Src:         h.cfg.Addr,
-		Dst:         d.CareOf,
-		HomeAddress: d.HomeAddress,
-		Status:      d.Ack.Status,
-		Sequence:    d.Ack.Sequence,
-		Lifetime:    d.Ack.Lifetime,
-	})
-	if h.cfg.AckDelay > 0 {
-		time.AfterFunc(h.cfg.AckDelay, func() { h.transmitBA(ctx, d, pkt) })
+	pkt, espSeq, err := h.keys.AppendBA(nil, baPacket(h.cfg.Addr, d), rand.Reader)
+	if err != nil {
+		h.log.Info(EventError, "hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "reason", "protect BA: "+err.Error())
 		return
 	}
-	h.transmitBA(ctx, d, pkt)
+	if h.cfg.AckDelay > 0 {
+		time.AfterFunc(h.cfg.AckDelay, func() { h.transmitBA(ctx, d, pkt, espSeq) })
+		return
+	}
+	h.transmitBA(ctx, d, pkt, espSeq)
 }
 
 // transmitBA sends an Acknowledgement built by sendBA and logs it.
-func (h *HomeAgent) transmitBA(ctx context.Context, d Decision, pkt []byte) {
-	// To a mobile node at home (de-registration) AppendBAPacket leaves the
-	// routing header out, as mip6d does.
+func (h *HomeAgent) transmitBA(ctx context.Context, d Decision, pkt []byte, espSeq uint32) {
 	if err := h.raw.send(ctx, pkt, d.CareOf); err != nil {
 		h.log.Info(EventError, "hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "reason", "send BA: "+err.Error())
 		return
@@ -455,6 +485,9 @@ func (h *HomeAgent) transmitBA(ctx context.Context, d Decision, pkt []byte) {
 		"seq", d.Ack.Sequence, "lifetime", d.Ack.Lifetime}
 	if d.Reason != "" {
 		attrs = append(attrs, "reason", d.Reason)
+	}
+	if espSeq != 0 {
+		attrs = append(attrs, "esp_seq", espSeq)
 	}
 	h.log.Info(EventBASent, attrs...)
 }

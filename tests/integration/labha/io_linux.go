@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/mdlayher/socket"
 	"github.com/vishvananda/netlink"
@@ -49,18 +50,22 @@ func openLinkSocket(ifi *net.Interface) (*linkSocket, error) {
 }
 
 // signallingFilter keeps in the kernel every frame whose first next header
-// cannot lead to a Binding Update or a DAD answer: the home link carries the
-// guests' data (TCP, UDP, tunnels), and without it every frame was copied to
-// this socket, read one system call at a time and thrown away. Under load the
-// copies overflowed the socket and cost the Home Agent most of a core.
+// cannot lead to a Binding Update, in clear or under ESP, or a DAD answer:
+// the home link carries the guests' data (TCP, UDP, tunnels), and without
+// it every frame was copied to this socket, read one system call at a time
+// and thrown away. Under load the copies overflowed the socket and cost the
+// Home Agent most of a core. ESP straight after the IPv6 header passes too:
+// it may be a Binding Update without Home Address option, which the Home
+// Agent drops, but should say why.
 var signallingFilter = mustAssemble([]bpf.Instruction{
 	// SOCK_DGRAM: offset 0 is the IPv6 header.
 	bpf.LoadAbsolute{Off: 6, Size: 1},                                              // Next Header
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 5},                           // Hop-by-Hop
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 43, SkipTrue: 4},                          // Routing
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 60, SkipTrue: 3},                          // Destination Options (HAO)
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(mipv6.IPProtoICMPv6), SkipTrue: 2}, // DAD answers
-	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 135, SkipTrue: 1},                         // Mobility Header
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 0, SkipTrue: 6},                           // Hop-by-Hop
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 43, SkipTrue: 5},                          // Routing
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 60, SkipTrue: 4},                          // Destination Options (HAO), ESP after it too
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(mipv6.IPProtoICMPv6), SkipTrue: 3}, // DAD answers
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: 135, SkipTrue: 2},                         // Mobility Header
+	bpf.JumpIf{Cond: bpf.JumpEqual, Val: esp.IPProtoESP, SkipTrue: 1},              // ESP without Home Address option
 	bpf.RetConstant{Val: 0},
 	bpf.RetConstant{Val: 0xffff},
 })

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
@@ -52,6 +54,10 @@ type baResult struct {
 	HasRH2     bool   `json:"has_rh2"`
 	ElapsedMS  int64  `json:"elapsed_ms"`
 	ParamProbs int    `json:"param_problems"` // ICMPv6 Parameter Problems from the HA
+	// For the "espbu" helper: the Acknowledgement's ESP sequence number (0
+	// for one in clear), and every ICMPv6 error from the HA.
+	ESPSeq     uint32 `json:"esp_seq"`
+	ICMPErrors int    `json:"icmp_errors"`
 }
 
 // tunResult is what the "capture41" helper prints: the first IP6IP6 packet
@@ -109,6 +115,78 @@ func runHelper(mode string) error {
 			}
 			res = baResult{Got: true, Status: ba.Status, Seq: ba.Sequence, Lifetime: ba.Lifetime,
 				HasRH2: p[6] == mipv6.IPProtoRouting, ElapsedMS: time.Since(start).Milliseconds(), ParamProbs: res.ParamProbs}
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(os.Stdout).Encode(res)
+	case "espbu":
+		// A Binding Update protected with the key file's Binding Update SA
+		// (PROTECT=esp), with that SA's SPI but other keys (wrongkeys), or
+		// in clear (clear); the answer, in clear or opened with the key
+		// file's Acknowledgement SA.
+		sas, err := esp.ParseKeyFile(env("KEYS"))
+		if err != nil {
+			return err
+		}
+		var buSA, baSA esp.SA
+		for _, sa := range sas {
+			switch {
+			case sa.Dst == ha:
+				buSA = sa
+			case sa.Src == ha:
+				baSA = sa
+			}
+		}
+		espSeq, _ := strconv.ParseUint(env("ESPSEQ"), 0, 32)
+		bu := mipv6.BUPacket{Src: coa, Dst: ha, HomeAddress: addr("HOA"),
+			Sequence: num("SEQ"), Flags: num("FLAGS"), Lifetime: num("LIFETIME")}
+		var pkt []byte
+		switch env("PROTECT") {
+		case "clear":
+			pkt = mipv6.AppendBUPacket(nil, bu)
+		case "wrongkeys":
+			alg := buSA.Algorithm
+			other, err := esp.NewSA(buSA.SPI, buSA.Src, buSA.Dst, alg, make([]byte, alg.EncKeyLen()), make([]byte, alg.AuthKeyLen()))
+			if err != nil {
+				return err
+			}
+			pkt, err = esp.AppendBUPacket(nil, &other, uint32(espSeq), bu, rand.Reader)
+			if err != nil {
+				return err
+			}
+		default:
+			if pkt, err = esp.AppendBUPacket(nil, &buSA, uint32(espSeq), bu, rand.Reader); err != nil {
+				return err
+			}
+		}
+		start := time.Now()
+		if err := sendRaw(pkt, ha); err != nil {
+			return err
+		}
+		var res baResult
+		err = capture(cap, start.Add(wait), func(p []byte) bool {
+			src, dst := netip.AddrFrom16([16]byte(p[8:24])), netip.AddrFrom16([16]byte(p[24:40]))
+			if src != ha || dst != coa {
+				return false
+			}
+			if p[6] == mipv6.IPProtoICMPv6 && len(p) > 40 && p[40] < 128 {
+				res.ICMPErrors++
+				return false
+			}
+			var ba mipv6.BAPacket
+			var baSeq uint32
+			if _, err := esp.PacketSPI(p); err == nil {
+				if baSeq, ba, err = esp.ParseBAPacket(p, &baSA); err != nil {
+					return false
+				}
+			} else if ba, err = mipv6.ParseBAPacket(p); err != nil {
+				return false
+			}
+			res = baResult{Got: true, Status: ba.Status, Seq: ba.Sequence, Lifetime: ba.Lifetime,
+				HasRH2: p[6] == mipv6.IPProtoRouting, ElapsedMS: time.Since(start).Milliseconds(),
+				ESPSeq: baSeq, ICMPErrors: res.ICMPErrors}
 			return true
 		})
 		if err != nil {
@@ -291,6 +369,29 @@ func (e *labEnv) sendBU(ctx context.Context, seq, flags, lifetime uint16, wait t
 		// The lab kernel has no MIP6; a real Home Agent's does not answer
 		// the Home Address option with an error.
 		e.t.Errorf("got %d Parameter Problems from the Home Agent, want 0 (a real HA sends none)", res.ParamProbs)
+	}
+	return res
+}
+
+// sendESPBU sends a Binding Update for lab.HoA from hostB, protected as
+// protect says ("esp", "wrongkeys", "clear"; see the espbu helper) with the
+// SAs of key file keys and ESP sequence number espSeq, and returns the
+// Binding Acknowledgement that came back within wait.
+func (e *labEnv) sendESPBU(ctx context.Context, keys, protect string, espSeq uint32, seq, lifetime uint16, wait time.Duration) baResult {
+	e.t.Helper()
+	out, err := e.helper(ctx, "hostB", "espbu", "KEYS="+keys, "PROTECT="+protect, fmt.Sprintf("ESPSEQ=%d", espSeq),
+		fmt.Sprintf("SEQ=%d", seq), fmt.Sprintf("FLAGS=%d", mipv6.FlagA|mipv6.FlagH),
+		fmt.Sprintf("LIFETIME=%d", lifetime), "WAIT="+wait.String()).Output()
+	if err != nil {
+		e.t.Fatalf("espbu helper: %v", err)
+	}
+	var res baResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		e.t.Fatalf("espbu helper output %q: %v", out, err)
+	}
+	e.t.Logf("BU %s ESP seq %d seq %d lifetime %d -> %+v", protect, espSeq, seq, lifetime, res)
+	if res.ICMPErrors != 0 {
+		e.t.Errorf("got %d ICMPv6 errors from the Home Agent, want none: every failure under IPsec is silent", res.ICMPErrors)
 	}
 	return res
 }
@@ -597,4 +698,144 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// labKeys are lab.HoA's SAs with the Home Agent as an operator writes them
+// for a Linux Home Agent: AES-GCM, replay window 32.
+const labKeys = `# lab.HoA's signalling with the lab Home Agent
+ip xfrm state add src 2001:db8:2000::10 dst 2001:db8:2000::1 proto esp spi 0x1001 replay-window 32 mode transport \
+	aead 'rfc4106(gcm(aes))' 0x00112233445566778899aabbccddeeff01020304 128
+ip xfrm state add src 2001:db8:2000::1 dst 2001:db8:2000::10 proto esp spi 0x1002 replay-window 32 mode transport \
+	aead 'rfc4106(gcm(aes))' 0xffeeddccbbaa99887766554433221100a0b0c0d0 128
+`
+
+// TestHomeAgentInLabIPsec runs the lab Home Agent with SAs for lab.HoA and
+// checks what a Linux Home Agent with manually keyed SAs does: Binding
+// Updates accepted only under ESP with the home address's SA, every other
+// one dropped without answer of any kind, Acks under ESP numbered from 1
+// on each start (docs/home-agents.md section 7).
+func TestHomeAgentInLabIPsec(t *testing.T) {
+	if os.Getenv("KGSWITCH_SKIP_INTEGRATION") == "1" {
+		t.Skip("KGSWITCH_SKIP_INTEGRATION=1: skipping the netns lab test (needs root, OVS, network namespaces)")
+	}
+	if err := lab.Preflight(); err != nil {
+		t.Fatalf("this test needs the netns lab (set KGSWITCH_SKIP_INTEGRATION=1 to skip): %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "labha")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/kgswitch/kgswitch/tests/integration/cmd/labha").CombinedOutput(); err != nil {
+		t.Fatalf("go build cmd/labha: %v\n%s", err, out)
+	}
+	keys := filepath.Join(dir, "ha.keys")
+	if err := os.WriteFile(keys, []byte(labKeys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := lab.New(ctx, lab.Options{Logf: t.Logf})
+	if err != nil {
+		t.Fatalf("lab.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("lab.Close: %v", err)
+		}
+	})
+	e := &labEnv{t: t, l: l}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(e.logPth)
+			t.Logf("labha log:\n%s", b)
+		}
+	})
+	start := func(log string) {
+		t.Helper()
+		e.logPth = filepath.Join(dir, log)
+		e.ha, err = l.Start(ctx, "ha", e.logPth, bin, "-iface", lab.Uplink, "-addr", lab.HAAddr.String(),
+			"-prefix", lab.HomePrefix.String(), "-dad", "1s", "-ipsec-keys", keys)
+		if err != nil {
+			t.Fatalf("start labha: %v", err)
+		}
+		ready := e.waitEvent(ctx, labha.EventReady, 10*time.Second)
+		if got := fmt.Sprint(ready["ipsec"]); got != "["+lab.HoA.String()+"]" {
+			t.Fatalf("got ready ipsec = %s, want [%v]", got, lab.HoA)
+		}
+	}
+	// stop stops the Home Agent, and checks that it sent no Ack in clear.
+	stop := func() {
+		t.Helper()
+		for _, ev := range e.events() {
+			if ev["msg"] == labha.EventBASent && ev["esp_seq"] == nil {
+				t.Errorf("got an Acknowledgement in clear: %v", ev)
+			}
+		}
+		if err := e.ha.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM labha: %v", err)
+		}
+		if err := e.ha.Wait(); err != nil {
+			t.Errorf("labha exit: %v", err)
+		}
+	}
+	// dropped waits for the Binding Update dropped with reason.
+	dropped := func(reason string) {
+		t.Helper()
+		if err := wait.Until(ctx, 2*time.Second, 50*time.Millisecond, func() error {
+			for _, ev := range e.events() {
+				if ev["msg"] == labha.EventBUDropped && ev["reason"] == reason {
+					return nil
+				}
+			}
+			return fmt.Errorf("labha logged no %s with reason %q", labha.EventBUDropped, reason)
+		}); err != nil {
+			t.Error(err)
+		}
+	}
+	start("labha.log")
+	if err := l.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatalf("MoveGuest: %v", err)
+	}
+
+	// In clear, the registration that works without IPsec: dropped.
+	if res := e.sendESPBU(ctx, keys, "clear", 0, 10, 15, 2500*time.Millisecond); res.Got {
+		t.Errorf("clear BU: got %+v, want no answer", res)
+	}
+	dropped(labha.ReasonUnprotected)
+
+	// Under ESP: DAD, then an accepted Ack under ESP with the routing
+	// header in clear, the Home Agent's first ESP sequence number.
+	res := e.sendESPBU(ctx, keys, "esp", 1, 10, 15, 4*time.Second)
+	if !res.Got || res.Status != mipv6.StatusAccepted || res.Seq != 10 || res.Lifetime != 15 || !res.HasRH2 || res.ESPSeq != 1 {
+		t.Fatalf("protected first registration: got %+v, want status 0 seq 10 lifetime 15 with RH2, ESP sequence 1", res)
+	}
+
+	// The same ESP sequence number again, with a new Binding Update
+	// sequence number: a replay for the SA, dropped.
+	if res := e.sendESPBU(ctx, keys, "esp", 1, 11, 15, 1500*time.Millisecond); res.Got {
+		t.Errorf("replayed ESP sequence number: got %+v, want no answer", res)
+	}
+	dropped(labha.ReasonReplay)
+
+	// The SA's SPI with other keys: dropped.
+	if res := e.sendESPBU(ctx, keys, "wrongkeys", 2, 11, 15, 1500*time.Millisecond); res.Got {
+		t.Errorf("other keys: got %+v, want no answer", res)
+	}
+	dropped(labha.ReasonIntegrity)
+
+	// A gap in the ESP numbers is fine; the refresh is answered at once
+	// with the Home Agent's next number.
+	res = e.sendESPBU(ctx, keys, "esp", 5, 11, 15, 2*time.Second)
+	if !res.Got || res.Status != mipv6.StatusAccepted || res.Seq != 11 || res.ESPSeq != 2 || res.ElapsedMS >= 900 {
+		t.Errorf("protected refresh: got %+v, want status 0 seq 11, ESP sequence 2, without the DAD wait", res)
+	}
+
+	// A restarted Home Agent numbers its Acks from 1 again; the mobile
+	// node's numbers go on rising.
+	stop()
+	start("labha-restarted.log")
+	res = e.sendESPBU(ctx, keys, "esp", 6, 12, 15, 4*time.Second)
+	if !res.Got || res.Status != mipv6.StatusAccepted || res.Seq != 12 || res.ESPSeq != 1 {
+		t.Errorf("registration after the restart: got %+v, want status 0 seq 12, ESP sequence 1", res)
+	}
+	stop()
 }

@@ -230,3 +230,19 @@ func DADConflict(pkt []byte, target netip.Addr) bool {
 	na, ok := m.(*ndp.NeighborAdvertisement)
 	return ok && na.TargetAddress == target
 }
+
+// baPacket is the Binding Acknowledgement of decision d from Home Agent ha
+// (RFC 6275 §6.1.8, §10.3.1): to the care-of address with a type 2 routing
+// header for the home address, or, to a mobile node at home (care-of
+// address the home address), straight to it without one, as mip6d sends
+// it.
+func baPacket(ha netip.Addr, d Decision) mipv6.BAPacket {
+	return mipv6.BAPacket{
+		Src:         ha,
+		Dst:         d.CareOf,
+		HomeAddress: d.HomeAddress,
+		Status:      d.Ack.Status,
+		Sequence:    d.Ack.Sequence,
+		Lifetime:    d.Ack.Lifetime,
+	}
+}

@@ -123,6 +123,11 @@ type HAEvent struct {
 	Status   int    `json:"status"`
 	Lifetime uint16 `json:"lifetime"`
 	Reason   string `json:"reason"`
+	// ESPSeq is the ESP sequence number of a Binding Update received or an
+	// Ack sent under ESP, 0 in clear; Detail is the error behind a
+	// bu-dropped whose Reason is one of labha's Reason constants.
+	ESPSeq uint32 `json:"esp_seq"`
+	Detail string `json:"detail"`
 	// LifetimeS and Expires are the binding's grant in seconds and its end,
 	// for the binding cache events.
 	LifetimeS int       `json:"lifetime_s"`

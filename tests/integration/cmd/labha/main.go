@@ -6,6 +6,12 @@
 // Usage (inside the lab's ha namespace, as root):
 //
 //	labha -iface eth0 -addr 2001:db8:2000::1 -prefix 2001:db8:2000::/64 -dad 1s
+//
+// With -ipsec-keys FILE it protects the signalling of the home addresses
+// FILE has SAs for with ESP, as a Linux Home Agent does with manually keyed
+// SAs: FILE holds the operator's `ip xfrm state add` lines (esp.ParseKeys),
+// a pair per home address (src HoA dst HA for Binding Updates, src HA dst
+// HoA for Acks), and must not be readable by group or others.
 package main
 
 import (
@@ -19,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
 )
@@ -40,6 +47,7 @@ func run() error {
 		prefixDsc = flag.Bool("prefix-discovery", false, "answer successful registrations with status 1 instead of 0")
 		tun       = flag.String("tun", "labha%d", "TUN device name (pattern)")
 		ackDelay  = flag.Duration("ack-delay", 0, "hold every Binding Acknowledgement back this long (a distant Home Agent)")
+		keyFile   = flag.String("ipsec-keys", "", "file of `ip xfrm state add` lines: ESP SAs for the home addresses whose signalling must be protected")
 	)
 	flag.Parse()
 	a, err := netip.ParseAddr(*addr)
@@ -49,6 +57,12 @@ func run() error {
 	p, err := netip.ParsePrefix(*prefix)
 	if err != nil {
 		return fmt.Errorf("-prefix: %w", err)
+	}
+	var keys []esp.SA
+	if *keyFile != "" {
+		if keys, err = esp.ParseKeyFile(*keyFile); err != nil {
+			return fmt.Errorf("-ipsec-keys: %w", err)
+		}
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{
 		ReplaceAttr: func(_ []string, at slog.Attr) slog.Attr {
@@ -69,6 +83,7 @@ func run() error {
 		PrefixDiscovery: *prefixDsc,
 		TunName:         *tun,
 		AckDelay:        *ackDelay,
+		Keys:            keys,
 	}, logger)
 	if err != nil {
 		return err
