@@ -98,3 +98,23 @@ func (s *Switch) openBA(pkt []byte, spi uint32) (mipv6.BAPacket, bool) {
 	}
 	return ba, true
 }
+
+// restoreESPSequences takes up, from the saved bindings, the last ESP
+// sequence number this host sent on each SA, so that numbering goes on
+// above it whatever the clock says.
+func (s *Switch) restoreESPSequences() {
+	for key, sb := range s.stored {
+		hoa, err1 := netip.ParseAddr(key)
+		ha, err2 := netip.ParseAddr(sb.HomeAgent)
+		if err1 != nil || err2 != nil || sb.ESPSequence == 0 {
+			continue
+		}
+		if sa, _ := s.cfg.SAsFor(hoa, ha); sa != nil {
+			if s.espSent == nil {
+				s.espSent = map[espKey]uint32{}
+			}
+			k := espKey{sa.SPI, sa.Dst}
+			s.espSent[k] = max(s.espSent[k], sb.ESPSequence)
+		}
+	}
+}

@@ -180,3 +180,37 @@ func TestReturnHomeUnderESP(t *testing.T) {
 		t.Errorf("got %+v, want deregistered with nothing dropped", st)
 	}
 }
+
+// The last ESP sequence number sent survives a restart: numbering goes on
+// above it even when the clock is behind it (stepped back by NTP, say).
+func TestESPSequenceSurvivesRestart(t *testing.T) {
+	store := &memStore{}
+	path := filepath.Join(t.TempDir(), "ipsec.keys")
+	lines := fmt.Sprintf(`ip xfrm state add src %[1]v dst %[2]v proto esp spi 0x1000 mode transport aead "rfc4106(gcm(aes))" 0x%[3]x 128
+ip xfrm state add src %[2]v dst %[1]v proto esp spi 0x2000 mode transport aead "rfc4106(gcm(aes))" 0x%[4]x 128
+`, hoa, ha, randomKey(t, 20), randomKey(t, 20))
+	if err := os.WriteFile(path, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sas, err := esp.ParseKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("ipsec_keys = %q\n", path) + testConfig
+	// A previous run sent far above what the clock gives now.
+	ahead := espClock(testEpoch) + 1_000_000
+	store.m = map[string]StoredBinding{hoa.String(): {HomeAgent: ha.String(), CareOf: coa.String(), Sequence: 7, ESPSequence: ahead}}
+	h := newHarnessWith(t, cfg, store)
+	h.arrive(t, "vnet3", 3, guestMAC)
+	seq, _, err := esp.ParseBUPacket(h.nextSent(t).Pkt, &sas[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq <= ahead {
+		t.Fatalf("got ESP sequence number %d after a restart, want above the %d sent before", seq, ahead)
+	}
+	h.settle(t)
+	if got, _ := store.get(hoa.String()); got.ESPSequence != seq {
+		t.Errorf("saved ESP sequence number %d, want %d", got.ESPSequence, seq)
+	}
+}

@@ -35,6 +35,7 @@ func (s *Switch) Run(ctx context.Context) error {
 			s.stored = st
 		}
 	}
+	s.restoreESPSequences()
 	s.restorePorts()
 	s.presentAtStart = map[string]bool{}
 	var present []ovsctl.Interface

@@ -26,6 +26,10 @@ type StoredBinding struct {
 	Sequence  uint16        `json:"sequence"`
 	Granted   time.Duration `json:"granted_ns,omitempty"`
 	Expires   time.Time     `json:"expires,omitzero"`
+	// ESPSequence is the last ESP sequence number sent on the binding's SA
+	// for Binding Updates, when its signalling is under ESP: a restart must
+	// go on above it even if the clock went back meanwhile.
+	ESPSequence uint32 `json:"esp_sequence,omitempty"`
 }
 
 // FileStore is a Store in one JSON file, replaced atomically on each save so
@@ -99,8 +103,12 @@ func (s *Switch) persist() {
 			continue
 		}
 		r := p.binding.Record()
-		m[p.key()] = StoredBinding{HomeAgent: p.binding.HomeAgent.String(), CareOf: p.binding.CareOf.String(),
+		sb := StoredBinding{HomeAgent: p.binding.HomeAgent.String(), CareOf: p.binding.CareOf.String(),
 			Sequence: r.Sequence, Granted: r.Granted, Expires: r.Expires}
+		if sa, _ := s.cfg.SAsFor(p.vm.HomeAddress, p.binding.HomeAgent); sa != nil {
+			sb.ESPSequence = s.espSent[espKey{sa.SPI, sa.Dst}]
+		}
+		m[p.key()] = sb
 	}
 	b, _ := json.Marshal(m)
 	if bytes.Equal(b, s.saved) {

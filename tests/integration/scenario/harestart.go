@@ -7,17 +7,19 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/labha"
 	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // RestartHomeAgent stops the lab Home Agent of lab.HomeNet as a service
 // manager would (SIGTERM: it removes its routes and proxy entries, and its
-// bindings are gone) and starts it again. It returns the time of the new
-// Home Agent's ready event: from then on it answers.
+// bindings and ESP sequence numbers are gone) and starts it again with the
+// same flags. It returns the time of the new Home Agent's ready event: from
+// then on it answers.
 func (e *Env) RestartHomeAgent(ctx context.Context) (time.Time, error) {
 	e.mu.Lock()
-	cmd := e.homeAgents["ha"]
+	cmd, extra := e.homeAgents["ha"], e.homeAgentArgs["ha"]
 	e.mu.Unlock()
 	if cmd == nil {
 		return time.Time{}, errors.New("restart Home Agent: not started by StartHomeAgent")
@@ -30,7 +32,7 @@ func (e *Env) RestartHomeAgent(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("restart Home Agent: stop: %w", err)
 	}
 	_ = cmd.Wait() // killed by a signal: an error by design
-	if err := e.StartHomeAgent(ctx); err != nil {
+	if err := e.StartHomeAgentOf(ctx, lab.HomeNet, extra...); err != nil {
 		return time.Time{}, err
 	}
 	var ready time.Time

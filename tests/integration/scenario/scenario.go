@@ -69,8 +69,10 @@ type Env struct {
 	Bin Binaries
 
 	mu sync.Mutex
-	// homeAgents are the lab Home Agents started, by node.
-	homeAgents map[string]*exec.Cmd
+	// homeAgents are the lab Home Agents started, by node, and the flags
+	// beyond the lab's each was started with.
+	homeAgents    map[string]*exec.Cmd
+	homeAgentArgs map[string][]string
 	// BindingLifetime, when not zero, is the binding_lifetime WriteConfig
 	// puts in kgswitch's configuration (kgswitch's default otherwise).
 	BindingLifetime time.Duration
@@ -104,6 +106,10 @@ func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork, extra ..
 			e.homeAgents = map[string]*exec.Cmd{}
 		}
 		e.homeAgents[hn.HANode] = cmd
+		if e.homeAgentArgs == nil {
+			e.homeAgentArgs = map[string][]string{}
+		}
+		e.homeAgentArgs[hn.HANode] = extra
 		e.mu.Unlock()
 	}
 	return err
