@@ -1,8 +1,9 @@
-// Package interop checks package mipv6's wire format, and package esp's
-// protection of it, against implementations that share no code with them:
-// Wireshark's dissectors (tshark) and scapy's Mobile IPv6 classes and
+// Package interop checks package mipv6's wire format, package esp's
+// protection of it, and package v4responder's ARP and DHCP answers against
+// implementations that share no code with them: Wireshark's dissectors
+// (tshark) and scapy's Mobile IPv6, ARP and DHCP classes and
 // SecurityAssociation. Its tests run those programs, so they live here rather
-// than in mipv6 and esp, whose own tests stay pure and fast.
+// than in those packages, whose own tests stay pure and fast.
 //
 //   - TestCrossCheckTshark and TestCrossCheckScapy have tshark and scapy
 //     decode every message kind mipv6 encodes, each Binding Update kgswitch
