@@ -19,6 +19,10 @@
 //   - TestESPGoldenUpToDate runs esp/testdata/gen_golden.py and expects the
 //     committed esp/testdata/golden.json, which esp's TestGoldenBuild and
 //     TestGoldenParse read.
+//   - TestV4LinkCrossCheckScapy and TestV4LinkCrossCheckTshark have scapy
+//     and tshark decode v4responder's ARP replies and DHCP OFFER, ACK (to a
+//     selecting, a renewing and an informing guest) and NAK, field by field,
+//     and verify their IPv4 and UDP checksums.
 //
 // They need python3 with scapy and cryptography (Debian packages
 // python3-scapy, python3-cryptography) and tshark, not root. Without them each test fails with the reason, unless
