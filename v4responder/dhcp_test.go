@@ -304,3 +304,21 @@ func FuzzRespondDHCP(f *testing.F) {
 		}
 	})
 }
+
+// TestLeaseOptionsLen keeps New's size check honest: the estimate must be
+// the options an OFFER really carries.
+func TestLeaseOptionsLen(t *testing.T) {
+	link := testLink()
+	out, _, err := testResponder(t, link).Respond(nil, dhcpFrame(t, dhcpMsg{typ: layers.DHCPMsgTypeDiscover}), guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeDHCPv4).(*layers.DHCPv4)
+	n := 4 + 1 // cookie, end
+	for _, o := range d.Options {
+		n += 2 + len(o.Data)
+	}
+	if got := link.leaseOptionsLen(); got != n {
+		t.Errorf("got leaseOptionsLen = %d, want %d", got, n)
+	}
+}

@@ -124,10 +124,33 @@ func (l *HomeLink4) validate() error {
 	if l.MTU != 0 && (l.MTU < 68 || l.MTU > math.MaxUint16) {
 		return fmt.Errorf("MTU %d: want 68..65535 (RFC 2132 §5.1)", l.MTU)
 	}
-	if len(l.DNS)*4 > 255 {
-		return fmt.Errorf("%d DNS servers: a DHCP option holds at most 63", len(l.DNS))
+	if n := l.leaseOptionsLen(); n > minOptionsLen {
+		return fmt.Errorf("%d DNS servers and a domain name of %d bytes make %d bytes of DHCP options; every client accepts %d (RFC 2131 §2), so fewer are needed",
+			len(l.DNS), len(l.DomainName), n, minOptionsLen)
 	}
 	return nil
+}
+
+// minOptionsLen is the options field every DHCP client must accept
+// (RFC 2131 §2), the magic cookie included: a longer reply may be dropped
+// by a client that did not send a larger maximum message size.
+const minOptionsLen = 312
+
+// leaseOptionsLen is the length of the options field of an OFFER or ACK:
+// cookie, message type, server identifier, lease time, T1, T2, subnet mask,
+// router, then the optional parameters and the end option.
+func (l *HomeLink4) leaseOptionsLen() int {
+	n := 4 + 3 + 6 + 3*6 + 6 + 6 + 1
+	if len(l.DNS) > 0 {
+		n += 2 + 4*len(l.DNS)
+	}
+	if l.DomainName != "" {
+		n += 2 + len(l.DomainName)
+	}
+	if l.MTU != 0 {
+		n += 4
+	}
+	return n
 }
 
 // isHost reports whether a is an address a node of the subnet can hold: in

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +82,12 @@ func TestNewRefuses(t *testing.T) {
 		{"fractional lease time", func(l *HomeLink4) { l.LeaseTime = 1500 * time.Millisecond }},
 		{"infinite lease time", func(l *HomeLink4) { l.LeaseTime = 0xffffffff * time.Second }},
 		{"MTU below 68", func(l *HomeLink4) { l.MTU = 67 }},
+		{"options beyond what every client accepts", func(l *HomeLink4) {
+			l.DomainName = strings.Repeat("x", 250)
+			for i := range 10 {
+				l.DNS = append(l.DNS, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}))
+			}
+		}},
 		{"IPv6 server identifier", func(l *HomeLink4) { l.ServerID = netip.MustParseAddr("2001:db8::1") }},
 	}
 	for _, tt := range tests {
@@ -160,6 +167,19 @@ func TestRespondARP(t *testing.T) {
 				t.Errorf("got operation = %d, want %d", arp.Operation, layers.ARPReply)
 			}
 		})
+	}
+}
+
+// TestRespondAppends checks that the answer is appended to out, as the
+// datapath's batched writes need.
+func TestRespondAppends(t *testing.T) {
+	prefix := []byte("held")
+	out, d, err := testResponder(t, testLink()).Respond(prefix, arpFrame(t, broadMAC, guestMAC, hoa4, gateway), guest)
+	if err != nil || d != Answered {
+		t.Fatalf("got %v, %v; want %v", d, err, Answered)
+	}
+	if string(out[:4]) != "held" || len(out) != 4+60 {
+		t.Errorf("got %q..., %d bytes; want the prefix kept and a 60-byte frame after it", out[:4], len(out))
 	}
 }
 
