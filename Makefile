@@ -27,9 +27,10 @@ check:
 	staticcheck ./...
 
 # Packages whose tests need no root; the rest run under `integration`.
-# tests/interop runs tshark and scapy against mipv6's wire format and esp's ESP.
+# tests/interop runs tshark and scapy against mipv6's wire format, esp's ESP and
+# v4responder's ARP and DHCP.
 UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./esp/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... \
-	./tests/integration/lab/... ./tests/interop/...
+	./tests/integration/lab/... ./tests/interop/... ./v4responder/...
 
 unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)

@@ -1,8 +1,9 @@
-// Package interop checks package mipv6's wire format, and package esp's
-// protection of it, against implementations that share no code with them:
-// Wireshark's dissectors (tshark) and scapy's Mobile IPv6 classes and
+// Package interop checks package mipv6's wire format, package esp's
+// protection of it, and package v4responder's ARP and DHCP answers against
+// implementations that share no code with them: Wireshark's dissectors
+// (tshark) and scapy's Mobile IPv6, ARP and DHCP classes and
 // SecurityAssociation. Its tests run those programs, so they live here rather
-// than in mipv6 and esp, whose own tests stay pure and fast.
+// than in those packages, whose own tests stay pure and fast.
 //
 //   - TestCrossCheckTshark and TestCrossCheckScapy have tshark and scapy
 //     decode every message kind mipv6 encodes, each Binding Update kgswitch
@@ -18,6 +19,10 @@
 //   - TestESPGoldenUpToDate runs esp/testdata/gen_golden.py and expects the
 //     committed esp/testdata/golden.json, which esp's TestGoldenBuild and
 //     TestGoldenParse read.
+//   - TestV4LinkCrossCheckScapy and TestV4LinkCrossCheckTshark have scapy
+//     and tshark decode v4responder's ARP replies and DHCP OFFER, ACK (to a
+//     selecting, a renewing and an informing guest) and NAK, field by field,
+//     and verify their IPv4 and UDP checksums.
 //
 // They need python3 with scapy and cryptography (Debian packages
 // python3-scapy, python3-cryptography) and tshark, not root. Without them each test fails with the reason, unless
