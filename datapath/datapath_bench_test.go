@@ -155,6 +155,7 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 		{"fragment IPv4", guestFrame4(4000, false)},
 		{"Fragmentation Needed", guestFrame4(4000, true)},
 		{"Time Exceeded", ethFrame4(lanMAC, guestMAC, udp4To(cn4, 1, true, 100))},
+		{"segment IPv4", func() []byte { f, _ := tcpSuperFrame4(20000, 0x10); return f }()},
 	} {
 		d, conn, up, _ := benchDatapath(t)
 		buf := make([]byte, headroom+maxFrame)

@@ -27,6 +27,8 @@ func FuzzHandle(f *testing.F) {
 	f.Add(ethFrame4(lanMAC, guestMAC, dhcp(netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"))))
 	f.Add(arpForGW)
 	f.Add(tunnelFrame4(100))
+	super4, _ := tcpSuperFrame4(3000, 0x10)
+	f.Add(super4)
 
 	conn := datapathtest.NewConn()
 	up := datapathtest.NewUplink(64)

@@ -107,6 +107,11 @@ func (d *Datapath) fromGuest4(f *FIB, g *Guest, buf []byte, n int, out []byte) [
 		g.Link.Counters.Drop(DropNotBound)
 		return out
 	}
+	if len(ip) > f.mtu+netpkt.IPv6Len && d.segmentTCP4(f, g, ip, routed) {
+		// Bigger than any link: a segmentation offload's work, which
+		// Fragmentation Needed would not undo (see segmentTCP).
+		return out
+	}
 	if len(ip) > f.mtu && ip.DontFragment() {
 		// As Linux's forwarding does, the error quotes the packet as it
 		// arrived, before its TTL is decremented.

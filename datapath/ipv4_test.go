@@ -541,3 +541,61 @@ func TestTunnelRefusedHintIPv4(t *testing.T) {
 		})
 	}
 }
+
+// tcpSuperFrame4 is tcpSuperFrame for IPv4: one routed frame with payload
+// bytes of TCP data, DF set, the TCP checksum left to an offload.
+func tcpSuperFrame4(payload int, flags byte) ([]byte, []byte) {
+	v6, data := tcpSuperFrame(payload, flags)
+	tcp := netpkt.Ethernet(v6).Payload()[netpkt.IPv6Len:]
+	ip := ipv4Packet(hoa4.Addr(), cn4, 64, protoTCP, true, tcp)
+	return ethFrame4(lanMAC, guestMAC, ip), data
+}
+
+// A TCP packet bigger than any link (a guest's segmentation offload at
+// work) leaves as segments that fit the tunnel, not as Fragmentation Needed.
+func TestSegmentTCP4(t *testing.T) {
+	const ack = 0x10
+	frame, data := tcpSuperFrame4(20000, ack|tcpPSH|tcpFIN|tcpCWR)
+	up := datapathtest.NewUplink(64)
+	g := boundGuest4(t)
+	conn := datapathtest.NewConn()
+	d, _ := newTestDatapath(conn, up, g)
+	handleOne(d, frame)
+	segs := tunnelled4(t, up)
+	if len(segs) < 2 || len(conn.Out) != 0 {
+		t.Fatalf("got %d segments and %d frames back, want segments only", len(segs), len(conn.Out))
+	}
+	var got []byte
+	seq := uint32(0xfffff000)
+	for i, s := range segs {
+		last := i == len(segs)-1
+		tcp := s.Payload()
+		if len(s) > TunnelMTU || s.TTL() != 63 || s.ID() != 0x1234+uint16(i) || !s.DontFragment() || s.Src() != hoa4.Addr() || s.Dst() != cn4 {
+			t.Fatalf("segment %d: got %d bytes, header %x", i, len(s), []byte(s[:20]))
+		}
+		if netpkt.Checksum4(s.Src(), s.Dst(), protoTCP, tcp) != 0 {
+			t.Fatalf("segment %d: TCP checksum does not verify", i)
+		}
+		if got := binary.BigEndian.Uint32(tcp[4:8]); got != seq {
+			t.Fatalf("segment %d: got seq %#x, want %#x", i, got, seq)
+		}
+		wantFlags := byte(ack)
+		if i == 0 {
+			wantFlags |= tcpCWR
+		}
+		if last {
+			wantFlags |= tcpPSH | tcpFIN
+		}
+		if tcp[13] != wantFlags {
+			t.Errorf("segment %d: got flags %#x, want %#x", i, tcp[13], wantFlags)
+		}
+		got = append(got, tcp[32:]...)
+		seq += uint32(len(tcp) - 32)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("got %d bytes of data through the segments, want the guest's %d", len(got), len(data))
+	}
+	if c := &g.Link.Counters; c.ToTunnelPackets.Load() != uint64(len(segs)) || len(c.DropMap()) != 0 {
+		t.Errorf("got %d to the tunnel, drops %v; want %d, none", c.ToTunnelPackets.Load(), c.DropMap(), len(segs))
+	}
+}

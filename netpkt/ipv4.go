@@ -128,6 +128,21 @@ func PutIPv4(b []byte, totalLen int, df bool, ttl, proto uint8, src, dst netip.A
 // (RFC 792) and the IPv4 header use it: b's own checksum field must be zero.
 func InternetChecksum(b []byte) uint16 { return ^sumFold(sumBytes(0, b)) }
 
+// Checksum4 computes the Internet checksum of an upper-layer payload (TCP,
+// UDP) with the IPv4 pseudo-header (RFC 9293 §3.1, RFC 768). The payload's
+// own checksum field must be zero.
+func Checksum4(src, dst netip.Addr, proto uint8, payload []byte) uint16 {
+	s, d := src.As4(), dst.As4()
+	sum := sumBytes(0, s[:])
+	sum = sumBytes(sum, d[:])
+	sum += uint32(proto) + uint32(len(payload))
+	c := ^sumFold(sumBytes(sum, payload))
+	if c == 0 && proto == ProtoUDP {
+		return 0xffff // RFC 768: zero means no checksum
+	}
+	return c
+}
+
 func sumFold(sum uint32) uint16 {
 	for sum > 0xffff {
 		sum = sum>>16 + sum&0xffff
