@@ -31,7 +31,7 @@ type Arrival struct {
 }
 
 // NewArrival returns an arrival hold of at most maxFrames frames and
-// maxBytes bytes of IPv6 packets, none older than maxHold, counted in c (the
+// maxBytes bytes of IP packets, none older than maxHold, counted in c (the
 // guest's counters).
 func NewArrival(maxFrames, maxBytes int, maxHold time.Duration, c *Counters) *Arrival {
 	// Each packet is kept with room for the tunnel's outer header in front,
@@ -39,11 +39,11 @@ func NewArrival(maxFrames, maxBytes int, maxHold time.Duration, c *Counters) *Ar
 	return &Arrival{queue: holdQueue{maxFrames: maxFrames, maxBytes: maxBytes, maxHold: maxHold, counters: c, front: netpkt.IPv6Len}}
 }
 
-// holdFromGuest holds ip, a packet from g that would go through the tunnel
-// had the binding been accepted. ip lies in buf at headroom+EthernetLen, as
-// received, so that a frame handled after the release is encapsulated in
-// place.
-func (d *Datapath) holdFromGuest(a *Arrival, g *Guest, buf []byte, ip netpkt.IPv6) {
+// holdFromGuest holds ip, an IPv6 or IPv4 packet from g that would go
+// through the tunnel had the binding been accepted. ip lies in buf at
+// headroom+EthernetLen, as received, so that a frame handled after the
+// release is encapsulated in place.
+func (d *Datapath) holdFromGuest(a *Arrival, g *Guest, buf []byte, ip []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {

@@ -12,13 +12,13 @@ type DropReason int
 // guest from a misconfigured Home Agent.
 const (
 	DropMalformed          DropReason = iota // frame or packet too short or inconsistent
-	DropNotIPv6                              // guest sent ARP, IPv4, ... (the pseudo home link is IPv6 only)
+	DropNotIPv6                              // guest sent what its pseudo home link does not carry: ARP or IPv4 without an IPv4 home address, RARP, ...
 	DropBadSource                            // guest used an IPv6 source that is not its home address
 	DropLinkLocal                            // link-local unicast cannot cross the tunnel
 	DropAbsorbed                             // multicast, RS, MLD, NA: kept on the pseudo home link
 	DropNDIgnored                            // a solicitation the home link would not answer either
 	DropNotBound                             // no binding with the Home Agent yet
-	DropTooBig                               // larger than the tunnel MTU; a Packet Too Big went back
+	DropTooBig                               // larger than the tunnel MTU; a Packet Too Big (IPv4 with DF: Fragmentation Needed) went back
 	DropWriteError                           // the internal port or uplink refused the frame
 	DropUnknownSource                        // frame from neither a known guest nor the tunnel
 	DropUnknownHome                          // tunnelled packet for a home address not served here
@@ -29,7 +29,7 @@ const (
 	DropHoldExpired                          // held longer than departure.max_hold or arrival.max_hold, or held when the hold ended unreleased
 	DropHoldOverflow                         // beyond departure.buffer_frames, or arrival.buffer_frames or buffer_bytes
 	DropSocketOverflow                       // the kernel's receive queue of the internal port was full: kgswitch read too slowly
-	DropTunnelLinkLocal                      // from the tunnel with a link-local or multicast source: no router forwards those
+	DropTunnelLinkLocal                      // from the tunnel with a link-local or multicast source (IPv4: 169.254/16, 224/4): no router forwards those
 	DropTunnelND                             // Neighbor Discovery from the tunnel: valid only from the guest's own link
 	DropGuestMobility                        // a guest's Mobility Header: the Home Agent would take it as the mobile node's signalling
 	DropGuestRoutingHeader                   // a guest's routing header of type 0 or 2
@@ -38,6 +38,9 @@ const (
 	DropESPUnknownSPI                        // ESP from a Home Agent with an SPI of no configured SA
 	DropESPInvalid                           // ESP signalling that failed its integrity check, or malformed under ESP
 	DropSignalClear                          // signalling in clear for a VM whose signalling is under ESP
+	DropARPDHCPIgnored                       // a guest's ARP or DHCP message nothing answered: no IPv4 responder, or one its home link would not answer either
+	DropTTLExpired                           // a guest's IPv4 packet kgswitch would forward as its gateway with TTL 1 or 0; a Time Exceeded went back
+	DropMartian                              // IPv4 to or from 0/8, 127/8 or 240/4, which no router forwards (RFC 1812 §5.3.7)
 	numDropReasons
 )
 
@@ -46,7 +49,8 @@ var dropNames = [numDropReasons]string{
 	"too-big", "write-error", "unknown-source", "unknown-home", "bad-tunnel-source", "signal-queue-full",
 	"signal-rejected", "inactive", "hold-expired", "hold-overflow", "socket-overflow",
 	"tunnel-link-local", "tunnel-nd", "guest-mobility-header", "guest-routing-header", "signal-ignored",
-	"not-home-agent", "esp-unknown-spi", "esp-invalid", "signal-clear",
+	"not-home-agent", "esp-unknown-spi", "esp-invalid", "signal-clear", "arp-dhcp-ignored", "ttl-expired",
+	"martian",
 }
 
 func (r DropReason) String() string {
@@ -65,6 +69,7 @@ type Counters struct {
 	FromTunnelBytes   atomic.Uint64
 	NDAnswered        atomic.Uint64
 	RASent            atomic.Uint64
+	V4Answered        atomic.Uint64 // ARP and DHCP messages the IPv4 responder answered
 	LocalPackets      atomic.Uint64 // to another guest of the same home link on this host
 	Held              atomic.Uint64 // frames held: for a VM that left this home host, or from a guest whose binding is being set up here
 	Released          atomic.Uint64 // of those, sent on to the Home Agent (a departed VM's later frames too)

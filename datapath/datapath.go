@@ -93,7 +93,18 @@ type Guest struct {
 	Registering bool
 	ND          *ndresponder.Responder
 	PTBFrom     netip.Addr // source of Packet Too Big: the home router's link-local address
-	Link        *GuestLink
+	// HomeAddr4 is the VM's IPv4 home address and its home subnet (RFC 5555
+	// §3.1: IPv4 Home Address option); not valid for a VM without IPv4,
+	// whose IPv4 and ARP are dropped as not-ipv6.
+	HomeAddr4 netip.Prefix
+	// Gateway4 is the IPv4 home subnet's gateway. kgswitch forwards the
+	// guest's IPv4 in its place (ipv4.go), so the ICMP errors it sends as
+	// that router come from this address; without it they are not sent.
+	Gateway4 netip.Addr
+	// V4 answers the guest's ARP and DHCP as its IPv4 home link would; nil:
+	// they are dropped as arp-dhcp-ignored.
+	V4   V4Responder
+	Link *GuestLink
 }
 
 // GuestLink is what every snapshot of one guest shares: its counters and
@@ -147,6 +158,7 @@ type FIB struct {
 	routerMAC net.HardwareAddr
 	byMAC     map[[6]byte]*Guest
 	byHoA     map[netip.Addr]*Guest
+	byHoA4    map[netip.Addr]*Guest // by IPv4 home address
 	// returning holds home addresses being de-registered from this (home)
 	// host: Mobility Header packets to them are kgswitch's.
 	returning map[netip.Addr]bool
@@ -169,7 +181,7 @@ type FIB struct {
 // sends a guest as its home router).
 func NewFIB(coa netip.Addr, mtu int, routerMAC net.HardwareAddr) *FIB {
 	return &FIB{coa: coa, mtu: mtu, routerMAC: routerMAC,
-		byMAC: map[[6]byte]*Guest{}, byHoA: map[netip.Addr]*Guest{}, returning: map[netip.Addr]bool{},
+		byMAC: map[[6]byte]*Guest{}, byHoA: map[netip.Addr]*Guest{}, byHoA4: map[netip.Addr]*Guest{}, returning: map[netip.Addr]bool{},
 		departedByMAC: map[[6]byte]*Departed{}, departedByHoA: map[netip.Addr]*Departed{}, atHome: map[netip.Addr]*atHome{}, homeAgentMAC: map[netip.Addr][6]byte{},
 		awaiting: map[[6]byte]string{}}
 }
@@ -178,6 +190,9 @@ func NewFIB(coa netip.Addr, mtu int, routerMAC net.HardwareAddr) *FIB {
 func (f *FIB) AddGuest(g *Guest) {
 	f.byMAC[g.MAC] = g
 	f.byHoA[g.HomeAddr] = g
+	if g.HomeAddr4.IsValid() {
+		f.byHoA4[g.HomeAddr4.Addr()] = g
+	}
 }
 
 // AddReturning marks hoa as being de-registered from this home host: the
@@ -377,6 +392,10 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	}
 	if ip.NextHeader() == netpkt.ProtoIPv6 {
 		d.fromTunnel(f, buf, ip)
+		return out
+	}
+	if ip.NextHeader() == netpkt.ProtoIPv4 {
+		d.fromTunnel4(f, buf, ip)
 		return out
 	}
 	hoa, upper, ok := routingHeader2(ip)

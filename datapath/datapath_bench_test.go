@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
 
@@ -34,11 +33,12 @@ func (u *countUplink) WriteIPv6Batch(p [][]byte, _ []netip.Addr) (int, error) {
 	return len(p), nil
 }
 
-// benchDatapath is a datapath serving one bound guest, as on a foreign host.
+// benchDatapath is a datapath serving one bound dual-stack guest, as on a
+// foreign host.
 func benchDatapath(tb testing.TB) (*Datapath, *countConn, *countUplink, *Guest) {
 	tb.Helper()
 	conn, up := &countConn{}, &countUplink{}
-	g := boundGuest(tb)
+	g := boundGuest4(tb)
 	d, _ := newTestDatapath(conn, up, g)
 	return d, conn, up, g
 }
@@ -56,6 +56,18 @@ func tunnelFrame(size int) []byte {
 	tun := make([]byte, netpkt.IPv6Len, netpkt.IPv6Len+len(inner))
 	netpkt.PutIPv6(tun, len(inner), netpkt.ProtoIPv6, 64, ha, coa)
 	return ethFrame(kgMAC, lanMAC, append(tun, inner...))
+}
+
+// guestFrame4 is a UDP frame from the guest to an IPv4 correspondent (routed:
+// its TTL is decremented) whose IPv4 packet is size bytes long; df as given.
+func guestFrame4(size int, df bool) []byte {
+	return ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, df, size-netpkt.IPv4Len-8))
+}
+
+// tunnelFrame4 is an IPv4-in-IPv6 frame from the Home Agent carrying a UDP
+// packet of size bytes to the guest's IPv4 home address.
+func tunnelFrame4(size int) []byte {
+	return tunnel4Frame(ha, udpPacket4(cn4, hoa4.Addr(), size-netpkt.IPv4Len-8), 0)
 }
 
 // forward runs frame through handle as Run does: copied into a receive
@@ -80,25 +92,48 @@ func forward(b *testing.B, d *Datapath, frame []byte) {
 	d.flush()
 }
 
-// BenchmarkEncap is a guest's packet into the tunnel to its Home Agent.
+// BenchmarkEncap is a guest's packet into the tunnel to its Home Agent:
+// IPv6 in IPv6, IPv4 in IPv6 (routed, so its TTL and checksum change), and
+// an IPv4 packet without DF that leaves as fragments (fragments: packets
+// per frame).
 func BenchmarkEncap(b *testing.B) {
-	for _, size := range []int{64, 1460} {
-		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
+	for _, tc := range []struct {
+		name      string
+		frame     []byte
+		fragments int
+	}{
+		{"ipv6=64", guestFrame(64), 1},
+		{"ipv6=1460", guestFrame(1460), 1},
+		{"ipv4=64", guestFrame4(64, true), 1},
+		{"ipv4=1460", guestFrame4(1460, true), 1},
+		{"ipv4-fragmented=4000", guestFrame4(4000, false), 3},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			d, _, up, g := benchDatapath(b)
-			forward(b, d, guestFrame(size))
-			if up.pkts != b.N || g.Link.Counters.ToTunnelPackets.Load() != uint64(b.N) {
-				b.Fatalf("got %d tunnel packets, counted %d, want %d", up.pkts, g.Link.Counters.ToTunnelPackets.Load(), b.N)
+			forward(b, d, tc.frame)
+			want := b.N * tc.fragments
+			if up.pkts != want || g.Link.Counters.ToTunnelPackets.Load() != uint64(want) {
+				b.Fatalf("got %d tunnel packets, counted %d, want %d", up.pkts, g.Link.Counters.ToTunnelPackets.Load(), want)
 			}
 		})
 	}
 }
 
-// BenchmarkDecap is a tunnel packet from the Home Agent out to the guest.
+// BenchmarkDecap is a tunnel packet from the Home Agent out to the guest:
+// IPv6 in IPv6 and IPv4 in IPv6.
 func BenchmarkDecap(b *testing.B) {
-	for _, size := range []int{64, 1460} {
-		b.Run(fmt.Sprintf("ipv6=%d", size), func(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"ipv6=64", tunnelFrame(64)},
+		{"ipv6=1460", tunnelFrame(1460)},
+		{"ipv4=64", tunnelFrame4(64)},
+		{"ipv4=1460", tunnelFrame4(1460)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			d, conn, _, g := benchDatapath(b)
-			forward(b, d, tunnelFrame(size))
+			forward(b, d, tc.frame)
 			if conn.frames != b.N || g.Link.Counters.FromTunnelPackets.Load() != uint64(b.N) {
 				b.Fatalf("got %d frames to the guest, counted %d, want %d", conn.frames, g.Link.Counters.FromTunnelPackets.Load(), b.N)
 			}
@@ -115,6 +150,12 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 	}{
 		{"encap", guestFrame(1460)},
 		{"decap", tunnelFrame(1460)},
+		{"encap IPv4", guestFrame4(1460, true)},
+		{"decap IPv4", tunnelFrame4(1460)},
+		{"fragment IPv4", guestFrame4(4000, false)},
+		{"Fragmentation Needed", guestFrame4(4000, true)},
+		{"Time Exceeded", ethFrame4(lanMAC, guestMAC, udp4To(cn4, 1, true, 100))},
+		{"segment IPv4", func() []byte { f, _ := tcpSuperFrame4(20000, 0x10); return f }()},
 	} {
 		d, conn, up, _ := benchDatapath(t)
 		buf := make([]byte, headroom+maxFrame)

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"net/netip"
 	"testing"
 
 	"github.com/kgswitch/kgswitch/datapath/datapathtest"
@@ -9,7 +10,8 @@ import (
 
 // FuzzHandle feeds arbitrary frames, from a guest's MAC and from the LAN, through
 // the datapath: whatever arrives, it must not panic, and anything it writes must
-// be a well-formed IPv6 packet.
+// be a well-formed IPv6 or IPv4 packet, IPv4 in the tunnel no bigger than it
+// carries.
 func FuzzHandle(f *testing.F) {
 	f.Add(ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 20)))
 	back := udpPacket(cn, hoa, 20)
@@ -18,10 +20,22 @@ func FuzzHandle(f *testing.F) {
 	f.Add(ethFrame(kgMAC, lanMAC, append(tun, back...)))
 	f.Add(ethFrame(lanMAC, guestMAC, udpPacket(hoa, cn, 1500)))
 	f.Add(ethFrame(kgMAC, lanMAC, icmpError(icmpDestUnreachable, ha, coa, tunnelled(coa, ha, hoa), 0)))
+	f.Add(guestFrame4(100, true))
+	f.Add(guestFrame4(4000, false))
+	f.Add(guestFrame4(1500, true))
+	f.Add(ethFrame4(lanMAC, guestMAC, udp4To(cn4, 1, true, 20)))
+	f.Add(ethFrame4(lanMAC, guestMAC, dhcp(netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"))))
+	f.Add(arpForGW)
+	f.Add(tunnelFrame4(100))
+	super4, _ := tcpSuperFrame4(3000, 0x10)
+	f.Add(super4)
 
 	conn := datapathtest.NewConn()
-	up := datapathtest.NewUplink(1)
-	d, _ := newTestDatapath(conn, up, boundGuest(f))
+	up := datapathtest.NewUplink(64)
+	g := boundGuest4(f)
+	// Without a responder: its answers are its own package's to check.
+	g.V4 = nil
+	d, _ := newTestDatapath(conn, up, g)
 	buf := make([]byte, headroom+maxFrame)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) > maxFrame {
@@ -33,12 +47,26 @@ func FuzzHandle(f *testing.F) {
 		for {
 			select {
 			case s := <-up.Out:
-				if _, err := netpkt.ParseIPv6(s.Pkt); err != nil {
+				outer, err := netpkt.ParseIPv6(s.Pkt)
+				if err != nil {
 					t.Fatalf("uplink got a malformed packet: %v", err)
+				}
+				if outer.NextHeader() == netpkt.ProtoIPv4 {
+					inner, err := netpkt.ParseIPv4(outer.Payload())
+					if err != nil || len(inner) != len(outer.Payload()) || len(inner) > TunnelMTU {
+						t.Fatalf("uplink got a malformed or oversized IPv4 packet of %d bytes: %v", len(outer.Payload()), err)
+					}
 				}
 				continue
 			case out := <-conn.Out:
-				if _, err := netpkt.ParseIPv6(netpkt.Ethernet(out).Payload()); err != nil {
+				eth := netpkt.Ethernet(out)
+				var err error
+				if eth.EtherType() == netpkt.EtherTypeIPv4 {
+					_, err = netpkt.ParseIPv4(eth.Payload())
+				} else {
+					_, err = netpkt.ParseIPv6(eth.Payload())
+				}
+				if err != nil {
 					t.Fatalf("internal port got a malformed frame: %v", err)
 				}
 				continue

@@ -14,10 +14,16 @@ const tunnelHopLimit = 64
 // encapsulate writes an outer IPv6 header (RFC 2473 §3, no Tunnel Encapsulation
 // Limit option: a Home Agent sends none and expects none) into the 40 bytes
 // before inner, which must start at offset off >= 40 of buf, and returns the
-// whole tunnel packet. No byte of the inner packet moves.
+// whole tunnel packet. No byte of the inner packet moves. The inner packet's
+// version says what the tunnel carries: IPv6, or IPv4 (RFC 5555 §4.2), so
+// that a hold releases both kinds alike.
 func encapsulate(buf []byte, off, innerLen int, src, dst netip.Addr) []byte {
 	outer := buf[off-netpkt.IPv6Len : off+innerLen]
-	netpkt.PutIPv6(outer, innerLen, netpkt.ProtoIPv6, tunnelHopLimit, src, dst)
+	next := uint8(netpkt.ProtoIPv6)
+	if buf[off]>>4 == 4 {
+		next = netpkt.ProtoIPv4
+	}
+	netpkt.PutIPv6(outer, innerLen, next, tunnelHopLimit, src, dst)
 	return outer
 }
 

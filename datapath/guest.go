@@ -29,6 +29,9 @@ func (d *Datapath) fromGuest(f *FIB, g *Guest, buf []byte, n int, out []byte) []
 		return out
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
+		if g.HomeAddr4.IsValid() && (eth.EtherType() == netpkt.EtherTypeIPv4 || eth.EtherType() == netpkt.EtherTypeARP) {
+			return d.fromGuest4(f, g, buf, n, out)
+		}
 		g.Link.Counters.Drop(DropNotIPv6)
 		return out
 	}

@@ -6,7 +6,7 @@ import (
 	"github.com/kgswitch/kgswitch/netpkt"
 )
 
-// protoTCP is TCP's IPv6 next header value.
+// protoTCP is TCP's IPv6 next header and IPv4 protocol value.
 const protoTCP = 6
 
 // TCP flags that belong to one segment of a split one only (RFC 9293 §3.1):
@@ -78,6 +78,71 @@ func (d *Datapath) segmentTCP(f *FIB, g *Guest, ip netpkt.IPv6) bool {
 		seg[16], seg[17] = 0, 0
 		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum(src, dst, protoTCP, seg))
 		netpkt.PutIPv6(pkt, len(inner), netpkt.ProtoIPv6, tunnelHopLimit, f.coa, g.HomeAgent)
+		d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(inner))
+	}
+	d.flushUplink()
+	return true
+}
+
+// segmentTCP4 is segmentTCP for IPv4: a TCP packet from guest g bigger than
+// any link is cut into segments that fit the tunnel, each with the guest's
+// header (options included), an Identification one more than the last's, as
+// TSO numbers them, and its header and TCP checksums computed in full. The
+// TTL is decremented first when routed. It reports false, having changed
+// nothing, for what it cannot split: a fragment, a broken TCP header.
+func (d *Datapath) segmentTCP4(f *FIB, g *Guest, ip netpkt.IPv4, routed bool) bool {
+	tcp := ip.Payload()
+	if ip.Protocol() != protoTCP || ip.FragmentOffset() != 0 || ip.MoreFragments() || len(tcp) < 20 {
+		return false
+	}
+	hl, thl := ip.HeaderLen(), int(tcp[12]>>4)*4
+	mss := f.mtu - hl - thl
+	if thl < 20 || thl > len(tcp) || mss <= 0 {
+		return false
+	}
+	if routed {
+		ip.DecrementTTL()
+	}
+	if d.seg == nil {
+		d.seg = make([]byte, segScratch)
+	}
+	payload := tcp[thl:]
+	seq := binary.BigEndian.Uint32(tcp[4:8])
+	id := ip.ID()
+	flags := tcp[13]
+	src, dst := ip.Src(), ip.Dst()
+	d.flushUplink()
+	off := 0
+	for p := 0; p < len(payload); p += mss {
+		chunk := payload[p:min(p+mss, len(payload))]
+		size := netpkt.IPv6Len + hl + thl + len(chunk)
+		if off+size > len(d.seg) || d.toUplink.full() {
+			d.flushUplink()
+			off = 0
+		}
+		pkt := d.seg[off : off+size]
+		off += size
+		inner := netpkt.IPv4(pkt[netpkt.IPv6Len:])
+		copy(inner, ip[:hl])
+		binary.BigEndian.PutUint16(inner[2:4], uint16(len(inner)))
+		binary.BigEndian.PutUint16(inner[4:6], id)
+		id++
+		inner.SetChecksum()
+		seg := inner[hl:]
+		copy(seg, tcp[:thl])
+		copy(seg[thl:], chunk)
+		binary.BigEndian.PutUint32(seg[4:8], seq+uint32(p))
+		fl := flags
+		if p+len(chunk) < len(payload) {
+			fl &^= tcpFIN | tcpPSH
+		}
+		if p > 0 {
+			fl &^= tcpCWR
+		}
+		seg[13] = fl
+		seg[16], seg[17] = 0, 0
+		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum4(src, dst, protoTCP, seg))
+		encapsulate(pkt, netpkt.IPv6Len, len(inner), f.coa, g.HomeAgent)
 		d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(inner))
 	}
 	d.flushUplink()

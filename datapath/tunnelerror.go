@@ -17,23 +17,30 @@ const icmpDestUnreachable = 1
 // ip (sent to the care-of address without a routing header) is about, when
 // it is a Destination Unreachable from that guest's Home Agent about a packet
 // kgswitch tunnelled to it: outer source the care-of address, outer
-// destination the Home Agent, IP6IP6, inner source the guest's home address.
+// destination the Home Agent, IP6IP6 or IPv4 in IPv6, inner source the
+// guest's home address (IPv6 or IPv4).
 // The invoking packet may be truncated, but holds both headers (RFC 4443
 // §2.4(c): as much as fits in the minimum MTU).
 func tunnelRefused(f *FIB, ip netpkt.IPv6) *Guest {
 	msg := ip.Payload()
-	if ip.NextHeader() != netpkt.ProtoICMPv6 || len(msg) < 8+2*netpkt.IPv6Len || msg[0] != icmpDestUnreachable {
+	if ip.NextHeader() != netpkt.ProtoICMPv6 || len(msg) < 8+netpkt.IPv6Len+netpkt.IPv4Len || msg[0] != icmpDestUnreachable {
 		return nil
 	}
 	if !netpkt.VerifyChecksum(ip.Src(), ip.Dst(), netpkt.ProtoICMPv6, msg) {
 		return nil
 	}
 	outer := netpkt.IPv6(msg[8:])
-	inner := netpkt.IPv6(outer[netpkt.IPv6Len:])
-	if outer[0]>>4 != 6 || inner[0]>>4 != 6 || outer.NextHeader() != netpkt.ProtoIPv6 || outer.Src() != f.coa {
+	if outer[0]>>4 != 6 || outer.Src() != f.coa {
 		return nil
 	}
-	g := f.byHoA[inner.Src()]
+	inner := outer[netpkt.IPv6Len:]
+	var g *Guest
+	switch {
+	case outer.NextHeader() == netpkt.ProtoIPv6 && len(inner) >= netpkt.IPv6Len && inner[0]>>4 == 6:
+		g = f.byHoA[netpkt.IPv6(inner).Src()]
+	case outer.NextHeader() == netpkt.ProtoIPv4 && inner[0]>>4 == 4:
+		g = f.byHoA4[netpkt.IPv4(inner).Src()]
+	}
 	if g == nil || outer.Dst() != g.HomeAgent || ip.Src() != g.HomeAgent {
 		return nil
 	}

@@ -25,6 +25,12 @@ var (
 	GuestMAC   = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0x10}
 	KgMAC      = net.HardwareAddr{0x02, 0x6b, 0x67, 0, 0, 1} // kgswitch's internal port
 	LanMAC     = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}    // a node of the foreign LAN
+
+	// The guest's IPv4 home address in its home subnet, its gateway there,
+	// and an IPv4 correspondent elsewhere (documentation addresses).
+	HomeAddr4 = netip.MustParsePrefix("192.0.2.10/24")
+	Gateway4  = netip.MustParseAddr("192.0.2.1")
+	CN4       = netip.MustParseAddr("198.51.100.100")
 )
 
 // Conn is the internal port: a test injects frames with Inject and reads
@@ -137,6 +143,49 @@ func EthFrame(dst, src net.HardwareAddr, ip []byte) []byte {
 	f := make([]byte, netpkt.EthernetLen, netpkt.EthernetLen+len(ip))
 	netpkt.PutEthernet(f, dst, src, netpkt.EtherTypeIPv6)
 	return append(f, ip...)
+}
+
+// EthFrame4 wraps an IPv4 packet in an Ethernet frame.
+func EthFrame4(dst, src net.HardwareAddr, ip []byte) []byte {
+	f := make([]byte, netpkt.EthernetLen, netpkt.EthernetLen+len(ip))
+	netpkt.PutEthernet(f, dst, src, netpkt.EtherTypeIPv4)
+	return append(f, ip...)
+}
+
+// IPv4Packet is an IPv4 packet (no options, ID 0x1234) carrying payload,
+// its header checksum valid.
+func IPv4Packet(src, dst netip.Addr, ttl, proto uint8, df bool, payload []byte) []byte {
+	p := make([]byte, netpkt.IPv4Len, netpkt.IPv4Len+len(payload))
+	netpkt.PutIPv4(p, netpkt.IPv4Len+len(payload), df, ttl, proto, src, dst)
+	p[4], p[5] = 0x12, 0x34
+	netpkt.IPv4(p).SetChecksum()
+	return append(p, payload...)
+}
+
+// UDPPacket4 is an IPv4 packet, TTL 64 and DF set, carrying a UDP header
+// (ports 40000 to 5001, checksum zero: none) and payload bytes 0, 1, 2, ...
+func UDPPacket4(src, dst netip.Addr, payload int) []byte {
+	udp := make([]byte, 8+payload)
+	binary.BigEndian.PutUint16(udp[0:2], 40000)
+	binary.BigEndian.PutUint16(udp[2:4], 5001)
+	binary.BigEndian.PutUint16(udp[4:6], uint16(8+payload))
+	for i := range payload {
+		udp[8+i] = byte(i)
+	}
+	return IPv4Packet(src, dst, 64, netpkt.ProtoUDP, true, udp)
+}
+
+// ARPRequest is a broadcast ARP request (RFC 826) from mac and sender for
+// target.
+func ARPRequest(mac net.HardwareAddr, sender, target netip.Addr) []byte {
+	f := make([]byte, 42)
+	netpkt.PutEthernet(f, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mac, netpkt.EtherTypeARP)
+	copy(f[14:], []byte{0, 1, 8, 0, 6, 4, 0, 1})
+	copy(f[22:], mac)
+	s, t := sender.As4(), target.As4()
+	copy(f[28:], s[:])
+	copy(f[38:], t[:])
+	return f
 }
 
 // UDPPacket is an IPv6 packet carrying a UDP header and payload bytes
