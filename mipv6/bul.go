@@ -86,6 +86,34 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", int(s))
 }
 
+// IPv4State is where a binding's IPv4 home address is with the Home Agent
+// (Dual-Stack Mobile IPv6, RFC 5555 §3.1.1, §3.2.1). The IPv6 binding
+// carries it: IPv4 is tunnelled only while both are bound
+// (Binding.IPv4Tunnelling), and a refusal of IPv4 leaves IPv6 as it is.
+type IPv4State int
+
+// IPv4 home address states.
+const (
+	IPv4Unregistered IPv4State = iota // no IPv4 home address, or its binding removed
+	IPv4Registering                   // to be asked, or asked and not yet answered
+	IPv4Accepted                      // the Home Agent acknowledged it with a success status
+	IPv4Refused                       // refused (status 128 or above) or not acknowledged
+)
+
+func (s IPv4State) String() string {
+	switch s {
+	case IPv4Unregistered:
+		return "unregistered"
+	case IPv4Registering:
+		return "registering"
+	case IPv4Accepted:
+		return "accepted"
+	case IPv4Refused:
+		return "refused"
+	}
+	return fmt.Sprintf("ipv4state(%d)", int(s))
+}
+
 // Reasons a Binding Acknowledgement is dropped by Binding.HandleBA.
 var (
 	ErrBAWrongSender   = errors.New("mipv6: binding ack not from the registered home agent")
@@ -131,12 +159,18 @@ type Binding struct {
 	// refreshAskedAt is the same for Binding Refresh Requests, kept apart so
 	// that a Binding Error right after a refresh request is still heard.
 	refreshAskedAt time.Time
+
+	ipv4       netip.Addr // IPv4 home address to register; zero: IPv6 only
+	ipv4State  IPv4State
+	ipv4Status uint8
+	ipv4Reason string
 }
 
 // sentBU is one Binding Update of a series.
 type sentBU struct {
-	seq uint16
-	at  time.Time
+	seq  uint16
+	at   time.Time
+	ipv4 netip.Addr // the IPv4 home address it carried, if any
 }
 
 // maxSeries bounds a series' memory: at most this many recent Binding
@@ -148,15 +182,15 @@ const maxSeries = 8
 // answer nothing kgswitch still asks.
 func (b *Binding) newSeries() { b.series = b.series[:0] }
 
-// sentInSeries returns when the Binding Update numbered seq of the current
-// series was sent.
-func (b *Binding) sentInSeries(seq uint16) (time.Time, bool) {
+// sentInSeries returns the Binding Update numbered seq of the current
+// series.
+func (b *Binding) sentInSeries(seq uint16) (sentBU, bool) {
 	for _, x := range b.series {
 		if x.seq == seq {
-			return x.at, true
+			return x, true
 		}
 	}
-	return time.Time{}, false
+	return sentBU{}, false
 }
 
 // NewBinding returns an idle binding. Its first Binding Update takes its
@@ -194,6 +228,9 @@ type Record struct {
 	Sequence uint16
 	Granted  time.Duration
 	Expires  time.Time // zero unless bound
+	// IPv4 is the IPv4 home address the Home Agent accepted with this
+	// grant (RestoreIPv4); zero unless bound with it.
+	IPv4 netip.Addr
 }
 
 // Record returns the binding's persistent state.
@@ -201,8 +238,43 @@ func (b *Binding) Record() Record {
 	r := Record{Sequence: b.seq}
 	if b.state == StateBound || b.state == StateRefreshing {
 		r.Granted, r.Expires = b.granted, b.expires
+		if b.ipv4State == IPv4Accepted {
+			r.IPv4 = b.ipv4
+		}
 	}
 	return r
+}
+
+// SetIPv4HomeAddress makes every later registration and refresh carry a in
+// an IPv4 Home Address option (RFC 5555 §3.1.1), for the Home Agent to bind
+// beside the IPv6 home address; the zero Addr (or any address that is not
+// IPv4) stops it. It sends nothing itself: the next Binding Update (the
+// registration, a retransmission or the refresh) asks, and IPv4 is not
+// tunnelled until the Home Agent's Ack to it accepts the address. The
+// option asks for a single address (Prefix-len 32, §3.1.1), whatever the
+// length of the IPv4 home subnet: the Home Agent knows its own link.
+func (b *Binding) SetIPv4HomeAddress(a netip.Addr) {
+	if a = a.Unmap(); !a.Is4() {
+		a = netip.Addr{}
+	}
+	if a == b.ipv4 {
+		return
+	}
+	b.ipv4, b.ipv4Status, b.ipv4Reason = a, 0, ""
+	b.ipv4State = IPv4Unregistered
+	if a.IsValid() {
+		b.ipv4State = IPv4Registering
+	}
+}
+
+// RestoreIPv4 follows a successful Restore: a is Record.IPv4 of the previous
+// run, the IPv4 home address the Home Agent accepted with the grant that
+// still runs. If it is the address set (SetIPv4HomeAddress), IPv4 is
+// tunnelled at once, as IPv6 is.
+func (b *Binding) RestoreIPv4(a netip.Addr) {
+	if a.IsValid() && a == b.ipv4 && (b.state == StateBound || b.state == StateRefreshing) {
+		b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Accepted, IPv4StatusSuccess, "restored"
+	}
 }
 
 // Register starts (or restarts) home registration from CareOf and returns the
@@ -279,16 +351,28 @@ func (b *Binding) sendNumbered(now time.Time, seq uint16) (BUPacket, bool) {
 	if len(b.series) == maxSeries {
 		b.series = append(b.series[:0], b.series[1:]...)
 	}
-	b.series = append(b.series, sentBU{b.seq, now})
-	b.due = now.Add(b.timeout)
-	return BUPacket{
+	bu := BUPacket{
 		Src:         b.CareOf,
 		Dst:         b.HomeAgent,
 		HomeAddress: b.HomeAddress,
 		Sequence:    b.seq,
 		Flags:       FlagA | FlagH,
 		Lifetime:    b.lifetimeUnits(),
-	}, true
+	}
+	var ipv4 netip.Addr
+	// A de-registration carries no IPv4 Home Address option: the Home
+	// Agent's binding cache entry for the IPv6 home address holds the IPv4
+	// one, and removing the entry removes both (docs/home-agents.md).
+	if b.ipv4.IsValid() && !b.dereg {
+		ipv4 = b.ipv4
+		bu.IPv4HomeAddress = IPv4HomeAddress{Address: ipv4, PrefixLen: 32}
+		if b.ipv4State == IPv4Unregistered {
+			b.ipv4State = IPv4Registering
+		}
+	}
+	b.series = append(b.series, sentBU{b.seq, now, ipv4})
+	b.due = now.Add(b.timeout)
+	return bu, true
 }
 
 // HandleBA applies a Binding Acknowledgement. A BA that does not belong to this
@@ -322,10 +406,11 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		bu, ok := b.send(now)
 		return bu, ok, nil
 	}
-	sentAt, ok := b.sentInSeries(ba.Sequence)
+	sent, ok := b.sentInSeries(ba.Sequence)
 	if !ok {
 		return BUPacket{}, false, ErrBAWrongSequence
 	}
+	sentAt := sent.at
 	b.status, b.reason = ba.Status, StatusString(ba.Status)
 	if b.dereg && ba.Status == StatusNotHomeAgent {
 		// De-registering a home address the Home Agent holds no binding for
@@ -334,6 +419,7 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		b.reason = "no binding to remove"
 		b.firstReg = true
 		b.due = time.Time{}
+		b.ipv4Deregistered()
 		return BUPacket{}, false, nil
 	}
 	if !StatusSuccess(ba.Status) {
@@ -348,16 +434,26 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 		}
 		b.state = StateFailed
 		b.due = now.Add(retryAfter(ba.Status))
+		if sent.ipv4.IsValid() && sent.ipv4 == b.ipv4 {
+			// Nothing is bound; the retry asks for IPv4 again, unless
+			// the Home Agent refused it too.
+			b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Registering, 0, "waiting for the IPv6 binding"
+			if ba.IPv4Ack.Present && !StatusSuccess(ba.IPv4Ack.Status) {
+				b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Refused, ba.IPv4Ack.Status, IPv4StatusString(ba.IPv4Ack.Status)
+			}
+		}
 		return BUPacket{}, false, nil
 	}
 	if b.dereg {
 		b.state = StateDeregistered
 		b.firstReg = true
 		b.due = time.Time{}
+		b.ipv4Deregistered()
 		return BUPacket{}, false, nil
 	}
 	b.state = StateBound
 	b.firstReg = false
+	b.applyIPv4Ack(sent.ipv4, ba.IPv4Ack)
 	// A Home Agent grants at most what was asked (§10.3.1); more is a lie
 	// kgswitch does not believe.
 	b.granted = time.Duration(min(ba.Lifetime, b.lifetimeUnits())) * 4 * time.Second
@@ -374,6 +470,45 @@ func (b *Binding) HandleBA(now time.Time, ba BAPacket) (BUPacket, bool, error) {
 	}
 	b.due = b.sentAt.Add(refresh)
 	return BUPacket{}, false, nil
+}
+
+// applyIPv4Ack records the Home Agent's answer about the IPv4 home address
+// asked in the Binding Update its accepting Ack answers (RFC 5555 §3.2.1).
+// The IPv6 binding is accepted whatever the answer.
+func (b *Binding) applyIPv4Ack(asked netip.Addr, k IPv4AddressAck) {
+	if !asked.IsValid() || asked != b.ipv4 {
+		// The Binding Update carried no option or another address than
+		// the one now set: this Ack says nothing about the current one.
+		return
+	}
+	switch {
+	case !k.Present:
+		// A Home Agent without RFC 5555 skips the option as an unknown
+		// one (RFC 6275 §6.2.1) and binds IPv6 alone, while one with it
+		// answers every IPv4 Home Address option (RFC 5555 §3.2.1): no
+		// answer means no IPv4 binding, for an unspecified reason.
+		b.ipv4State, b.ipv4Status = IPv4Refused, IPv4StatusUnspecified
+		b.ipv4Reason = "home agent did not acknowledge the IPv4 home address"
+	case !StatusSuccess(k.Status):
+		b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Refused, k.Status, IPv4StatusString(k.Status)
+	case k.Address != asked:
+		// A static address comes back as asked (§3.2.1); another one is
+		// an address the VM does not have, useless to tunnel.
+		b.ipv4State, b.ipv4Status = IPv4Refused, k.Status
+		b.ipv4Reason = "home agent bound " + k.Address.String() + ", not " + asked.String()
+	default:
+		b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Accepted, k.Status, IPv4StatusString(k.Status)
+	}
+}
+
+// ipv4Deregistered records that the IPv6 binding, and with it the IPv4 one,
+// is gone from the Home Agent.
+func (b *Binding) ipv4Deregistered() {
+	b.ipv4State, b.ipv4Status, b.ipv4Reason = IPv4Unregistered, 0, ""
+	if b.ipv4.IsValid() {
+		// The next registration asks again.
+		b.ipv4Reason = "deregistered"
+	}
 }
 
 // Reasons a Binding Error is dropped by Binding.HandleBE.
@@ -504,6 +639,9 @@ func (b *Binding) Tick(now time.Time) (BUPacket, bool) {
 		}
 		if b.state == StateRefreshing && !b.expires.IsZero() && !now.Before(b.expires) {
 			b.state = StateRegistering // lapsed: the Home Agent no longer tunnels
+			if b.ipv4State == IPv4Accepted {
+				b.ipv4State = IPv4Registering
+			}
 		}
 		if b.state == StateDeregistering && len(b.series) >= deregClockTries {
 			// The clock's numbers went unanswered: perhaps the Home Agent
@@ -557,6 +695,13 @@ func (b *Binding) Tunnelling(now time.Time) bool {
 	return (b.state == StateBound || b.state == StateRefreshing) && now.Before(b.expires)
 }
 
+// IPv4Tunnelling reports whether the guest's IPv4 packets may go through the
+// tunnel too: the binding is live and the Home Agent accepted its IPv4 home
+// address (RFC 5555 §3.2.1).
+func (b *Binding) IPv4Tunnelling(now time.Time) bool {
+	return b.ipv4State == IPv4Accepted && b.Tunnelling(now)
+}
+
 // Snapshot is a binding's state for status output.
 type Snapshot struct {
 	State        State
@@ -572,12 +717,21 @@ type Snapshot struct {
 	// Unanswered is how many Binding Updates of the outstanding series
 	// have had no answer yet (0 when none is outstanding).
 	Unanswered int
+	// IPv4HomeAddress is the IPv4 home address asked for (RFC 5555), zero
+	// for IPv6 only; IPv4State says what the Home Agent made of it,
+	// IPv4Status is the last IPv4 Address Acknowledgement status and
+	// IPv4Reason puts it in words, e.g. "administratively prohibited".
+	IPv4HomeAddress netip.Addr
+	IPv4State       IPv4State
+	IPv4Status      uint8
+	IPv4Reason      string
 }
 
 // Snapshot reports the binding's state at now.
 func (b *Binding) Snapshot(now time.Time) Snapshot {
 	s := Snapshot{State: b.state, Reason: b.reason, Status: b.status, Sequence: b.seq,
-		HomeAddress: b.HomeAddress, HomeAgent: b.HomeAgent, CareOf: b.CareOf, Granted: b.granted, Sent: b.sends}
+		HomeAddress: b.HomeAddress, HomeAgent: b.HomeAgent, CareOf: b.CareOf, Granted: b.granted, Sent: b.sends,
+		IPv4HomeAddress: b.ipv4, IPv4State: b.ipv4State, IPv4Status: b.ipv4Status, IPv4Reason: b.ipv4Reason}
 	if b.state == StateRegistering || b.state == StateRefreshing || b.state == StateDeregistering {
 		s.Unanswered = len(b.series)
 	}

@@ -142,3 +142,41 @@ func StatusString(s uint8) string {
 // StatusSuccess reports whether Binding Acknowledgement status s means the
 // Binding Update was accepted (RFC 6275 §6.1.8: values below 128).
 func StatusSuccess(s uint8) bool { return s < 128 }
+
+// IPv4 Address Acknowledgement status values, RFC 5555 §3.2.1 (IANA "DSMIPv6
+// IPv4 Home Address Option Status Codes"). Values below 128 mean the IPv4
+// home address was bound.
+const (
+	IPv4StatusSuccess = 0
+	// IPv4StatusUnspecified is "Failure, reason unspecified". kgswitch
+	// also records it when an Ack omits the acknowledgement (Binding.HandleBA).
+	IPv4StatusUnspecified        = 128
+	IPv4StatusProhibited         = 129 // Administratively prohibited
+	IPv4StatusIncorrectHome      = 130 // Incorrect IPv4 home address
+	IPv4StatusInvalidAddress     = 131 // Invalid IPv4 address
+	IPv4StatusDynamicUnavailable = 132 // Dynamic IPv4 home address assignment not available
+	IPv4StatusPrefixUnauthorized = 133 // Prefix allocation unauthorized
+)
+
+// IPv4StatusString returns a short lower-case description of IPv4 Address
+// Acknowledgement status s (RFC 5555 §3.2.1), or "status N" for values
+// without a registered meaning.
+func IPv4StatusString(s uint8) string {
+	switch s {
+	case IPv4StatusSuccess:
+		return "success"
+	case IPv4StatusUnspecified:
+		return "failure, reason unspecified"
+	case IPv4StatusProhibited:
+		return "administratively prohibited"
+	case IPv4StatusIncorrectHome:
+		return "incorrect IPv4 home address"
+	case IPv4StatusInvalidAddress:
+		return "invalid IPv4 address"
+	case IPv4StatusDynamicUnavailable:
+		return "dynamic IPv4 home address assignment not available"
+	case IPv4StatusPrefixUnauthorized:
+		return "prefix allocation unauthorized"
+	}
+	return "status " + strconv.Itoa(int(s))
+}

@@ -15,7 +15,8 @@ import (
 //go:generate /usr/bin/python3 testdata/gen_golden.py testdata/golden.json
 
 // goldenFile holds packets built by scapy's Mobile IPv6 classes with the
-// values scapy was given; testdata/gen_golden.py writes it, and
+// values scapy was given (RFC 5555's two options by classes the generator
+// writes from the RFC, scapy having none); testdata/gen_golden.py writes it, and
 // TestGoldenUpToDate in tests/interop checks that the installed scapy still
 // writes the same file. Reading it needs neither python3 nor scapy.
 const goldenFile = "testdata/golden.json"
@@ -52,6 +53,12 @@ type goldenOption struct {
 	Authenticator *big.Int   `json:"authenticator"` // 96 bits in scapy
 	Otype         uint8      `json:"otype"`
 	Odata         string     `json:"odata"` // hex
+	// The Dual-Stack options' fields, named as in gen_golden.py's
+	// classes written from RFC 5555 §3.1.1 and §3.2.1.
+	Prefixlen  uint8      `json:"prefixlen"`
+	PFlag      uint8      `json:"p_flag"`
+	IPv4HoA    netip.Addr `json:"ipv4hoa"`
+	IPv4Status uint8      `json:"ipv4status"`
 }
 
 func loadGolden(t testing.TB) []goldenPacket {
@@ -107,6 +114,12 @@ func (o goldenOption) wantOption(t *testing.T) (uint8, []byte) {
 		return OptNonceIndices, binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, o.Hni), o.Coni)
 	case "MIP6OptBindingAuthData":
 		return OptBindingAuthData, o.Authenticator.FillBytes(make([]byte, 12))
+	case "IPv4HomeAddressOption":
+		a := o.IPv4HoA.As4()
+		return OptIPv4HomeAddress, []byte{o.Prefixlen<<2 | o.PFlag<<1, 0, a[0], a[1], a[2], a[3]}
+	case "IPv4AddressAckOption":
+		a := o.IPv4HoA.As4()
+		return OptIPv4AddressAck, []byte{o.IPv4Status, o.Prefixlen << 2, a[0], a[1], a[2], a[3]}
 	case "MIP6OptUnknown":
 		d, err := hex.DecodeString(o.Odata)
 		if err != nil {
@@ -272,6 +285,8 @@ func (g goldenPacket) buPacket(t *testing.T) BUPacket {
 			p.NonceIndices = NonceIndices{Present: true, Home: o.Hni, CareOf: o.Coni}
 		case "MIP6OptBindingAuthData":
 			p.BindingAuthData = true
+		case "IPv4HomeAddressOption":
+			p.IPv4HomeAddress = IPv4HomeAddress{Address: o.IPv4HoA, PrefixLen: o.Prefixlen, RequestPrefix: o.PFlag != 0}
 		}
 	}
 	return p
@@ -282,8 +297,11 @@ func (g goldenPacket) baPacket(t *testing.T) BAPacket {
 	p := BAPacket{Src: g.Src, Dst: g.Dst, HomeAddress: g.RH2, Status: g.MH.Status,
 		Flags: uint8(scapyFlags(t, g.MH.Flags, baFlagLetters)), Sequence: g.MH.Seq, Lifetime: g.MH.Mhtime}
 	for _, o := range g.Options {
-		if o.Cls == "MIP6OptBRAdvice" {
+		switch o.Cls {
+		case "MIP6OptBRAdvice":
 			p.RefreshInterval = o.Rinter
+		case "IPv4AddressAckOption":
+			p.IPv4Ack = IPv4AddressAck{Present: true, Status: o.IPv4Status, PrefixLen: o.Prefixlen, Address: o.IPv4HoA}
 		}
 	}
 	return p

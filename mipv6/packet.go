@@ -30,13 +30,18 @@ type BUPacket struct {
 	// BindingAuthData reports a Binding Authorization Data option
 	// (§6.2.7). It is decoded only: AppendBUPacket never writes one.
 	BindingAuthData bool
+	// IPv4HomeAddress is the IPv4 Home Address option of Dual-Stack
+	// Mobile IPv6 (RFC 5555 §3.1.1); absent unless Address is an IPv4
+	// address.
+	IPv4HomeAddress IPv4HomeAddress
 }
 
 // AppendBUPacket appends p as an IPv6 packet to b and returns the extended
 // slice (RFC 6275 §11.7.1): IPv6 header (hop limit 64, next header 60), a
 // Destination Options header with the Home Address option at 8n+6, and a
-// Binding Update with the Alternate Care-of Address and Nonce Indices
-// options when set, padded to a multiple of 8 octets (§6.1.1). The checksum
+// Binding Update with the IPv4 Home Address (RFC 5555 §3.1.1), Nonce
+// Indices and Alternate Care-of Address options when set, in that order,
+// padded to a multiple of 8 octets (§6.1.1). The checksum
 // uses the home address as pseudo-header source and Dst as destination. It
 // does not allocate when b has room for the packet (80 octets without
 // options).
@@ -50,6 +55,11 @@ func AppendBUPacket(b []byte, p BUPacket) []byte {
 	u.SetSequence(p.Sequence)
 	u.SetFlags(p.Flags)
 	u.SetLifetime(p.Lifetime)
+	if p.IPv4HomeAddress.Address.Is4() {
+		// First: the options start at a multiple of 4 octets, so the
+		// option needs no padding before it.
+		b = appendIPv4HomeAddress(b, mh, p.IPv4HomeAddress)
+	}
 	if p.NonceIndices.Present {
 		b = appendPad(b, mh, 2, 0) // 2n, §6.2.6
 		b = append(b, OptNonceIndices, optLenNonceIndices,
@@ -67,7 +77,8 @@ func AppendBUPacket(b []byte, p BUPacket) []byte {
 
 // ParseBUPacket parses a Binding Update packet (RFC 6275 §9.5.1) with
 // ParseMobilityPacket, requires a Home Address option and decodes the
-// options of §6.2.4-§6.2.7, skipping unknown ones. It does not allocate on
+// options of §6.2.4-§6.2.7 and the first IPv4 Home Address option (RFC 5555
+// §3.1.1), skipping unknown ones. It does not allocate on
 // success.
 func ParseBUPacket(pkt []byte) (BUPacket, error) {
 	h, err := ParseMobilityPacket(pkt)
@@ -95,6 +106,7 @@ func ParseBUPacket(pkt []byte) (BUPacket, error) {
 		AlternateCareOf: o.altCareOf,
 		NonceIndices:    o.nonces,
 		BindingAuthData: o.hasAuthData,
+		IPv4HomeAddress: o.ipv4Home,
 	}, nil
 }
 
@@ -110,6 +122,10 @@ type BAPacket struct {
 	Sequence        uint16
 	Lifetime        uint16 // 4-second units
 	RefreshInterval uint16 // Binding Refresh Advice option, 0 = absent (4-second units)
+	// IPv4Ack is the IPv4 Address Acknowledgement option of Dual-Stack
+	// Mobile IPv6 (RFC 5555 §3.2.1). A value, not a pointer, so that
+	// ParseBAPacket stays allocation-free.
+	IPv4Ack IPv4AddressAck
 }
 
 // AppendBAPacket appends p as an IPv6 packet to b and returns the extended
@@ -138,6 +154,9 @@ func AppendBAPacket(b []byte, p BAPacket) []byte {
 	a.SetFlags(p.Flags)
 	a.SetSequence(p.Sequence)
 	a.SetLifetime(p.Lifetime)
+	if p.IPv4Ack.Present {
+		b = appendIPv4AddressAck(b, mh, p.IPv4Ack)
+	}
 	if p.RefreshInterval != 0 {
 		b = appendPad(b, mh, 2, 0) // 2n, §6.2.4
 		b = append(b, OptBindingRefreshAdvice, optLenRefreshAdvice,
@@ -147,8 +166,9 @@ func AppendBAPacket(b []byte, p BAPacket) []byte {
 }
 
 // ParseBAPacket parses a Binding Acknowledgement packet (RFC 6275 §11.7.3)
-// with ParseMobilityPacket and decodes a Binding Refresh Advice option,
-// skipping unknown options. The home address is the type 2 routing header's;
+// with ParseMobilityPacket and decodes a Binding Refresh Advice option and
+// the first IPv4 Address Acknowledgement option (RFC 5555 §3.2.1), skipping
+// unknown options. The home address is the type 2 routing header's;
 // without one the BA went to a mobile node at home and the home address is
 // the destination. It does not allocate on success.
 func ParseBAPacket(pkt []byte) (BAPacket, error) {
@@ -177,6 +197,7 @@ func ParseBAPacket(pkt []byte) (BAPacket, error) {
 		Sequence:        a.Sequence(),
 		Lifetime:        a.Lifetime(),
 		RefreshInterval: o.refreshInterval,
+		IPv4Ack:         o.ipv4Ack,
 	}, nil
 }
 

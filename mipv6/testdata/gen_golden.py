@@ -9,6 +9,13 @@ are an independent reference for RFC 6275. The output records, for each
 packet, the values scapy was given (with scapy's field names) and the bytes
 scapy produced (lengths, padding and checksums are left to scapy).
 
+scapy 2.5 has no classes for the options of Dual-Stack Mobile IPv6 (RFC
+5555): IPv4HomeAddressOption and IPv4AddressAckOption below are written here
+from the layouts of RFC 5555 sections 3.1.1 and 3.2.1, not taken from
+scapy. scapy still places them (their 4n alignment), pads and checksums the
+packets that carry them, so those vectors check the RFC's layout as read
+here, and scapy's framing, against package mipv6.
+
 Regenerate with `go generate ./mipv6/` or:
 
     /usr/bin/python3 mipv6/testdata/gen_golden.py mipv6/testdata/golden.json
@@ -20,10 +27,38 @@ import json
 import sys
 
 from scapy.all import raw
+from scapy.fields import BitField, ByteField, IPField
 from scapy.layers.inet6 import (
     HAO, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting, MIP6MH_BA, MIP6MH_BE,
     MIP6MH_BRR, MIP6MH_BU, MIP6OptAltCoA, MIP6OptBindingAuthData,
-    MIP6OptBRAdvice, MIP6OptNonceIndices, MIP6OptUnknown)
+    MIP6OptBRAdvice, MIP6OptNonceIndices, MIP6OptUnknown, _MIP6OptAlign)
+
+
+class IPv4HomeAddressOption(_MIP6OptAlign):
+    """IPv4 Home Address option, RFC 5555 section 3.1.1 (type 29)."""
+    name = "MIPv6 Option - IPv4 Home Address (RFC 5555)"
+    fields_desc = [ByteField("otype", 29),
+                   ByteField("olen", 6),
+                   BitField("prefixlen", 32, 6),
+                   BitField("p_flag", 0, 1),
+                   BitField("reserved", 0, 9),
+                   IPField("ipv4hoa", "0.0.0.0")]
+    x = 4
+    y = 0  # alignment requirement: 4n
+
+
+class IPv4AddressAckOption(_MIP6OptAlign):
+    """IPv4 Address Acknowledgement option, RFC 5555 section 3.2.1 (type 30)."""
+    name = "MIPv6 Option - IPv4 Address Acknowledgement (RFC 5555)"
+    fields_desc = [ByteField("otype", 30),
+                   ByteField("olen", 6),
+                   ByteField("ipv4status", 0),
+                   BitField("prefixlen", 0, 6),
+                   BitField("reserved", 0, 2),
+                   IPField("ipv4hoa", "0.0.0.0")]
+    x = 4
+    y = 0  # alignment requirement: 4n
+
 
 # Lab addresses (DESIGN.md) plus a correspondent node for the
 # return-routability options.
@@ -32,6 +67,7 @@ HOA = "2001:db8:2000::10"
 COA = "2001:db8:3000::3"
 ALT_COA = "2001:db8:3000::33"
 CN = "2001:db8:4000::4"
+HOA4 = "192.0.2.10"
 
 MH_CLASSES = {"BU": MIP6MH_BU, "BA": MIP6MH_BA, "BE": MIP6MH_BE, "BRR": MIP6MH_BRR}
 
@@ -41,6 +77,8 @@ OPT_CLASSES = {
     "MIP6OptNonceIndices": MIP6OptNonceIndices,
     "MIP6OptBindingAuthData": MIP6OptBindingAuthData,
     "MIP6OptUnknown": MIP6OptUnknown,
+    "IPv4HomeAddressOption": IPv4HomeAddressOption,
+    "IPv4AddressAckOption": IPv4AddressAckOption,
 }
 
 # Scapy's defaults are not RFC 6275's everywhere: MIP6MH_BU defaults to
@@ -86,6 +124,20 @@ CASES = [
        COA, HOA, seq=11, flags="AH", mhtime=150, encode=False,
        options=[dict(cls="MIP6OptUnknown", otype=200, olen=3, odata="aabbcc"),
                 dict(cls="MIP6OptAltCoA", olen=16, acoa=ALT_COA)]),
+    bu("bu_ipv4_home_address", "dual-stack home registration: IPv4 Home Address option (RFC 5555 3.1.1, 4n), a single address",
+       COA, HOA, seq=0x1237, flags="AH", mhtime=150,
+       options=[dict(cls="IPv4HomeAddressOption", olen=6, prefixlen=32, p_flag=0, ipv4hoa=HOA4)]),
+    bu("bu_ipv4_dynamic_request", "IPv4 Home Address option asking the Home Agent to assign an address (0.0.0.0)",
+       COA, HOA, seq=0x1238, flags="AH", mhtime=150,
+       options=[dict(cls="IPv4HomeAddressOption", olen=6, prefixlen=32, p_flag=0, ipv4hoa="0.0.0.0")]),
+    bu("bu_ipv4_alternate_coa", "IPv4 Home Address option followed by an Alternate Care-of Address (8n+6)",
+       COA, HOA, seq=0x1239, flags="AH", mhtime=150,
+       options=[dict(cls="IPv4HomeAddressOption", olen=6, prefixlen=32, p_flag=0, ipv4hoa=HOA4),
+                dict(cls="MIP6OptAltCoA", olen=16, acoa=ALT_COA)]),
+    bu("bu_ipv4_prefix_request_unaligned", "an unknown option (type 200) moves a prefix-requesting IPv4 Home Address option (P set, /24) off 4n: scapy pads it back; decoded only",
+       COA, HOA, seq=0x123a, flags="AH", mhtime=150, encode=False,
+       options=[dict(cls="MIP6OptUnknown", otype=200, olen=3, odata="aabbcc"),
+                dict(cls="IPv4HomeAddressOption", olen=6, prefixlen=24, p_flag=1, ipv4hoa="0.0.0.0")]),
     ba("ba_status_0", "accepted", status=0, seq=0x1234, mhtime=150),
     ba("ba_status_1", "accepted but prefix discovery necessary", status=1, seq=0x1234, mhtime=150),
     ba("ba_status_132", "not home subnet", status=132, seq=0x1234, mhtime=0),
@@ -96,6 +148,17 @@ CASES = [
        status=0, seq=0x1234, mhtime=150, encode=False,
        options=[dict(cls="MIP6OptUnknown", otype=200, olen=3, odata="aabbcc"),
                 dict(cls="MIP6OptBRAdvice", olen=2, rinter=75)]),
+    ba("ba_ipv4_accepted", "IPv4 Address Acknowledgement (RFC 5555 3.2.1, 4n): success, the address bound", status=0, seq=0x1237, mhtime=150,
+       options=[dict(cls="IPv4AddressAckOption", olen=6, ipv4status=0, prefixlen=32, ipv4hoa=HOA4)]),
+    ba("ba_ipv4_prohibited", "IPv6 accepted, IPv4 administratively prohibited (129), prefix length zero on failure", status=0, seq=0x1237, mhtime=150,
+       options=[dict(cls="IPv4AddressAckOption", olen=6, ipv4status=129, prefixlen=0, ipv4hoa=HOA4)]),
+    ba("ba_ipv4_refresh_advice", "IPv4 Address Acknowledgement followed by a Binding Refresh Advice (2n)", status=0, seq=0x1237, mhtime=150,
+       options=[dict(cls="IPv4AddressAckOption", olen=6, ipv4status=0, prefixlen=32, ipv4hoa=HOA4),
+                dict(cls="MIP6OptBRAdvice", olen=2, rinter=75)]),
+    ba("ba_ipv4_after_unknown_option", "an unknown option (type 200) before an IPv4 Address Acknowledgement (133): scapy pads it to 4n; decoded only",
+       status=0, seq=0x1237, mhtime=150, encode=False,
+       options=[dict(cls="MIP6OptUnknown", otype=200, olen=3, odata="aabbcc"),
+                dict(cls="IPv4AddressAckOption", olen=6, ipv4status=133, prefixlen=0, ipv4hoa="0.0.0.0")]),
     dict(name="be_status_1", description="unknown binding for Home Address destination option", encode=True,
          src=HA, dst=COA, mh=dict(type="BE", status=1, ha=HOA), options=[]),
     dict(name="be_status_2", description="unrecognized MH Type value", encode=True,

@@ -341,6 +341,20 @@ func wantBUFields(p mipv6.BUPacket, pkt []byte) []tsField {
 		bitField("mip6.bu.b_flag", p.Flags, 0x0040),
 		field("mip6.bu.lifetime", p.Lifetime),
 	)
+	if h := p.IPv4HomeAddress; h.Address.Is4() {
+		a := h.Address.As4()
+		pFlag := 0
+		if h.RequestPrefix {
+			pFlag = 1
+		}
+		w = append(w,
+			field("mip6.options.ipv4ha", colonHex(mipv6.OptIPv4HomeAddress, 6, h.PrefixLen<<2|byte(pFlag<<1), 0, a[0], a[1], a[2], a[3])),
+			field("mip6.mobility_opt.len", 6),
+			field("mip6.ipv4ha.preflen", h.PrefixLen),
+			field("mip6.ipv4ha.p_flag", pFlag),
+			field("mip6.ipv4ha.ha", h.Address),
+		)
+	}
 	if n := p.NonceIndices; n.Present {
 		w = append(w,
 			field("mip6.options.ni", colonHex(mipv6.OptNonceIndices, 4, byte(n.Home>>8), byte(n.Home), byte(n.CareOf>>8), byte(n.CareOf))),
@@ -376,6 +390,19 @@ func wantBAFields(p mipv6.BAPacket, pkt []byte) []tsField {
 		field("mip6.ba.seqnr", p.Sequence),
 		field("mip6.ba.lifetime", p.Lifetime),
 	)
+	if k := p.IPv4Ack; k.Present {
+		a := k.Address.As4()
+		// Wireshark 4.0 shows the Status with another registry's names
+		// (129 is "PPP"), so only its number is compared; the Pref-len and
+		// address fields are named after the IPv4 Home Address option's.
+		w = append(w,
+			field("mip6.options.ipv4aa", colonHex(mipv6.OptIPv4AddressAck, 6, k.Status, k.PrefixLen<<2, a[0], a[1], a[2], a[3])),
+			field("mip6.mobility_opt.len", 6),
+			field("mip6.ipv4aa.sts", k.Status),
+			field("mip6.ipv4ha.preflen", k.PrefixLen),
+			field("mip6.ipv4ha.ha", k.Address),
+		)
+	}
 	if p.RefreshInterval != 0 {
 		w = append(w,
 			field("mip6.options.bra", colonHex(mipv6.OptBindingRefreshAdvice, 2, byte(p.RefreshInterval>>8), byte(p.RefreshInterval))),
@@ -427,6 +454,35 @@ func kgswitchBUs(t *testing.T) (reg, refresh, dereg mipv6.BUPacket) {
 	return reg, refresh, dereg
 }
 
+// vmIPv4 is the lab guest's IPv4 home address.
+var vmIPv4 = netip.MustParseAddr("192.0.2.10")
+
+// kgswitchDualStackBUs returns the registration and refresh a binding
+// carrying the VM's IPv4 home address sends (RFC 5555 §3.1.1).
+func kgswitchDualStackBUs(t *testing.T) (reg, refresh mipv6.BUPacket) {
+	t.Helper()
+	t0 := time.Unix(1700000000, 0)
+	b := mipv6.NewBinding(hoa, haAddr, coa, 600*time.Second)
+	b.SetIPv4HomeAddress(vmIPv4)
+	reg, ok := b.Register(t0)
+	if !ok || !reg.IPv4HomeAddress.Address.IsValid() {
+		t.Fatalf("got registration %+v (sent %v), want one with the IPv4 Home Address option", reg, ok)
+	}
+	ba := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Sequence: reg.Sequence, Lifetime: 150,
+		IPv4Ack: mipv6.IPv4AddressAck{Present: true, PrefixLen: 32, Address: vmIPv4}}
+	if _, _, err := b.HandleBA(t0.Add(time.Second), ba); err != nil {
+		t.Fatalf("got HandleBA error = %v, want nil", err)
+	}
+	if !b.IPv4Tunnelling(t0.Add(time.Second)) {
+		t.Fatal("got IPv4 not tunnelling after an accepting Ack, want tunnelling")
+	}
+	refresh, ok = b.Tick(t0.Add(600 * time.Second))
+	if !ok || refresh.IPv4HomeAddress != reg.IPv4HomeAddress {
+		t.Fatalf("got refresh %+v (sent %v), want one with the IPv4 Home Address option", refresh, ok)
+	}
+	return reg, refresh
+}
+
 type tsharkCase struct {
 	name string
 	pkt  []byte
@@ -441,6 +497,25 @@ func tsharkCases(t *testing.T) []tsharkCase {
 	refused := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: mipv6.StatusNotHomeSubnet, Flags: mipv6.BAFlagK | mipv6.BAFlagR,
 		Sequence: 0x1234, Lifetime: 0, RefreshInterval: 30}
 	outOfWindow := mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa, Status: mipv6.StatusSequenceOutOfWindow, Flags: mipv6.BAFlagK, Sequence: 0x42}
+	reg4, refresh4 := kgswitchDualStackBUs(t)
+	all4 := allBU
+	all4.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: netip.IPv4Unspecified(), PrefixLen: 24, RequestPrefix: true}
+	type baCase struct {
+		name string
+		p    mipv6.BAPacket
+	}
+	var bas []baCase
+	for _, st := range []uint8{mipv6.IPv4StatusSuccess, mipv6.IPv4StatusUnspecified, mipv6.IPv4StatusProhibited,
+		mipv6.IPv4StatusIncorrectHome, mipv6.IPv4StatusInvalidAddress, mipv6.IPv4StatusDynamicUnavailable,
+		mipv6.IPv4StatusPrefixUnauthorized} {
+		p := testBA()
+		p.IPv4Ack = mipv6.IPv4AddressAck{Present: true, Status: st, Address: vmIPv4}
+		if st == mipv6.IPv4StatusSuccess {
+			p.IPv4Ack.PrefixLen = 32
+			p.RefreshInterval = 30
+		}
+		bas = append(bas, baCase{fmt.Sprintf("BA with IPv4 %s", mipv6.IPv4StatusString(st)), p})
+	}
 	var cases []tsharkCase
 	for _, c := range []struct {
 		name string
@@ -450,18 +525,19 @@ func tsharkCases(t *testing.T) []tsharkCase {
 		{"refresh BU", refresh},
 		{"de-registration BU from home", dereg},
 		{"BU with every flag and option", allBU},
+		{"dual-stack registration BU", reg4},
+		{"dual-stack refresh BU", refresh4},
+		{"BU with IPv4 prefix request and every option", all4},
 	} {
 		b := mipv6.AppendBUPacket(nil, c.p)
 		cases = append(cases, tsharkCase{c.name, b, wantBUFields(c.p, b)})
 	}
-	for _, c := range []struct {
-		name string
-		p    mipv6.BAPacket
-	}{
-		{"BA accepted", testBA()},
-		{"BA not home subnet with refresh advice", refused},
-		{"BA sequence out of window", outOfWindow},
-	} {
+	bas = append(bas,
+		baCase{"BA accepted", testBA()},
+		baCase{"BA not home subnet with refresh advice", refused},
+		baCase{"BA sequence out of window", outOfWindow},
+	)
+	for _, c := range bas {
 		b := mipv6.AppendBAPacket(nil, c.p)
 		cases = append(cases, tsharkCase{c.name, b, wantBAFields(c.p, b)})
 	}
@@ -536,6 +612,28 @@ func TestCrossCheckTsharkCanFail(t *testing.T) {
 	if !cmp.Equal(wantBUFields(testBU(), good), fields[1]) {
 		t.Errorf("got tshark fields diff for the unmodified BU:\n%s", cmp.Diff(wantBUFields(testBU(), good), fields[1]))
 	}
+
+	// The same for the Dual-Stack options' fields.
+	bu4 := testBU()
+	bu4.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: vmIPv4, PrefixLen: 32}
+	ba4 := testBA()
+	ba4.IPv4Ack = mipv6.IPv4AddressAck{Present: true, Status: mipv6.IPv4StatusProhibited, Address: vmIPv4}
+	pkt4, ack4 := mipv6.AppendBUPacket(nil, bu4), mipv6.AppendBAPacket(nil, ba4)
+	fields, _ = tsharkFields(t, tshark, writePcap(t, pkt4, ack4), 2)
+	if !cmp.Equal(wantBUFields(bu4, pkt4), fields[0]) || !cmp.Equal(wantBAFields(ba4, ack4), fields[1]) {
+		t.Fatalf("got tshark fields diff for the unmodified dual-stack BU and BA:\n%s%s",
+			cmp.Diff(wantBUFields(bu4, pkt4), fields[0]), cmp.Diff(wantBAFields(ba4, ack4), fields[1]))
+	}
+	other4 := bu4
+	other4.IPv4HomeAddress.PrefixLen = 24
+	if cmp.Equal(wantBUFields(other4, pkt4), fields[0]) {
+		t.Error("got tshark fields equal to those of an IPv4 prefix length of 24, want a difference")
+	}
+	otherAck := ba4
+	otherAck.IPv4Ack.Status = mipv6.IPv4StatusIncorrectHome
+	if cmp.Equal(wantBAFields(otherAck, ack4), fields[1]) {
+		t.Error("got tshark fields equal to those of IPv4 status 130, want a difference")
+	}
 }
 
 // scapyScript has scapy decode the packets given as hex arguments and prints
@@ -546,7 +644,8 @@ const scapyScript = `
 import json, sys
 from scapy.all import raw
 from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting, HAO, Pad1, PadN,
-    MIP6MH_BU, MIP6MH_BA, MIP6MH_BE, MIP6MH_BRR, MIP6OptBRAdvice, MIP6OptAltCoA, MIP6OptNonceIndices)
+    MIP6MH_BU, MIP6MH_BA, MIP6MH_BE, MIP6MH_BRR, MIP6OptBRAdvice, MIP6OptAltCoA, MIP6OptNonceIndices,
+    MIP6OptUnknown)
 
 KINDS = [(MIP6MH_BU, "BU"), (MIP6MH_BA, "BA"), (MIP6MH_BE, "BE"), (MIP6MH_BRR, "BRR")]
 
@@ -579,6 +678,8 @@ def decode(wire):
     out["refresh"] = [o.rinter for o in opts if isinstance(o, MIP6OptBRAdvice)]
     out["altcoa"] = [o.acoa for o in opts if isinstance(o, MIP6OptAltCoA)]
     out["nonce"] = [[o.hni, o.coni] for o in opts if isinstance(o, MIP6OptNonceIndices)]
+    # scapy has no class for RFC 5555's options: it frames them as unknown.
+    out["unknown"] = [[o.otype, o.odata.hex()] for o in opts if isinstance(o, MIP6OptUnknown)]
     # Encode again. scapy uses the Home Address option for the
     # pseudo-header only when it is the header's sole option, so the parsed
     # padding goes and autopad redoes it.
@@ -650,6 +751,16 @@ func scapyBU(name string, p mipv6.BUPacket) scapyCase {
 	var alt []netip.Addr
 	var opts []int
 	var nonce [][]int
+	var unknown [][]any
+	if h := p.IPv4HomeAddress; h.Address.Is4() {
+		opts = append(opts, mipv6.OptIPv4HomeAddress)
+		pFlag := byte(0)
+		if h.RequestPrefix {
+			pFlag = 2
+		}
+		a := h.Address.As4()
+		unknown = append(unknown, []any{mipv6.OptIPv4HomeAddress, hex.EncodeToString([]byte{h.PrefixLen<<2 | pFlag, 0, a[0], a[1], a[2], a[3]})})
+	}
 	if p.NonceIndices.Present {
 		opts = append(opts, mipv6.OptNonceIndices)
 		nonce = append(nonce, []int{int(p.NonceIndices.Home), int(p.NonceIndices.CareOf)})
@@ -661,21 +772,27 @@ func scapyBU(name string, p mipv6.BUPacket) scapyCase {
 	return scapyCase{name, mipv6.AppendBUPacket(nil, p), 64, map[string]any{
 		"type": "BU", "mhtype": mipv6.TypeBindingUpdate, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr{p.HomeAddress},
 		"seq": int(p.Sequence), "flags": int(p.Flags), "lifetime": int(p.Lifetime),
-		"options": opts, "altcoa": alt, "nonce": nonce, "refresh": []int(nil),
+		"options": opts, "altcoa": alt, "nonce": nonce, "refresh": []int(nil), "unknown": unknown,
 	}}
 }
 
 func scapyBA(name string, p mipv6.BAPacket) scapyCase {
 	var refresh, opts []int
+	var unknown [][]any
+	if k := p.IPv4Ack; k.Present {
+		opts = append(opts, mipv6.OptIPv4AddressAck)
+		a := k.Address.As4()
+		unknown = append(unknown, []any{mipv6.OptIPv4AddressAck, hex.EncodeToString([]byte{k.Status, k.PrefixLen << 2, a[0], a[1], a[2], a[3]})})
+	}
 	if p.RefreshInterval != 0 {
 		refresh = []int{int(p.RefreshInterval)}
-		opts = []int{mipv6.OptBindingRefreshAdvice}
+		opts = append(opts, mipv6.OptBindingRefreshAdvice)
 	}
 	return scapyCase{name, mipv6.AppendBAPacket(nil, p), 64, map[string]any{
 		"type": "BA", "mhtype": mipv6.TypeBindingAck, "src": p.Src, "dst": p.Dst, "hoa": []netip.Addr(nil),
 		"rhtype": 2, "segleft": 1, "addresses": []netip.Addr{p.HomeAddress},
 		"status": int(p.Status), "flags": int(p.Flags), "seq": int(p.Sequence), "lifetime": int(p.Lifetime),
-		"options": opts, "refresh": refresh,
+		"options": opts, "refresh": refresh, "unknown": unknown,
 	}}
 }
 
@@ -695,6 +812,14 @@ func TestCrossCheckScapy(t *testing.T) {
 	nonceBU.NonceIndices = mipv6.NonceIndices{Present: true, Home: 7, CareOf: 0xfffe}
 	bothBU := nonceBU
 	bothBU.AlternateCareOf = altCoA
+	reg4, refresh4 := kgswitchDualStackBUs(t)
+	all4 := bothBU
+	all4.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: netip.IPv4Unspecified(), PrefixLen: 24, RequestPrefix: true}
+	ack4 := testBA()
+	ack4.IPv4Ack = mipv6.IPv4AddressAck{Present: true, PrefixLen: 32, Address: vmIPv4}
+	ack4.RefreshInterval = 30
+	refused4 := testBA()
+	refused4.IPv4Ack = mipv6.IPv4AddressAck{Present: true, Status: mipv6.IPv4StatusPrefixUnauthorized, Address: vmIPv4}
 	cases := []scapyCase{
 		scapyBU("registration BU", reg),
 		scapyBU("refresh BU", refresh),
@@ -703,6 +828,11 @@ func TestCrossCheckScapy(t *testing.T) {
 		scapyBU("BU with alternate care-of address", altBU),
 		scapyBU("BU with nonce indices", nonceBU),
 		scapyBU("BU with nonce indices and alternate care-of address", bothBU),
+		scapyBU("dual-stack registration BU", reg4),
+		scapyBU("dual-stack refresh BU", refresh4),
+		scapyBU("BU with IPv4 prefix request, nonce indices and alternate care-of address", all4),
+		scapyBA("BA with IPv4 accepted and refresh advice", ack4),
+		scapyBA("BA with IPv4 prefix allocation unauthorized", refused4),
 		scapyBA("BA accepted", testBA()),
 		scapyBA("BA DAD failed with refresh advice", mipv6.BAPacket{Src: haAddr, Dst: coa, HomeAddress: hoa,
 			Status: mipv6.StatusDADFailed, Flags: mipv6.BAFlagK | mipv6.BAFlagR, Sequence: 7, Lifetime: 1, RefreshInterval: 2}),
