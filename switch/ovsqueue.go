@@ -163,16 +163,19 @@ func (q *ovsQueue) run(ctx context.Context) {
 
 		q.apply(ctx, sets, noFlood, ids, reconcile)
 
-		q.mu.Lock()
-		q.done = gen
-		close(q.doneCh)
-		q.doneCh = make(chan struct{})
-		q.mu.Unlock()
+		// The control loop hears of the round before any waiter wakes: a
+		// waiter that then asks the loop something (a request) finds the
+		// report taken, since the loop takes reports first.
 		select {
 		case <-q.applied:
 		default:
 		}
 		q.applied <- gen
+		q.mu.Lock()
+		q.done = gen
+		close(q.doneCh)
+		q.doneCh = make(chan struct{})
+		q.mu.Unlock()
 	}
 }
 
