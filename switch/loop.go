@@ -57,7 +57,6 @@ func (s *Switch) Run(ctx context.Context) error {
 	events := s.deps.DB.Events()
 	s.switchEvents = s.deps.SwitchEvents
 	for {
-		s.iterations.Add(1)
 		s.mirrorState()
 		s.persist()
 		s.armTimer(timer)
@@ -107,6 +106,9 @@ func (s *Switch) step(ctx context.Context, events <-chan ovsctl.Event, ev datapa
 	if i == numReports {
 		i, v, ok = reflect.Select(append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(s.requests)}))
 	}
+	// Counted as it wakes, before anything is handled: a request's caller
+	// sees its own turn counted when the request returns.
+	s.iterations.Add(1)
 	switch i {
 	case caseDone:
 		return ctx.Err()

@@ -138,7 +138,7 @@ type Switch struct {
 	buBuf  []byte
 	// logLimit keeps floods of rejected signalling out of the log.
 	logLimit logLimit
-	// iterations counts the loop's turns: an idle loop must not turn.
+	// iterations counts the times the loop woke: an idle loop must not.
 	iterations atomic.Uint64
 }
 
