@@ -34,6 +34,10 @@ type Request struct {
 	// §6.2.7); a home registration must not carry them.
 	NonceIndices bool
 	AuthData     bool
+	// IPv4HomeAddress is the first IPv4 Home Address option (RFC 5555
+	// §3.1.1); absent unless its Address is valid (0.0.0.0 is a request
+	// for dynamic assignment).
+	IPv4HomeAddress mipv6.IPv4HomeAddress
 }
 
 // Binding is one binding cache entry (RFC 6275 §9.1).
@@ -50,6 +54,9 @@ type Binding struct {
 	// Expires is when the binding ends unless refreshed: exactly Lifetime
 	// after the last accepted Binding Update was processed.
 	Expires time.Time
+	// IPv4HomeAddress is the IPv4 home address bound with the home address
+	// (RFC 5555 §3.3.1); the zero Addr when none is.
+	IPv4HomeAddress netip.Addr
 }
 
 // Verdict says what the caller must do with a Binding Update.
@@ -104,6 +111,10 @@ type Ack struct {
 	Sequence uint16
 	// Lifetime is the granted lifetime in 4-second units.
 	Lifetime uint16
+	// IPv4 is the IPv4 Address Acknowledgement (RFC 5555 §3.2.1): present
+	// exactly when the Binding Update carried an IPv4 Home Address option
+	// and the Home Agent has an IPv4 home prefix.
+	IPv4 mipv6.IPv4AddressAck
 }
 
 // Decision is the Home Agent's answer to a Binding Update.
@@ -125,6 +136,10 @@ type Decision struct {
 	Ack Ack
 	// Binding is the entry after the decision, for Add, Refresh and Move.
 	Binding Binding
+	// OldIPv4HomeAddress is the IPv4 home address the binding held before
+	// the decision and holds no more (removed, replaced or refused), for
+	// the data plane to withdraw.
+	OldIPv4HomeAddress netip.Addr
 }
 
 // CacheConfig holds the Home Agent's policy.
@@ -140,6 +155,11 @@ type CacheConfig struct {
 	// ("accepted, prefix discovery necessary") instead of 0, as an HA does
 	// when the home prefix is about to change (RFC 6275 §10.6.2).
 	PrefixDiscovery bool
+	// IPv4Prefix is the IPv4 home subnet (RFC 5555 §3.3.1): IPv4 home
+	// addresses are bound inside it. The zero Prefix makes the Home Agent
+	// one without RFC 5555, which skips the IPv4 Home Address option as an
+	// unknown option (RFC 6275 §6.2.1) and acknowledges nothing about it.
+	IPv4Prefix netip.Prefix
 }
 
 // pending is a first registration waiting for DAD.
@@ -156,6 +176,9 @@ type Cache struct {
 	cfg      CacheConfig
 	bindings map[netip.Addr]*Binding
 	dad      map[netip.Addr]*pending
+	// ipv4 maps each bound IPv4 home address to the home address holding
+	// it, so that one IPv4 address is never bound twice.
+	ipv4 map[netip.Addr]netip.Addr
 }
 
 // NewCache returns an empty binding cache.
@@ -167,6 +190,7 @@ func NewCache(cfg CacheConfig) *Cache {
 		cfg:      cfg,
 		bindings: make(map[netip.Addr]*Binding),
 		dad:      make(map[netip.Addr]*pending),
+		ipv4:     make(map[netip.Addr]netip.Addr),
 	}
 }
 
@@ -194,7 +218,7 @@ func (c *Cache) HandleBU(r Request, now time.Time) Decision {
 	nack := func(status uint8, seq uint16, reason string) Decision {
 		d.Verdict = Reply
 		d.Reason = reason
-		d.Ack = Ack{Status: status, Sequence: seq}
+		d.Ack = Ack{Status: status, Sequence: seq, IPv4: c.refuseIPv4(r.IPv4HomeAddress)}
 		return d
 	}
 
@@ -241,10 +265,16 @@ func (c *Cache) HandleBU(r Request, now time.Time) Decision {
 	switch {
 	case lifetime == 0:
 		// De-registration forgets the binding, sequence number included
-		// (RFC 6275 §10.3.2).
+		// (RFC 6275 §10.3.2), and the IPv4 home address bound with it: it
+		// was bound to the IPv6 binding, not on its own.
 		d.Action = Remove
 		d.OldCareOf = b.CareOf
+		d.OldIPv4HomeAddress = c.setIPv4(b, netip.Addr{})
 		delete(c.bindings, d.HomeAddress)
+		if opt := r.IPv4HomeAddress; c.cfg.IPv4Prefix.IsValid() && opt.Address.IsValid() {
+			// What was asked is released, as the IPv6 home address is.
+			d.Ack.IPv4 = mipv6.IPv4AddressAck{Present: true, Status: mipv6.IPv4StatusSuccess, PrefixLen: opt.PrefixLen, Address: opt.Address}
+		}
 	case b == nil:
 		// First registration: DAD before anything else (RFC 6275 §10.3.1).
 		d.Verdict = RunDAD
@@ -261,9 +291,89 @@ func (c *Cache) HandleBU(r Request, now time.Time) Decision {
 		b.Flags = r.Flags
 		b.Lifetime = time.Duration(granted) * lifetimeUnit
 		b.Expires = now.Add(b.Lifetime)
+		d.Ack.IPv4, d.OldIPv4HomeAddress = c.decideIPv4(b, r.IPv4HomeAddress)
 		d.Binding = *b
 	}
 	return d
+}
+
+// decideIPv4 answers the IPv4 Home Address option opt of a Binding Update
+// that binds b (RFC 5555 §3.3.1) and makes b hold the address on success.
+// An option refused or carrying another address replaces what b held, since
+// it says what the mobile node wants now; a Binding Update without the
+// option leaves b's IPv4 home address as it was, as a refresh leaves its
+// other state. It returns the acknowledgement (absent when the option is,
+// or when the Home Agent has no IPv4 home prefix) and the IPv4 home address
+// b no longer holds.
+func (c *Cache) decideIPv4(b *Binding, opt mipv6.IPv4HomeAddress) (mipv6.IPv4AddressAck, netip.Addr) {
+	if !c.cfg.IPv4Prefix.IsValid() || !opt.Address.IsValid() {
+		return mipv6.IPv4AddressAck{}, netip.Addr{}
+	}
+	status := c.checkIPv4(b.HomeAddress, opt)
+	if status != mipv6.IPv4StatusSuccess {
+		return mipv6.IPv4AddressAck{Present: true, Status: status, PrefixLen: opt.PrefixLen, Address: opt.Address},
+			c.setIPv4(b, netip.Addr{})
+	}
+	return mipv6.IPv4AddressAck{Present: true, Status: status, PrefixLen: 32, Address: opt.Address},
+		c.setIPv4(b, opt.Address)
+}
+
+// checkIPv4 returns the IPv4 Address Acknowledgement status for home
+// address hoa asking for opt (RFC 5555 §3.3.1, statuses of §3.2.1). The
+// lab Home Agent binds single addresses the mobile node names: it neither
+// allocates prefixes nor assigns addresses.
+func (c *Cache) checkIPv4(hoa netip.Addr, opt mipv6.IPv4HomeAddress) uint8 {
+	a, p := opt.Address, c.cfg.IPv4Prefix
+	switch {
+	case opt.PrefixLen != 32 || opt.RequestPrefix:
+		return mipv6.IPv4StatusPrefixUnauthorized
+	case a.IsUnspecified():
+		return mipv6.IPv4StatusDynamicUnavailable
+	case !p.Contains(a):
+		return mipv6.IPv4StatusIncorrectHome
+	case p.Bits() < 31 && (a == p.Addr() || a == lastAddr(p)):
+		// The subnet's own address and its broadcast address name no host.
+		return mipv6.IPv4StatusInvalidAddress
+	}
+	if holder, ok := c.ipv4[a]; ok && holder != hoa {
+		return mipv6.IPv4StatusProhibited
+	}
+	return mipv6.IPv4StatusSuccess
+}
+
+// refuseIPv4 is the IPv4 acknowledgement of a Binding Update refused as a
+// whole or whose first registration failed: no IPv4 binding without an
+// IPv6 one, for no reason of IPv4's own (RFC 5555 §3.2.1, status 128).
+func (c *Cache) refuseIPv4(opt mipv6.IPv4HomeAddress) mipv6.IPv4AddressAck {
+	if !c.cfg.IPv4Prefix.IsValid() || !opt.Address.IsValid() {
+		return mipv6.IPv4AddressAck{}
+	}
+	return mipv6.IPv4AddressAck{Present: true, Status: mipv6.IPv4StatusUnspecified, PrefixLen: opt.PrefixLen, Address: opt.Address}
+}
+
+// setIPv4 makes b hold IPv4 home address a (none when a is the zero Addr)
+// and returns the address it held before when that is released.
+func (c *Cache) setIPv4(b *Binding, a netip.Addr) netip.Addr {
+	old := b.IPv4HomeAddress
+	if old == a {
+		return netip.Addr{}
+	}
+	if old.IsValid() {
+		delete(c.ipv4, old)
+	}
+	b.IPv4HomeAddress = a
+	if a.IsValid() {
+		c.ipv4[a] = b.HomeAddress
+	}
+	return old
+}
+
+// lastAddr returns the highest address of IPv4 prefix p.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= ^uint32(0) >> p.Bits()
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // grant returns the lifetime granted for a request of units 4-second
@@ -290,7 +400,7 @@ func (c *Cache) CompleteDAD(hoa netip.Addr, duplicate bool, now time.Time) Decis
 	d := Decision{Verdict: Reply, HomeAddress: hoa, CareOf: p.req.CareOf}
 	if duplicate {
 		d.Reason = "home address in use on the home link"
-		d.Ack = Ack{Status: mipv6.StatusDADFailed, Sequence: p.req.Sequence}
+		d.Ack = Ack{Status: mipv6.StatusDADFailed, Sequence: p.req.Sequence, IPv4: c.refuseIPv4(p.req.IPv4HomeAddress)}
 		return d
 	}
 	b := &Binding{
@@ -305,6 +415,9 @@ func (c *Cache) CompleteDAD(hoa netip.Addr, duplicate bool, now time.Time) Decis
 	c.bindings[hoa] = b
 	d.Action = Add
 	d.Ack = p.ack
+	// Decided now, not when DAD started: another home address may have
+	// taken the IPv4 address meanwhile.
+	d.Ack.IPv4, _ = c.decideIPv4(b, p.req.IPv4HomeAddress)
 	d.Binding = *b
 	return d
 }
@@ -316,6 +429,7 @@ func (c *Cache) Expire(now time.Time) []Binding {
 	for hoa, b := range c.bindings {
 		if !now.Before(b.Expires) {
 			out = append(out, *b)
+			c.setIPv4(b, netip.Addr{})
 			delete(c.bindings, hoa)
 		}
 	}

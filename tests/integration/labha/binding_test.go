@@ -28,12 +28,31 @@ func withCoA(a netip.Addr) func(*Request) { return func(r *Request) { r.CareOf =
 func withHoA(a netip.Addr) func(*Request) { return func(r *Request) { r.HomeAddress = a } }
 func withFlags(f uint16) func(*Request)   { return func(r *Request) { r.Flags = f } }
 
+// withIPv4 adds an IPv4 Home Address option asking for a with prefix
+// length plen.
+func withIPv4(a netip.Addr, plen uint8) func(*Request) {
+	return func(r *Request) { r.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: a, PrefixLen: plen} }
+}
+
+// IPv4 home subnet and addresses of the Dual-Stack MIPv6 tests.
+var (
+	ipv4Prefix = netip.MustParsePrefix("192.0.2.0/24")
+	hoa4       = netip.MustParseAddr("192.0.2.10")
+	hoa4b      = netip.MustParseAddr("192.0.2.11")
+)
+
+// ack4 is the IPv4 Address Acknowledgement with status st for address a.
+func ack4(st uint8, plen uint8, a netip.Addr) mipv6.IPv4AddressAck {
+	return mipv6.IPv4AddressAck{Present: true, Status: st, PrefixLen: plen, Address: a}
+}
+
 // step is one event applied to a Cache: a Binding Update, the end of DAD,
 // or an expiry check, at t0+at.
 type step struct {
 	at     time.Duration
 	req    *Request
-	dad    *bool // CompleteDAD for lab.HoA (or req's home address) with this outcome
+	dad    *bool      // CompleteDAD for lab.HoA (or req's home address) with this outcome
+	dadFor netip.Addr // when valid, the home address dad completes for
 	expire bool
 
 	// For req and dad steps:
@@ -45,6 +64,11 @@ type step struct {
 	expired []netip.Addr
 	// After every step: the bindings expected (home address → care-of).
 	bound map[netip.Addr]netip.Addr
+	// When not nil, after the step: the IPv4 home addresses bound (home
+	// address → IPv4 home address), and for req and dad steps the IPv4
+	// home address the decision released.
+	bound4  map[netip.Addr]netip.Addr
+	oldIPv4 netip.Addr
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -256,56 +280,241 @@ func TestCacheRules(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := tt.cfg
-			cfg.Prefix = lab.HomePrefix
-			c := NewCache(cfg)
-			hoa := lab.HoA
-			for i, s := range tt.steps {
-				now := t0.Add(s.at)
-				switch {
-				case s.expire:
-					var got []netip.Addr
-					for _, b := range c.Expire(now) {
-						got = append(got, b.HomeAddress)
-					}
-					if diff := cmp.Diff(s.expired, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-						t.Fatalf("step %d: Expire: got diff (-want +got):\n%s", i, diff)
-					}
-				default:
-					var d Decision
-					if s.req != nil {
-						if s.req.HomeAddress.IsValid() {
-							hoa = s.req.HomeAddress
-						}
-						d = c.HandleBU(*s.req, now)
-					} else {
-						d = c.CompleteDAD(hoa, *s.dad, now)
-					}
-					if d.Verdict != s.verdict {
-						t.Fatalf("step %d: got Verdict = %v (reason %q), want %v", i, d.Verdict, d.Reason, s.verdict)
-					}
-					if d.Action != s.action {
-						t.Fatalf("step %d: got Action = %v, want %v", i, d.Action, s.action)
-					}
-					if d.Verdict == Reply && d.Ack != s.ack {
-						t.Fatalf("step %d: got Ack = %+v (reason %q), want %+v", i, d.Ack, d.Reason, s.ack)
-					}
-					if d.OldCareOf != s.oldCoA {
-						t.Fatalf("step %d: got OldCareOf = %v, want %v", i, d.OldCareOf, s.oldCoA)
-					}
-				}
-				got := map[netip.Addr]netip.Addr{}
-				for _, b := range c.Bindings() {
-					got[b.HomeAddress] = b.CareOf
-				}
-				if s.bound != nil {
-					if diff := cmp.Diff(s.bound, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
-						t.Fatalf("step %d: bindings: got diff (-want +got):\n%s", i, diff)
-					}
-				}
+		t.Run(tt.name, func(t *testing.T) { runSteps(t, tt.cfg, tt.steps) })
+	}
+}
+
+// runSteps applies steps to a Cache for lab.HomePrefix with cfg's other
+// settings and checks each outcome.
+func runSteps(t *testing.T, cfg CacheConfig, steps []step) {
+	t.Helper()
+	cfg.Prefix = lab.HomePrefix
+	c := NewCache(cfg)
+	hoa := lab.HoA
+	for i, s := range steps {
+		now := t0.Add(s.at)
+		switch {
+		case s.expire:
+			var got []netip.Addr
+			for _, b := range c.Expire(now) {
+				got = append(got, b.HomeAddress)
 			}
-		})
+			if diff := cmp.Diff(s.expired, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Fatalf("step %d: Expire: got diff (-want +got):\n%s", i, diff)
+			}
+		default:
+			var d Decision
+			if s.req != nil {
+				if s.req.HomeAddress.IsValid() {
+					hoa = s.req.HomeAddress
+				}
+				d = c.HandleBU(*s.req, now)
+			} else {
+				at := hoa
+				if s.dadFor.IsValid() {
+					at = s.dadFor
+				}
+				d = c.CompleteDAD(at, *s.dad, now)
+			}
+			if d.Verdict != s.verdict {
+				t.Fatalf("step %d: got Verdict = %v (reason %q), want %v", i, d.Verdict, d.Reason, s.verdict)
+			}
+			if d.Action != s.action {
+				t.Fatalf("step %d: got Action = %v, want %v", i, d.Action, s.action)
+			}
+			if d.Verdict == Reply && d.Ack != s.ack {
+				t.Fatalf("step %d: got Ack = %+v (reason %q), want %+v", i, d.Ack, d.Reason, s.ack)
+			}
+			if d.OldCareOf != s.oldCoA {
+				t.Fatalf("step %d: got OldCareOf = %v, want %v", i, d.OldCareOf, s.oldCoA)
+			}
+			if s.bound4 != nil && d.OldIPv4HomeAddress != s.oldIPv4 {
+				t.Fatalf("step %d: got OldIPv4HomeAddress = %v, want %v", i, d.OldIPv4HomeAddress, s.oldIPv4)
+			}
+		}
+		got, got4 := map[netip.Addr]netip.Addr{}, map[netip.Addr]netip.Addr{}
+		for _, b := range c.Bindings() {
+			got[b.HomeAddress] = b.CareOf
+			if b.IPv4HomeAddress.IsValid() {
+				got4[b.HomeAddress] = b.IPv4HomeAddress
+			}
+		}
+		if s.bound4 != nil {
+			if diff := cmp.Diff(s.bound4, got4, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Fatalf("step %d: IPv4 bindings: got diff (-want +got):\n%s", i, diff)
+			}
+		}
+		if s.bound != nil {
+			if diff := cmp.Diff(s.bound, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Fatalf("step %d: bindings: got diff (-want +got):\n%s", i, diff)
+			}
+		}
+	}
+}
+
+func TestCacheIPv4(t *testing.T) {
+	cfg4 := CacheConfig{IPv4Prefix: ipv4Prefix}
+	bound := map[netip.Addr]netip.Addr{lab.HoA: lab.CareOfAddr}
+	none := map[netip.Addr]netip.Addr{}
+	with4 := map[netip.Addr]netip.Addr{lab.HoA: hoa4}
+	outside := netip.MustParseAddr("198.51.100.10")
+	// register4 is a successful first registration at t0 asking for the
+	// IPv4 home address with opts, acknowledged with ack.
+	register4 := func(seq uint16, ack mipv6.IPv4AddressAck, bound4 map[netip.Addr]netip.Addr, opts ...func(*Request)) []step {
+		return []step{
+			{req: ptr(bu(seq, 15, opts...)), verdict: RunDAD, action: Add, bound: none, bound4: none},
+			{at: time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Sequence: seq, Lifetime: 15, IPv4: ack}, bound: bound, bound4: bound4},
+		}
+	}
+	// refused is a first registration whose IPv6 binding is accepted and
+	// whose IPv4 home address is refused with status st.
+	refused := func(st uint8, a netip.Addr, plen uint8) []step {
+		return register4(1, ack4(st, plen, a), none, withIPv4(a, plen))
+	}
+	tests := []struct {
+		name  string
+		cfg   CacheConfig
+		steps []step
+	}{
+		{
+			name:  "a /32 inside the IPv4 home prefix is bound and acknowledged",
+			cfg:   cfg4,
+			steps: register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+		},
+		{
+			name:  "prefix length 0 gives 133 and binds IPv6 alone",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusPrefixUnauthorized, hoa4, 0),
+		},
+		{
+			name:  "prefix length 24 gives 133: no prefix is allocated",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusPrefixUnauthorized, hoa4, 24),
+		},
+		{
+			name: "P flag gives 133",
+			cfg:  cfg4,
+			steps: register4(1, ack4(133, 32, hoa4), none, func(r *Request) {
+				r.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: hoa4, PrefixLen: 32, RequestPrefix: true}
+			}),
+		},
+		{
+			name:  "0.0.0.0 gives 132: no dynamic assignment",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusDynamicUnavailable, netip.IPv4Unspecified(), 32),
+		},
+		{
+			name:  "an address outside the IPv4 home prefix gives 130",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusIncorrectHome, outside, 32),
+		},
+		{
+			name:  "the subnet's broadcast address gives 131",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusInvalidAddress, netip.MustParseAddr("192.0.2.255"), 32),
+		},
+		{
+			name:  "the subnet's own address gives 131",
+			cfg:   cfg4,
+			steps: refused(mipv6.IPv4StatusInvalidAddress, ipv4Prefix.Addr(), 32),
+		},
+		{
+			name:  "without an IPv4 home prefix the option is skipped: no acknowledgement",
+			steps: register4(1, mipv6.IPv4AddressAck{}, none, withIPv4(hoa4, 32)),
+		},
+		{
+			name: "without an IPv4 home prefix a refused BU carries no acknowledgement either",
+			steps: []step{
+				{req: ptr(bu(3, 0, withIPv4(hoa4, 32))), verdict: Reply, ack: Ack{Status: 133, Sequence: 3}, bound: none, bound4: none},
+			},
+		},
+		{
+			name: "refresh without the option keeps the IPv4 binding",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(2, 15)), verdict: Reply, action: Refresh, ack: Ack{Sequence: 2, Lifetime: 15}, bound: bound, bound4: with4},
+				step{at: 3 * time.Second, req: ptr(bu(3, 15, withIPv4(hoa4, 32))), verdict: Reply, action: Refresh, ack: Ack{Sequence: 3, Lifetime: 15, IPv4: ack4(0, 32, hoa4)}, bound: bound, bound4: with4},
+			),
+		},
+		{
+			name: "refresh asking for another address replaces it",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(2, 15, withCoA(lab.CareOfAddrC), withIPv4(hoa4b, 32))), verdict: Reply, action: Move, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 2, Lifetime: 15, IPv4: ack4(0, 32, hoa4b)}, oldIPv4: hoa4, bound4: map[netip.Addr]netip.Addr{lab.HoA: hoa4b}},
+			),
+		},
+		{
+			name: "refresh asking for a refused address releases the bound one",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(2, 15, withIPv4(outside, 32))), verdict: Reply, action: Refresh, ack: Ack{Sequence: 2, Lifetime: 15, IPv4: ack4(130, 32, outside)}, oldIPv4: hoa4, bound: bound, bound4: none},
+			),
+		},
+		{
+			name: "de-registration removes the IPv4 binding too",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(2, 0)), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 2}, oldIPv4: hoa4, bound: none, bound4: none},
+				// The address is free for another home address.
+				step{at: 3 * time.Second, req: ptr(bu(1, 15, withHoA(lab.VM2.HoA), withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound: none, bound4: none},
+				step{at: 4 * time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Sequence: 1, Lifetime: 15, IPv4: ack4(0, 32, hoa4)}, bound4: map[netip.Addr]netip.Addr{lab.VM2.HoA: hoa4}},
+			),
+		},
+		{
+			name: "de-registration carrying the option acknowledges its release",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(2, 0, withIPv4(hoa4, 32))), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 2, IPv4: ack4(0, 32, hoa4)}, oldIPv4: hoa4, bound: none, bound4: none},
+			),
+		},
+		{
+			name: "expiry releases the IPv4 home address",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 61 * time.Second, expire: true, expired: []netip.Addr{lab.HoA}, bound: none, bound4: none},
+				step{at: 62 * time.Second, req: ptr(bu(1, 15, withHoA(lab.VM2.HoA), withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound4: none},
+				step{at: 63 * time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Sequence: 1, Lifetime: 15, IPv4: ack4(0, 32, hoa4)}, bound4: map[netip.Addr]netip.Addr{lab.VM2.HoA: hoa4}},
+			),
+		},
+		{
+			name: "an IPv4 address bound to another home address gives 129",
+			cfg:  cfg4,
+			steps: append(register4(1, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(1, 15, withHoA(lab.VM2.HoA), withCoA(lab.CareOfAddrC), withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound4: with4},
+				step{at: 3 * time.Second, dad: ptr(false), verdict: Reply, action: Add, ack: Ack{Sequence: 1, Lifetime: 15, IPv4: ack4(129, 32, hoa4)}, bound4: with4},
+				// The holder leaves; the other one's next refresh gets it.
+				step{at: 4 * time.Second, req: ptr(bu(2, 0)), verdict: Reply, action: Remove, oldCoA: lab.CareOfAddr, ack: Ack{Sequence: 2}, oldIPv4: hoa4, bound4: none},
+				step{at: 5 * time.Second, req: ptr(bu(2, 15, withHoA(lab.VM2.HoA), withCoA(lab.CareOfAddrC), withIPv4(hoa4, 32))), verdict: Reply, action: Refresh, ack: Ack{Sequence: 2, Lifetime: 15, IPv4: ack4(0, 32, hoa4)}, bound4: map[netip.Addr]netip.Addr{lab.VM2.HoA: hoa4}},
+			),
+		},
+		{
+			name: "two first registrations for one IPv4 address: the first to finish DAD gets it",
+			cfg:  cfg4,
+			steps: []step{
+				{req: ptr(bu(1, 15, withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound4: none},
+				{at: 100 * time.Millisecond, req: ptr(bu(1, 15, withHoA(lab.VM2.HoA), withCoA(lab.CareOfAddrC), withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound4: none},
+				{at: time.Second, dad: ptr(false), dadFor: lab.VM2.HoA, verdict: Reply, action: Add, ack: Ack{Sequence: 1, Lifetime: 15, IPv4: ack4(0, 32, hoa4)}, bound4: map[netip.Addr]netip.Addr{lab.VM2.HoA: hoa4}},
+				{at: 1100 * time.Millisecond, dad: ptr(false), dadFor: lab.HoA, verdict: Reply, action: Add, ack: Ack{Sequence: 1, Lifetime: 15, IPv4: ack4(129, 32, hoa4)}, bound4: map[netip.Addr]netip.Addr{lab.VM2.HoA: hoa4}},
+			},
+		},
+		{
+			name: "a Binding Update refused for IPv6 gives 128 and changes no IPv4 binding",
+			cfg:  cfg4,
+			steps: append(register4(10, ack4(0, 32, hoa4), with4, withIPv4(hoa4, 32)),
+				step{at: 2 * time.Second, req: ptr(bu(9, 15, withIPv4(hoa4b, 32))), verdict: Reply, ack: Ack{Status: 135, Sequence: 10, IPv4: ack4(128, 32, hoa4b)}, bound: bound, bound4: with4},
+			),
+		},
+		{
+			name: "DAD failure gives 128 for IPv4",
+			cfg:  cfg4,
+			steps: []step{
+				{req: ptr(bu(5, 15, withIPv4(hoa4, 32))), verdict: RunDAD, action: Add, bound4: none},
+				{at: time.Second, dad: ptr(true), verdict: Reply, ack: Ack{Status: 134, Sequence: 5, IPv4: ack4(128, 32, hoa4)}, bound: none, bound4: none},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { runSteps(t, tt.cfg, tt.steps) })
 	}
 }
 

@@ -31,6 +31,10 @@ const (
 	ipv6Dst       = 24
 )
 
+// ipv4HomeAddressOptLen is the data length of an IPv4 Home Address option,
+// RFC 5555 §3.1.1: Prefix-len, P and reserved bits, the address.
+const ipv4HomeAddressOptLen = 6
+
 // ParseRequest decodes pkt, an IPv6 packet starting at the IPv6 header, as
 // a Binding Update sent to a Home Agent (RFC 6275 §9.5.1, §10.3.1). It
 // returns the request and the packet's destination address. The headers and
@@ -55,12 +59,22 @@ func ParseRequest(pkt []byte) (Request, netip.Addr, error) {
 	r.Sequence = bu.Sequence()
 	r.Flags = bu.Flags()
 	r.Lifetime = bu.Lifetime()
-	err = mipv6.ForEachOption(bu.Options(), func(typ uint8, _ []byte) error {
+	err = mipv6.ForEachOption(bu.Options(), func(typ uint8, data []byte) error {
 		switch typ {
 		case mipv6.OptNonceIndices:
 			r.NonceIndices = true
 		case mipv6.OptBindingAuthData:
 			r.AuthData = true
+		case mipv6.OptIPv4HomeAddress:
+			// RFC 5555 §3.1.1 allows a second option for a prefix; the
+			// first names the address.
+			if len(data) != ipv4HomeAddressOptLen {
+				return fmt.Errorf("IPv4 home address option of %d octets", len(data))
+			}
+			if !r.IPv4HomeAddress.Address.IsValid() {
+				o := mipv6.IPv4HomeAddressOption(data)
+				r.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: o.Address(), PrefixLen: o.PrefixLen(), RequestPrefix: o.RequestPrefix()}
+			}
 		}
 		return nil
 	})

@@ -46,6 +46,10 @@ func TestParseRequest(t *testing.T) {
 		mh := mipv6.MobilityHeader(wrongPseudo[len(wrongPseudo)-16:])
 		mh.SetChecksum(mipv6.MHChecksum(lab.CareOfAddr, lab.HAAddr, mh))
 	}
+	withIPv4 := base
+	withIPv4.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: hoa4, PrefixLen: 32}
+	withIPv4Zero := base
+	withIPv4Zero.IPv4HomeAddress = mipv6.IPv4HomeAddress{Address: netip.IPv4Unspecified(), PrefixLen: 0, RequestPrefix: true}
 	withNonce := base
 	withNonce.NonceIndices = mipv6.NonceIndices{Present: true, Home: 1, CareOf: 2}
 	ba := mipv6.AppendBAPacket(nil, mipv6.BAPacket{Src: lab.HAAddr, Dst: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7})
@@ -106,6 +110,18 @@ func TestParseRequest(t *testing.T) {
 			name:    "nonce indices reported",
 			pkt:     buPacket(withNonce),
 			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15, NonceIndices: true},
+			wantDst: lab.HAAddr,
+		},
+		{
+			name:    "IPv4 home address option reported",
+			pkt:     buPacket(withIPv4),
+			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15, IPv4HomeAddress: withIPv4.IPv4HomeAddress},
+			wantDst: lab.HAAddr,
+		},
+		{
+			name:    "IPv4 home address option reported as sent, for the cache to refuse",
+			pkt:     buPacket(withIPv4Zero),
+			want:    Request{CareOf: lab.CareOfAddr, HomeAddress: lab.HoA, Sequence: 7, Flags: home, Lifetime: 15, IPv4HomeAddress: withIPv4Zero.IPv4HomeAddress},
 			wantDst: lab.HAAddr,
 		},
 		{name: "bad checksum", pkt: badChecksum, wantErr: ErrChecksum},
@@ -197,4 +213,17 @@ func FuzzParseRequest(f *testing.F) {
 			t.Fatalf("got re-parse diff (-first +second):\n%s", diff)
 		}
 	})
+}
+
+func TestBAPacketIPv4Ack(t *testing.T) {
+	for _, k := range []mipv6.IPv4AddressAck{{}, ack4(0, 32, hoa4), ack4(mipv6.IPv4StatusProhibited, 32, hoa4)} {
+		d := Decision{HomeAddress: lab.HoA, CareOf: lab.CareOfAddr, Ack: Ack{Sequence: 3, Lifetime: 15, IPv4: k}}
+		got, err := mipv6.ParseBAPacket(mipv6.AppendBAPacket(nil, baPacket(lab.HAAddr, d)))
+		if err != nil {
+			t.Fatalf("got ParseBAPacket error = %v, want nil", err)
+		}
+		if diff := cmp.Diff(k, got.IPv4Ack, addrCmp); diff != "" {
+			t.Errorf("got IPv4Ack diff (-want +got):\n%s", diff)
+		}
+	}
 }

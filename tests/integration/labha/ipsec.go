@@ -230,13 +230,14 @@ func (k *Keyring) ParseRequest(pkt []byte) (Request, uint32, error) {
 		return Request{}, 0, mobilityError(err)
 	}
 	return Request{
-		CareOf:       p.Src,
-		HomeAddress:  p.HomeAddress,
-		Sequence:     p.Sequence,
-		Flags:        p.Flags,
-		Lifetime:     p.Lifetime,
-		NonceIndices: p.NonceIndices.Present,
-		AuthData:     p.BindingAuthData,
+		CareOf:          p.Src,
+		HomeAddress:     p.HomeAddress,
+		Sequence:        p.Sequence,
+		Flags:           p.Flags,
+		Lifetime:        p.Lifetime,
+		NonceIndices:    p.NonceIndices.Present,
+		AuthData:        p.BindingAuthData,
+		IPv4HomeAddress: p.IPv4HomeAddress,
 	}, seq, nil
 }
 

@@ -244,5 +244,6 @@ func baPacket(ha netip.Addr, d Decision) mipv6.BAPacket {
 		Status:      d.Ack.Status,
 		Sequence:    d.Ack.Sequence,
 		Lifetime:    d.Ack.Lifetime,
+		IPv4Ack:     d.Ack.IPv4,
 	}
 }
