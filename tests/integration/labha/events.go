@@ -1,5 +1,7 @@
 package labha
 
+import "net/netip"
+
 // Event names: the message of every log record the Home Agent emits. With
 // cmd/labha each record is one JSON line, e.g.
 //
@@ -9,10 +11,15 @@ package labha
 // seq, flags, lifetime (wire values, lifetime in 4-second units);
 // lifetime_s (seconds); status; reason; duplicate (DAD outcome); elapsed_ms;
 // expires (RFC 3339); esp_seq, the ESP sequence number of a Binding Update
-// received or an Ack sent under ESP.
+// received or an Ack sent under ESP. With an IPv4 home prefix (RFC 5555):
+// hoa4, the IPv4 home address the event is about (asked, acknowledged,
+// bound or released); hoa4_prefix_len, the Prefix-len asked; ipv4_status,
+// the IPv4 Address Acknowledgement's status; old_hoa4, an IPv4 home address
+// a binding no longer holds.
 const (
 	// EventReady is logged once the Home Agent listens; tests wait for it.
-	// Its ipsec attribute lists the home addresses with SAs.
+	// Its ipsec attribute lists the home addresses with SAs, ipv4_prefix
+	// the IPv4 home subnet ("" without RFC 5555).
 	EventReady = "ready"
 	// EventBUReceived: a Binding Update for this Home Agent was decoded
 	// (hoa, coa, seq, flags, lifetime, lifetime_s).
@@ -22,7 +29,8 @@ const (
 	// the Reason constants and detail the error.
 	EventBUDropped = "bu-dropped"
 	// EventBASent: a Binding Acknowledgement left (hoa, coa, status, seq,
-	// lifetime).
+	// lifetime; hoa4 and ipv4_status when it carries an IPv4 Address
+	// Acknowledgement).
 	EventBASent = "ba-sent"
 	// EventDADStart and EventDADDone bracket Duplicate Address Detection
 	// for a first registration (hoa; duplicate and elapsed_ms when done).
@@ -30,7 +38,9 @@ const (
 	EventDADDone  = "dad-done"
 	// EventBindingAdded, EventBindingRefreshed, EventBindingMoved,
 	// EventBindingRemoved and EventBindingExpired report binding cache
-	// changes (hoa, coa, old_coa for moves, seq, lifetime_s, expires).
+	// changes (hoa, coa, old_coa for moves, seq, lifetime_s, expires; hoa4,
+	// ipv4_status, old_hoa4 where the binding has or had an IPv4 home
+	// address or the Binding Update asked for one).
 	EventBindingAdded     = "binding-added"
 	EventBindingRefreshed = "binding-refreshed"
 	EventBindingMoved     = "binding-moved"
@@ -65,4 +75,29 @@ func bindingEvent(a Action) string {
 		return EventBindingRemoved
 	}
 	return ""
+}
+
+// ipv4Attrs are the IPv4 attributes of a binding event for decision d.
+func ipv4Attrs(d Decision) []any {
+	var attrs []any
+	switch {
+	case d.Ack.IPv4.Present:
+		attrs = append(attrs, "hoa4", d.Ack.IPv4.Address.String(), "ipv4_status", d.Ack.IPv4.Status)
+	case d.Binding.IPv4HomeAddress.IsValid():
+		attrs = append(attrs, "hoa4", d.Binding.IPv4HomeAddress.String())
+	case d.Action == Remove && d.OldIPv4HomeAddress.IsValid():
+		return append(attrs, "hoa4", d.OldIPv4HomeAddress.String())
+	}
+	if d.OldIPv4HomeAddress.IsValid() {
+		attrs = append(attrs, "old_hoa4", d.OldIPv4HomeAddress.String())
+	}
+	return attrs
+}
+
+// ipv4PrefixString returns p in text, "" for the zero Prefix.
+func ipv4PrefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
 }

@@ -40,6 +40,10 @@ type Config struct {
 	MaxLifetime time.Duration
 	// PrefixDiscovery makes successful registrations answer status 1.
 	PrefixDiscovery bool
+	// IPv4Prefix is the IPv4 home subnet in which IPv4 home addresses are
+	// bound (RFC 5555); the zero Prefix makes a Home Agent without RFC
+	// 5555, which skips the IPv4 Home Address option.
+	IPv4Prefix netip.Prefix
 	// TunName is the TUN device name pattern; empty means "labha%d".
 	TunName string
 	// AckDelay holds every Binding Acknowledgement back this long, as the
@@ -90,6 +94,12 @@ func New(cfg Config, logger *slog.Logger) (*HomeAgent, error) {
 		return nil, fmt.Errorf("labha: bad home prefix %v", cfg.Prefix)
 	}
 	cfg.Prefix = cfg.Prefix.Masked()
+	if cfg.IPv4Prefix.IsValid() {
+		if !cfg.IPv4Prefix.Addr().Is4() {
+			return nil, fmt.Errorf("labha: IPv4 home prefix %v is not IPv4", cfg.IPv4Prefix)
+		}
+		cfg.IPv4Prefix = cfg.IPv4Prefix.Masked()
+	}
 	if !cfg.Prefix.Contains(cfg.Addr) {
 		return nil, fmt.Errorf("labha: address %v outside home prefix %v", cfg.Addr, cfg.Prefix)
 	}
@@ -117,6 +127,7 @@ func New(cfg Config, logger *slog.Logger) (*HomeAgent, error) {
 			Prefix:          cfg.Prefix,
 			MaxLifetime:     cfg.MaxLifetime,
 			PrefixDiscovery: cfg.PrefixDiscovery,
+			IPv4Prefix:      cfg.IPv4Prefix,
 		}),
 		dad:  make(map[netip.Addr]chan struct{}),
 		wake: make(chan struct{}, 1),
@@ -165,7 +176,7 @@ func (h *HomeAgent) Run(ctx context.Context) (err error) {
 	}
 	h.log.Info(EventReady, "iface", h.cfg.Iface, "addr", h.cfg.Addr.String(), "prefix", h.cfg.Prefix.String(),
 		"tun", h.tun.name, "dad_ms", h.cfg.DADTimeout.Milliseconds(), "mac", h.ifi.HardwareAddr.String(),
-		"ipsec", protected)
+		"ipsec", protected, "ipv4_prefix", ipv4PrefixString(h.cfg.IPv4Prefix))
 	<-gctx.Done()
 	// Unblock the TUN and tunnel readers, which wait in the poller without a
 	// context; the other sockets follow their context.
@@ -328,6 +339,9 @@ func requestAttrs(r Request, espSeq uint32) []any {
 	}
 	attrs := []any{"hoa", hoa, "coa", r.CareOf.String(), "seq", r.Sequence, "flags", r.Flags,
 		"lifetime", r.Lifetime, "lifetime_s", int(r.Lifetime) * 4}
+	if a := r.IPv4HomeAddress.Address; a.IsValid() {
+		attrs = append(attrs, "hoa4", a.String(), "hoa4_prefix_len", r.IPv4HomeAddress.PrefixLen)
+	}
 	if espSeq != 0 {
 		attrs = append(attrs, "esp_seq", espSeq)
 	}
@@ -410,6 +424,7 @@ func (h *HomeAgent) apply(d Decision) {
 		if d.Action != Remove {
 			attrs = append(attrs, "lifetime_s", int(d.Binding.Lifetime/time.Second), "expires", d.Binding.Expires.Format(time.RFC3339Nano))
 		}
+		attrs = append(attrs, ipv4Attrs(d)...)
 		h.log.Info(ev, attrs...)
 	}
 	switch d.Action {
@@ -483,6 +498,9 @@ func (h *HomeAgent) transmitBA(ctx context.Context, d Decision, pkt []byte, espS
 	}
 	attrs := []any{"hoa", d.HomeAddress.String(), "coa", d.CareOf.String(), "status", d.Ack.Status,
 		"seq", d.Ack.Sequence, "lifetime", d.Ack.Lifetime}
+	if k := d.Ack.IPv4; k.Present {
+		attrs = append(attrs, "hoa4", k.Address.String(), "ipv4_status", k.Status)
+	}
 	if d.Reason != "" {
 		attrs = append(attrs, "reason", d.Reason)
 	}
@@ -509,7 +527,11 @@ func (h *HomeAgent) expireLoop(ctx context.Context) error {
 		now := time.Now()
 		for _, b := range h.cache.Expire(now) {
 			h.unbind(b.HomeAddress)
-			h.log.Info(EventBindingExpired, "hoa", b.HomeAddress.String(), "coa", b.CareOf.String(), "seq", b.Sequence)
+			attrs := []any{"hoa", b.HomeAddress.String(), "coa", b.CareOf.String(), "seq", b.Sequence}
+			if b.IPv4HomeAddress.IsValid() {
+				attrs = append(attrs, "hoa4", b.IPv4HomeAddress.String())
+			}
+			h.log.Info(EventBindingExpired, attrs...)
 		}
 		wait := time.Hour
 		if next, ok := h.cache.NextExpiry(); ok {

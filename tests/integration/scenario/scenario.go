@@ -138,6 +138,11 @@ type HAEvent struct {
 	// for the binding cache events.
 	LifetimeS int       `json:"lifetime_s"`
 	Expires   time.Time `json:"expires"`
+	// HoA4 is the IPv4 home address an event is about (Dual-Stack MIPv6)
+	// and IPv4Status the IPv4 Address Acknowledgement's status, for
+	// ba-sent and the binding cache events; nil when the Ack carried none.
+	HoA4       string `json:"hoa4"`
+	IPv4Status *int   `json:"ipv4_status"`
 }
 
 // HAEvents reads the lab Home Agent's log so far, in order. Lines that are not

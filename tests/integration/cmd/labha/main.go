@@ -47,6 +47,7 @@ func run() error {
 		prefixDsc = flag.Bool("prefix-discovery", false, "answer successful registrations with status 1 instead of 0")
 		tun       = flag.String("tun", "labha%d", "TUN device name (pattern)")
 		ackDelay  = flag.Duration("ack-delay", 0, "hold every Binding Acknowledgement back this long (a distant Home Agent)")
+		prefix4   = flag.String("ipv4-prefix", "", "IPv4 home subnet in which IPv4 home addresses are bound (RFC 5555); empty = a Home Agent without RFC 5555")
 		keyFile   = flag.String("ipsec-keys", "", "file of `ip xfrm state add` lines: ESP SAs for the home addresses whose signalling must be protected")
 	)
 	flag.Parse()
@@ -57,6 +58,12 @@ func run() error {
 	p, err := netip.ParsePrefix(*prefix)
 	if err != nil {
 		return fmt.Errorf("-prefix: %w", err)
+	}
+	var p4 netip.Prefix
+	if *prefix4 != "" {
+		if p4, err = netip.ParsePrefix(*prefix4); err != nil {
+			return fmt.Errorf("-ipv4-prefix: %w", err)
+		}
 	}
 	var keys []esp.SA
 	if *keyFile != "" {
@@ -81,6 +88,7 @@ func run() error {
 		DADTimeout:      *dad,
 		MaxLifetime:     *maxLife,
 		PrefixDiscovery: *prefixDsc,
+		IPv4Prefix:      p4,
 		TunName:         *tun,
 		AckDelay:        *ackDelay,
 		Keys:            keys,
