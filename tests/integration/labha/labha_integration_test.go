@@ -58,6 +58,9 @@ type baResult struct {
 	// for one in clear), and every ICMPv6 error from the HA.
 	ESPSeq     uint32 `json:"esp_seq"`
 	ICMPErrors int    `json:"icmp_errors"`
+	// IPv4Ack is the Acknowledgement's IPv4 Address Acknowledgement, for a
+	// "bu" helper asked for an IPv4 home address (HOA4).
+	IPv4Ack mipv6.IPv4AddressAck `json:"ipv4_ack"`
 }
 
 // tunResult is what the "capture41" helper prints: the first IP6IP6 packet
@@ -91,6 +94,7 @@ func runHelper(mode string) error {
 		pkt := mipv6.AppendBUPacket(nil, mipv6.BUPacket{
 			Src: coa, Dst: ha, HomeAddress: addr("HOA"),
 			Sequence: num("SEQ"), Flags: num("FLAGS"), Lifetime: num("LIFETIME"),
+			IPv4HomeAddress: mipv6.IPv4HomeAddress{Address: addr("HOA4"), PrefixLen: 32},
 		})
 		start := time.Now()
 		if err := sendRaw(pkt, ha); err != nil {
@@ -114,7 +118,8 @@ func runHelper(mode string) error {
 				return false
 			}
 			res = baResult{Got: true, Status: ba.Status, Seq: ba.Sequence, Lifetime: ba.Lifetime,
-				HasRH2: p[6] == mipv6.IPProtoRouting, ElapsedMS: time.Since(start).Milliseconds(), ParamProbs: res.ParamProbs}
+				HasRH2: p[6] == mipv6.IPProtoRouting, ElapsedMS: time.Since(start).Milliseconds(), ParamProbs: res.ParamProbs,
+				IPv4Ack: ba.IPv4Ack}
 			return true
 		})
 		if err != nil {
@@ -352,11 +357,12 @@ func (e *labEnv) helper(ctx context.Context, node, mode string, vars ...string) 
 }
 
 // sendBU sends a Binding Update from hostB and returns the Binding
-// Acknowledgement that came back within wait.
-func (e *labEnv) sendBU(ctx context.Context, seq, flags, lifetime uint16, wait time.Duration) baResult {
+// Acknowledgement that came back within wait; vars are more of the
+// helper's settings ("HOA4=192.0.2.10" asks for an IPv4 home address).
+func (e *labEnv) sendBU(ctx context.Context, seq, flags, lifetime uint16, wait time.Duration, vars ...string) baResult {
 	e.t.Helper()
-	out, err := e.helper(ctx, "hostB", "bu", fmt.Sprintf("SEQ=%d", seq), fmt.Sprintf("FLAGS=%d", flags),
-		fmt.Sprintf("LIFETIME=%d", lifetime), "WAIT="+wait.String()).Output()
+	out, err := e.helper(ctx, "hostB", "bu", append([]string{fmt.Sprintf("SEQ=%d", seq), fmt.Sprintf("FLAGS=%d", flags),
+		fmt.Sprintf("LIFETIME=%d", lifetime), "WAIT=" + wait.String()}, vars...)...).Output()
 	if err != nil {
 		e.t.Fatalf("bu helper: %v", err)
 	}
@@ -439,6 +445,17 @@ func (e *labEnv) events() []map[string]any {
 	return evs
 }
 
+// lastEvent returns labha's last record of msg so far, nil if none.
+func (e *labEnv) lastEvent(msg string) map[string]any {
+	var last map[string]any
+	for _, ev := range e.events() {
+		if ev["msg"] == msg {
+			last = ev
+		}
+	}
+	return last
+}
+
 // waitEvent waits until labha has logged msg, and returns that record.
 func (e *labEnv) waitEvent(ctx context.Context, msg string, d time.Duration) map[string]any {
 	e.t.Helper()
@@ -489,7 +506,7 @@ func TestHomeAgentInLab(t *testing.T) {
 		}
 	})
 	e.ha, err = l.Start(ctx, "ha", e.logPth, bin, "-iface", lab.Uplink, "-addr", lab.HAAddr.String(),
-		"-prefix", lab.HomePrefix.String(), "-dad", "1s")
+		"-prefix", lab.HomePrefix.String(), "-dad", "1s", "-ipv4-prefix", "192.0.2.0/24")
 	if err != nil {
 		t.Fatalf("start labha: %v", err)
 	}
@@ -545,10 +562,27 @@ func TestHomeAgentInLab(t *testing.T) {
 		t.Errorf("BU without H flag: got %+v, want no BA", res)
 	}
 
-	// Refresh: no DAD.
-	res = e.sendBU(ctx, 11, home, 15, 2*time.Second)
+	// Refresh: no DAD. It asks for an IPv4 home address inside the IPv4
+	// home subnet too, which the Ack grants (RFC 5555 §3.2.1).
+	hoa4 := netip.MustParseAddr("192.0.2.10")
+	res = e.sendBU(ctx, 11, home, 15, 2*time.Second, "HOA4="+hoa4.String())
 	if !res.Got || res.Status != 0 || res.Seq != 11 || res.ElapsedMS >= 900 {
 		t.Errorf("refresh: got %+v, want status 0 seq 11 without the DAD wait", res)
+	}
+	if want := (mipv6.IPv4AddressAck{Present: true, Status: 0, PrefixLen: 32, Address: hoa4}); res.IPv4Ack != want {
+		t.Errorf("refresh asking for %v: got IPv4 acknowledgement %+v, want %+v", hoa4, res.IPv4Ack, want)
+	}
+	// ba-sent is logged just after the Ack leaves, so it may trail it.
+	if err := wait.Until(ctx, 2*time.Second, 50*time.Millisecond, func() error {
+		if ev := e.lastEvent(labha.EventBASent); ev["seq"] != 11.0 || ev["hoa4"] != hoa4.String() || ev["ipv4_status"] != 0.0 {
+			return fmt.Errorf("refresh asking for %v: got last %s event %v, want seq 11, hoa4 %v and ipv4_status 0", hoa4, labha.EventBASent, ev, hoa4)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if ev := e.lastEvent(labha.EventBindingRefreshed); ev["hoa4"] != hoa4.String() {
+		t.Errorf("refresh asking for %v: got %s event %v, want hoa4 %v", hoa4, labha.EventBindingRefreshed, ev, hoa4)
 	}
 
 	// The Home Agent's own answer to the home address (an Echo Reply to a
@@ -613,6 +647,9 @@ func TestHomeAgentInLab(t *testing.T) {
 	}
 	if out, err := l.Run(ctx, "ha", "ip", "-6", "neigh", "show", "proxy"); err != nil || strings.Contains(out, lab.HoA.String()) {
 		t.Errorf("proxy ND entry after de-registration: got %q (%v), want none for %v", out, err, lab.HoA)
+	}
+	if ev := e.lastEvent(labha.EventBindingRemoved); ev["hoa4"] != hoa4.String() {
+		t.Errorf("de-registration: got %s event %v, want hoa4 %v released with the binding", labha.EventBindingRemoved, ev, hoa4)
 	}
 	res = e.sendBU(ctx, 13, home, 0, 2*time.Second)
 	if !res.Got || res.Status != mipv6.StatusNotHomeAgent {
