@@ -55,7 +55,7 @@ type Binding struct {
 	// after the last accepted Binding Update was processed.
 	Expires time.Time
 	// IPv4HomeAddress is the IPv4 home address bound with the home address
-	// (RFC 5555 §3.3.1); the zero Addr when none is.
+	// (RFC 5555); the zero Addr when none is.
 	IPv4HomeAddress netip.Addr
 }
 
@@ -155,7 +155,7 @@ type CacheConfig struct {
 	// ("accepted, prefix discovery necessary") instead of 0, as an HA does
 	// when the home prefix is about to change (RFC 6275 §10.6.2).
 	PrefixDiscovery bool
-	// IPv4Prefix is the IPv4 home subnet (RFC 5555 §3.3.1): IPv4 home
+	// IPv4Prefix is the IPv4 home subnet (RFC 5555): IPv4 home
 	// addresses are bound inside it. The zero Prefix makes the Home Agent
 	// one without RFC 5555, which skips the IPv4 Home Address option as an
 	// unknown option (RFC 6275 §6.2.1) and acknowledges nothing about it.
@@ -186,6 +186,9 @@ func NewCache(cfg CacheConfig) *Cache {
 	if cfg.MaxLifetime <= 0 || cfg.MaxLifetime > MaxBindingLifetime {
 		cfg.MaxLifetime = MaxBindingLifetime
 	}
+	// Masked, so that a subnet given by one of its hosts' addresses still
+	// names its own and broadcast addresses right.
+	cfg.IPv4Prefix = cfg.IPv4Prefix.Masked()
 	return &Cache{
 		cfg:      cfg,
 		bindings: make(map[netip.Addr]*Binding),
@@ -298,8 +301,8 @@ func (c *Cache) HandleBU(r Request, now time.Time) Decision {
 }
 
 // decideIPv4 answers the IPv4 Home Address option opt of a Binding Update
-// that binds b (RFC 5555 §3.3.1) and makes b hold the address on success.
-// An option refused or carrying another address replaces what b held, since
+// that binds b (RFC 5555, Home Agent operation) and makes b hold the
+// address on success. An option refused or carrying another address replaces what b held, since
 // it says what the mobile node wants now; a Binding Update without the
 // option leaves b's IPv4 home address as it was, as a refresh leaves its
 // other state. It returns the acknowledgement (absent when the option is,
@@ -319,7 +322,7 @@ func (c *Cache) decideIPv4(b *Binding, opt mipv6.IPv4HomeAddress) (mipv6.IPv4Add
 }
 
 // checkIPv4 returns the IPv4 Address Acknowledgement status for home
-// address hoa asking for opt (RFC 5555 §3.3.1, statuses of §3.2.1). The
+// address hoa asking for opt (RFC 5555, statuses of §3.2.1). The
 // lab Home Agent binds single addresses the mobile node names: it neither
 // allocates prefixes nor assigns addresses.
 func (c *Cache) checkIPv4(hoa netip.Addr, opt mipv6.IPv4HomeAddress) uint8 {

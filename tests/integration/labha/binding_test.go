@@ -353,7 +353,8 @@ func runSteps(t *testing.T, cfg CacheConfig, steps []step) {
 }
 
 func TestCacheIPv4(t *testing.T) {
-	cfg4 := CacheConfig{IPv4Prefix: ipv4Prefix}
+	// Given by a host address: the cache masks it.
+	cfg4 := CacheConfig{IPv4Prefix: netip.PrefixFrom(hoa4, 24)}
 	bound := map[netip.Addr]netip.Addr{lab.HoA: lab.CareOfAddr}
 	none := map[netip.Addr]netip.Addr{}
 	with4 := map[netip.Addr]netip.Addr{lab.HoA: hoa4}
