@@ -195,7 +195,7 @@ func (s *Switch) publish() {
 		if p.ofport != 0 && p.atHomeHere() && s.holds(p) {
 			f.AddAtHome(p.vm.HomeAddress, p.key(), p.mac, p.link)
 		}
-		if p.phase == departed || (p.ofport != 0 && p.atHomeHere() && s.holds(p)) {
+		if s.watchesHomeLink(p) {
 			if mac := s.homeAgentMAC(p.vm.Home, now); mac != nil {
 				f.ExpectHomeAgent(p.vm.HomeAddress, mac)
 			}

@@ -24,6 +24,12 @@ const (
 	haPokeGap   = 10 * time.Second
 )
 
+// watchesHomeLink reports whether the departure cover watches the home link
+// for p: its VM runs here at home, or left and is covered.
+func (s *Switch) watchesHomeLink(p *vmPort) bool {
+	return p.phase == departed || (p.ofport != 0 && p.atHomeHere() && s.holds(p))
+}
+
 // homeAgentMAC returns the MAC of home network h's Home Agent, or nil when it
 // is not known (yet): then a lookup is scheduled.
 func (s *Switch) homeAgentMAC(h config.HomeNetwork, now time.Time) net.HardwareAddr {
@@ -48,7 +54,7 @@ func (s *Switch) learnHomeAgents(now time.Time) {
 	found := false
 	for _, p := range s.vms {
 		h := p.vm.Home
-		if h.HomeAgentMAC != nil || s.haMACs[h.HomeAgent] != nil || !(p.phase == departed || (p.atHomeHere() && s.holds(p))) {
+		if h.HomeAgentMAC != nil || s.haMACs[h.HomeAgent] != nil || !s.watchesHomeLink(p) {
 			continue
 		}
 		var mac net.HardwareAddr
