@@ -584,6 +584,17 @@ func TestHomeAgentInLab(t *testing.T) {
 	if ev := e.lastEvent(labha.EventBindingRefreshed); ev["hoa4"] != hoa4.String() {
 		t.Errorf("refresh asking for %v: got %s event %v, want hoa4 %v", hoa4, labha.EventBindingRefreshed, ev, hoa4)
 	}
+	// The IPv4 home address is routed into the TUN device and proxied (ARP)
+	// on the home link once the Ack is out.
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "route", "show", hoa4.String()+"/32"); err != nil || !strings.Contains(out, hoa4.String()+" dev labha") {
+		t.Errorf("IPv4 route after binding %v: got %q (%v), want %v dev labha...", hoa4, out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "neigh", "show", "proxy"); err != nil || !strings.Contains(out, hoa4.String()) {
+		t.Errorf("proxy ARP entry after binding %v: got %q (%v), want one for %v", hoa4, out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Errorf("IPv4 forwarding with -ipv4-prefix: got %q (%v), want 1", out, err)
+	}
 
 	// The Home Agent's own answer to the home address (an Echo Reply to a
 	// reverse-tunnelled Echo Request for the HA itself) is sent with a type
@@ -650,6 +661,12 @@ func TestHomeAgentInLab(t *testing.T) {
 	}
 	if ev := e.lastEvent(labha.EventBindingRemoved); ev["hoa4"] != hoa4.String() {
 		t.Errorf("de-registration: got %s event %v, want hoa4 %v released with the binding", labha.EventBindingRemoved, ev, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "route", "show", hoa4.String()+"/32"); err != nil || strings.Contains(out, hoa4.String()) {
+		t.Errorf("IPv4 route after de-registration: got %q (%v), want none for %v", out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "neigh", "show", "proxy"); err != nil || strings.Contains(out, hoa4.String()) {
+		t.Errorf("proxy ARP entry after de-registration: got %q (%v), want none for %v", out, err, hoa4)
 	}
 	res = e.sendBU(ctx, 13, home, 0, 2*time.Second)
 	if !res.Got || res.Status != mipv6.StatusNotHomeAgent {
