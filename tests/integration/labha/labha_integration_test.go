@@ -505,6 +505,10 @@ func TestHomeAgentInLab(t *testing.T) {
 			t.Logf("labha log:\n%s", b)
 		}
 	})
+	fwd4, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding")
+	if err != nil {
+		t.Fatalf("read IPv4 forwarding: %v", err)
+	}
 	e.ha, err = l.Start(ctx, "ha", e.logPth, bin, "-iface", lab.Uplink, "-addr", lab.HAAddr.String(),
 		"-prefix", lab.HomePrefix.String(), "-dad", "1s", "-ipv4-prefix", "192.0.2.0/24")
 	if err != nil {
@@ -724,6 +728,9 @@ func TestHomeAgentInLab(t *testing.T) {
 	if out, err := l.Run(ctx, "ha", "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "labha") {
 		t.Errorf("links after labha stopped: got %q (%v), want no labha TUN device", out, err)
 	}
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || out != fwd4 {
+		t.Errorf("IPv4 forwarding after labha stopped: got %q (%v), want %q as before", out, err, fwd4)
+	}
 	var seen []string
 	for _, ev := range e.events() {
 		s, _ := ev["msg"].(string)
@@ -845,7 +852,15 @@ func TestHomeAgentInLabIPsec(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	fwd4, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding")
+	if err != nil {
+		t.Fatalf("read IPv4 forwarding: %v", err)
+	}
 	start("labha.log")
+	// Without -ipv4-prefix the Home Agent leaves IPv4 alone.
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || out != fwd4 {
+		t.Errorf("IPv4 forwarding without -ipv4-prefix: got %q (%v), want %q as before", out, err, fwd4)
+	}
 	if err := l.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatalf("MoveGuest: %v", err)
 	}
