@@ -103,12 +103,22 @@ func (s *linkSocket) send(ctx context.Context, pkt []byte, mac net.HardwareAddr)
 // builds it): the kernel rebuilds the header from the frame's destination
 // and EtherType, the socket being SOCK_DGRAM.
 func (s *linkSocket) sendFrame(ctx context.Context, f []byte) error {
-	if len(f) < ethHeaderLen {
-		return fmt.Errorf("frame of %d octets", len(f))
+	sa, payload, err := frameSockaddr(s.ifindex, f)
+	if err != nil {
+		return err
 	}
-	sa := &unix.SockaddrLinklayer{Protocol: htons(uint16(f[12])<<8 | uint16(f[13])), Ifindex: s.ifindex, Halen: 6}
+	return s.c.Sendto(ctx, payload, 0, sa)
+}
+
+// frameSockaddr splits Ethernet frame f into the SOCK_DGRAM address that
+// sends it on interface ifindex (destination MAC, EtherType) and its payload.
+func frameSockaddr(ifindex int, f []byte) (*unix.SockaddrLinklayer, []byte, error) {
+	if len(f) < ethHeaderLen {
+		return nil, nil, fmt.Errorf("frame of %d octets", len(f))
+	}
+	sa := &unix.SockaddrLinklayer{Protocol: htons(uint16(f[12])<<8 | uint16(f[13])), Ifindex: ifindex, Halen: 6}
 	copy(sa.Addr[:], f[:6])
-	return s.c.Sendto(ctx, f[ethHeaderLen:], 0, sa)
+	return sa, f[ethHeaderLen:], nil
 }
 
 // rawSender sends whole IPv6 packets (header included) through the
