@@ -224,6 +224,8 @@ func (h *HomeAgent) setup() ([]sysctlChange, error) {
 	if h.cfg.IPv4Prefix.IsValid() {
 		// IPv4 forwarding, which also makes the kernel answer ARP for the
 		// proxy entries of IPv4 home addresses routed into the TUN device.
+		// The zero ICMP budget above holds for the ICMPv4 errors of what it
+		// forwards too (those in net/ipv4/icmp_ratemask).
 		sysctls = append(sysctls, "net/ipv4/conf/all/forwarding", "1")
 	}
 	undo, err := setSysctls(sysctls...)
