@@ -17,8 +17,12 @@
 //     encapsulation and its reverse check, type 2 routing header insertion)
 //     and the Neighbor Discovery frames (DAD probe, unsolicited Neighbor
 //     Advertisement).
+//   - ipv4.go: the pure half of the IPv4 data plane (RFC 5555, IPv6 care-of
+//     address): IPv4-in-IPv6 encapsulation and its reverse check, the
+//     gratuitous ARP.
 //   - ha_linux.go, io_linux.go: sockets, the TUN device, routes, proxy
-//     neighbour entries, and the event loop.
+//     neighbour (ND and, with an IPv4 home prefix, ARP) entries, and the
+//     event loop.
 //
 // Every event is logged through log/slog with the event name as message
 // (see the Event constants); cmd/labha prints them as JSON lines.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kgswitch/kgswitch/esp"
 	"github.com/kgswitch/kgswitch/mipv6"
+	"github.com/kgswitch/kgswitch/netpkt"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -71,7 +72,12 @@ type HomeAgent struct {
 	link   *linkSocket
 	raw    *rawSender
 	tunnel *tunnelSocket
-	tun    *tunDevice
+	// tunnel4 receives IPv4 in IPv6 (RFC 5555); nil without IPv4Prefix.
+	tunnel4 *tunnelSocket
+	tun     *tunDevice
+	// bound4 holds the IPv4 home addresses routed into the TUN device and
+	// proxied on the home link; guarded by mu.
+	bound4 map[netip.Addr]bool
 	local  map[netip.Addr]bool
 	wake   chan struct{}
 
@@ -149,6 +155,8 @@ func (h *HomeAgent) Bindings() []Binding {
 // budget for ICMPv6 Parameter Problems only (ratemask 4), because the lab
 // kernel, lacking MIP6, would otherwise answer every Binding Update's Home
 // Address option with a Parameter Problem that no real Home Agent sends.
+// With an IPv4 home prefix it also sets IPv4 forwarding on and carries IPv4
+// to and from bound IPv4 home addresses in IPv6 (RFC 5555).
 func (h *HomeAgent) Run(ctx context.Context) (err error) {
 	if !h.running.CompareAndSwap(false, true) {
 		return errors.New("labha: Run called twice")
@@ -169,6 +177,9 @@ func (h *HomeAgent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return h.readLink(gctx) })
 	g.Go(func() error { return h.readTunnel(gctx) })
 	g.Go(func() error { return h.readTun(gctx) })
+	if h.tunnel4 != nil {
+		g.Go(func() error { return h.readTunnel4(gctx) })
+	}
 	g.Go(func() error { return h.expireLoop(gctx) })
 	protected := []string{}
 	for _, hoa := range h.keys.HomeAddresses() {
@@ -182,6 +193,9 @@ func (h *HomeAgent) Run(ctx context.Context) (err error) {
 	// context; the other sockets follow their context.
 	h.tun.f.Close()
 	h.tunnel.c.Close()
+	if h.tunnel4 != nil {
+		h.tunnel4.c.Close()
+	}
 	err = g.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -200,13 +214,21 @@ func (h *HomeAgent) setup() ([]sysctlChange, error) {
 	// Binding Update (Home Address option) with a Parameter Problem that a
 	// real Home Agent never sends: rate-limit only Parameter Problems
 	// (ICMPv6 type 4) and give the global limiter no budget.
-	undo, err := setSysctls(
+	sysctls := []string{
 		"net/ipv6/conf/all/forwarding", "1",
-		"net/ipv6/conf/"+h.cfg.Iface+"/proxy_ndp", "1",
+		"net/ipv6/conf/" + h.cfg.Iface + "/proxy_ndp", "1",
 		"net/ipv6/icmp/ratemask", "4",
 		"net/ipv4/icmp_msgs_per_sec", "0",
 		"net/ipv4/icmp_msgs_burst", "0",
-	)
+	}
+	if h.cfg.IPv4Prefix.IsValid() {
+		// IPv4 forwarding, which also makes the kernel answer ARP for the
+		// proxy entries of IPv4 home addresses routed into the TUN device.
+		// The zero ICMP budget above holds for the ICMPv4 errors of what it
+		// forwards too (those in net/ipv4/icmp_ratemask).
+		sysctls = append(sysctls, "net/ipv4/conf/all/forwarding", "1")
+	}
+	undo, err := setSysctls(sysctls...)
 	if err != nil {
 		return nil, fmt.Errorf("labha: %w", err)
 	}
@@ -222,8 +244,15 @@ func (h *HomeAgent) setup() ([]sysctlChange, error) {
 	if h.raw, err = openRawSender(); err != nil {
 		return undo, fmt.Errorf("labha: %w", err)
 	}
-	if h.tunnel, err = openTunnelSocket(h.cfg.Addr); err != nil {
+	if h.tunnel, err = openTunnelSocket(h.cfg.Addr, unix.IPPROTO_IPV6); err != nil {
 		return undo, fmt.Errorf("labha: %w", err)
+	}
+	if h.cfg.IPv4Prefix.IsValid() {
+		// RFC 5555 with an IPv6 care-of address: IPv4 in IPv6, next header 4.
+		h.bound4 = make(map[netip.Addr]bool)
+		if h.tunnel4, err = openTunnelSocket(h.cfg.Addr, unix.IPPROTO_IPIP); err != nil {
+			return undo, fmt.Errorf("labha: %w", err)
+		}
 	}
 	// The tunnel MTU leaves room for the outer header, as ip6tnl does
 	// without encapsulation limit option: the kernel then sends Packet Too
@@ -240,11 +269,14 @@ func (h *HomeAgent) teardown(undo []sysctlChange) {
 	for _, b := range h.cache.Bindings() {
 		h.unbind(b.HomeAddress)
 	}
+	for a := range h.bound4 {
+		h.unbind4(a)
+	}
 	h.mu.Unlock()
 	if h.tun != nil {
 		h.tun.f.Close() // a non-persistent TUN device disappears with its routes
 	}
-	for _, c := range []interface{ Close() error }{h.link.conn(), h.raw.conn(), h.tunnel.conn()} {
+	for _, c := range []interface{ Close() error }{h.link.conn(), h.raw.conn(), h.tunnel.conn(), h.tunnel4.conn()} {
 		if c != nil {
 			c.Close()
 		}
@@ -442,7 +474,56 @@ func (h *HomeAgent) apply(d Decision) {
 	case Remove:
 		h.unbind(d.HomeAddress)
 	}
+	if d.OldIPv4HomeAddress.IsValid() {
+		h.unbind4(d.OldIPv4HomeAddress)
+	}
+	if a := d.Binding.IPv4HomeAddress; a.IsValid() && d.Action != Remove && mipv6.StatusSuccess(d.Ack.Status) {
+		h.bind4(a)
+	}
 	h.poke()
+}
+
+// bind4 routes IPv4 home address a into the TUN device, proxies ARP for it
+// on the home link and announces it there with a gratuitous ARP (RFC 5555,
+// as RFC 5944 §4.6 has a Mobile IPv4 Home Agent do); callers hold h.mu. A
+// refresh of an address already bound changes nothing.
+func (h *HomeAgent) bind4(a netip.Addr) {
+	if h.bound4 == nil || h.bound4[a] {
+		return
+	}
+	h.bound4[a] = true
+	if err := h.tun.addRoute(a); err != nil {
+		h.log.Info(EventError, "hoa4", a.String(), "reason", "route: "+err.Error())
+	}
+	if err := addProxy4(h.ifi.Index, a); err != nil {
+		h.log.Info(EventError, "hoa4", a.String(), "reason", "proxy neighbour: "+err.Error())
+	}
+	f, err := GratuitousARP(a, h.ifi.HardwareAddr)
+	if err == nil {
+		err = h.link.sendFrame(context.Background(), f)
+	}
+	if err != nil {
+		h.log.Info(EventError, "hoa4", a.String(), "reason", "send gratuitous ARP: "+err.Error())
+	}
+}
+
+// unbind4 removes the route and proxy ARP entry of IPv4 home address a;
+// callers hold h.mu.
+func (h *HomeAgent) unbind4(a netip.Addr) {
+	if h.bound4 == nil {
+		return
+	}
+	delete(h.bound4, a)
+	if h.tun != nil {
+		if err := h.tun.delRoute(a); err != nil {
+			h.log.Info(EventError, "hoa4", a.String(), "reason", "delete route: "+err.Error())
+		}
+	}
+	if h.ifi != nil {
+		if err := delProxy4(h.ifi.Index, a); err != nil {
+			h.log.Info(EventError, "hoa4", a.String(), "reason", "delete proxy neighbour: "+err.Error())
+		}
+	}
 }
 
 // advertise sends the unsolicited proxy Neighbor Advertisement for hoa.
@@ -527,6 +608,9 @@ func (h *HomeAgent) expireLoop(ctx context.Context) error {
 		now := time.Now()
 		for _, b := range h.cache.Expire(now) {
 			h.unbind(b.HomeAddress)
+			if b.IPv4HomeAddress.IsValid() {
+				h.unbind4(b.IPv4HomeAddress)
+			}
 			attrs := []any{"hoa", b.HomeAddress.String(), "coa", b.CareOf.String(), "seq", b.Sequence}
 			if b.IPv4HomeAddress.IsValid() {
 				attrs = append(attrs, "hoa4", b.IPv4HomeAddress.String())
@@ -553,6 +637,13 @@ func (h *HomeAgent) lookup(hoa netip.Addr) (Binding, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.cache.Lookup(hoa)
+}
+
+// lookup4 returns the binding that holds IPv4 home address a.
+func (h *HomeAgent) lookup4(a netip.Addr) (Binding, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cache.LookupIPv4(a)
 }
 
 // dropped counts and logs (the first few) dropped data packets.
@@ -588,6 +679,22 @@ func (h *HomeAgent) readTun(ctx context.Context) error {
 		pkts, dsts, rh2 = pkts[:0], dsts[:0], rh2[:0]
 		for i := range n {
 			pkt := bufs[i][:lens[i]]
+			if h.tunnel4 != nil && len(pkt) > 0 && pkt[0]>>4 == 4 {
+				// IPv4 to an IPv4 home address: IPv4 in IPv6 (RFC 5555).
+				p, err := netpkt.ParseIPv4(pkt)
+				if err != nil {
+					h.dropped(&h.tunnelOutDrop, "tun: "+err.Error())
+					continue
+				}
+				b, ok := h.lookup4(p.Dst())
+				if !ok {
+					h.dropped(&h.tunnelOutDrop, "tun: no binding for "+p.Dst().String())
+					continue
+				}
+				out := EncapsulateIPv4(outs[i][:0], h.cfg.Addr, b.CareOf, pkt)
+				pkts, dsts, rh2 = append(pkts, out), append(dsts, b.CareOf), append(rh2, false)
+				continue
+			}
 			if checkIPv6(pkt) != nil {
 				h.dropped(&h.tunnelOutDrop, "tun: not an IPv6 packet")
 				continue
@@ -659,6 +766,40 @@ func (h *HomeAgent) readTunnel(ctx context.Context) error {
 				if errors.Is(err, ErrNoTunnel) {
 					h.refuseTunnel(ctx, limiter, srcs[i], inner)
 				}
+				continue
+			}
+			if _, err := h.tun.f.Write(inner); err != nil {
+				h.dropped(&h.tunnelInDrop, "write tun: "+err.Error())
+				continue
+			}
+			h.tunnelIn.Add(1)
+		}
+	}
+}
+
+// readTunnel4 decapsulates reverse-tunnelled IPv4 packets (next header 4,
+// RFC 5555) into the TUN device so that the kernel forwards them, a batch
+// per wake-up, counted with the IPv6 ones. It sends no Destination
+// Unreachable for a packet no binding takes.
+func (h *HomeAgent) readTunnel4(ctx context.Context) error {
+	bufs := make([][]byte, batchSize)
+	for i := range bufs {
+		bufs[i] = make([]byte, 65536)
+	}
+	lens, srcs := make([]int, batchSize), make([]netip.Addr, batchSize)
+	m := newMmsgs()
+	for {
+		n, err := h.tunnel4.readBatch(m, bufs, lens, srcs)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADF) {
+				return nil
+			}
+			return fmt.Errorf("labha: read IPv4 in IPv6: %w", err)
+		}
+		for i := range n {
+			inner := bufs[i][:lens[i]]
+			if _, err := CheckReverseIPv4(srcs[i], h.cfg.Addr, h.cfg.Addr, inner, h.lookup4); err != nil {
+				h.dropped(&h.tunnelInDrop, err.Error())
 				continue
 			}
 			if _, err := h.tun.f.Write(inner); err != nil {

@@ -99,6 +99,28 @@ func (s *linkSocket) send(ctx context.Context, pkt []byte, mac net.HardwareAddr)
 	return s.c.Sendto(ctx, pkt, 0, sa)
 }
 
+// sendFrame transmits Ethernet frame f (header included, as GratuitousARP
+// builds it): the kernel rebuilds the header from the frame's destination
+// and EtherType, the socket being SOCK_DGRAM.
+func (s *linkSocket) sendFrame(ctx context.Context, f []byte) error {
+	sa, payload, err := frameSockaddr(s.ifindex, f)
+	if err != nil {
+		return err
+	}
+	return s.c.Sendto(ctx, payload, 0, sa)
+}
+
+// frameSockaddr splits Ethernet frame f into the SOCK_DGRAM address that
+// sends it on interface ifindex (destination MAC, EtherType) and its payload.
+func frameSockaddr(ifindex int, f []byte) (*unix.SockaddrLinklayer, []byte, error) {
+	if len(f) < ethHeaderLen {
+		return nil, nil, fmt.Errorf("frame of %d octets", len(f))
+	}
+	sa := &unix.SockaddrLinklayer{Protocol: htons(uint16(f[12])<<8 | uint16(f[13])), Ifindex: ifindex, Halen: 6}
+	copy(sa.Addr[:], f[:6])
+	return sa, f[ethHeaderLen:], nil
+}
+
 // rawSender sends whole IPv6 packets (header included) through the
 // kernel's routing and neighbour tables: IPPROTO_RAW implies IPV6_HDRINCL.
 type rawSender struct{ c *socket.Conn }
@@ -116,21 +138,24 @@ func (s *rawSender) send(ctx context.Context, pkt []byte, dst netip.Addr) error 
 	return s.c.Sendto(ctx, pkt, 0, &unix.SockaddrInet6{Addr: dst.As16()})
 }
 
-// tunnelSocket receives IP6IP6 packets sent to the Home Agent's address.
-// Claiming protocol 41 with a raw socket also keeps the kernel, which has no
-// ip6_tunnel here, from answering them with Parameter Problems.
+// tunnelSocket receives tunnelled packets sent to the Home Agent's address:
+// IP6IP6 (next header 41) or, for RFC 5555, IPv4 in IPv6 (next header 4).
+// Claiming the protocol with a raw socket also keeps the kernel, which has
+// no ip6_tunnel here, from answering them with Parameter Problems.
 type tunnelSocket struct{ c *socket.Conn }
 
-func openTunnelSocket(ha netip.Addr) (*tunnelSocket, error) {
-	c, err := socket.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_IPV6, "labha-ip6ip6", nil)
+// openTunnelSocket opens the raw socket for next header proto
+// (unix.IPPROTO_IPV6 or unix.IPPROTO_IPIP).
+func openTunnelSocket(ha netip.Addr, proto int) (*tunnelSocket, error) {
+	c, err := socket.Socket(unix.AF_INET6, unix.SOCK_RAW, proto, fmt.Sprintf("labha-tunnel%d", proto), nil)
 	if err != nil {
-		return nil, fmt.Errorf("raw IPv6 socket for protocol 41: %w", err)
+		return nil, fmt.Errorf("raw IPv6 socket for protocol %d: %w", proto, err)
 	}
 	// Bound to the Home Agent's address, the socket only gets packets whose
 	// outer destination is that address (RFC 6275 §10.4.5).
 	if err := c.Bind(&unix.SockaddrInet6{Addr: ha.As16()}); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("bind protocol 41 socket to %v: %w", ha, err)
+		return nil, fmt.Errorf("bind protocol %d socket to %v: %w", proto, ha, err)
 	}
 	return &tunnelSocket{c: c}, nil
 }
@@ -179,8 +204,9 @@ func openTun(pattern string, mtu int) (*tunDevice, error) {
 	return t, nil
 }
 
+// hostRoute returns the /128 (or, for an IPv4 address, /32) prefix of a.
 func hostRoute(a netip.Addr) *net.IPNet {
-	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(128, 128)}
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 }
 
 // addRoute routes hoa into the TUN device, as mip6d routes it into its
@@ -210,10 +236,29 @@ func proxyNeigh(ifindex int, hoa netip.Addr) *netlink.Neigh {
 	}
 }
 
+// proxyNeigh4 returns the kernel proxy ARP entry for IPv4 home address a:
+// with IPv4 forwarding on, the kernel answers ARP requests for a on the home
+// link with its own MAC, since a is routed elsewhere (into the TUN device).
+func proxyNeigh4(ifindex int, a netip.Addr) *netlink.Neigh {
+	return &netlink.Neigh{
+		LinkIndex: ifindex,
+		Family:    netlink.FAMILY_V4,
+		Flags:     netlink.NTF_PROXY,
+		IP:        a.AsSlice(),
+	}
+}
+
 func addProxy(ifindex int, hoa netip.Addr) error { return netlink.NeighSet(proxyNeigh(ifindex, hoa)) }
 
-func delProxy(ifindex int, hoa netip.Addr) error {
-	err := netlink.NeighDel(proxyNeigh(ifindex, hoa))
+func delProxy(ifindex int, hoa netip.Addr) error { return delNeigh(proxyNeigh(ifindex, hoa)) }
+
+func addProxy4(ifindex int, a netip.Addr) error { return netlink.NeighSet(proxyNeigh4(ifindex, a)) }
+
+func delProxy4(ifindex int, a netip.Addr) error { return delNeigh(proxyNeigh4(ifindex, a)) }
+
+// delNeigh deletes n; an entry already gone is no error.
+func delNeigh(n *netlink.Neigh) error {
+	err := netlink.NeighDel(n)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}

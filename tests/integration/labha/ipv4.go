@@ -12,7 +12,7 @@ import (
 // (RFC 5555, IPv6 care-of address): what it sends on the home link for a
 // bound IPv4 home address, and what it carries to and from the care-of
 // address. The I/O (a TUN route per address, proxy ARP, the raw socket for
-// next header 4) is not wired in yet.
+// next header 4) is in ha_linux.go, bind4 and readTunnel4.
 
 // EncapsulateIPv4 appends to b the IPv4-in-IPv6 packet that carries IPv4
 // packet inner from the Home Agent ha to care-of address coa (RFC 5555,

@@ -505,6 +505,10 @@ func TestHomeAgentInLab(t *testing.T) {
 			t.Logf("labha log:\n%s", b)
 		}
 	})
+	fwd4, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding")
+	if err != nil {
+		t.Fatalf("read IPv4 forwarding: %v", err)
+	}
 	e.ha, err = l.Start(ctx, "ha", e.logPth, bin, "-iface", lab.Uplink, "-addr", lab.HAAddr.String(),
 		"-prefix", lab.HomePrefix.String(), "-dad", "1s", "-ipv4-prefix", "192.0.2.0/24")
 	if err != nil {
@@ -584,6 +588,17 @@ func TestHomeAgentInLab(t *testing.T) {
 	if ev := e.lastEvent(labha.EventBindingRefreshed); ev["hoa4"] != hoa4.String() {
 		t.Errorf("refresh asking for %v: got %s event %v, want hoa4 %v", hoa4, labha.EventBindingRefreshed, ev, hoa4)
 	}
+	// The IPv4 home address is routed into the TUN device and proxied (ARP)
+	// on the home link once the Ack is out.
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "route", "show", hoa4.String()+"/32"); err != nil || !strings.Contains(out, hoa4.String()+" dev labha") {
+		t.Errorf("IPv4 route after binding %v: got %q (%v), want %v dev labha...", hoa4, out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "neigh", "show", "proxy"); err != nil || !strings.Contains(out, hoa4.String()) {
+		t.Errorf("proxy ARP entry after binding %v: got %q (%v), want one for %v", hoa4, out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Errorf("IPv4 forwarding with -ipv4-prefix: got %q (%v), want 1", out, err)
+	}
 
 	// The Home Agent's own answer to the home address (an Echo Reply to a
 	// reverse-tunnelled Echo Request for the HA itself) is sent with a type
@@ -651,6 +666,12 @@ func TestHomeAgentInLab(t *testing.T) {
 	if ev := e.lastEvent(labha.EventBindingRemoved); ev["hoa4"] != hoa4.String() {
 		t.Errorf("de-registration: got %s event %v, want hoa4 %v released with the binding", labha.EventBindingRemoved, ev, hoa4)
 	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "route", "show", hoa4.String()+"/32"); err != nil || strings.Contains(out, hoa4.String()) {
+		t.Errorf("IPv4 route after de-registration: got %q (%v), want none for %v", out, err, hoa4)
+	}
+	if out, err := l.Run(ctx, "ha", "ip", "-4", "neigh", "show", "proxy"); err != nil || strings.Contains(out, hoa4.String()) {
+		t.Errorf("proxy ARP entry after de-registration: got %q (%v), want none for %v", out, err, hoa4)
+	}
 	res = e.sendBU(ctx, 13, home, 0, 2*time.Second)
 	if !res.Got || res.Status != mipv6.StatusNotHomeAgent {
 		t.Errorf("second de-registration: got %+v, want status 133", res)
@@ -706,6 +727,9 @@ func TestHomeAgentInLab(t *testing.T) {
 	}
 	if out, err := l.Run(ctx, "ha", "ip", "-o", "link", "show"); err != nil || strings.Contains(out, "labha") {
 		t.Errorf("links after labha stopped: got %q (%v), want no labha TUN device", out, err)
+	}
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || out != fwd4 {
+		t.Errorf("IPv4 forwarding after labha stopped: got %q (%v), want %q as before", out, err, fwd4)
 	}
 	var seen []string
 	for _, ev := range e.events() {
@@ -828,7 +852,15 @@ func TestHomeAgentInLabIPsec(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	fwd4, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding")
+	if err != nil {
+		t.Fatalf("read IPv4 forwarding: %v", err)
+	}
 	start("labha.log")
+	// Without -ipv4-prefix the Home Agent leaves IPv4 alone.
+	if out, err := l.Run(ctx, "ha", "sysctl", "-n", "net.ipv4.conf.all.forwarding"); err != nil || out != fwd4 {
+		t.Errorf("IPv4 forwarding without -ipv4-prefix: got %q (%v), want %q as before", out, err, fwd4)
+	}
 	if err := l.MoveGuest(ctx, "hostA", "hostB"); err != nil {
 		t.Fatalf("MoveGuest: %v", err)
 	}
