@@ -494,10 +494,16 @@ func (d *Datapath) fromTunnel(f *FIB, buf []byte, outer netpkt.IPv6) {
 		return
 	}
 	// decapsulate allows no extension headers, so the inner packet starts right
-	// after the outer header; the guest's Ethernet header overwrites the outer
-	// header's last 14 bytes and nothing moves.
+	// after the outer header.
+	d.deliverInner(f, g, buf, len(inner), netpkt.EtherTypeIPv6)
+}
+
+// deliverInner queues the inner packet of innerLen bytes that starts right
+// after the outer IPv6 header in buf to guest g: its Ethernet header
+// overwrites the outer header's last 14 bytes and nothing moves.
+func (d *Datapath) deliverInner(f *FIB, g *Guest, buf []byte, innerLen int, etherType uint16) {
 	start := headroom + netpkt.EthernetLen + netpkt.IPv6Len - netpkt.EthernetLen
-	frame := buf[start : start+netpkt.EthernetLen+len(inner)]
-	netpkt.PutEthernet(frame, g.MAC[:], f.routerMAC, netpkt.EtherTypeIPv6)
-	d.queuePort(frame, &g.Link.Counters, countFromTunnel, len(inner))
+	frame := buf[start : start+netpkt.EthernetLen+innerLen]
+	netpkt.PutEthernet(frame, g.MAC[:], f.routerMAC, etherType)
+	d.queuePort(frame, &g.Link.Counters, countFromTunnel, innerLen)
 }

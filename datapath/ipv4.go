@@ -347,12 +347,7 @@ func (d *Datapath) fromTunnel4(f *FIB, buf []byte, outer netpkt.IPv6) {
 		g.Link.Counters.Drop(r)
 		return
 	}
-	// As in fromTunnel: the guest's Ethernet header overwrites the outer
-	// header's last 14 bytes and nothing moves.
-	start := headroom + netpkt.EthernetLen + netpkt.IPv6Len - netpkt.EthernetLen
-	frame := buf[start : start+netpkt.EthernetLen+len(inner)]
-	netpkt.PutEthernet(frame, g.MAC[:], f.routerMAC, netpkt.EtherTypeIPv4)
-	d.queuePort(frame, &g.Link.Counters, countFromTunnel, len(inner))
+	d.deliverInner(f, g, buf, len(inner), netpkt.EtherTypeIPv4)
 }
 
 // tunnelRefusal4 is tunnelRefusal for IPv4: only what a router could have

@@ -63,19 +63,7 @@ func (d *Datapath) segmentTCP(f *FIB, g *Guest, ip netpkt.IPv6) bool {
 		// The guest's header as it is (traffic class, flow label, hop limit).
 		copy(inner, ip[:netpkt.IPv6Len])
 		binary.BigEndian.PutUint16(inner[4:6], uint16(thl+len(chunk)))
-		seg := inner[netpkt.IPv6Len:]
-		copy(seg, tcp[:thl])
-		copy(seg[thl:], chunk)
-		binary.BigEndian.PutUint32(seg[4:8], seq+uint32(p))
-		fl := flags
-		if p+len(chunk) < len(payload) {
-			fl &^= tcpFIN | tcpPSH
-		}
-		if p > 0 {
-			fl &^= tcpCWR
-		}
-		seg[13] = fl
-		seg[16], seg[17] = 0, 0
+		seg := fillSegment(inner[netpkt.IPv6Len:], tcp[:thl], chunk, seq, p, flags, p+len(chunk) == len(payload))
 		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum(src, dst, protoTCP, seg))
 		netpkt.PutIPv6(pkt, len(inner), netpkt.ProtoIPv6, tunnelHopLimit, f.coa, g.HomeAgent)
 		d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(inner))
@@ -128,23 +116,34 @@ func (d *Datapath) segmentTCP4(f *FIB, g *Guest, ip netpkt.IPv4, routed bool) bo
 		binary.BigEndian.PutUint16(inner[4:6], id)
 		id++
 		inner.SetChecksum()
-		seg := inner[hl:]
-		copy(seg, tcp[:thl])
-		copy(seg[thl:], chunk)
-		binary.BigEndian.PutUint32(seg[4:8], seq+uint32(p))
-		fl := flags
-		if p+len(chunk) < len(payload) {
-			fl &^= tcpFIN | tcpPSH
-		}
-		if p > 0 {
-			fl &^= tcpCWR
-		}
-		seg[13] = fl
-		seg[16], seg[17] = 0, 0
+		seg := fillSegment(inner[hl:], tcp[:thl], chunk, seq, p, flags, p+len(chunk) == len(payload))
 		binary.BigEndian.PutUint16(seg[16:18], netpkt.Checksum4(src, dst, protoTCP, seg))
 		encapsulate(pkt, netpkt.IPv6Len, len(inner), f.coa, g.HomeAgent)
 		d.queueUplink(pkt, g.HomeAgent, &g.Link.Counters, len(inner))
 	}
 	d.flushUplink()
 	return true
+}
+
+// fillSegment writes into seg the TCP segment that carries chunk, the bytes
+// at offset off of the payload of a segment with header hdr, sequence
+// number seq and flags: FIN and PSH stay with the last segment, CWR with the
+// first. It returns the segment with its checksum zeroed for the caller's
+// pseudo-header.
+func fillSegment(seg, hdr, chunk []byte, seq uint32, off int, flags byte, last bool) []byte {
+	thl := len(hdr)
+	copy(seg, hdr)
+	copy(seg[thl:], chunk)
+	seg = seg[:thl+len(chunk)]
+	binary.BigEndian.PutUint32(seg[4:8], seq+uint32(off))
+	fl := flags
+	if !last {
+		fl &^= tcpFIN | tcpPSH
+	}
+	if off > 0 {
+		fl &^= tcpCWR
+	}
+	seg[13] = fl
+	seg[16], seg[17] = 0, 0
+	return seg
 }
