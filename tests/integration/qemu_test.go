@@ -186,6 +186,10 @@ func TestQEMUBoot(t *testing.T) {
 // destination's guest crashed (the console shows an Oops or panic): a rare
 // fault of the emulated guest right after it resumes, not kgswitch's. The
 // attempt returns the destination VM; both consoles are logged either way.
+// Each attempt builds its own lab: a retry on the first one would inherit
+// the home router's neighbour entry, just confirmed by the crashed guest, which
+// the Home Agent's advertisement (no Override flag) cannot change until it
+// expires, and cn would not reach the guest for 40 s and more.
 func migrateWithRetry(t *testing.T, attempt func(n int) *qemu.VM) {
 	t.Helper()
 	for n := 1; ; n++ {
@@ -243,9 +247,9 @@ func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
 	oneQEMUAtATime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e, img := newQEMUEnv(t, ctx)
 	hoa := lab.HoA.String()
 	migrateWithRetry(t, func(n int) *qemu.VM {
+		e, img := newQEMUEnv(t, ctx)
 		src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
 		pings, err := e.StartPingStream(ctx, "cn", hoa, 20*time.Millisecond)
 		if err != nil {
@@ -404,9 +408,9 @@ func TestQEMUMigrateWithKgswitch(t *testing.T) {
 	t.Run("cover-on", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		e, img := newQEMUEnv(t, ctx)
-		startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, true)
 		migrateWithRetry(t, func(n int) *qemu.VM {
+			e, img := newQEMUEnv(t, ctx)
+			startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, true)
 			src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
 			// At home kgswitch may be de-registering (it cannot know whether
 			// the guest had a binding); it must not take the guest for a
@@ -443,9 +447,9 @@ func TestQEMUMigrateWithKgswitch(t *testing.T) {
 	t.Run("cover-off", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		e, img := newQEMUEnv(t, ctx)
-		startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, false)
 		migrateWithRetry(t, func(n int) *qemu.VM {
+			e, img := newQEMUEnv(t, ctx)
+			startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, false)
 			src := bootVM(t, ctx, e, img, "hostA", fmt.Sprintf("A%d", n))
 			dst, h := hop(t, ctx, e, img, src, "hostB", fmt.Sprintf("B%d", n), hopOpts{reachTimeout: 40 * time.Second})
 			if dst.Crash() != "" {
@@ -481,11 +485,11 @@ func TestQEMUPingPong(t *testing.T) {
 	oneQEMUAtATime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e, img := newQEMUEnv(t, ctx)
 	taps := map[string]string{"hostC": "vnet7"}
-	startKgswitch(t, ctx, e, lab.Hosts, taps, true)
-	neigh := watchNeigh(t, ctx, e, "rtr", "home0")
 	migrateWithRetry(t, func(n int) *qemu.VM {
+		e, img := newQEMUEnv(t, ctx)
+		startKgswitch(t, ctx, e, lab.Hosts, taps, true)
+		neigh := watchNeigh(t, ctx, e, "rtr", "home0")
 		attempt := time.Now()
 		vm := bootVM(t, ctx, e, img, pingPong[0], fmt.Sprintf("p%d-0A", n))
 		// 64 KiB/s: slow enough for the emulated guest, and 1.5 MiB of it
