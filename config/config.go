@@ -115,6 +115,9 @@ type HomeNetwork struct {
 	// Advertise mirrors the home router's Router Advertisements to guests away
 	// from home; nil when the home router sends none.
 	Advertise *ndresponder.Advertisement
+	// IPv4 is the network's IPv4 side, for its dual-stack VMs; nil: none
+	// declared (a VM may still give its own gateway).
+	IPv4 *HomeNetwork4
 }
 
 // VM binds a VM to a home address. The VM is found on the bridge by its port
@@ -130,6 +133,10 @@ type VM struct {
 	Home HomeNetwork
 	// NoDepartureHold switches the home host's departure cover off for this VM.
 	NoDepartureHold bool
+	// IPv4Address is the VM's IPv4 home address with its subnet's length
+	// (RFC 5555); not valid for a VM without IPv4. Home.IPv4 then describes
+	// its IPv4 home link.
+	IPv4Address netip.Prefix
 }
 
 type fileConfig struct {
@@ -164,13 +171,14 @@ type fileDeparture struct {
 }
 
 type fileHomeNetwork struct {
-	Prefix          string         `toml:"prefix"`
-	HomeAgent       string         `toml:"home_agent"`
-	RouterLinkLocal string         `toml:"router_link_local"`
-	RouterAddrs     []string       `toml:"router_addresses"`
-	RouterMAC       string         `toml:"router_mac"`
-	HomeAgentMAC    string         `toml:"home_agent_mac"`
-	Advertise       *fileAdvertise `toml:"advertise"`
+	Prefix          string            `toml:"prefix"`
+	HomeAgent       string            `toml:"home_agent"`
+	RouterLinkLocal string            `toml:"router_link_local"`
+	RouterAddrs     []string          `toml:"router_addresses"`
+	RouterMAC       string            `toml:"router_mac"`
+	HomeAgentMAC    string            `toml:"home_agent_mac"`
+	Advertise       *fileAdvertise    `toml:"advertise"`
+	IPv4            *fileHomeNetwork4 `toml:"ipv4"`
 }
 
 type fileAdvertise struct {
@@ -247,6 +255,8 @@ type fileVM struct {
 	RouterLinkLocal string `toml:"router_link_local"`
 	IfaceID         string `toml:"iface_id"`
 	DepartureHold   *bool  `toml:"departure_hold"`
+	IPv4Address     string `toml:"ipv4_address"`
+	IPv4Gateway     string `toml:"ipv4_gateway"`
 }
 
 // Load reads and validates the file at path. Errors read "path:line: reason".
@@ -460,6 +470,11 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 				return nil, loc.at("home_network", i, "", fmt.Errorf("home_network[%d]: %w", i, err))
 			}
 		}
+		if fh.IPv4 != nil {
+			if h.IPv4, err = fh.IPv4.parse(); err != nil {
+				return nil, loc.at("home_network", i, "", fmt.Errorf("home_network[%d]: %w", i, err))
+			}
+		}
 		for _, o := range c.HomeNetworks {
 			if o.Prefix.Overlaps(h.Prefix) {
 				return nil, loc.at("home_network", i, "prefix", fmt.Errorf("home_network[%d]: prefix %v overlaps %v", i, h.Prefix, o.Prefix))
@@ -479,6 +494,13 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		}
 		vm.NoDepartureHold = fv.DepartureHold != nil && !*fv.DepartureHold
 		vm.IfaceID = fv.IfaceID
+		if fv.IPv4Address != "" {
+			if err := c.SetIPv4(&vm, fv.IPv4Address, fv.IPv4Gateway); err != nil {
+				return nil, loc.at("vm", i, keyOf(err), fmt.Errorf("vm[%d]: %w", i, err))
+			}
+		} else if fv.IPv4Gateway != "" {
+			return nil, loc.at("vm", i, "ipv4_gateway", fmt.Errorf("vm[%d]: ipv4_gateway without ipv4_address", i))
+		}
 		if vm.Port == "" && vm.IfaceID == "" && vm.MAC == nil {
 			return nil, loc.at("vm", i, "", fmt.Errorf("vm[%d]: give port, iface_id or mac, so kgswitch can find the VM's interface", i))
 		}

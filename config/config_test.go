@@ -34,6 +34,9 @@ func TestExampleConfigLoads(t *testing.T) {
 	if vm.Home.HomeAgent != netip.MustParseAddr("2001:db8:2000::1") || vm.Home.RouterLinkLocal != netip.MustParseAddr("fe80::1") || vm.MAC.String() != "52:54:00:00:00:10" {
 		t.Errorf("got VM %+v", vm)
 	}
+	if vm.IPv4Address != netip.MustParsePrefix("192.0.2.10/24") || vm.Home.IPv4 == nil || vm.Home.IPv4.Gateway != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("got IPv4 %v on %+v, want 192.0.2.10/24 behind 192.0.2.1", vm.IPv4Address, vm.Home.IPv4)
+	}
 	if c.Arrival != DefaultArrival || c.Departure != DefaultDeparture {
 		t.Errorf("got arrival %+v departure %+v, want the example to show the defaults", c.Arrival, c.Departure)
 	}

@@ -59,6 +59,7 @@ func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, rout
 	for _, o := range c.HomeNetworks {
 		if o.Prefix == h.Prefix {
 			h.RouterAddrs = o.RouterAddrs // the network's own router addresses are still not VMs
+			h.IPv4 = o.IPv4
 		}
 	}
 	vm.Home = h
@@ -116,6 +117,8 @@ func clash(o, vm VM) error {
 		return fmt.Errorf("mac %v: already used by port %s", vm.MAC, o.Port)
 	case o.IfaceID != "" && o.IfaceID == vm.IfaceID:
 		return fmt.Errorf("iface_id %s: already used by the VM with home address %v", vm.IfaceID, o.HomeAddress)
+	case o.IPv4Address.IsValid() && vm.IPv4Address.IsValid() && o.IPv4Address.Addr() == vm.IPv4Address.Addr():
+		return fmt.Errorf("ipv4_address %v: already used by the VM with home address %v", vm.IPv4Address.Addr(), o.HomeAddress)
 	}
 	return nil
 }
@@ -125,7 +128,7 @@ func clash(o, vm VM) error {
 // number rather than its square (AddVM compares with every VM).
 type vmIndex struct {
 	port, mac, iface map[string]int
-	hoa              map[netip.Addr]int
+	hoa              map[netip.Addr]int // IPv6 and IPv4 home addresses
 }
 
 func newVMIndex() *vmIndex {
@@ -141,6 +144,9 @@ func (x *vmIndex) add(vms []VM, vm VM) ([]VM, error) {
 	}{{x.port, vm.Port}, {x.mac, string(vm.MAC)}, {x.iface, vm.IfaceID}}
 	var at []int
 	if i, ok := x.hoa[vm.HomeAddress]; ok {
+		at = append(at, i)
+	}
+	if i, ok := x.hoa[vm.IPv4Address.Addr()]; ok && vm.IPv4Address.IsValid() {
 		at = append(at, i)
 	}
 	for _, k := range keys {
@@ -161,6 +167,9 @@ func (x *vmIndex) add(vms []VM, vm VM) ([]VM, error) {
 		}
 	}
 	x.hoa[vm.HomeAddress] = len(vms)
+	if vm.IPv4Address.IsValid() {
+		x.hoa[vm.IPv4Address.Addr()] = len(vms) // the two families never collide
+	}
 	return append(vms, vm), nil
 }
 
