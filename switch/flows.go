@@ -284,7 +284,16 @@ func (s *Switch) homeFlows(p *vmPort) []*ovs.Flow {
 	}
 	return []*ovs.Flow{{Priority: 210, Protocol: ovs.ProtocolICMPv6, InPort: s.uplinkPort,
 		Matches: []ovs.Match{ovs.ICMP6Type(135), ovs.NeighborDiscoveryTarget(p.vm.HomeAddress.String())},
-		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}, s.ownAnswerFlow(p)}
+		Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}}, s.ownAnswerFlow(p), s.giveBackFlow(p)}
+}
+
+// giveBackFlow lets what kgswitch gives back to a VM whose departure was
+// undone reach its port. The VM's home flows keep it too: frames taken
+// from the home link just before the undo are still on their way through
+// kgswitch when those flows replace the departure's, and would be dropped.
+func (s *Switch) giveBackFlow(p *vmPort) *ovs.Flow {
+	return &ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.DataLinkDestination(p.mac.String())},
+		Actions: []ovs.Action{ovs.Output(p.ofport)}}
 }
 
 // ownAnswerFlow copies the VM's own advertisements of its home address to
@@ -309,9 +318,7 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 	if p.ofport != 0 {
 		// The VM's port is still here: its own answer to the probe undoes
 		// the departure, and the held frames go back to it.
-		flows = append(flows, s.ownAnswerFlow(p),
-			&ovs.Flow{Priority: 200, InPort: s.kgPort, Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.DataLinkDestination(p.mac.String())},
-				Actions: []ovs.Action{ovs.Output(p.ofport)}})
+		flows = append(flows, s.ownAnswerFlow(p), s.giveBackFlow(p))
 	}
 	if haMAC != nil {
 		flows = append(flows,

@@ -96,8 +96,10 @@ func TestProbeAnsweredByRunningVM(t *testing.T) {
 			}
 		}
 		// The flows and snapshot of a VM at home again: its traffic no
-		// longer goes through kgswitch.
-		if !waitFor(t, h.settle, func() bool { return !strings.Contains(strings.Join(h.flows.text(), "\n"), "dl_dst="+guestMAC.String()) }) {
+		// longer goes through kgswitch (from the uplink).
+		if !waitFor(t, h.settle, func() bool {
+			return !strings.Contains(strings.Join(h.flows.text(), "\n"), "in_port=1,dl_dst="+guestMAC.String())
+		}) {
 			t.Errorf("settled %v: the departure's flows outlive it: %q", settleBetween, h.flows.text())
 		}
 		released := h.status(t, "vnet3").Released
