@@ -503,30 +503,45 @@ func tunnel4Frame(outerSrc netip.Addr, inner []byte, pad int) []byte {
 }
 
 // While the binding is set up, the guest's IPv4 waits in the arrival hold
-// with its IPv6, and leaves in order, each as what it is.
+// with its IPv6, and leaves in order, each as what it is; unless the Home
+// Agent bound IPv6 alone, which leaves the guest's IPv4 nowhere to go.
 func TestArrivalHoldIPv4(t *testing.T) {
-	up := datapathtest.NewUplink(16)
-	g := boundGuest4(t)
-	g.Tunnel, g.Tunnel4 = false, false
-	g.Hold = NewArrival(8, 0, time.Minute, &g.Link.Counters)
-	d, _ := newTestDatapath(datapathtest.NewConn(), up, g)
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 10)))
-	handleOne(d, guestFrame(100))
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, TunnelMTU-27))) // too big: not held
-	if len(up.Out) != 0 {
-		t.Fatalf("got %d packets tunnelled before the release", len(up.Out))
-	}
-	d.ReleaseArrival(g.Hold, coa, ha)
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 11)))
-	var got []uint8
-	for len(up.Out) > 0 {
-		got = append(got, netpkt.IPv6((<-up.Out).Pkt).NextHeader())
-	}
-	if want := []uint8{netpkt.ProtoIPv4, netpkt.ProtoIPv6, netpkt.ProtoIPv4}; !slices.Equal(got, want) {
-		t.Errorf("got next headers %v tunnelled, want %v", got, want)
-	}
-	if c := &g.Link.Counters; c.Held.Load() != 2 || c.Released.Load() != 2 || c.Drops[DropNotBound].Load() != 1 {
-		t.Errorf("got %d held, %d released, %d not bound; want 2, 2, 1", c.Held.Load(), c.Released.Load(), c.Drops[DropNotBound].Load())
+	for _, tc := range []struct {
+		name     string
+		ipv4     bool
+		want     []uint8 // next headers tunnelled, in order
+		released uint64
+		notBound uint64
+	}{
+		{name: "IPv4 bound too", ipv4: true, want: []uint8{netpkt.ProtoIPv4, netpkt.ProtoIPv6, netpkt.ProtoIPv4}, released: 2, notBound: 1},
+		{name: "IPv6 bound alone", want: []uint8{netpkt.ProtoIPv6}, released: 1, notBound: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := datapathtest.NewUplink(16)
+			g := boundGuest4(t)
+			g.Tunnel, g.Tunnel4 = false, false
+			g.Hold = NewArrival(8, 0, time.Minute, &g.Link.Counters)
+			d, _ := newTestDatapath(datapathtest.NewConn(), up, g)
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 10)))
+			handleOne(d, guestFrame(100))
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, TunnelMTU-27))) // too big: not held
+			if len(up.Out) != 0 {
+				t.Fatalf("got %d packets tunnelled before the release", len(up.Out))
+			}
+			d.ReleaseArrival(g.Hold, coa, ha, tc.ipv4)
+			// Handled with the snapshot of before the release.
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 11)))
+			var got []uint8
+			for len(up.Out) > 0 {
+				got = append(got, netpkt.IPv6((<-up.Out).Pkt).NextHeader())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got next headers %v tunnelled, want %v", got, tc.want)
+			}
+			if c := &g.Link.Counters; c.Held.Load() != 2 || c.Released.Load() != tc.released || c.Drops[DropNotBound].Load() != tc.notBound {
+				t.Errorf("got %d held, %d released, %d not bound; want 2, %d, %d", c.Held.Load(), c.Released.Load(), c.Drops[DropNotBound].Load(), tc.released, tc.notBound)
+			}
+		})
 	}
 }
 

@@ -229,7 +229,7 @@ func (s *Switch) arrivalHold(p *vmPort, tunnel bool, now time.Time) *datapath.Ar
 			p.arrival = nil
 			c := &p.link.Counters
 			before := c.Released.Load()
-			s.dp.ReleaseArrival(a, s.cfg.CareOfAddress, p.vm.Home.HomeAgent)
+			s.dp.ReleaseArrival(a, s.cfg.CareOfAddress, p.vm.Home.HomeAgent, p.ipv4Tunnelling(now))
 			s.log.Info("binding stands: held frames sent through the tunnel", "port", p.name(), "hoa", p.vm.HomeAddress,
 				"released", c.Released.Load()-before, "after", now.Sub(p.since).String())
 		}
