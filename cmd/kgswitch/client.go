@@ -18,7 +18,7 @@ import (
 )
 
 func cmdAddPort(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("add-port", "add-port PORT --hoa ADDR [flags]", stderr)
+	fs := newFlagSet("add-port", "add-port PORT --hoa ADDR [--hoa4 ADDR/LEN [--gateway4 ADDR]] [flags]", stderr)
 	hoa := fs.String("hoa", "", "the VM's IPv6 home `address` (required)")
 	mac := fs.String("mac", "", "the guest's `MAC`; default: the interface's external_ids:attached-mac")
 	ha := fs.String("home-agent", "", "Home Agent `address`; default: from the home_network containing --hoa")
