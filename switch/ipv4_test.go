@@ -117,6 +117,9 @@ func TestIPv4HomeAddressRegistered(t *testing.T) {
 			if got := h.status(t, "vnet3").Drops["not-bound"]; got != want {
 				t.Errorf("got %d dropped as not-bound, want %d", got, want)
 			}
+			if got := h.db.ids("vnet3")[KeyIPv4]; got != tc.words {
+				t.Errorf("got external_ids:%s %q, want %q", KeyIPv4, got, tc.words)
+			}
 			if refusedLogged := strings.Contains(strings.Join(h.warnings(), "\n"), "refused the IPv4 home address"); refusedLogged != (tc.refused > 0) {
 				t.Errorf("got a refusal warning %v, want %v: %q", refusedLogged, tc.refused > 0, h.warnings())
 			}

@@ -19,7 +19,8 @@ import (
 // KeyRouter; without them the home network containing the home address and
 // the interface's attached-mac are used; KeyIPv4Address and KeyIPv4Gateway
 // for a dual-stack VM, as add-port's --hoa4 and --gateway4); kgswitch mirrors its view of the VM
-// into KeyState, KeyCareOf and KeyReason, so `ovs-vsctl list Interface` shows it.
+// into KeyState, KeyCareOf and KeyReason (KeyIPv4 too for a dual-stack VM),
+// so `ovs-vsctl list Interface` shows it.
 const (
 	KeyHomeAddress = "kagemusha-home-address"
 	KeyMAC         = "kagemusha-mac"
@@ -31,6 +32,7 @@ const (
 	KeyState       = "kagemusha-state"
 	KeyCareOf      = "kagemusha-care-of"
 	KeyReason      = "kagemusha-reason"
+	KeyIPv4        = "kagemusha-ipv4"
 )
 
 // eventAdded is the event of an interface that appeared on the bridge.
@@ -182,7 +184,7 @@ func (s *Switch) removeVMs(ps []*vmPort) {
 		}
 		s.dropFlows(p)
 		if p.iface != "" && !s.dbDown {
-			s.ovs.mirror(p.iface, map[string]string{KeyState: "", KeyCareOf: "", KeyReason: ""})
+			s.ovs.mirror(p.iface, map[string]string{KeyState: "", KeyCareOf: "", KeyReason: "", KeyIPv4: ""})
 		}
 		s.unbindIface(p)
 		if p.vm.Port != "" {

@@ -209,7 +209,9 @@ func (s *Switch) mirrorState() {
 		if st.BindingState != "" {
 			state += "/" + st.BindingState
 		}
-		want := map[string]string{KeyState: state, KeyCareOf: st.CareOf, KeyReason: st.Reason}
+		// KeyReason is the IPv6 binding's: a refused IPv4 home address
+		// leaves it bound, and says why under KeyIPv4.
+		want := map[string]string{KeyState: state, KeyCareOf: st.CareOf, KeyReason: st.Reason, KeyIPv4: st.IPv4}
 		if st.Error != "" {
 			want[KeyState], want[KeyReason] = "error", st.Error
 		}
