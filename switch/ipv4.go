@@ -86,19 +86,19 @@ func (s *Switch) newBinding(p *vmPort) *mipv6.Binding {
 // refresh is not counted again: the counter says how often IPv4 was lost,
 // not how often the Home Agent said so.
 func (s *Switch) noteIPv4(p *vmPort, prev, snap mipv6.Snapshot) {
-	if snap.IPv4State != mipv6.IPv4Refused || (prev.IPv4State == mipv6.IPv4Refused && prev.IPv4Status == snap.IPv4Status) {
-		if snap.IPv4State == mipv6.IPv4Accepted && prev.IPv4State != mipv6.IPv4Accepted {
-			s.log.Info("Home Agent bound the IPv4 home address", "port", p.name(), "hoa", p.vm.HomeAddress, "hoa4", snap.IPv4HomeAddress)
-		}
-		return
+	switch {
+	case snap.IPv4State == mipv6.IPv4Accepted && prev.IPv4State != mipv6.IPv4Accepted:
+		s.log.Info("Home Agent bound the IPv4 home address", "port", p.name(), "hoa", p.vm.HomeAddress, "hoa4", snap.IPv4HomeAddress)
+	case snap.IPv4State == mipv6.IPv4Refused && (prev.IPv4State != mipv6.IPv4Refused || prev.IPv4Status != snap.IPv4Status):
+		p.ipv4Refused++
+		s.log.Warn("Home Agent refused the IPv4 home address; IPv6 goes on without it", "port", p.name(), "hoa", p.vm.HomeAddress,
+			"hoa4", snap.IPv4HomeAddress, "status", snap.IPv4Status, "reason", snap.IPv4Reason, "ipv6_state", snap.State.String())
 	}
-	p.ipv4Refused++
-	s.log.Warn("Home Agent refused the IPv4 home address; IPv6 goes on without it", "port", p.name(), "hoa", p.vm.HomeAddress,
-		"hoa4", snap.IPv4HomeAddress, "status", snap.IPv4Status, "reason", snap.IPv4Reason, "ipv6_state", snap.State.String())
 }
 
 // ipv4Words is the IPv4 home address's state in an operator's words, e.g.
-// "192.0.2.10: refused (administratively prohibited)"; empty without one.
+// "192.0.2.10: refused (administratively prohibited, status 129)"; empty
+// without one.
 func ipv4Words(snap mipv6.Snapshot) string {
 	if !snap.IPv4HomeAddress.IsValid() {
 		return ""
