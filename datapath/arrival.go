@@ -27,7 +27,10 @@ type Arrival struct {
 	// and homeAgent.
 	released       bool
 	coa, homeAgent netip.Addr
-	discarded      bool
+	// ipv4: the release's binding carries the guest's IPv4 home address;
+	// without it, its held IPv4 goes nowhere (see ReleaseArrival).
+	ipv4      bool
+	discarded bool
 }
 
 // NewArrival returns an arrival hold of at most maxFrames frames and
@@ -47,6 +50,8 @@ func (d *Datapath) holdFromGuest(a *Arrival, g *Guest, buf []byte, ip []byte) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
+	case a.released && !a.ipv4 && isIPv4(ip):
+		g.Link.Counters.Drop(DropNotBound)
 	case a.released:
 		// This frame was handled with a snapshot published before the
 		// release (Tunnel still false). It goes on after the held frames:
@@ -65,7 +70,10 @@ func (d *Datapath) holdFromGuest(a *Arrival, g *Guest, buf []byte, ip []byte) {
 
 // ReleaseArrival sends every frame a still holds through the tunnel from coa
 // to homeAgent, in order (those held longer than the hold allows are counted
-// as expired instead), and every frame the datapath hands a after it.
+// as expired instead), and every frame the datapath hands a after it. Its
+// IPv4 packets go only if ipv4 says the Home Agent bound the guest's IPv4
+// home address with the binding that ends the hold (RFC 5555 §3.2.1); else
+// they are counted as not bound, since the Home Agent would drop them.
 //
 // Order: the control loop calls ReleaseArrival before it publishes the
 // snapshot in which the guest tunnels. A frame handled with an older snapshot
@@ -78,15 +86,19 @@ func (d *Datapath) holdFromGuest(a *Arrival, g *Guest, buf []byte, ip []byte) {
 // write belongs to the datapath goroutine (its system call buffers are that
 // goroutine's). A hold is at most a few hundred frames of a short outage,
 // written once. Control loop.
-func (d *Datapath) ReleaseArrival(a *Arrival, coa, homeAgent netip.Addr) {
+func (d *Datapath) ReleaseArrival(a *Arrival, coa, homeAgent netip.Addr, ipv4 bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.released || a.discarded {
 		return
 	}
-	a.released, a.coa, a.homeAgent = true, coa, homeAgent
+	a.released, a.coa, a.homeAgent, a.ipv4 = true, coa, homeAgent, ipv4
 	c := a.queue.counters
 	a.queue.drain(d.clock.Now(), func(held []byte) {
+		if !ipv4 && isIPv4(held[netpkt.IPv6Len:]) {
+			c.Drop(DropNotBound)
+			return
+		}
 		inner := len(held) - netpkt.IPv6Len
 		pkt := encapsulate(held, netpkt.IPv6Len, inner, coa, homeAgent)
 		if err := d.uplink.WriteIPv6(pkt, homeAgent); err != nil {
@@ -111,3 +123,7 @@ func (a *Arrival) Discard() {
 	a.discarded = true
 	a.queue.discard()
 }
+
+// isIPv4 reports whether ip, a packet the guest sent, is IPv4 (the version
+// field; the hold keeps IPv6 and IPv4 alike).
+func isIPv4(ip []byte) bool { return len(ip) > 0 && ip[0]>>4 == 4 }

@@ -33,7 +33,7 @@ func (e *arrivalEnv) send(n int) {
 	e.d.flush()
 }
 
-func (e *arrivalEnv) release() { e.d.ReleaseArrival(e.a, coa, ha) }
+func (e *arrivalEnv) release() { e.d.ReleaseArrival(e.a, coa, ha, true) }
 
 // tunnelled returns the UDP payload lengths of what reached the uplink, in
 // order, after checking each is the guest's packet, unchanged, in a tunnel
@@ -188,7 +188,7 @@ func TestArrivalReleaseKeepsOrder(t *testing.T) {
 	for g.Link.Counters.Held.Load() < frames/4 {
 		runtime.Gosched()
 	}
-	d.ReleaseArrival(g.Hold, coa, ha)
+	d.ReleaseArrival(g.Hold, coa, ha, true)
 	bound := *g
 	bound.Tunnel, bound.Hold = true, nil
 	f := NewFIB(coa, TunnelMTU, kgMAC)

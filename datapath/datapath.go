@@ -103,8 +103,13 @@ type Guest struct {
 	Gateway4 netip.Addr
 	// V4 answers the guest's ARP and DHCP as its IPv4 home link would; nil:
 	// they are dropped as arp-dhcp-ignored.
-	V4   V4Responder
-	Link *GuestLink
+	V4 V4Responder
+	// Tunnel4: the Home Agent accepted the IPv4 home address too (RFC 5555
+	// §3.2.1). It is apart from Tunnel because the Home Agent may bind the
+	// IPv6 home address and refuse the IPv4 one: then IPv6 goes on and the
+	// guest's IPv4 goes nowhere, while its ARP and DHCP are still answered.
+	Tunnel4 bool
+	Link    *GuestLink
 }
 
 // GuestLink is what every snapshot of one guest shares: its counters and

@@ -96,8 +96,12 @@ func (d *Datapath) fromGuest4(f *FIB, g *Guest, buf []byte, n int, out []byte) [
 		g.Link.Counters.Drop(DropTTLExpired)
 		return d.sendICMPv4Error(f, g, ip, icmp4TimeExceeded, 0, 0, out)
 	}
-	if !g.Tunnel {
-		if g.Hold != nil && len(ip) <= f.mtu {
+	if !g.Tunnel4 {
+		// Held only while the IPv6 binding is being set up: the Ack that
+		// ends it says whether IPv4 is bound. Once IPv6 tunnels without
+		// IPv4, the Home Agent refused (or is still to answer for) the IPv4
+		// home address and would drop what reached it.
+		if !g.Tunnel && g.Hold != nil && len(ip) <= f.mtu {
 			if routed {
 				ip.DecrementTTL()
 			}
@@ -351,9 +355,12 @@ func (d *Datapath) fromTunnel4(f *FIB, buf []byte, outer netpkt.IPv6) {
 }
 
 // tunnelRefusal4 is tunnelRefusal for IPv4: only what a router could have
-// forwarded to the guest, and only while the Home Agent may tunnel to it.
+// forwarded to the guest, and only while the Home Agent may tunnel IPv4 to
+// it: its IPv4 home address bound, or a registration on its way that has
+// not yet stood (the Home Agent may tunnel before its Ack, which may accept
+// IPv4). A refresh of a binding whose IPv4 was refused asks nothing new.
 func tunnelRefusal4(g *Guest, inner netpkt.IPv4) DropReason {
-	if !g.Tunnel && !g.Registering {
+	if !g.Tunnel4 && (g.Tunnel || !g.Registering) {
 		return DropNotBound
 	}
 	src := inner.Src()

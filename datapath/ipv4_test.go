@@ -49,7 +49,7 @@ func (r *fakeV4) Respond(out, frame []byte) ([]byte, bool, error) {
 // responder that answers.
 func boundGuest4(tb testing.TB) *Guest {
 	g := boundGuest(tb)
-	g.HomeAddr4, g.Gateway4, g.V4 = hoa4, gw4, &fakeV4{answer: true}
+	g.HomeAddr4, g.Gateway4, g.V4, g.Tunnel4 = hoa4, gw4, &fakeV4{answer: true}, true
 	return g
 }
 
@@ -151,7 +151,10 @@ func TestGuestIPv4(t *testing.T) {
 		{name: "TTL 1 of an ICMP error: no answer", frame: ethFrame4(lanMAC, guestMAC, ttl1(ipv4Packet(hoa4.Addr(), cn4, 1, netpkt.ProtoICMPv4, false, append([]byte{icmp4DestUnreachable, 3}, make([]byte, 34)...)))), drop: "ttl-expired"},
 		{name: "TTL 1 of a later fragment: no answer", frame: ethFrame4(lanMAC, guestMAC, laterFragment(udp4To(cn4, 1, false, 20))), drop: "ttl-expired"},
 		{name: "too big with DF: Fragmentation Needed", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, TunnelMTU-27)), icmp: []byte{3, 4}, drop: "too-big"},
-		{name: "not bound", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)), edit: func(g *Guest) { g.Tunnel = false }, drop: "not-bound"},
+		{name: "not bound", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)), edit: func(g *Guest) { g.Tunnel, g.Tunnel4 = false, false }, drop: "not-bound"},
+		{name: "IPv6 bound, IPv4 not accepted", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)), edit: func(g *Guest) { g.Tunnel4 = false }, drop: "not-bound"},
+		{name: "IPv6 bound, IPv4 not accepted: not held", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)),
+			edit: func(g *Guest) { g.Tunnel4, g.Hold = false, NewArrival(8, 0, time.Minute, &g.Link.Counters) }, drop: "not-bound"},
 		{name: "pending", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)), edit: func(g *Guest) { g.Pending = true }, drop: "inactive"},
 		{name: "guest without IPv4", frame: ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 20)), edit: func(g *Guest) { g.HomeAddr4 = netip.Prefix{} }, drop: "not-ipv6"},
 	} {
@@ -257,6 +260,7 @@ func TestGuestARPAndDHCP(t *testing.T) {
 		frame    []byte
 		v4       *fakeV4
 		noIPv4   bool
+		unbound  bool // neither home address bound yet
 		asked    bool
 		answered bool
 		drop     string
@@ -269,6 +273,10 @@ func TestGuestARPAndDHCP(t *testing.T) {
 		{name: "DHCP discover", frame: ethFrame4(lanMAC, guestMAC, discover), v4: &fakeV4{answer: true}, asked: true, answered: true},
 		{name: "DHCP renewal to the server", frame: ethFrame4(lanMAC, guestMAC, renewal), v4: &fakeV4{answer: true}, asked: true, answered: true},
 		{name: "DHCP without a responder", frame: ethFrame4(lanMAC, guestMAC, discover), drop: "arp-dhcp-ignored"},
+		// The home link answers whether or not the Home Agent binds
+		// anything: a guest that lost its lease abroad gets it back.
+		{name: "ARP answered before any binding", frame: arpForGW, v4: &fakeV4{answer: true}, unbound: true, asked: true, answered: true},
+		{name: "DHCP answered before any binding", frame: ethFrame4(lanMAC, guestMAC, discover), v4: &fakeV4{answer: true}, unbound: true, asked: true, answered: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, up := datapathtest.NewConn(), datapathtest.NewUplink(4)
@@ -279,6 +287,9 @@ func TestGuestARPAndDHCP(t *testing.T) {
 			}
 			if tc.noIPv4 {
 				g.HomeAddr4 = netip.Prefix{}
+			}
+			if tc.unbound {
+				g.Tunnel, g.Tunnel4 = false, false
 			}
 			d, _ := newTestDatapath(conn, up, g)
 			handleOne(d, tc.frame)
@@ -431,13 +442,17 @@ func TestTunnelIPv4(t *testing.T) {
 		outerSrc    netip.Addr
 		inner       []byte
 		tunnel, reg bool
-		drop        string // the guest's drop reason
-		global      string // a drop of no VM
+		// v6only: the IPv6 home address is bound, the IPv4 one is not.
+		v6only bool
+		drop   string // the guest's drop reason
+		global string // a drop of no VM
 	}{
 		{name: "bound", outerSrc: ha, inner: udpPacket4(cn4, hoa4.Addr(), 20), tunnel: true},
 		{name: "registering", outerSrc: ha, inner: udpPacket4(cn4, hoa4.Addr(), 20), reg: true},
 		{name: "TTL 1", outerSrc: ha, inner: ipv4Packet(cn4, hoa4.Addr(), 1, netpkt.ProtoUDP, false, make([]byte, 8)), tunnel: true},
 		{name: "not bound", outerSrc: ha, inner: udpPacket4(cn4, hoa4.Addr(), 20), drop: "not-bound"},
+		{name: "IPv6 bound, IPv4 refused", outerSrc: ha, inner: udpPacket4(cn4, hoa4.Addr(), 20), v6only: true, drop: "not-bound"},
+		{name: "IPv4 refused, refreshing", outerSrc: ha, inner: udpPacket4(cn4, hoa4.Addr(), 20), v6only: true, reg: true, drop: "not-bound"},
 		{name: "not from the Home Agent", outerSrc: other, inner: udpPacket4(cn4, hoa4.Addr(), 20), tunnel: true, drop: "bad-tunnel-source"},
 		{name: "loopback source", outerSrc: ha, inner: udpPacket4(netip.MustParseAddr("127.0.0.1"), hoa4.Addr(), 20), tunnel: true, drop: "martian"},
 		{name: "this-network source", outerSrc: ha, inner: udpPacket4(netip.MustParseAddr("0.0.0.0"), hoa4.Addr(), 20), tunnel: true, drop: "martian"},
@@ -451,7 +466,7 @@ func TestTunnelIPv4(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := datapathtest.NewConn()
 			g := boundGuest4(t)
-			g.Tunnel, g.Registering = tc.tunnel, tc.reg
+			g.Tunnel, g.Tunnel4, g.Registering = tc.tunnel || tc.v6only, tc.tunnel, tc.reg
 			global := &Counters{}
 			d, _ := newTestDatapath(conn, datapathtest.NewUplink(1), g)
 			d.global = global
@@ -488,30 +503,45 @@ func tunnel4Frame(outerSrc netip.Addr, inner []byte, pad int) []byte {
 }
 
 // While the binding is set up, the guest's IPv4 waits in the arrival hold
-// with its IPv6, and leaves in order, each as what it is.
+// with its IPv6, and leaves in order, each as what it is; unless the Home
+// Agent bound IPv6 alone, which leaves the guest's IPv4 nowhere to go.
 func TestArrivalHoldIPv4(t *testing.T) {
-	up := datapathtest.NewUplink(16)
-	g := boundGuest4(t)
-	g.Tunnel = false
-	g.Hold = NewArrival(8, 0, time.Minute, &g.Link.Counters)
-	d, _ := newTestDatapath(datapathtest.NewConn(), up, g)
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 10)))
-	handleOne(d, guestFrame(100))
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, TunnelMTU-27))) // too big: not held
-	if len(up.Out) != 0 {
-		t.Fatalf("got %d packets tunnelled before the release", len(up.Out))
-	}
-	d.ReleaseArrival(g.Hold, coa, ha)
-	handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 11)))
-	var got []uint8
-	for len(up.Out) > 0 {
-		got = append(got, netpkt.IPv6((<-up.Out).Pkt).NextHeader())
-	}
-	if want := []uint8{netpkt.ProtoIPv4, netpkt.ProtoIPv6, netpkt.ProtoIPv4}; !slices.Equal(got, want) {
-		t.Errorf("got next headers %v tunnelled, want %v", got, want)
-	}
-	if c := &g.Link.Counters; c.Held.Load() != 2 || c.Released.Load() != 2 || c.Drops[DropNotBound].Load() != 1 {
-		t.Errorf("got %d held, %d released, %d not bound; want 2, 2, 1", c.Held.Load(), c.Released.Load(), c.Drops[DropNotBound].Load())
+	for _, tc := range []struct {
+		name     string
+		ipv4     bool
+		want     []uint8 // next headers tunnelled, in order
+		released uint64
+		notBound uint64
+	}{
+		{name: "IPv4 bound too", ipv4: true, want: []uint8{netpkt.ProtoIPv4, netpkt.ProtoIPv6, netpkt.ProtoIPv4}, released: 2, notBound: 1},
+		{name: "IPv6 bound alone", want: []uint8{netpkt.ProtoIPv6}, released: 1, notBound: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := datapathtest.NewUplink(16)
+			g := boundGuest4(t)
+			g.Tunnel, g.Tunnel4 = false, false
+			g.Hold = NewArrival(8, 0, time.Minute, &g.Link.Counters)
+			d, _ := newTestDatapath(datapathtest.NewConn(), up, g)
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 10)))
+			handleOne(d, guestFrame(100))
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, TunnelMTU-27))) // too big: not held
+			if len(up.Out) != 0 {
+				t.Fatalf("got %d packets tunnelled before the release", len(up.Out))
+			}
+			d.ReleaseArrival(g.Hold, coa, ha, tc.ipv4)
+			// Handled with the snapshot of before the release.
+			handleOne(d, ethFrame4(lanMAC, guestMAC, udp4To(cn4, 64, true, 11)))
+			var got []uint8
+			for len(up.Out) > 0 {
+				got = append(got, netpkt.IPv6((<-up.Out).Pkt).NextHeader())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("got next headers %v tunnelled, want %v", got, tc.want)
+			}
+			if c := &g.Link.Counters; c.Held.Load() != 2 || c.Released.Load() != tc.released || c.Drops[DropNotBound].Load() != tc.notBound {
+				t.Errorf("got %d held, %d released, %d not bound; want 2, %d, %d", c.Held.Load(), c.Released.Load(), c.Drops[DropNotBound].Load(), tc.released, tc.notBound)
+			}
+		})
 	}
 }
 

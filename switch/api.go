@@ -55,6 +55,11 @@ type AddPortRequest struct {
 	HomeAgent   string `json:"home_agent,omitempty"`
 	HomePrefix  string `json:"home_prefix,omitempty"`
 	RouterLL    string `json:"router_link_local,omitempty"`
+	// IPv4Address, when set, is the VM's IPv4 home address with its
+	// subnet's length (192.0.2.10/24); IPv4Gateway its gateway, needed
+	// unless the home network has an [ipv4] table (config.SetIPv4).
+	IPv4Address string `json:"ipv4_address,omitempty"`
+	IPv4Gateway string `json:"ipv4_gateway,omitempty"`
 	// Activate: the guest already runs on this host (a port bound after the
 	// guest's first frames went by); register at once.
 	Activate bool `json:"activate,omitempty"`
@@ -103,7 +108,7 @@ func (s *Switch) addPort(req AddPortRequest) error {
 	if err != nil {
 		return err
 	}
-	if old := s.ports[req.Port]; old != nil && old.vm.HomeAddress == vm.HomeAddress {
+	if old := s.ports[req.Port]; old != nil && old.vm.HomeAddress == vm.HomeAddress && old.vm.IPv4Address == vm.IPv4Address {
 		return nil // already bound the same way: nothing to do
 	}
 	if err := s.cfg.AddVM(vm); err != nil {

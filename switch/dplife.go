@@ -188,7 +188,8 @@ func (s *Switch) publish() {
 			f.AddGuest(&datapath.Guest{Key: p.key(), MAC: [6]byte(p.mac), HomeAddr: p.vm.HomeAddress, Prefix: p.vm.Home.Prefix,
 				HomeAgent: p.vm.Home.HomeAgent, Tunnel: tunnel, Hold: s.arrivalHold(p, tunnel, now), Pending: p.phase == prepared,
 				Registering: p.phase == abroad && registering(p.binding.Snapshot(now).State),
-				ND:          p.nd, PTBFrom: p.vm.Home.RouterLinkLocal, Link: p.link})
+				ND:          p.nd, PTBFrom: p.vm.Home.RouterLinkLocal, Link: p.link,
+				HomeAddr4: p.vm.IPv4Address, Gateway4: p.gateway4(), V4: p.v4Responder(), Tunnel4: p.ipv4Tunnelling(now)})
 		}
 		// Also while returning: the VM may leave again before the Home
 		// Agent answered.
@@ -228,7 +229,7 @@ func (s *Switch) arrivalHold(p *vmPort, tunnel bool, now time.Time) *datapath.Ar
 			p.arrival = nil
 			c := &p.link.Counters
 			before := c.Released.Load()
-			s.dp.ReleaseArrival(a, s.cfg.CareOfAddress, p.vm.Home.HomeAgent)
+			s.dp.ReleaseArrival(a, s.cfg.CareOfAddress, p.vm.Home.HomeAgent, p.ipv4Tunnelling(now))
 			s.log.Info("binding stands: held frames sent through the tunnel", "port", p.name(), "hoa", p.vm.HomeAddress,
 				"released", c.Released.Load()-before, "after", now.Sub(p.since).String())
 		}

@@ -154,8 +154,10 @@ func (s *Switch) globalFlows() []*ovs.Flow {
 	flows := []*ovs.Flow{
 		// Tunnel and Mobility Header packets for the care-of address bypass the host
 		// kernel, which has neither ip6_tunnel nor MIP6 and would answer them with
-		// Parameter Problems.
+		// Parameter Problems: IPv6 in IPv6 (41), and IPv4 in IPv6 (4) for
+		// guests with an IPv4 home address (RFC 5555).
 		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
+		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(4)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		// What kgswitch hands back to the host (see fromUplink) goes to the
 		// bridge's local port, where the care-of address lives.
@@ -241,7 +243,10 @@ func (s *Switch) awaitFlows(p *vmPort) []*ovs.Flow {
 // portFlows are a foreign guest's: all it sends goes to kgswitch, and
 // kgswitch's frames for it go to it, and nothing else does: a bridge that
 // learnt the guest's MAC (from a frame sent before these flows were in) must
-// not deliver the foreign LAN's unicast to it.
+// not deliver the foreign LAN's unicast to it. "All" is every EtherType: a
+// dual-stack guest's IPv4, its ARP and its DHCP broadcasts are its home
+// link's business, answered or tunnelled by kgswitch, never the foreign
+// LAN's.
 func (s *Switch) portFlows(p *vmPort) []*ovs.Flow {
 	return []*ovs.Flow{
 		{Priority: 200, InPort: p.ofport, Matches: []ovs.Match{ovs.DataLinkSource(p.mac.String())}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},

@@ -17,17 +17,22 @@ import (
 // external_ids keys. An operator declares a VM on its interface with
 // KeyHomeAddress (and optionally KeyMAC, KeyHomeAgent, KeyHomePrefix,
 // KeyRouter; without them the home network containing the home address and
-// the interface's attached-mac are used); kgswitch mirrors its view of the VM
-// into KeyState, KeyCareOf and KeyReason, so `ovs-vsctl list Interface` shows it.
+// the interface's attached-mac are used; KeyIPv4Address and KeyIPv4Gateway
+// for a dual-stack VM, as add-port's --hoa4 and --gateway4); kgswitch mirrors its view of the VM
+// into KeyState, KeyCareOf and KeyReason (KeyIPv4 too for a dual-stack VM),
+// so `ovs-vsctl list Interface` shows it.
 const (
 	KeyHomeAddress = "kagemusha-home-address"
 	KeyMAC         = "kagemusha-mac"
 	KeyHomeAgent   = "kagemusha-home-agent"
 	KeyHomePrefix  = "kagemusha-home-prefix"
 	KeyRouter      = "kagemusha-router-link-local"
+	KeyIPv4Address = "kagemusha-ipv4-address"
+	KeyIPv4Gateway = "kagemusha-ipv4-gateway"
 	KeyState       = "kagemusha-state"
 	KeyCareOf      = "kagemusha-care-of"
 	KeyReason      = "kagemusha-reason"
+	KeyIPv4        = "kagemusha-ipv4"
 )
 
 // eventAdded is the event of an interface that appeared on the bridge.
@@ -131,7 +136,9 @@ func (s *Switch) declared(i ovsctl.Interface, p *vmPort) *vmPort {
 	if err == nil {
 		var vm config.VM
 		if vm, err = s.cfg.NewVM(i.Name, addr, ids[KeyMAC], ids[KeyHomeAgent], ids[KeyHomePrefix], ids[KeyRouter]); err == nil {
-			if err = s.cfg.AddVM(vm); err == nil {
+			if err = s.setIPv4(&vm, ids[KeyIPv4Address], ids[KeyIPv4Gateway]); err != nil {
+				err = errors.New(ipv4KeyNames.Replace(err.Error()))
+			} else if err = s.cfg.AddVM(vm); err == nil {
 				p = s.addVMPort(vm)
 				p.origin, p.declaration = fromOVSDB, declarationOf(ids)
 				s.log.Info("VM declared on its interface", "port", i.Name, "hoa", addr)
@@ -151,7 +158,8 @@ func (s *Switch) declared(i ovsctl.Interface, p *vmPort) *vmPort {
 
 // declarationOf is the part of external_ids that declares a VM.
 func declarationOf(ids map[string]string) string {
-	return strings.Join([]string{ids[KeyHomeAddress], ids[KeyMAC], ids[KeyHomeAgent], ids[KeyHomePrefix], ids[KeyRouter]}, "|")
+	return strings.Join([]string{ids[KeyHomeAddress], ids[KeyMAC], ids[KeyHomeAgent], ids[KeyHomePrefix], ids[KeyRouter],
+		ids[KeyIPv4Address], ids[KeyIPv4Gateway]}, "|")
 }
 
 // removeVM stops serving a VM and forgets it.
@@ -176,7 +184,7 @@ func (s *Switch) removeVMs(ps []*vmPort) {
 		}
 		s.dropFlows(p)
 		if p.iface != "" && !s.dbDown {
-			s.ovs.mirror(p.iface, map[string]string{KeyState: "", KeyCareOf: "", KeyReason: ""})
+			s.ovs.mirror(p.iface, map[string]string{KeyState: "", KeyCareOf: "", KeyReason: "", KeyIPv4: ""})
 		}
 		s.unbindIface(p)
 		if p.vm.Port != "" {
@@ -250,12 +258,16 @@ func (s *Switch) arrive(p *vmPort, iface ovsctl.Interface) error {
 	if err != nil {
 		return err
 	}
+	v4, err := newV4Guest(p.vm, p.mac, s.routerMAC)
+	if err != nil {
+		return err
+	}
 	s.move(p, absent)
 	if !s.move(p, prepared) {
 		return fmt.Errorf("cannot prepare a VM that is %s", p.phase)
 	}
-	p.nd = nd
-	p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime)
+	p.nd, p.v4 = nd, v4
+	p.binding = s.newBinding(p)
 	p.link.ResetActivation()
 	// One bundle: a migrated guest's first frames may already be on their way.
 	s.syncFlows(p)
@@ -293,6 +305,7 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 		// ran here across a restart resumes as it was.
 		delete(s.stored, p.key())
 		if p.binding.Restore(now, rec.Sequence, rec.Granted, rec.Expires) && why == whyAtStart {
+			p.binding.RestoreIPv4(rec.IPv4)
 			s.publish()
 			s.log.Info("binding restored after restart", "port", p.name(), "hoa", p.vm.HomeAddress,
 				"sequence", rec.Sequence, "lifetime_left", rec.Expires.Sub(now).Round(time.Second).String())
@@ -304,7 +317,7 @@ func (s *Switch) activateGuest(p *vmPort, why string) {
 		// Restored but not at start: the guest may have been elsewhere since,
 		// so the Home Agent's binding cannot be trusted; register again,
 		// numbered after the stored number where that is ahead of the clock.
-		p.binding = mipv6.NewBinding(p.vm.HomeAddress, p.vm.Home.HomeAgent, s.cfg.CareOfAddress, s.cfg.BindingLifetime)
+		p.binding = s.newBinding(p)
 		p.binding.Restore(now, rec.Sequence, 0, time.Time{})
 	}
 	s.publish()

@@ -111,6 +111,9 @@ func (s *Switch) newAddPortVM(req AddPortRequest) (config.VM, error) {
 		return config.VM{}, fmt.Errorf("%w: home address %q: %v", ErrInvalid, req.HomeAddress, err)
 	}
 	vm, err := s.cfg.NewVM(req.Port, hoa, req.MAC, req.HomeAgent, req.HomePrefix, req.RouterLL)
+	if err == nil {
+		err = s.setIPv4(&vm, req.IPv4Address, req.IPv4Gateway)
+	}
 	if err != nil {
 		return vm, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

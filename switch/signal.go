@@ -96,7 +96,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 				"port", p.name())
 			return
 		}
-		was := p.binding.Tunnelling(now)
+		was, was4 := p.binding.Tunnelling(now), p.binding.IPv4Tunnelling(now)
 		prev := p.binding.Snapshot(now)
 		bu, send, err := apply(p.binding)
 		if err != nil {
@@ -117,6 +117,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		}
 		s.log.Info(kind, "port", p.name(), "hoa", hoa, "status", snap.Status, "reason", snap.Reason,
 			"state", snap.State.String(), "granted_s", snap.Granted.Seconds(), "after", now.Sub(p.since).String())
+		s.noteIPv4(p, prev, snap)
 		if send {
 			s.sendBU(bu)
 		}
@@ -132,7 +133,7 @@ func (s *Switch) handleSignal(pkt []byte) {
 		// A refusal ends the arrival hold at once: the retry is seconds away,
 		// and what the guest sends meanwhile would only expire in the hold;
 		// and nothing from the tunnel is for the guest any more.
-		if p.binding.Tunnelling(now) != was || snap.State == mipv6.StateFailed {
+		if p.binding.Tunnelling(now) != was || p.binding.IPv4Tunnelling(now) != was4 || snap.State == mipv6.StateFailed {
 			s.publish()
 		}
 		return

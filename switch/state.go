@@ -106,7 +106,7 @@ func (p *vmPort) setPhase(to phase) error {
 		p.binding = nil
 	}
 	if to != prepared && to != abroad {
-		p.nd = nil
+		p.nd, p.v4 = nil, nil
 	}
 	if to != abroad {
 		p.nextRA = time.Time{}
@@ -141,6 +141,7 @@ type vmParts struct {
 	err     string                 // broken: why
 	binding *mipv6.Binding         // prepared, abroad, returnWaiting, returning
 	nd      *ndresponder.Responder // prepared, abroad
+	v4      *v4Guest               // prepared, abroad, for a VM with IPv4
 	nextRA  time.Time              // abroad: next unsolicited Router Advertisement; zero = none
 	arrival *datapath.Arrival      // abroad, binding not yet standing: the guest's frames held
 	dep     *departure             // departed

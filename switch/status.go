@@ -31,9 +31,22 @@ type PortStatus struct {
 	Released          uint64  `json:"released"` // of those, sent on to the Home Agent
 	// TunnelRefused counts the Home Agent's Destination Unreachable errors
 	// about tunnelled packets (each a hint that it lost the binding).
-	TunnelRefused uint64            `json:"tunnel_refused,omitempty"`
-	Drops         map[string]uint64 `json:"drops,omitempty"`
-	Error         string            `json:"error,omitempty"`
+	TunnelRefused uint64 `json:"tunnel_refused,omitempty"`
+	// IPv4 is the IPv4 home address's state in words, e.g. "192.0.2.10:
+	// refused (administratively prohibited, status 129)"; IPv4Address,
+	// IPv4State and IPv4Status are the same for scripts. Empty for a VM
+	// without IPv4.
+	IPv4        string `json:"ipv4,omitempty"`
+	IPv4Address string `json:"ipv4_address,omitempty"`
+	IPv4State   string `json:"ipv4_state,omitempty"`
+	IPv4Status  uint8  `json:"ipv4_status,omitempty"`
+	// IPv4Refused counts the Home Agent's refusals of the IPv4 home
+	// address; V4Answered the ARP and DHCP messages answered for its home
+	// link.
+	IPv4Refused uint64            `json:"ipv4_refused,omitempty"`
+	V4Answered  uint64            `json:"v4_answered,omitempty"`
+	Drops       map[string]uint64 `json:"drops,omitempty"`
+	Error       string            `json:"error,omitempty"`
 }
 
 // DatapathDrops reports the frames the datapath dropped that belong to no VM
@@ -129,9 +142,15 @@ func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 		FromTunnelPackets: c.FromTunnelPackets.Load(), FromTunnelBytes: c.FromTunnelBytes.Load(),
 		NDAnswered: c.NDAnswered.Load(), RASent: c.RASent.Load(),
 		LocalPackets: c.LocalPackets.Load(), Held: c.Held.Load(), Released: c.Released.Load(),
-		TunnelRefused: c.TunnelRefused.Load(), Drops: c.DropMap()}
+		TunnelRefused: c.TunnelRefused.Load(), Drops: c.DropMap(),
+		IPv4Refused: p.ipv4Refused, V4Answered: c.V4Answered.Load()}
 	if p.mac != nil {
 		st.MAC = p.mac.String()
+	}
+	if a := p.vm.IPv4Address; a.IsValid() {
+		// Without a binding here (at home, not yet arrived) the address is
+		// shown as the VM's, with no state.
+		st.IPv4Address, st.IPv4 = a.Addr().String(), a.Addr().String()
 	}
 	if p.binding != nil {
 		snap := p.binding.Snapshot(now)
@@ -144,6 +163,9 @@ func (s *Switch) portStatus(p *vmPort, now time.Time) PortStatus {
 				"and that nothing sent it higher ESP sequence numbers", snap.Unanswered)
 		}
 		st.LifetimeLeftSec = snap.LifetimeLeft.Seconds()
+		if snap.IPv4HomeAddress.IsValid() {
+			st.IPv4, st.IPv4State, st.IPv4Status = ipv4Words(snap), snap.IPv4State.String(), snap.IPv4Status
+		}
 	}
 	if p.waitingForGuest() {
 		st.BindingState = "waiting-for-guest"
@@ -187,7 +209,9 @@ func (s *Switch) mirrorState() {
 		if st.BindingState != "" {
 			state += "/" + st.BindingState
 		}
-		want := map[string]string{KeyState: state, KeyCareOf: st.CareOf, KeyReason: st.Reason}
+		// KeyReason is the IPv6 binding's: a refused IPv4 home address
+		// leaves it bound, and says why under KeyIPv4.
+		want := map[string]string{KeyState: state, KeyCareOf: st.CareOf, KeyReason: st.Reason, KeyIPv4: st.IPv4}
 		if st.Error != "" {
 			want[KeyState], want[KeyReason] = "error", st.Error
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -30,6 +31,10 @@ type StoredBinding struct {
 	// for Binding Updates, when its signalling is under ESP: a restart must
 	// go on above it even if the clock went back meanwhile.
 	ESPSequence uint32 `json:"esp_sequence,omitempty"`
+	// IPv4 is the IPv4 home address the Home Agent bound with the grant
+	// (RFC 5555): a restart within the grant tunnels it at once, as it
+	// does IPv6, instead of dropping the guest's IPv4 until the refresh.
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
 }
 
 // FileStore is a Store in one JSON file, replaced atomically on each save so
@@ -104,7 +109,7 @@ func (s *Switch) persist() {
 		}
 		r := p.binding.Record()
 		sb := StoredBinding{HomeAgent: p.binding.HomeAgent.String(), CareOf: p.binding.CareOf.String(),
-			Sequence: r.Sequence, Granted: r.Granted, Expires: r.Expires}
+			Sequence: r.Sequence, Granted: r.Granted, Expires: r.Expires, IPv4: r.IPv4}
 		if sa, _ := s.cfg.SAsFor(p.vm.HomeAddress, p.binding.HomeAgent); sa != nil {
 			sb.ESPSequence = s.espSent[espKey{sa.SPI, sa.Dst}]
 		}

@@ -168,6 +168,9 @@ type vmPort struct {
 	// seenRunning: a frame from the guest before its port appeared.
 	seenRunning time.Time
 	phase       phase
+	// ipv4Refused counts the Home Agent's refusals of the IPv4 home
+	// address (see noteIPv4).
+	ipv4Refused uint64
 	vmParts
 }
 

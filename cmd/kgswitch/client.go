@@ -18,12 +18,14 @@ import (
 )
 
 func cmdAddPort(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("add-port", "add-port PORT --hoa ADDR [flags]", stderr)
+	fs := newFlagSet("add-port", "add-port PORT --hoa ADDR [--hoa4 ADDR/LEN [--gateway4 ADDR]] [flags]", stderr)
 	hoa := fs.String("hoa", "", "the VM's IPv6 home `address` (required)")
 	mac := fs.String("mac", "", "the guest's `MAC`; default: the interface's external_ids:attached-mac")
 	ha := fs.String("home-agent", "", "Home Agent `address`; default: from the home_network containing --hoa")
 	prefix := fs.String("home-prefix", "", "home link `prefix`, e.g. 2001:db8:2000::/64; default: as --home-agent")
 	router := fs.String("router", "", "home router's link-local `address`; default: as --home-agent")
+	hoa4 := fs.String("hoa4", "", "the VM's IPv4 home `address` with its subnet's length, e.g. 192.0.2.10/24 (Dual-Stack MIPv6); default: IPv6 only")
+	gw4 := fs.String("gateway4", "", "its IPv4 home subnet's gateway `address`; default: from the home_network's [ipv4] table")
 	activate := fs.Bool("activate", false, "the guest already runs on this host: register at once instead of waiting for its first frame")
 	socket := fs.String("control", config.DefaultControlSocket, "daemon control `socket`")
 	port, err := parsePortArgs(fs, args)
@@ -44,10 +46,30 @@ func cmdAddPort(args []string, stdout, stderr io.Writer) error {
 	if (*ha != "" || *prefix != "" || *router != "") && (*ha == "" || *prefix == "" || *router == "") {
 		return usageErr("--home-agent, --home-prefix and --router go together")
 	}
-	body, _ := json.Marshal(vswitch.AddPortRequest{Port: port, HomeAddress: *hoa, MAC: *mac, HomeAgent: *ha, HomePrefix: *prefix, RouterLL: *router, Activate: *activate})
+	if *gw4 != "" && *hoa4 == "" {
+		return usageErr("--gateway4 without --hoa4")
+	}
+	if *hoa4 != "" {
+		// The daemon checks it against the home network; what is no IPv4
+		// prefix at all is refused here, as a bad --hoa is.
+		if p, err := netip.ParsePrefix(*hoa4); err != nil || !p.Addr().Is4() {
+			return usageErr("--hoa4 %q: want an IPv4 address with its subnet's length, e.g. 192.0.2.10/24", *hoa4)
+		}
+	}
+	if *gw4 != "" {
+		if a, err := netip.ParseAddr(*gw4); err != nil || !a.Is4() {
+			return usageErr("--gateway4 %q: not an IPv4 address", *gw4)
+		}
+	}
+	body, _ := json.Marshal(vswitch.AddPortRequest{Port: port, HomeAddress: *hoa, MAC: *mac, HomeAgent: *ha, HomePrefix: *prefix, RouterLL: *router,
+		IPv4Address: *hoa4, IPv4Gateway: *gw4, Activate: *activate})
 	var out struct{}
 	if err := call(*socket, http.MethodPost, "/v1/ports", body, &out); err != nil {
 		return err
+	}
+	if *hoa4 != "" {
+		fmt.Fprintf(stdout, "%s bound to %s and %s\n", port, *hoa, *hoa4)
+		return nil
 	}
 	fmt.Fprintf(stdout, "%s bound to %s\n", port, *hoa)
 	return nil
@@ -133,6 +155,23 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	// A line per dual-stack VM: the table is wide enough already, and a
+	// refusal's reason is words, not a column.
+	for _, p := range st {
+		if p.IPv4 == "" {
+			continue
+		}
+		line := fmt.Sprintf("%s: ipv4 %s", p.Port, p.IPv4)
+		if p.IPv4Refused > 0 {
+			line += fmt.Sprintf("; refused %d times", p.IPv4Refused)
+		}
+		if p.V4Answered > 0 {
+			line += fmt.Sprintf("; %d ARP/DHCP answered", p.V4Answered)
+		}
+		if _, err := fmt.Fprintln(stdout, line); err != nil {
+			return err
+		}
 	}
 	// Drops of no VM's: a table row per VM cannot show a full socket or a
 	// stranger's frames, and they are what an operator looks for first.

@@ -17,7 +17,9 @@ Usage:
   kgswitch run --config FILE [--log-format text|json] [--log-level LEVEL]
         run the daemon for this host
   kgswitch add-port PORT --hoa ADDR [--mac MAC] [--home-agent ADDR --home-prefix PREFIX --router LLADDR]
-        bind an OVS port of the running daemon's bridge to a VM's home address;
+                    [--hoa4 ADDR/LEN [--gateway4 ADDR]]
+        bind an OVS port of the running daemon's bridge to a VM's home address
+        (and its IPv4 home address, for a dual-stack VM);
         kept across restarts when state_dir is set
   kgswitch del-port PORT
         unbind a port bound with add-port: kgswitch stops serving the VM there

@@ -21,7 +21,7 @@ import (
 type statusCollector struct {
 	sw *vswitch.Switch
 
-	info, lifetime, sequence, packets, bytes, drops, dpDrops, nd, ra, held, released, refused *prometheus.Desc
+	info, lifetime, sequence, packets, bytes, drops, dpDrops, nd, ra, held, released, refused, v4Refused, v4Answered *prometheus.Desc
 }
 
 func newStatusCollector(sw *vswitch.Switch) *statusCollector {
@@ -49,11 +49,14 @@ func newStatusCollector(sw *vswitch.Switch) *statusCollector {
 			"Held frames sent on: to the Home Agent after its takeover, or through the tunnel once the binding stood.", vm, nil),
 		refused: prometheus.NewDesc("kgswitch_tunnel_refused_total",
 			"ICMPv6 Destination Unreachable errors from the Home Agent about tunnelled packets: hints that it lost the binding.", vm, nil),
+		v4Refused: prometheus.NewDesc("kgswitch_ipv4_refused_total",
+			"Refusals of the VM's IPv4 home address by its Home Agent (RFC 5555); its IPv6 stays bound.", vm, nil),
+		v4Answered: prometheus.NewDesc("kgswitch_v4_answered_total", "ARP and DHCP messages answered as the guest's IPv4 home link.", vm, nil),
 	}
 }
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.dpDrops, c.nd, c.ra, c.held, c.released, c.refused} {
+	for _, d := range []*prometheus.Desc{c.info, c.lifetime, c.sequence, c.packets, c.bytes, c.drops, c.dpDrops, c.nd, c.ra, c.held, c.released, c.refused, c.v4Refused, c.v4Answered} {
 		ch <- d
 	}
 }
@@ -83,6 +86,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.CounterValue, float64(p.Held), h)
 		ch <- prometheus.MustNewConstMetric(c.released, prometheus.CounterValue, float64(p.Released), h)
 		ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(p.TunnelRefused), h)
+		if p.IPv4Address != "" {
+			ch <- prometheus.MustNewConstMetric(c.v4Refused, prometheus.CounterValue, float64(p.IPv4Refused), h)
+			ch <- prometheus.MustNewConstMetric(c.v4Answered, prometheus.CounterValue, float64(p.V4Answered), h)
+		}
 	}
 	drops, err := c.sw.DatapathDrops(ctx)
 	if err != nil {

@@ -55,3 +55,41 @@ func TestStatusShowsDrops(t *testing.T) {
 		t.Errorf("status printed a datapath line with no drops:\n%s", stdout.String())
 	}
 }
+
+// A dual-stack VM gets a line saying, in words, what became of its IPv4
+// home address; a VM without one gets none.
+func TestStatusShowsIPv4(t *testing.T) {
+	for _, tc := range []struct {
+		name, status string
+		want, not    []string
+	}{
+		{name: "refused",
+			status: `[{"port":"vnet3","home_address":"2001:db8:2000::10","location":"foreign","binding_state":"bound","home_agent":"2001:db8:2000::1",` +
+				`"ipv4":"192.0.2.10: refused (administratively prohibited, status 129)","ipv4_address":"192.0.2.10","ipv4_state":"refused","ipv4_status":129,"ipv4_refused":1}]`,
+			want: []string{"vnet3: ipv4 192.0.2.10: refused (administratively prohibited, status 129); refused 1 times\n", " bound "}},
+		{name: "accepted",
+			status: `[{"port":"vnet3","home_address":"2001:db8:2000::10","location":"foreign","home_agent":"2001:db8:2000::1",` +
+				`"ipv4":"192.0.2.10: accepted","ipv4_address":"192.0.2.10","ipv4_state":"accepted","v4_answered":4}]`,
+			want: []string{"vnet3: ipv4 192.0.2.10: accepted; 4 ARP/DHCP answered\n"}},
+		{name: "IPv6 only", status: `[{"port":"vnet3","home_address":"2001:db8:2000::10","location":"foreign","home_agent":"2001:db8:2000::1"}]`,
+			not: []string{"ipv4"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sock := fakeDaemon(t, tc.status, `{"drops":{}}`)
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"status", "--control", sock}, &stdout, &stderr); code != 0 {
+				t.Fatalf("exit status %d: %s", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("status output lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(stdout.String(), n) {
+					t.Errorf("status output has %q:\n%s", n, stdout.String())
+				}
+			}
+		})
+	}
+}
