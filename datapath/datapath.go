@@ -172,7 +172,10 @@ type FIB struct {
 	// of each VM running on this home host to its key.
 	departedByMAC map[[6]byte]*Departed
 	departedByHoA map[netip.Addr]*Departed
-	atHome        map[netip.Addr]*atHome
+	// departedByHoA4 is those with an IPv4 home address, by it; nil when
+	// none (homelink4.go).
+	departedByHoA4 map[netip.Addr]*Departed
+	atHome         map[netip.Addr]*atHome
 	// homeAgentMAC is, by home address, the MAC of the VM's Home Agent
 	// when known: only it may probe or take over the address (homelink.go).
 	homeAgentMAC map[netip.Addr][6]byte
@@ -208,6 +211,12 @@ func (f *FIB) AddReturning(hoa netip.Addr) { f.returning[hoa] = true }
 func (f *FIB) AddDeparted(d *Departed) {
 	f.departedByMAC[d.mac] = d
 	f.departedByHoA[d.hoa] = d
+	if d.hoa4.IsValid() {
+		if f.departedByHoA4 == nil {
+			f.departedByHoA4 = map[netip.Addr]*Departed{}
+		}
+		f.departedByHoA4[d.hoa4] = d
+	}
 }
 
 // AddAtHome watches for the Home Agent's DAD probe of the home address of a
@@ -377,6 +386,9 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 	}
 	if key, ok := f.awaiting[[6]byte(eth.Src())]; ok {
 		d.announced(key)
+		return out
+	}
+	if len(f.departedByHoA4) > 0 && eth.EtherType() == netpkt.EtherTypeARP && d.homeLinkARP(f, eth) {
 		return out
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {

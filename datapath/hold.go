@@ -28,6 +28,7 @@ type Departed struct {
 	key      string
 	mac      [6]byte
 	hoa      netip.Addr
+	hoa4     netip.Addr // the IPv4 home address; not valid for a VM without IPv4
 	counters *Counters
 
 	mu       sync.Mutex
@@ -43,9 +44,10 @@ type Departed struct {
 }
 
 // NewDeparted returns the hold queue of the VM key (MAC mac, home address
-// hoa): at most maxFrames frames, none older than maxHold, counted in c.
-func NewDeparted(key string, mac net.HardwareAddr, hoa netip.Addr, maxFrames int, maxHold time.Duration, c *Counters) *Departed {
-	return &Departed{key: key, mac: [6]byte(mac), hoa: hoa, counters: c,
+// hoa, IPv4 home address hoa4 unless not valid): at most maxFrames frames,
+// none older than maxHold, counted in c.
+func NewDeparted(key string, mac net.HardwareAddr, hoa, hoa4 netip.Addr, maxFrames int, maxHold time.Duration, c *Counters) *Departed {
+	return &Departed{key: key, mac: [6]byte(mac), hoa: hoa, hoa4: hoa4, counters: c,
 		queue: holdQueue{maxFrames: maxFrames, maxHold: maxHold, counters: c}}
 }
 

@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ func TestHoldQueueExpiry(t *testing.T) {
 	conn := datapathtest.NewConn()
 	d, clk := newTestDatapath(conn, datapathtest.NewUplink(1), nil)
 	c := &Counters{}
-	dep := NewDeparted(hoa.String(), guestMAC, hoa, 10, time.Second, c)
+	dep := NewDeparted(hoa.String(), guestMAC, hoa, netip.Addr{}, 10, time.Second, c)
 	f := NewFIB(coa, TunnelMTU, kgMAC)
 	f.AddDeparted(dep)
 	d.Publish(f)

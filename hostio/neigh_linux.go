@@ -12,25 +12,31 @@ import (
 // home router is the host's router too, so the host can know its real MAC.
 // When the table has no entry yet, HostNeighbor makes the host resolve addr
 // (a datagram to the discard port) and returns nil: a later call finds it.
+// addr may be IPv4 (a dual-stack home link's gateway): the host's ARP table
+// on the same link is looked up, which has it when the host has IPv4 there.
 func HostNeighbor(addr, via netip.Addr) net.HardwareAddr {
 	link := linkWith(via)
 	if link == nil {
 		return nil
 	}
-	neighs, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V6)
+	family, network, zone := netlink.FAMILY_V6, "udp6", link.Attrs().Name
+	if addr.Is4() {
+		family, network, zone = netlink.FAMILY_V4, "udp4", ""
+	}
+	neighs, err := netlink.NeighList(link.Attrs().Index, family)
 	if err != nil {
 		return nil
 	}
 	for _, n := range neighs {
 		a, ok := netip.AddrFromSlice(n.IP)
-		if !ok || a != addr.WithZone("") || len(n.HardwareAddr) != 6 {
+		if !ok || a.Unmap() != addr.WithZone("") || len(n.HardwareAddr) != 6 {
 			continue
 		}
 		if n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
 			return n.HardwareAddr
 		}
 	}
-	if c, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: addr.AsSlice(), Zone: link.Attrs().Name, Port: 9}); err == nil {
+	if c, err := net.DialUDP(network, nil, &net.UDPAddr{IP: addr.AsSlice(), Zone: zone, Port: 9}); err == nil {
 		c.Write([]byte{0})
 		c.Close()
 	}

@@ -3,6 +3,7 @@ package vswitch
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/kgswitch/kgswitch/datapath"
@@ -13,7 +14,8 @@ import (
 // departed; the datapath holds its frames (datapath.Departed) until the Home
 // Agent shows it took the home address over, and then kgswitch overrides the
 // home link's neighbour caches with the Home Agent's MAC and releases the
-// frames to it (docs/home-agents.md says why a real Home Agent needs this).
+// frames to it (docs/home-agents.md says why a real Home Agent needs this);
+// for a dual-stack VM, its IPv4 home address likewise (home4.go).
 
 // departureQuiet is how long no frame may arrive for a departed VM's old MAC,
 // after the Home Agent took over, before the home host stops forwarding: by
@@ -37,7 +39,11 @@ func (s *Switch) depart(p *vmPort, why string) {
 	if !s.move(p, departed) {
 		return
 	}
-	p.dep = &departure{hold: datapath.NewDeparted(p.key(), p.mac, p.vm.HomeAddress, s.cfg.Departure.BufferFrames,
+	var hoa4 netip.Addr
+	if p.vm.IPv4Address.IsValid() {
+		hoa4 = p.vm.IPv4Address.Addr()
+	}
+	p.dep = &departure{hold: datapath.NewDeparted(p.key(), p.mac, p.vm.HomeAddress, hoa4, s.cfg.Departure.BufferFrames,
 		s.cfg.Departure.MaxHold, &p.link.Counters), at: s.clock.Now()}
 	s.publish()
 	s.syncFlows(p)
@@ -61,6 +67,10 @@ func (s *Switch) tookOver(ev datapath.Takeover) {
 			return
 		}
 		held := p.link.Counters.Held.Load()
+		// The IPv4 neighbours are pointed at the Home Agent before the
+		// held frames reach it: its answers to the held ARP requests then
+		// agree with what the announcement said.
+		s.announce4(p, ev.MAC, s.routerMAC)
 		s.dp.Release(dep.hold, ev.MAC)
 		na, err := ndresponder.AppendUnsolicitedNA(nil, ndresponder.Unsolicited{Target: p.vm.HomeAddress, LLAddr: ev.MAC, From: s.routerMAC})
 		if err == nil {

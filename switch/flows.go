@@ -320,6 +320,13 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 			Matches: []ovs.Match{ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(hoa)},
 			Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}},
 	}
+	if a4 := p.vm.IPv4Address; a4.IsValid() {
+		// A neighbour that lost its ARP entry asks the whole link: a copy
+		// is held with the VM's frames (datapath/homelink4.go).
+		flows = append(flows, &ovs.Flow{Priority: 210, Protocol: ovs.ProtocolARP, InPort: s.uplinkPort,
+			Matches: []ovs.Match{ovs.DataLinkDestination(ethBroadcast), ovs.ARPOperation(1), ovs.ARPTargetProtocolAddress(a4.Addr().String())},
+			Actions: []ovs.Action{ovs.Output(s.kgPort), ovs.Normal()}})
+	}
 	if p.ofport != 0 {
 		// The VM's port is still here: its own answer to the probe undoes
 		// the departure, and the held frames go back to it.
@@ -332,9 +339,19 @@ func (s *Switch) departureFlows(p *vmPort, haMAC net.HardwareAddr) []*ovs.Flow {
 			&ovs.Flow{Priority: 200, Protocol: ovs.ProtocolICMPv6, InPort: s.kgPort,
 				Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.ICMP6Type(136), ovs.NeighborDiscoveryTarget(hoa)},
 				Actions: []ovs.Action{ovs.Output(s.uplinkPort)}})
+		if a4 := p.vm.IPv4Address; a4.IsValid() {
+			// kgswitch's gratuitous ARP, which may give only the Home Agent's MAC.
+			flows = append(flows, &ovs.Flow{Priority: 200, Protocol: ovs.ProtocolARP, InPort: s.kgPort,
+				Matches: []ovs.Match{ovs.DataLinkSource(s.routerMAC.String()), ovs.ARPSourceHardwareAddress(haMAC),
+					ovs.ARPSourceProtocolAddress(a4.Addr().String()), ovs.ARPTargetProtocolAddress(a4.Addr().String())},
+				Actions: []ovs.Action{ovs.Output(s.uplinkPort)}})
+		}
 	}
 	return flows
 }
+
+// ethBroadcast is Ethernet's broadcast address, as OpenFlow matches it.
+const ethBroadcast = "ff:ff:ff:ff:ff:ff"
 
 // flowsText is a flow set as text, to tell whether it changed.
 func flowsText(fl []*ovs.Flow) string {

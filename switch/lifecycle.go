@@ -415,6 +415,7 @@ func (s *Switch) beginReturn(p *vmPort, why string) {
 			return
 		}
 		s.tellRouter(p)
+		s.tellGateway(p)
 		if bu, ok := p.binding.Deregister(s.clock.Now(), p.vm.HomeAddress); ok {
 			s.sendBU(bu)
 		}
@@ -461,6 +462,8 @@ func (s *Switch) announceHome(p *vmPort, now time.Time) {
 		s.log.Warn("send Neighbor Advertisement", "port", p.name(), "err", err)
 	}
 	s.tellRouter(p)
+	s.announce4(p, p.mac, p.mac)
+	s.tellGateway(p)
 	p.naLeft--
 	p.nextNA = now.Add(time.Second)
 	if p.naLeft <= 0 {

@@ -23,6 +23,8 @@
 //     and tshark decode v4responder's ARP replies and DHCP OFFER, ACK (to a
 //     selecting, a renewing and an informing guest) and NAK, field by field,
 //     and verify their IPv4 and UDP checksums.
+//   - TestV4UnsolicitedCrossCheck has both decode the unsolicited ARP a home
+//     host sends for a dual-stack VM (announcement, reply to the guest).
 //
 // They need python3 with scapy and cryptography (Debian packages
 // python3-scapy, python3-cryptography) and tshark, not root. Without them each test fails with the reason, unless
