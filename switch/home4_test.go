@@ -17,7 +17,7 @@ import (
 )
 
 var (
-	hoa4        = datapathtest.HomeAddr4.Addr()
+	hoa4Addr    = datapathtest.HomeAddr4.Addr()
 	gateway4    = datapathtest.Gateway4
 	gateway4MAC = net.HardwareAddr{0x42, 0x0d, 0x24, 0x0b, 0xaf, 0x01}
 	broadcast   = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -76,12 +76,12 @@ func checkARP(t *testing.T, f []byte, want arpWant) {
 
 // announcement4 is the ARP Announcement giving mac for the IPv4 home address.
 func announcement4(mac, from net.HardwareAddr) arpWant {
-	return arpWant{dst: broadcast, src: from, op: netpkt.ARPRequest, sha: mac, spa: hoa4, tha: make(net.HardwareAddr, 6), tpa: hoa4}
+	return arpWant{dst: broadcast, src: from, op: netpkt.ARPRequest, sha: mac, spa: hoa4Addr, tha: make(net.HardwareAddr, 6), tpa: hoa4Addr}
 }
 
 // gatewayReply is the ARP reply telling the guest alone its gateway's MAC.
 func gatewayReply(mac net.HardwareAddr) arpWant {
-	return arpWant{dst: guestMAC, src: mac, op: netpkt.ARPReply, sha: mac, spa: gateway4, tha: guestMAC, tpa: hoa4}
+	return arpWant{dst: guestMAC, src: mac, op: netpkt.ARPReply, sha: mac, spa: gateway4, tha: guestMAC, tpa: hoa4Addr}
 }
 
 // A departed dual-stack VM's IPv4 frames and the broadcast ARP requests for
@@ -93,9 +93,9 @@ func TestDepartureIPv4(t *testing.T) {
 		arpCopy = "arp,in_port=1,dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_tpa=192.0.2.10,table=0,idle_timeout=0,actions=output:9,normal"
 		arpOut  = "arp,in_port=9,dl_src=02:6b:67:00:00:01,arp_sha=02:48:41:00:00:01,arp_spa=192.0.2.10,arp_tpa=192.0.2.10,table=0,idle_timeout=0,actions=output:1"
 	)
-	toVM4 := datapathtest.EthFrame4(guestMAC, gateway4MAC, datapathtest.UDPPacket4(datapathtest.CN4, hoa4, 8))
+	toVM4 := datapathtest.EthFrame4(guestMAC, gateway4MAC, datapathtest.UDPPacket4(datapathtest.CN4, hoa4Addr, 8))
 	toVM6 := datapathtest.EthFrame(guestMAC, lanMAC, datapathtest.UDPPacket(cn, hoa, 8))
-	request := datapathtest.ARPRequest(gateway4MAC, gateway4, hoa4)
+	request := datapathtest.ARPRequest(gateway4MAC, gateway4, hoa4Addr)
 	for _, tt := range []struct {
 		name      string
 		cfg       string
