@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +43,8 @@ func checkHomeLease(t *testing.T, ev lab.DHCP4Event, lease time.Duration) {
 // home gets its IPv4 home address and default route from the home DHCPv4
 // server, cn reaches it over IPv4 with ping and an intact TCP stream (and
 // the Home Agent's own IPv4 address), and the guest renews its short lease
-// at T1, half of it, and again when told to.
+// at T1, half of it, and again when told to. Moved to the foreign link
+// without kgswitch, its IPv4 goes nowhere.
 func TestLabIPv4(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -116,6 +118,24 @@ func TestLabIPv4(t *testing.T) {
 	}
 	if n, err := e.Ping(ctx, "cn", lab.HoA4.String(), 2); n != 2 {
 		t.Errorf("got %d/2 IPv4 pings answered from cn after renewals (%v)", n, err)
+	}
+
+	// Abroad without kgswitch, IPv4 goes nowhere, as on a real foreign
+	// network: the router there does not answer ARP for the guest's home
+	// gateway (arp_ignore and the reverse path filter each see to it; with
+	// neither, this check fails), so a test of kgswitch sees a leak fail
+	// rather than work.
+	if err := l.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Run(ctx, lab.VM.Node, "ip", "neigh", "flush", "dev", lab.Uplink); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.Ping(ctx, lab.VM.Node, lab.CNAddr4.String(), 2); n != 0 {
+		t.Errorf("got %d/2 IPv4 pings from the guest on the foreign link answered, want none", n)
+	}
+	if out, err := l.Run(ctx, lab.VM.Node, "ip", "-4", "neigh", "show", lab.RouterHomeAddr4.String()); err != nil || strings.Contains(out, "lladdr") {
+		t.Errorf("guest on the foreign link resolved its home gateway %v: %q (%v), want no answer", lab.RouterHomeAddr4, out, err)
 	}
 }
 
