@@ -7,6 +7,12 @@
 // network and a second home network with its own Home Agent and guest (see
 // Guest, HomeNetwork).
 //
+// The lab is dual-stack except for the hosts and the second home network:
+// the cn link, the home link and the foreign links carry IPv4 too (addr.go),
+// and the router runs the home link's DHCPv4 server, from which a guest
+// takes its IPv4 home address once StartGuestDHCP4 starts its client
+// (dhcp4.go).
+//
 // The package does not depend on package testing, so integration tests, the
 // demo and benchmarks share it. Everything a Lab creates carries its ID
 // ("kg<pid>x<n>"): network namespaces are named ID-node and the temp dir
