@@ -62,7 +62,15 @@ func newQEMUEnv(t *testing.T, ctx context.Context) (*scenario.Env, qemu.Image) {
 // the outcome: an emulated guest may crash, and the console says so.
 func startVM(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, host, name string, incoming bool) *qemu.VM {
 	t.Helper()
-	vm, err := qemu.Start(ctx, qemu.Config{Lab: e.Lab, Host: host, Name: name, Image: img, Incoming: incoming, Logf: t.Logf})
+	return startVMWith(t, ctx, qemu.Config{Lab: e.Lab, Host: host, Name: name, Image: img, Incoming: incoming})
+}
+
+// startVMWith is startVM with a whole configuration (its Logf is the
+// test's).
+func startVMWith(t *testing.T, ctx context.Context, cfg qemu.Config) *qemu.VM {
+	t.Helper()
+	cfg.Logf = t.Logf
+	vm, err := qemu.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +99,14 @@ func closeAtEnd(t *testing.T, vm *qemu.VM) {
 // bootVM starts a guest on host and waits until it is up and cn reaches it.
 func bootVM(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, host, name string) *qemu.VM {
 	t.Helper()
-	vm := startVM(t, ctx, e, img, host, name, false)
+	return bootVMWith(t, ctx, e, qemu.Config{Lab: e.Lab, Host: host, Name: name, Image: img})
+}
+
+// bootVMWith is bootVM with a whole configuration.
+func bootVMWith(t *testing.T, ctx context.Context, e *scenario.Env, cfg qemu.Config) *qemu.VM {
+	t.Helper()
+	host, name := cfg.Host, cfg.Name
+	vm := startVMWith(t, ctx, cfg)
 	boot, err := vm.WaitReady(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -129,14 +144,16 @@ func waitTCP(t *testing.T, ctx context.Context, s *qemu.GuestTCP, vm *qemu.VM) (
 // TestQEMUBoot boots a real guest on hostA, the home host: it configures its
 // home address, writes its heartbeat, answers on its command shell, and cn
 // reaches it on the home link with ping and with an intact TCP echo stream
-// (which proves the tap carries correct checksums: vnet_hdr=off).
+// (which proves the tap carries correct checksums: vnet_hdr=off). Booted
+// with DHCPv4, it also gets its IPv4 home address from the home DHCPv4
+// server and is reachable over IPv4 (checkQEMUHomeIPv4).
 func TestQEMUBoot(t *testing.T) {
 	t.Parallel()
 	oneQEMUAtATime(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e, img := newQEMUEnv(t, ctx)
-	vm := bootVM(t, ctx, e, img, "hostA", "A")
+	vm := bootVMWith(t, ctx, e, qemu.Config{Lab: e.Lab, Host: "hostA", Name: "A", Image: img, DHCP4: true})
 
 	since := time.Now()
 	if err := vm.WaitHeartbeats(ctx, since, 5); err != nil {
@@ -177,8 +194,73 @@ func TestQEMUBoot(t *testing.T) {
 	client, server := waitTCP(t, ctx, s, vm)
 	checkStream(t, total, client, server)
 	t.Logf("TCP echo from cn: %d bytes each way in %.2f s", client.Sent, client.Seconds)
+
+	checkQEMUHomeIPv4(t, ctx, e, vm)
 	if c := vm.Crash(); c != "" {
 		t.Errorf("guest console reports a crash: %q", c)
+	}
+}
+
+// checkQEMUHomeIPv4 checks a QEMU guest booted at home with Config.DHCP4,
+// as TestLabIPv4 does the netns guest: its IPv4 home address and default
+// route come from the home DHCPv4 server, cn reaches it over IPv4 with ping
+// and an intact TCP stream, and it renews its lease when told to.
+func checkQEMUHomeIPv4(t *testing.T, ctx context.Context, e *scenario.Env, vm *qemu.VM) {
+	t.Helper()
+	var got scenario.GuestIPv4
+	if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		if got, err = vm.IPv4(ctx); err != nil {
+			return wait.Fatal(err)
+		}
+		if !got.Equal(guestHomeIPv4) {
+			return fmt.Errorf("guest's IPv4 after DHCP: got %v, want %v", got, guestHomeIPv4)
+		}
+		return nil
+	}); err != nil {
+		out, _ := vm.Shell(ctx, "cat /tmp/udhcpc.log")
+		t.Fatalf("%v\nudhcpc:\n%s", err, out)
+	}
+	evs, err := vm.DHCP4Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bound []lab.DHCP4Event
+	for _, ev := range evs {
+		if ev.Event == "bound" {
+			bound = append(bound, ev)
+		}
+	}
+	if len(bound) != 1 {
+		t.Fatalf("guest's DHCPv4 events: got %d bound, want 1: %+v", len(bound), evs)
+	}
+	checkHomeLease(t, bound[0], lab.DefaultDHCP4Lease)
+
+	if n, err := e.Ping(ctx, "cn", lab.HoA4.String(), 5); n != 5 {
+		t.Errorf("got %d/5 IPv4 pings answered from cn to the guest (%v)", n, err)
+	}
+	const total = 256 << 10
+	s, err := qemu.StartGuestTCPTo(ctx, e, vm, lab.HoA4, total, 1<<20, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := waitTCP(t, ctx, s, vm)
+	checkStream(t, total, client, server)
+
+	if err := vm.RenewDHCP4(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.Until(ctx, 5*time.Second, 100*time.Millisecond, func() error {
+		evs, err := vm.DHCP4Events(ctx)
+		if n := lab.CountDHCP4(evs, "renew", time.Time{}); n != 1 {
+			return fmt.Errorf("guest's DHCPv4 events after SIGUSR1: %d renew (%v), want 1: %+v", n, err, evs)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if got, err := vm.IPv4(ctx); err != nil || !got.Equal(guestHomeIPv4) {
+		t.Errorf("guest's IPv4 after the renewal: got %v (%v), want %v", got, err, guestHomeIPv4)
 	}
 }
 

@@ -60,6 +60,51 @@ var (
 	// care-of address of a guest that runs on hostC.
 	CareOfAddrC = netip.MustParseAddr("2001:db8:4000::3")
 
+	// The IPv4 side of the lab, for Dual-Stack MIPv6 (RFC 5555): the cn
+	// link, the home link and both foreign links carry IPv4 too, with the
+	// router as every link's gateway; the guest's IPv4 home address comes
+	// from the home link's DHCPv4 server (see dhcp4.go). All of it is
+	// documentation address space (RFC 5737) but the second foreign link's,
+	// which RFC 5737 has no fourth /24 for (RFC 2544's benchmarking range).
+
+	// CNPrefix4 is the IPv4 prefix of the cn link.
+	CNPrefix4 = netip.MustParsePrefix("198.51.100.0/24")
+	// CNAddr4 is the correspondent node's IPv4 address.
+	CNAddr4 = netip.MustParseAddr("198.51.100.100")
+	// RouterCNAddr4 is the router's IPv4 address on the cn link and cn's
+	// IPv4 default gateway.
+	RouterCNAddr4 = netip.MustParseAddr("198.51.100.1")
+
+	// HomePrefix4 is the home link's IPv4 subnet: the IPv4 home subnet the
+	// lab Home Agent binds IPv4 home addresses in (its -ipv4-prefix).
+	HomePrefix4 = netip.MustParsePrefix("192.0.2.0/24")
+	// RouterHomeAddr4 is the router's IPv4 address on the home link: the
+	// guests' IPv4 default gateway and the DHCPv4 server (its server
+	// identifier, DHCP4ServerID).
+	RouterHomeAddr4 = netip.MustParseAddr("192.0.2.1")
+	// HAAddr4 is the lab Home Agent's IPv4 address on the home link. The
+	// Home Agent needs one: the kernel forwards what it decapsulates, which
+	// takes an IPv4 route (and ARP) towards the router, and it answers ARP
+	// for a bound IPv4 home address (proxy ARP) only for a sender it has a
+	// route back to.
+	HAAddr4 = netip.MustParseAddr("192.0.2.2")
+	// HoA4 is the guest's IPv4 home address (RFC 5555, section 3.1), the
+	// DHCPv4 server's static lease for GuestMAC.
+	HoA4 = netip.MustParseAddr("192.0.2.10")
+
+	// ForeignPrefix4 is the foreign link's IPv4 prefix. Nothing on the
+	// foreign link but the router has an IPv4 address: it is there so that
+	// IPv4 leaking onto a foreign link shows (see nodeSysctls for why the
+	// router does not answer for home addresses there).
+	ForeignPrefix4 = netip.MustParsePrefix("203.0.113.0/24")
+	// RouterForeignAddr4 is the router's IPv4 address on the foreign link.
+	RouterForeignAddr4 = netip.MustParseAddr("203.0.113.1")
+	// ForeignPrefix4C is the second foreign link's IPv4 prefix.
+	ForeignPrefix4C = netip.MustParsePrefix("198.18.4.0/24")
+	// RouterForeignAddr4C is the router's IPv4 address on the second
+	// foreign link.
+	RouterForeignAddr4C = netip.MustParseAddr("198.18.4.1")
+
 	// GuestMAC is the MAC address of the guest's interface eth0.
 	GuestMAC = net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0x10}
 	// GuestLinkLocal is the guest's link-local address, formed from GuestMAC

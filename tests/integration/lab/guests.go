@@ -22,6 +22,11 @@ type HomeNetwork struct {
 	// HAAddr on its eth0.
 	HANode string
 	HAAddr netip.Addr
+	// Prefix4 is the link's IPv4 subnet, RouterAddr4 the router's IPv4
+	// address there (gateway and DHCPv4 server) and HAAddr4 the Home
+	// Agent's; all zero on a home link without IPv4 (HomeNet2).
+	Prefix4              netip.Prefix
+	RouterAddr4, HAAddr4 netip.Addr
 }
 
 // The lab's home networks. HomeNet2 exists only in a lab built with
@@ -29,7 +34,8 @@ type HomeNetwork struct {
 var (
 	// HomeNet is the home link of the guests vm and vm2.
 	HomeNet = HomeNetwork{Bridge: "home", Prefix: HomePrefix, RouterAddr: RouterHomeAddr,
-		RouterLinkLocal: RouterLinkLocal, HANode: "ha", HAAddr: HAAddr}
+		RouterLinkLocal: RouterLinkLocal, HANode: "ha", HAAddr: HAAddr,
+		Prefix4: HomePrefix4, RouterAddr4: RouterHomeAddr4, HAAddr4: HAAddr4}
 	// HomeNet2 is a second home network, vm3's, with its own Home Agent in
 	// ha2. Its router link-local address is the same fe80::1 as HomeNet's,
 	// so a guest cannot tell the two routers apart by address either.
@@ -45,7 +51,11 @@ type Guest struct {
 	Port string
 	MAC  net.HardwareAddr
 	// HoA is the guest's home address (RFC 6275, section 2), in Home.Prefix.
-	HoA  netip.Addr
+	HoA netip.Addr
+	// HoA4 is the guest's IPv4 home address (RFC 5555), in Home.Prefix4:
+	// the home DHCPv4 server's static lease for MAC. It is zero for a guest
+	// that has none (the DHCPv4 server gives it a pool address, if any).
+	HoA4 netip.Addr
 	Home HomeNetwork
 	// StartHost is the host whose bridge Port is on when New returns.
 	StartHost string
@@ -64,7 +74,7 @@ func (g Guest) LinkLocal() netip.Addr {
 // Options.ExtraGuests.
 var (
 	// VM is the guest every lab has: vm on hostA, port GuestPort.
-	VM = Guest{Node: "vm", Port: GuestPort, MAC: GuestMAC, HoA: HoA, Home: HomeNet, StartHost: "hostA"}
+	VM = Guest{Node: "vm", Port: GuestPort, MAC: GuestMAC, HoA: HoA, HoA4: HoA4, Home: HomeNet, StartHost: "hostA"}
 	// VM2 is a second guest of VM's home network, also starting on hostA.
 	VM2 = Guest{Node: "vm2", Port: "vnet4", MAC: net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x00, 0x11},
 		HoA: netip.MustParseAddr("2001:db8:2000::11"), Home: HomeNet, StartHost: "hostA"}

@@ -22,7 +22,7 @@ import (
 // (and CI) may lack those in PATH, and `ip netns exec` would search PATH
 // again.
 type tools struct {
-	ip, sysctl, ethtool              string
+	ip, sysctl, ethtool, busybox     string
 	ovsdbTool, ovsdbServer, vswitchd string
 	vsctl, ofctl, appctl             string
 	schema                           string
@@ -60,6 +60,8 @@ func findTools() (tools, error) {
 		{&t.ip, "ip", "iproute2"},
 		{&t.sysctl, "sysctl", "procps"},
 		{&t.ethtool, "ethtool", "ethtool"},
+		// The home DHCPv4 server and the guests' client (dhcp4.go).
+		{&t.busybox, "busybox", "busybox-static"},
 		{&t.ovsdbTool, "ovsdb-tool", "openvswitch-common"},
 		{&t.ovsdbServer, "ovsdb-server", "openvswitch-switch"},
 		{&t.vswitchd, "ovs-vswitchd", "openvswitch-switch"},
@@ -87,7 +89,7 @@ func findTools() (tools, error) {
 }
 
 // Preflight checks that this machine can run the lab: root, the programs it
-// runs (ip, sysctl, ethtool, the OVS daemons and tools, and ping, which every
+// runs (ip, sysctl, ethtool, busybox, the OVS daemons and tools, and ping, which every
 // user of the lab needs), the OVS schema, network namespaces and /dev/net/tun
 // (the userspace datapath's internal ports are taps). The error names
 // everything that is missing.

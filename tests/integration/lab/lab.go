@@ -7,6 +7,12 @@
 // network and a second home network with its own Home Agent and guest (see
 // Guest, HomeNetwork).
 //
+// The lab is dual-stack except for the hosts and the second home network:
+// the cn link, the home link and the foreign links carry IPv4 too (addr.go),
+// and the router runs the home link's DHCPv4 server, from which a guest
+// takes its IPv4 home address once StartGuestDHCP4 starts its client
+// (dhcp4.go).
+//
 // The package does not depend on package testing, so integration tests, the
 // demo and benchmarks share it. Everything a Lab creates carries its ID
 // ("kg<pid>x<n>"): network namespaces are named ID-node and the temp dir
@@ -66,6 +72,12 @@ type Options struct {
 	// the nodes ExtraNodes. Without it New builds only what every test
 	// needs, which is faster.
 	ExtraGuests bool
+	// DHCP4Lease is the lease time of the home link's DHCPv4 server (see
+	// StartGuestDHCP4), whole seconds; DefaultDHCP4Lease when zero. A
+	// guest renews at half of it (T1), but not before 15 s: busybox
+	// 1.35's udhcpc, as measured, renews a lease of 16 s or 20 s after
+	// 15 s too, so 30 s is the shortest lease with T1 at half.
+	DHCP4Lease time.Duration
 }
 
 // Lab is one instance of the lab. Its methods are safe for concurrent use.
@@ -79,6 +91,8 @@ type Lab struct {
 	ovs   map[string]*OVSHost
 	tools tools
 	topo  topology
+	// dhcp4Lease is Options.DHCP4Lease.
+	dhcp4Lease time.Duration
 
 	// closing is closed by Close; announcers are the background
 	// self-announcements of MoveGuest, which Close waits for.
@@ -89,8 +103,10 @@ type Lab struct {
 	netns     []string // created so far, in creation order
 	procs     []*exec.Cmd
 	guestHost map[string]string // guest node -> host its port is on; "" mid-move
-	closed    bool
-	closeErr  error
+	// dhcp4Clients are the guests' DHCPv4 clients (StartGuestDHCP4).
+	dhcp4Clients map[string]*exec.Cmd
+	closed       bool
+	closeErr     error
 }
 
 // labSeq numbers the labs of this process so that several may coexist.
@@ -111,6 +127,12 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 		topo:      newTopology(opt.ExtraGuests),
 		guestHost: make(map[string]string),
 		closing:   make(chan struct{}),
+
+		dhcp4Lease:   opt.DHCP4Lease,
+		dhcp4Clients: make(map[string]*exec.Cmd),
+	}
+	if opt.DHCP4Lease < 0 || opt.DHCP4Lease%time.Second != 0 {
+		return nil, fmt.Errorf("lab: DHCPv4 lease %v: want whole seconds", opt.DHCP4Lease)
 	}
 	for _, g := range l.topo.guests {
 		l.guestHost[g.Node] = g.StartHost

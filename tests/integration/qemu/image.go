@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/kgswitch/kgswitch/tests/integration/lab"
 )
 
 // initScript is the guest's /init.
@@ -72,6 +74,12 @@ var guestModuleRoots = []struct{ module, config string }{
 	{"virtio_net", "CONFIG_VIRTIO_NET"},
 	{"virtio_console", "CONFIG_VIRTIO_CONSOLE"},
 }
+
+// guestBuiltins are what the guest needs built into the kernel, since the
+// initramfs carries no modules for them: IPv4 and IPv6, and packet sockets,
+// on which busybox's udhcpc sends and receives before eth0 has an address.
+// Debian's cloud kernel has them all.
+var guestBuiltins = []string{"CONFIG_INET", "CONFIG_IPV6", "CONFIG_PACKET"}
 
 // BuildImage returns the guest image, building what the cache lacks: the
 // newest linux-image-*-cloud-amd64 kernel the apt sources offer (fetched
@@ -254,6 +262,11 @@ func stageKernel(root, dst string) error {
 	if err != nil {
 		return err
 	}
+	for _, sym := range guestBuiltins {
+		if v := kernelConfig(config, sym); v != "y" {
+			return fmt.Errorf("kernel has %s=%q; the guest needs it built in", sym, v)
+		}
+	}
 	var roots []string
 	for _, r := range guestModuleRoots {
 		switch v := kernelConfig(config, r.config); v {
@@ -432,6 +445,8 @@ func buildInitrd(kdir string, opt ImageOptions) (string, error) {
 		c.File("bin/tcpcheck", 0o755, tcpcheck)
 	}
 	c.File("init", 0o755, initScript)
+	// The DHCPv4 client's script, the netns guests' own (see init.sh).
+	c.File("etc/udhcpc.sh", 0o755, []byte(lab.DHCP4Script))
 	c.File("etc/modules", 0o644, []byte(strings.Join(order, "\n")+"\n"))
 	for _, m := range order {
 		b, err := os.ReadFile(filepath.Join(kdir, "modules", m+".ko"))

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of the kgswitch test guest (see image.go). It configures eth0 from the
-# kgs.* parameters on the kernel command line, starts a command shell on the
-# virtio console and then prints a heartbeat on the console forever.
+# kgs.* parameters on the kernel command line (IPv4 by DHCP with kgs.dhcp4=1),
+# starts a command shell on the virtio console and then prints a heartbeat on
+# the console forever.
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -21,12 +22,13 @@ for m in $(cat /etc/modules); do
 	insmod "/lib/modules/$m.ko" || echo "kgs-guest: insmod $m failed"
 done
 
-ADDR= GW= HB=100000
+ADDR= GW= HB=100000 DHCP4=
 for p in $(cat /proc/cmdline); do
 	case "$p" in
 	kgs.addr=*) ADDR=${p#kgs.addr=} ;;
 	kgs.gw=*) GW=${p#kgs.gw=} ;;
 	kgs.hb_us=*) HB=${p#kgs.hb_us=} ;;
+	kgs.dhcp4=*) DHCP4=${p#kgs.dhcp4=} ;;
 	esac
 done
 
@@ -44,6 +46,14 @@ ip link set eth0 up
 # No nodad: busybox ip lacks it; accept_dad=0 above has the same effect.
 [ -n "$ADDR" ] && ip -6 addr add "$ADDR" dev eth0
 [ -n "$GW" ] && ip -6 route add default via "$GW" dev eth0
+# IPv4 as a dual-stack VM gets it: from DHCP, renewed for as long as the
+# guest runs, wherever it runs. The script (the netns guests' own, see
+# lab.DHCP4Script) applies each lease and logs each event to
+# /tmp/dhcp4.log; udhcpc's own words go to /tmp/udhcpc.log.
+if [ "$DHCP4" = 1 ]; then
+	KGS_DHCP4_LOG=/tmp/dhcp4.log udhcpc -f -i eth0 -s /etc/udhcpc.sh -t 10 -T 1 \
+		>/tmp/udhcpc.log 2>&1 &
+fi
 
 # The command shell: commands arrive on the virtio console hvc0 and their
 # output goes back there. A read loop hands sh each line as it arrives
@@ -66,7 +76,7 @@ done
 	done
 ) &
 
-echo "kgs-guest ready mac=$(cat /sys/class/net/eth0/address) addr=$ADDR gw=$GW"
+echo "kgs-guest ready mac=$(cat /sys/class/net/eth0/address) addr=$ADDR gw=$GW dhcp4=$DHCP4"
 n=0
 while :; do
 	read -r up _ </proc/uptime

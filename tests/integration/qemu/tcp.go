@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"time"
@@ -28,6 +29,13 @@ type GuestTCP struct {
 // towards the guest's home address: total bytes at rate bytes/s, both
 // giving up after timeout.
 func StartGuestTCP(ctx context.Context, e *scenario.Env, vm *VM, total, rate int64, timeout time.Duration) (*GuestTCP, error) {
+	return StartGuestTCPTo(ctx, e, vm, lab.HoA, total, rate, timeout)
+}
+
+// StartGuestTCPTo is StartGuestTCP towards to, one of the guest's
+// addresses: lab.HoA4 for a stream over IPv4 (tcpcheck serve listens on
+// both families).
+func StartGuestTCPTo(ctx context.Context, e *scenario.Env, vm *VM, to netip.Addr, total, rate int64, timeout time.Duration) (*GuestTCP, error) {
 	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f /tmp/serve.*; tcpcheck serve -listen '[::]:5001' -timeout %s >/tmp/serve.json 2>/tmp/serve.err &", timeout)); err != nil {
 		return nil, err
 	}
@@ -41,7 +49,7 @@ func StartGuestTCP(ctx context.Context, e *scenario.Env, vm *VM, total, rate int
 		return nil, err
 	}
 	s := &GuestTCP{}
-	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
+	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", netip.AddrPortFrom(to, 5001).String(),
 		"-bytes", fmt.Sprint(total), "-rate", fmt.Sprint(rate), "-timeout", timeout.String())
 	s.client.Stdout = &s.out
 	s.Started = time.Now()

@@ -40,6 +40,11 @@ type Config struct {
 	// Gateway its default router (lab.RouterLinkLocal when invalid).
 	Addr    netip.Prefix
 	Gateway netip.Addr
+	// DHCP4 has the guest configure IPv4 on eth0 by DHCP at boot (kernel
+	// parameter kgs.dhcp4=1, see init.sh), from the lab's home DHCPv4
+	// server when it boots at home; see VM.DHCP4Events and VM.IPv4.
+	// Without it the guest is IPv6-only.
+	DHCP4 bool
 	// MemoryMB is the guest's memory (256 when 0).
 	MemoryMB int
 	// Incoming starts QEMU with -incoming defer: a migration destination
@@ -231,6 +236,9 @@ func (vm *VM) cancelOnExit(ctx context.Context) (context.Context, context.Cancel
 func (vm *VM) qemuArgs() []string {
 	cfg := vm.cfg
 	appendArgs := fmt.Sprintf("console=ttyS0 quiet panic=-1 kgs.addr=%s kgs.gw=%s", cfg.Addr, cfg.Gateway)
+	if cfg.DHCP4 {
+		appendArgs += " kgs.dhcp4=1"
+	}
 	args := []string{
 		"-name", "kgs-" + cfg.Name,
 		"-nodefaults", "-no-user-config", "-display", "none",

@@ -21,9 +21,7 @@ import (
 // StartHomeAgentProc runs the lab Home Agent of lab.HomeNet like
 // StartHomeAgent and returns its process, for CPU and memory figures.
 func (e *Env) StartHomeAgentProc(ctx context.Context) (*exec.Cmd, error) {
-	hn := lab.HomeNet
-	return e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.Bin.LabHA,
-		"-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String())
+	return e.Lab.Start(ctx, lab.HomeNet.HANode, e.HALogOf(lab.HomeNet), e.homeAgentArgv(lab.HomeNet, nil)...)
 }
 
 // ProcUsage is a process's CPU time so far and its memory, from /proc.
@@ -144,7 +142,7 @@ var rttRe = regexp.MustCompile(`icmp_seq=(\d+) .*time=([0-9.]+) ms`)
 // PingRTTs sends count pings from node to addr every interval and returns
 // the round-trip time of each one answered.
 func (e *Env) PingRTTs(ctx context.Context, node, addr string, count int, interval time.Duration) ([]time.Duration, error) {
-	cmd := e.Lab.Command(ctx, node, "ping", "-6", "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", addr)
+	cmd := e.Lab.Command(ctx, node, "ping", pingFamily(addr), "-n", "-c", strconv.Itoa(count), "-i", fmt.Sprintf("%.3f", interval.Seconds()), "-W", "1", addr)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

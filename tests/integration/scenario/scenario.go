@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,10 +97,10 @@ func (e *Env) StartHomeAgent(ctx context.Context) error {
 }
 
 // StartHomeAgentOf runs the lab Home Agent of home network hn in its
-// namespace (lab.HomeNet2's needs a lab built with ExtraGuests).
+// namespace (lab.HomeNet2's needs a lab built with ExtraGuests), with extra
+// flags after the lab's (see homeAgentArgv).
 func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork, extra ...string) error {
-	argv := append([]string{e.Bin.LabHA, "-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String()}, extra...)
-	cmd, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), argv...)
+	cmd, err := e.Lab.Start(ctx, hn.HANode, e.HALogOf(hn), e.homeAgentArgv(hn, extra)...)
 	if err == nil {
 		e.mu.Lock()
 		if e.homeAgents == nil {
@@ -113,6 +114,19 @@ func (e *Env) StartHomeAgentOf(ctx context.Context, hn lab.HomeNetwork, extra ..
 		e.mu.Unlock()
 	}
 	return err
+}
+
+// homeAgentArgv is the lab Home Agent's command line for hn: its link,
+// address and prefix, and on a home link with IPv4 (lab.HomeNet) the IPv4
+// home subnet, so that it carries IPv4 home addresses (RFC 5555). A Home
+// Agent with it behaves as one without towards a mobile node that asks for
+// no IPv4 home address, so every test gets it.
+func (e *Env) homeAgentArgv(hn lab.HomeNetwork, extra []string) []string {
+	argv := []string{e.Bin.LabHA, "-iface", "eth0", "-addr", hn.HAAddr.String(), "-prefix", hn.Prefix.String()}
+	if hn.Prefix4.IsValid() {
+		argv = append(argv, "-ipv4-prefix", hn.Prefix4.String())
+	}
+	return append(argv, extra...)
 }
 
 // HAEvent is one JSON line of the lab Home Agent's log: Msg is one of the
@@ -322,13 +336,22 @@ func (e *Env) WaitBinding(ctx context.Context, host, port, state string, timeout
 
 // Ping sends count pings from node to addr and returns how many were answered.
 func (e *Env) Ping(ctx context.Context, node, addr string, count int) (int, error) {
-	out, err := e.Lab.Run(ctx, node, "ping", "-6", "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", addr)
+	out, err := e.Lab.Run(ctx, node, "ping", pingFamily(addr), "-n", "-c", strconv.Itoa(count), "-i", "0.2", "-W", "1", addr)
 	m := regexp.MustCompile(`(\d+) received`).FindStringSubmatch(out)
 	if m == nil {
 		return 0, fmt.Errorf("ping %s from %s: %v\n%s", addr, node, err, out)
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n, nil
+}
+
+// pingFamily is ping's flag for addr's family: the probes of this package
+// take an IPv6 or an IPv4 address alike (an IPv6 one may have a zone).
+func pingFamily(addr string) string {
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is4() {
+		return "-4"
+	}
+	return "-6"
 }
 
 // WaitReachable pings addr from node, one echo request per try, until one is
@@ -358,9 +381,10 @@ type PingStream struct {
 	out  strings.Builder
 }
 
-// StartPingStream pings addr from node every interval until Stop.
+// StartPingStream pings addr (IPv6 or IPv4) from node every interval until
+// Stop.
 func (e *Env) StartPingStream(ctx context.Context, node, addr string, interval time.Duration) (*PingStream, error) {
-	cmd := e.Lab.Command(ctx, node, "ping", "-6", "-n", "-D", "-i", fmt.Sprintf("%.3f", interval.Seconds()), addr)
+	cmd := e.Lab.Command(ctx, node, "ping", pingFamily(addr), "-n", "-D", "-i", fmt.Sprintf("%.3f", interval.Seconds()), addr)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -632,6 +656,13 @@ type TCPStream struct {
 // StartTCPStream starts tcpcheck serve in the guest and tcpcheck send on node
 // towards the guest's home address; total bytes at rate bytes/s.
 func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64) (*TCPStream, error) {
+	return e.StartTCPStreamTo(ctx, node, lab.HoA, total, rate)
+}
+
+// StartTCPStreamTo is StartTCPStream towards to, one of the guest's
+// addresses: lab.HoA4 for a stream over IPv4 (tcpcheck serve listens on
+// both families).
+func (e *Env) StartTCPStreamTo(ctx context.Context, node string, to netip.Addr, total, rate int64) (*TCPStream, error) {
 	s := &TCPStream{lab: e.Lab}
 	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:5001")
 	s.server.Stdout = &s.serverOut
@@ -648,7 +679,7 @@ func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64
 		s.server.Wait()
 		return nil, fmt.Errorf("tcpcheck serve: %q", line)
 	}
-	s.client = e.Lab.Command(ctx, node, e.Bin.TCPCheck, "send", "-to", "["+lab.HoA.String()+"]:5001",
+	s.client = e.Lab.Command(ctx, node, e.Bin.TCPCheck, "send", "-to", netip.AddrPortFrom(to, 5001).String(),
 		"-bytes", strconv.FormatInt(total, 10), "-rate", strconv.FormatInt(rate, 10))
 	s.client.Stdout = &s.clientOut
 	if err := s.client.Start(); err != nil {

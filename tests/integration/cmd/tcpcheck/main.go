@@ -31,7 +31,7 @@ type Report struct {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tcpcheck serve -listen [addr]:port | tcpcheck send -to [addr]:port -bytes N -rate B/s")
+		fmt.Fprintln(os.Stderr, "usage: tcpcheck serve -listen [addr]:port | tcpcheck send -to addr:port -bytes N -rate B/s")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -59,7 +59,9 @@ func main() {
 
 func serve(addr string, timeout time.Duration) Report {
 	r := Report{Role: "serve"}
-	ln, err := net.Listen("tcp6", addr)
+	// "tcp", not "tcp6": on [::] that is one socket for IPv6 and IPv4
+	// (IPV6_V6ONLY off), so a guest serves its IPv4 home address too.
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		r.Error = err.Error()
 		return r
@@ -85,7 +87,7 @@ func serve(addr string, timeout time.Duration) Report {
 
 func send(addr string, total, rate int64, timeout time.Duration) Report {
 	r := Report{Role: "send"}
-	c, err := net.DialTimeout("tcp6", addr, 10*time.Second)
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		r.Error = err.Error()
 		return r
