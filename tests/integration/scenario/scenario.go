@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -216,6 +217,12 @@ type Config struct {
 	// Advertise, when not nil, is the whole [home_network.advertise] table
 	// (it wins over AdvertiseInterval).
 	Advertise *Advertise
+	// IPv4 declares the IPv4 side (RFC 5555): an [home_network.ipv4] table
+	// with the lab DHCPv4 server's values for every home network that has
+	// an IPv4 subnet, and ipv4_address for every guest with an IPv4 home
+	// address. GatewayMAC, when set, is the table's gateway_mac.
+	IPv4       bool
+	GatewayMAC net.HardwareAddr
 }
 
 // WriteConfigWith writes kgswitch's TOML configuration for host with the
@@ -250,9 +257,20 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 		case c.AdvertiseInterval != 0:
 			fmt.Fprintf(&b, "\n[home_network.advertise]\ninterval = %q\n", c.AdvertiseInterval.String())
 		}
+		if c.IPv4 && hn.Prefix4.IsValid() {
+			fmt.Fprintf(&b, "\n[home_network.ipv4]\nsubnet = %q\ngateway = %q\ndhcp_server = %q\ndns_servers = [%q]\nlease_time = %q\ndomain = %q\n",
+				hn.Prefix4.String(), hn.RouterAddr4.String(), lab.DHCP4ServerID.String(), lab.DHCP4DNS.String(),
+				e.Lab.DHCP4Lease().String(), lab.DHCP4Domain)
+			if c.GatewayMAC != nil {
+				fmt.Fprintf(&b, "gateway_mac = %q\n", c.GatewayMAC.String())
+			}
+		}
 	}
 	for _, g := range c.Guests {
 		fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", g.Port, g.HoA.String(), g.MAC.String())
+		if c.IPv4 && g.HoA4.IsValid() {
+			fmt.Fprintf(&b, "ipv4_address = %q\n", netip.PrefixFrom(g.HoA4, g.Home.Prefix4.Bits()).String())
+		}
 	}
 	path := filepath.Join(e.Lab.Dir, host+"-kgswitch.toml")
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
