@@ -33,7 +33,7 @@ func (v *v4Guest) Respond(out, frame []byte) ([]byte, bool, error) {
 	if err != nil {
 		return out, false, err
 	}
-	return reply, d == v4responder.Answered, nil
+	return reply, d.Replied(), nil
 }
 
 // newV4Guest returns the IPv4 responder of a guest of vm with MAC mac,

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/kgswitch/kgswitch/datapath/datapathtest"
 	"github.com/kgswitch/kgswitch/mipv6"
 	"github.com/kgswitch/kgswitch/netpkt"
@@ -347,5 +349,68 @@ care_of_address = "2001:db8:2000::2"
 				t.Fatalf("got %+v (%v), want a de-registration", bu, err)
 			}
 		})
+	}
+}
+
+// dhcpFrame is a DHCP client message of the guest: from 0.0.0.0 broadcast,
+// or, with ciaddr set (renewing, RFC 2131 §4.3.2), unicast to the server.
+func dhcpFrame(t *testing.T, typ layers.DHCPMsgType, ciaddr netip.Addr) []byte {
+	t.Helper()
+	src, dst, dstMAC := netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if ciaddr.IsValid() {
+		src, dst, dstMAC = ciaddr, gw4, lanMAC
+	}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	udp := &layers.UDP{SrcPort: 68, DstPort: 67}
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	d := &layers.DHCPv4{Operation: layers.DHCPOpRequest, HardwareType: layers.LinkTypeEthernet, HardwareLen: 6, Xid: 0x6b67,
+		ClientHWAddr: guestMAC, ClientIP: net.IPv4zero, YourClientIP: net.IPv4zero, NextServerIP: net.IPv4zero, RelayAgentIP: net.IPv4zero,
+		Options: layers.DHCPOptions{layers.NewDHCPOption(layers.DHCPOptMessageType, []byte{byte(typ)})}}
+	if ciaddr.IsValid() {
+		d.ClientIP = ciaddr.AsSlice()
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		&layers.Ethernet{SrcMAC: guestMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}, ip, udp, d); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// The guest's DHCP, a DISCOVER as after a reboot and a renewal unicast to
+// its home server, is answered as its home server would: an OFFER and an
+// ACK of its own address, to the guest alone.
+func TestIPv4DHCPAnswered(t *testing.T) {
+	h := newHarness(t, dualConfig)
+	h.arrive(t, "vnet3", 3, guestMAC)
+	h.nextSent(t) // the registration
+	for i, tc := range []struct {
+		typ, want layers.DHCPMsgType
+		ciaddr    netip.Addr
+	}{
+		{layers.DHCPMsgTypeDiscover, layers.DHCPMsgTypeOffer, netip.Addr{}},
+		{layers.DHCPMsgTypeRequest, layers.DHCPMsgTypeAck, hoa4.Addr()},
+	} {
+		h.conn.Inject(dhcpFrame(t, tc.typ, tc.ciaddr))
+		p := gopacket.NewPacket(h.nextFrame(t), layers.LayerTypeEthernet, gopacket.Default)
+		eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		d, _ := p.Layer(layers.LayerTypeDHCPv4).(*layers.DHCPv4)
+		if eth == nil || d == nil || eth.DstMAC.String() != guestMAC.String() {
+			t.Fatalf("%v: got %v, want a DHCP reply to the guest", tc.typ, p)
+		}
+		var typ layers.DHCPMsgType
+		for _, o := range d.Options {
+			if o.Type == layers.DHCPOptMessageType && len(o.Data) == 1 {
+				typ = layers.DHCPMsgType(o.Data[0])
+			}
+		}
+		if typ != tc.want || netip.AddrFrom4([4]byte(d.YourClientIP.To4())) != hoa4.Addr() {
+			t.Errorf("%v: got %v for %v, want %v for %v", tc.typ, typ, d.YourClientIP, tc.want, hoa4.Addr())
+		}
+		if st := h.status(t, "vnet3"); st.V4Answered != uint64(i+1) || st.Drops["arp-dhcp-ignored"] != 0 {
+			t.Errorf("%v: got V4Answered %d, drops %v; want %d answered, none ignored", tc.typ, st.V4Answered, st.Drops, i+1)
+		}
 	}
 }

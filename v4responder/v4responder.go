@@ -244,6 +244,16 @@ const (
 	Released
 )
 
+// Replied reports whether d came with a frame to send back: an ARP reply or
+// a DHCP OFFER, ACK or NAK.
+func (d Decision) Replied() bool {
+	switch d {
+	case Answered, Offered, Acked, Nacked, Informed:
+		return true
+	}
+	return false
+}
+
 func (d Decision) String() string {
 	switch d {
 	case Answered:

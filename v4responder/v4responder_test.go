@@ -285,3 +285,12 @@ func FuzzRespondARP(f *testing.F) {
 		}
 	})
 }
+
+func TestDecisionReplied(t *testing.T) {
+	replied := map[Decision]bool{Answered: true, Offered: true, Acked: true, Nacked: true, Informed: true}
+	for d := Answered; d <= Released; d++ {
+		if d.Replied() != replied[d] {
+			t.Errorf("%v.Replied() = %v, want %v", d, d.Replied(), replied[d])
+		}
+	}
+}

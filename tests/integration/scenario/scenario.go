@@ -666,6 +666,7 @@ func StreamIntact(total int64, client, server TCPReport) error {
 // TCPStream is a paced TCP echo stream from one node to the guest.
 type TCPStream struct {
 	lab            *lab.Lab
+	port           uint16
 	server, client *exec.Cmd
 	serverOut      strings.Builder
 	clientOut      strings.Builder
@@ -679,10 +680,14 @@ func (e *Env) StartTCPStream(ctx context.Context, node string, total, rate int64
 
 // StartTCPStreamTo is StartTCPStream towards to, one of the guest's
 // addresses: lab.HoA4 for a stream over IPv4 (tcpcheck serve listens on
-// both families).
+// both families). A stream over each family may run at once: they use
+// ports of their own.
 func (e *Env) StartTCPStreamTo(ctx context.Context, node string, to netip.Addr, total, rate int64) (*TCPStream, error) {
-	s := &TCPStream{lab: e.Lab}
-	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:5001")
+	s := &TCPStream{lab: e.Lab, port: 5001}
+	if to.Is4() {
+		s.port = 5004
+	}
+	s.server = e.Lab.Command(ctx, "vm", e.Bin.TCPCheck, "serve", "-listen", "[::]:"+strconv.Itoa(int(s.port)))
 	s.server.Stdout = &s.serverOut
 	stderr, err := s.server.StderrPipe()
 	if err != nil {
@@ -697,7 +702,7 @@ func (e *Env) StartTCPStreamTo(ctx context.Context, node string, to netip.Addr, 
 		s.server.Wait()
 		return nil, fmt.Errorf("tcpcheck serve: %q", line)
 	}
-	s.client = e.Lab.Command(ctx, node, e.Bin.TCPCheck, "send", "-to", netip.AddrPortFrom(to, 5001).String(),
+	s.client = e.Lab.Command(ctx, node, e.Bin.TCPCheck, "send", "-to", netip.AddrPortFrom(to, s.port).String(),
 		"-bytes", strconv.FormatInt(total, 10), "-rate", strconv.FormatInt(rate, 10))
 	s.client.Stdout = &s.clientOut
 	if err := s.client.Start(); err != nil {
@@ -712,7 +717,7 @@ func (e *Env) StartTCPStreamTo(ctx context.Context, node string, to netip.Addr, 
 // connection established: from then on the stream carries data.
 func (s *TCPStream) WaitEstablished(ctx context.Context, timeout time.Duration) error {
 	return wait.Until(ctx, timeout, 20*time.Millisecond, func() error {
-		out, err := s.lab.Run(ctx, "vm", "ss", "-Htn", "state", "established", "sport", "=", ":5001")
+		out, err := s.lab.Run(ctx, "vm", "ss", "-Htn", "state", "established", "sport", "=", ":"+strconv.Itoa(int(s.port)))
 		if err != nil || strings.TrimSpace(out) == "" {
 			return fmt.Errorf("tcpcheck serve in the guest has no established connection (%v)", err)
 		}
