@@ -21,14 +21,14 @@ import (
 // with the guest declared with its IPv4 home address, the home network's IPv4
 // side as the lab's DHCP server hands it out and the home gateway's MAC (as an
 // operator would configure them), and then the guest's DHCP client at home.
-// It returns the lease the guest got there.
-func startDualStack(t *testing.T, ctx context.Context, e *scenario.Env) lab.DHCP4Event {
+// It returns the lease the guest got there. haArgs go to the lab Home Agent.
+func startDualStack(t *testing.T, ctx context.Context, e *scenario.Env, haArgs ...string) lab.DHCP4Event {
 	t.Helper()
 	gwMAC, err := e.LinkMAC(ctx, "rtr", "home0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.StartHomeAgent(ctx); err != nil {
+	if err := e.StartHomeAgentOf(ctx, lab.HomeNet, haArgs...); err != nil {
 		t.Fatalf("start Home Agent: %v", err)
 	}
 	for _, host := range []string{"hostA", "hostB"} {
@@ -365,4 +365,38 @@ func TestIPv4Isolation(t *testing.T) {
 	if n, _ := strconv.Atoi(sent); n != 21 {
 		t.Errorf("scapy sent %q frames, want 21", sent)
 	}
+}
+
+// TestIPv4Refused moves the dual-stack guest abroad to a Home Agent that
+// binds IPv4 home addresses of another subnet only, so it refuses the
+// guest's: IPv6 is bound and reachable as ever, IPv4 is not tunnelled, and
+// kgswitch status says so in words and counts the refusal.
+func TestIPv4Refused(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnv(t, ctx)
+	startDualStack(t, ctx, e, "-ipv4-prefix", "198.18.0.0/24")
+	if err := e.Lab.MoveGuest(ctx, "hostA", "hostB"); err != nil {
+		t.Fatal(err)
+	}
+	waitHopSettled(t, ctx, e, "hostB")
+	if _, err := e.WaitReachable(ctx, "cn", lab.HoA.String(), 20*time.Second); err != nil {
+		t.Fatalf("IPv6 with IPv4 refused: %v", err)
+	}
+	st, err := e.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BindingState != "bound" || st.IPv4State != "refused" || st.IPv4Refused == 0 || !strings.Contains(st.IPv4, "refused") {
+		t.Errorf("hostB status: %+v, want bound, IPv4 refused and counted", st)
+	}
+	if n, _ := e.Ping(ctx, "cn", lab.HoA4.String(), 3); n != 0 {
+		t.Errorf("cn reached the refused IPv4 home address: %d/3 answered", n)
+	}
+	text, err := e.Kgswitch(ctx, "hostB", "status")
+	if err != nil || !strings.Contains(text, "ipv4 "+lab.HoA4.String()+": refused") {
+		t.Errorf("kgswitch status says %q (%v), want the IPv4 refusal in words", text, err)
+	}
+	t.Logf("IPv4 refused, IPv6 bound: %s", st.IPv4)
 }
