@@ -463,8 +463,9 @@ var t4TsharkFields = map[string]t4TsharkField{
 func runTunnel4Tshark(t *testing.T, tshark, file string, n int) (values []func(string) string, problems [][]string) {
 	t.Helper()
 	names := map[string]int{}
-	args := []string{"-r", file, "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE",
-		"-T", "fields", "-E", "separator=/t", "-E", "aggregator=;", "-E", "occurrence=a"}
+	prefs := []string{"-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"}
+	args := append([]string{"-r", file}, prefs...)
+	args = append(args, "-T", "fields", "-E", "separator=/t", "-E", "aggregator=;", "-E", "occurrence=a")
 	var order []string
 	for _, f := range t4TsharkFields {
 		if _, ok := names[f.name]; !ok {
@@ -492,7 +493,7 @@ func runTunnel4Tshark(t *testing.T, tshark, file string, n int) (values []func(s
 			return occ[f.occ]
 		})
 	}
-	for _, fr := range tsharkFrames(t, tshark, file, n) {
+	for _, fr := range tsharkFrames(t, tshark, file, n, prefs...) {
 		problems = append(problems, tsharkProblems(fr))
 	}
 	return values, problems
@@ -532,5 +533,36 @@ func TestTunnel4CrossCheckTshark(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTunnel4CrossCheckCanFail proves that the checks above can fail: a
+// tunnelled packet whose inner IPv4 and UDP checksums are wrong is read as
+// such by both decoders (and tshark reports it), so that it no longer
+// matches what the datapath sent.
+func TestTunnel4CrossCheckCanFail(t *testing.T) {
+	tshark := requireTshark(t)
+	requireScapy(t)
+	c := tunnel4Cases(t)[0]
+	bad := append([]byte(nil), t4Run(t, c)[0]...)
+	bad[40+10] ^= 0xff   // the inner IPv4 header checksum
+	bad[40+20+6] ^= 0xff // the UDP checksum
+	values, problems := runTunnel4Tshark(t, tshark, writePcap(t, bad), 1)
+	scapy := scapyValue(runTunnel4Scapy(t, "ip6:"+hex.EncodeToString(bad))[0])
+	for _, d := range []struct {
+		name string
+		get  func(string) string
+	}{{"tshark", values[0]}, {"scapy", scapy}} {
+		for _, k := range []string{"ip_cksum_ok", "udp_cksum_ok"} {
+			if got := d.get(k); got == "1" {
+				t.Errorf("got %s %s = %q for a corrupted checksum, want it bad", d.name, k, got)
+			}
+		}
+		if diff := t4Compare(c.want[0], d.get, func(string) bool { return false }); diff == "" {
+			t.Errorf("got %s fields equal to the uncorrupted packet's, want a difference", d.name)
+		}
+	}
+	if len(problems[0]) == 0 {
+		t.Error("got no tshark problem for bad checksums, want one")
 	}
 }
