@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -138,10 +137,10 @@ func t4Echo(t *testing.T, ttl uint8, id uint16, data []byte) []byte {
 		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1}, gopacket.Payload(data))
 }
 
-// ethIPv4 is the guest's frame: to kgswitch's internal port, which its ARP
-// answers gave it as the gateway's MAC.
-func ethIPv4(dst, src net.HardwareAddr, ip []byte) []byte {
-	return datapathtest.EthFrame4(dst, src, ip)
+// guestFrame is ip as the guest sends it: to kgswitch's internal port,
+// whose MAC kgswitch's ARP answers gave it as the gateway's.
+func guestFrame(ip []byte) []byte {
+	return datapathtest.EthFrame4(t4KgMAC, t4GuestMAC, ip)
 }
 
 // t4Want is what both decoders must read in one packet, keyed as
@@ -228,15 +227,15 @@ func tunnel4Cases(t *testing.T) []t4Case {
 	fragNeededQuote := 576 - 20 - 8
 
 	return []t4Case{
-		{name: "UDP encapsulated", in: ethIPv4(t4KgMAC, t4GuestMAC, t4UDP(t, hoa4, t4CN, 64, true, 0x1234, udpData)), uplink: true,
+		{name: "UDP encapsulated", in: guestFrame(t4UDP(t, hoa4, t4CN, 64, true, 0x1234, udpData)), uplink: true,
 			want: []t4Want{t4Outer(128).with(t4Inner(hoa4, t4CN, 63, 17, 0x1234, true, false, 0, 128), t4Want{
 				"sport": t4SrcPort, "dport": t4DstPort, "udp_len": 108, "udp_cksum_ok": 1, "data": hex.EncodeToString(udpData),
 			})}},
-		{name: "ICMP echo encapsulated", in: ethIPv4(t4KgMAC, t4GuestMAC, t4Echo(t, 64, 0x4321, echoData)), uplink: true,
+		{name: "ICMP echo encapsulated", in: guestFrame(t4Echo(t, 64, 0x4321, echoData)), uplink: true,
 			want: []t4Want{t4Outer(84).with(t4Inner(hoa4, t4CN, 63, 1, 0x4321, true, false, 0, 84), t4Want{
 				"icmp_type": 8, "icmp_code": 0, "icmp_cksum_ok": 1, "icmp_ident": 7, "icmp_seq": 1, "data": hex.EncodeToString(echoData),
 			})}},
-		{name: "UDP without DF fragmented", in: ethIPv4(t4KgMAC, t4GuestMAC, bigUDP), uplink: true, want: frags,
+		{name: "UDP without DF fragmented", in: guestFrame(bigUDP), uplink: true, want: frags,
 			reassembly: t4Want{"reasm_len": udpLen, "sport": t4SrcPort, "dport": t4DstPort, "udp_len": udpLen, "udp_cksum_ok": 1,
 				"data": hex.EncodeToString(bigData)}},
 		{name: "UDP decapsulated", in: datapathtest.EthFrame(t4KgMAC, t4LanMAC, tunnelled),
@@ -246,14 +245,14 @@ func tunnel4Cases(t *testing.T) []t4Case {
 				"udp_cksum": fmt.Sprintf("0x%02x%02x", fromCN[26], fromCN[27]), "data": hex.EncodeToString(udpData),
 				"ip_bytes": hex.EncodeToString(fromCN),
 			})}},
-		{name: "Fragmentation Needed", in: ethIPv4(t4KgMAC, t4GuestMAC, dfBig),
+		{name: "Fragmentation Needed", in: guestFrame(dfBig),
 			want: []t4Want{gwFrame.with(t4Inner(t4Gateway, hoa4, 64, 1, 0, true, false, 0, 576), t4Want{
 				"icmp_type": 3, "icmp_code": 4, "icmp_cksum_ok": 1, "icmp_mtu": datapath.TunnelMTU,
 				"quote_src": hoa4, "quote_dst": t4CN, "quote_ttl": 64, "quote_id": "0x2222", "quote_len": len(dfBig),
 				"quote_cksum_ok": 1, "quote_sport": t4SrcPort, "quote_dport": t4DstPort,
 				"quote_bytes": hex.EncodeToString(dfBig[:fragNeededQuote]),
 			})}},
-		{name: "Time Exceeded", in: ethIPv4(t4KgMAC, t4GuestMAC, ttl1),
+		{name: "Time Exceeded", in: guestFrame(ttl1),
 			want: []t4Want{gwFrame.with(t4Inner(t4Gateway, hoa4, 64, 1, 0, true, false, 0, 20+8+len(ttl1)), t4Want{
 				"icmp_type": 11, "icmp_code": 0, "icmp_cksum_ok": 1, "icmp_mtu": "",
 				"quote_src": hoa4, "quote_dst": t4CN, "quote_ttl": 1, "quote_id": "0x3333", "quote_len": len(ttl1),
