@@ -27,8 +27,8 @@ check:
 	staticcheck ./...
 
 # Packages whose tests need no root; the rest run under `integration`.
-# tests/interop runs tshark and scapy against mipv6's wire format, esp's ESP and
-# v4responder's ARP and DHCP.
+# tests/interop runs tshark and scapy against mipv6's wire format, esp's ESP,
+# v4responder's ARP and DHCP, and the datapath's IPv4-in-IPv6 tunnel.
 UNIT_PKGS := ./cmd/... ./config/... ./clock/... ./datapath/... ./esp/... ./mipv6/... ./ndresponder/... ./netpkt/... ./switch/... \
 	./tests/integration/lab/... ./tests/interop/... ./v4responder/...
 

@@ -95,11 +95,12 @@ func writePcap(t *testing.T, pkts ...[]byte) string {
 	return name
 }
 
-// tsharkFrames runs `tshark -r file -V` and returns its verbose text split
-// per frame, each line with leading and trailing space trimmed.
-func tsharkFrames(t *testing.T, tshark, file string, n int) [][]string {
+// tsharkFrames runs `tshark -r file -V`, with extra options opts
+// (preferences, say), and returns its verbose text split per frame, each
+// line with leading and trailing space trimmed.
+func tsharkFrames(t *testing.T, tshark, file string, n int, opts ...string) [][]string {
 	t.Helper()
-	out := runTshark(t, tshark, "-r", file, "-V")
+	out := runTshark(t, tshark, append([]string{"-r", file, "-V"}, opts...)...)
 	var frames [][]string
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(line, "Frame ") {

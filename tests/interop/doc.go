@@ -1,5 +1,6 @@
 // Package interop checks package mipv6's wire format, package esp's
-// protection of it, and package v4responder's ARP and DHCP answers against
+// protection of it, package v4responder's ARP and DHCP answers, and the
+// Dual-Stack datapath's IPv4-in-IPv6 packets against
 // implementations that share no code with them: Wireshark's dissectors
 // (tshark) and scapy's Mobile IPv6, ARP and DHCP classes and
 // SecurityAssociation. Its tests run those programs, so they live here rather
@@ -25,6 +26,15 @@
 //     and verify their IPv4 and UDP checksums.
 //   - TestV4UnsolicitedCrossCheck has both decode the unsolicited ARP a home
 //     host sends for a dual-stack VM (announcement, reply to the guest).
+//   - TestTunnel4CrossCheckScapy and TestTunnel4CrossCheckTshark drive the
+//     real datapath (package datapath, on in-memory fakes) with a dual-stack
+//     guest's IPv4 and have both decode what it sends, field by field, every
+//     checksum verified: the guest's UDP and ICMP echo tunnelled IPv4 in
+//     IPv6 to its Home Agent (RFC 5555, RFC 2473), a packet without DF
+//     fragmented to the tunnel MTU and reassembled by both, a packet from
+//     the Home Agent decapsulated to the guest, and the Fragmentation Needed
+//     and Time Exceeded it sends as the guest's gateway;
+//     TestTunnel4CrossCheckCanFail proves a bad checksum is caught.
 //
 // They need python3 with scapy and cryptography (Debian packages
 // python3-scapy, python3-cryptography) and tshark, not root. Without them each test fails with the reason, unless
