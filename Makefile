@@ -13,7 +13,7 @@ build:
 deps:
 	@scripts/install-deps.sh
 
-## demo: build the netns lab, move a guest from its home host to a foreign host, explain what happened.
+## demo: build the netns lab, move a dual-stack guest from its home host to a foreign host and back, explain what happened.
 demo: deps
 	$(GO) run ./tests/integration/cmd/demo
 

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"net"
 	"os"
 	"regexp"
 	"strings"
@@ -91,15 +92,31 @@ func startDaemons(t *testing.T, ctx context.Context, e *scenario.Env, declareOnB
 // departure cover is switched off.
 func startKgswitch(t *testing.T, ctx context.Context, e *scenario.Env, hosts []string, taps map[string]string, cover bool) {
 	t.Helper()
+	startKgswitchWith(t, ctx, e, hosts, taps, cover, false)
+}
+
+// startKgswitchWith is startKgswitch; with ipv4, every configuration
+// declares the IPv4 side as well (scenario.Config.IPv4, with the home
+// router's MAC as the gateway's), so that the guest's IPv4 home address
+// moves with it.
+func startKgswitchWith(t *testing.T, ctx context.Context, e *scenario.Env, hosts []string, taps map[string]string, cover, ipv4 bool) {
+	t.Helper()
 	if err := e.StartHomeAgent(ctx); err != nil {
 		t.Fatalf("start Home Agent: %v", err)
+	}
+	var gw net.HardwareAddr
+	if ipv4 {
+		var err error
+		if gw, err = e.LinkMAC(ctx, "rtr", "home0"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, host := range hosts {
 		g := lab.VM
 		if tap := taps[host]; tap != "" {
 			g.Port = tap
 		}
-		cfg, err := e.WriteConfigWith(host, scenario.Config{Guests: []lab.Guest{g}})
+		cfg, err := e.WriteConfigWith(host, scenario.Config{Guests: []lab.Guest{g}, IPv4: ipv4, GatewayMAC: gw})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -375,6 +375,9 @@ func TestQEMUMigrateWithoutKgswitch(t *testing.T) {
 type hopOpts struct {
 	tap          string
 	reachTimeout time.Duration
+	// ipv4: the guest is dual-stack, and cn probes its IPv4 home address
+	// too (qemu.HopOptions.IPv4).
+	ipv4 bool
 }
 
 // hop live-migrates the guest from src to a new QEMU named name on host to,
@@ -386,7 +389,7 @@ type hopOpts struct {
 func hop(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, src *qemu.VM, to, name string, o hopOpts) (*qemu.VM, qemu.Hop) {
 	t.Helper()
 	dst, h, err := qemu.RunHop(ctx, src, qemu.HopOptions{
-		Env: e, Image: img, To: to, Name: name, Tap: o.tap, ReachTimeout: o.reachTimeout,
+		Env: e, Image: img, To: to, Name: name, Tap: o.tap, ReachTimeout: o.reachTimeout, IPv4: o.ipv4,
 		Started: func(vm *qemu.VM) { closeAtEnd(t, vm) },
 		Logf:    t.Logf,
 	})
@@ -420,6 +423,9 @@ func hop(t *testing.T, ctx context.Context, e *scenario.Env, img qemu.Image, src
 		fmt.Fprintf(&b, "  %+9.1fms Override NA for %s: %s\n", ms(at.Sub(rep.Stop)), lab.HoA, lab.GuestMAC)
 	}
 	fmt.Fprintf(&b, "  probes lost (sent at, relative to STOP): %s\n", qemu.LostRanges(h.LostProbes, rep.Stop, 50*time.Millisecond))
+	if o.ipv4 {
+		fmt.Fprintf(&b, "  IPv4 probes lost (sent at, relative to STOP): %s\n", qemu.LostRanges(h.LostProbes4, rep.Stop, 50*time.Millisecond))
+	}
 	fmt.Fprintf(&b, "  kgswitch on %s: %s", to, lastLogLine(e.KgswitchLog(to), trigger))
 	t.Logf("%s", b.String())
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +229,29 @@ func TestKernelConfig(t *testing.T) {
 		if got := kernelConfig(cfg, sym); got != want {
 			t.Errorf("kernelConfig(%s) = %q, want %q", sym, got, want)
 		}
+	}
+}
+
+// TestFibRoutes keeps the routes of the routing table and drops the route
+// exception busybox's ip lists with them (here a path MTU learnt from the
+// tunnel abroad, for cn).
+func TestFibRoutes(t *testing.T) {
+	routes := []string{
+		"192.0.2.0/24 dev eth0 scope link src 192.0.2.10",
+		"198.51.100.100 via 192.0.2.1 dev eth0",
+		"default via 192.0.2.1 dev eth0",
+	}
+	const proc = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" +
+		"eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n" +
+		"eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+	got, err := fibRoutes(routes, proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{routes[0], routes[2]}; !slices.Equal(got, want) {
+		t.Errorf("got fibRoutes = %q, want %q", got, want)
+	}
+	if _, err := fibRoutes(routes, proc+"eth0\tnothex\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"); err == nil {
+		t.Error("got fibRoutes = nil error for a line that is not hex, want an error")
 	}
 }

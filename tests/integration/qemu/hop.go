@@ -159,6 +159,11 @@ type Hop struct {
 	// Reachable is when a probe of its own first got an answer after the
 	// migration.
 	Reachable time.Time
+	// Probes4, LostProbes4 and Reachable4 are the same for the guest's
+	// IPv4 home address (lab.HoA4), when HopOptions.IPv4 asked for them.
+	Probes4     scenario.PingResult
+	LostProbes4 []time.Time
+	Reachable4  time.Time
 }
 
 // FirstUpdate returns the destination's first Binding Update since its
@@ -270,6 +275,12 @@ type HopOptions struct {
 	To, Name string
 	// Tap is the destination's tap (lab.GuestPort when empty).
 	Tap string
+	// IPv4 says the guest is dual-stack (booted with Config.DHCP4): the
+	// destination QEMU is started alike, and cn probes the guest's IPv4
+	// home address (lab.HoA4) too, with a second stream at the same
+	// interval, and waits for it to be answered after the migration as
+	// it does for the IPv6 one (Hop.Probes4).
+	IPv4 bool
 	// ProbeInterval paces the correspondent's probes (10 ms when zero).
 	// They start being answered before the destination starts, and end
 	// with an answer after kgswitch on the destination settled.
@@ -341,33 +352,31 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 			capture.Stop()
 		}
 	}()
-	cnCapture, err := e.StartCaptureFilter(ctx, "cn", "eth0", fmt.Sprintf("cn-%s-probes", opt.Name),
-		fmt.Sprintf("icmp6 and host %s and (ip6[40] == 128 or ip6[40] == 129)", lab.HoA))
-	if err != nil {
-		return nil, h, fmt.Errorf("capture on cn: %w", err)
+	probes := []netip.Addr{lab.HoA}
+	if opt.IPv4 {
+		probes = append(probes, lab.HoA4)
 	}
-	cnCaptured := false
+	var streams []*probeStream
 	defer func() {
-		if !cnCaptured {
-			cnCapture.Stop()
+		for _, p := range streams {
+			p.stop()
 		}
 	}()
-	pings, err := e.StartPingStream(ctx, "cn", lab.HoA.String(), opt.ProbeInterval)
-	if err != nil {
-		return nil, h, err
-	}
-	pinging := true
-	defer func() {
-		if pinging {
-			pings.Stop()
+	for _, to := range probes {
+		p, err := startProbeStream(ctx, e, to, opt.Name, opt.ProbeInterval)
+		if err != nil {
+			return nil, h, err
 		}
-	}()
-	if err := pings.WaitReplies(ctx, time.Time{}, 1, 10*time.Second); err != nil {
-		return nil, h, fmt.Errorf("hop %s -> %s: before the migration: %w", h.From, h.To, err)
+		streams = append(streams, p)
+	}
+	for _, p := range streams {
+		if err := p.pings.WaitReplies(ctx, time.Time{}, 1, 10*time.Second); err != nil {
+			return nil, h, fmt.Errorf("hop %s -> %s: before the migration: %s: %w", h.From, h.To, p.to, err)
+		}
 	}
 
 	h.Started = time.Now()
-	dst, err := Start(ctx, Config{Lab: e.Lab, Host: opt.To, Name: opt.Name, Image: opt.Image, Tap: opt.Tap, Incoming: true, Logf: opt.Logf})
+	dst, err := Start(ctx, Config{Lab: e.Lab, Host: opt.To, Name: opt.Name, Image: opt.Image, Tap: opt.Tap, DHCP4: opt.IPv4, Incoming: true, Logf: opt.Logf})
 	if err != nil {
 		return nil, h, err
 	}
@@ -381,21 +390,30 @@ func RunHop(ctx context.Context, src *VM, opt HopOptions) (*VM, Hop, error) {
 	if dst.Crash() != "" {
 		return dst, h, nil
 	}
-	if _, err := e.WaitReachable(ctx, "cn", lab.HoA.String(), opt.ReachTimeout); err != nil {
-		return dst, h, fmt.Errorf("hop %s -> %s: %w", h.From, h.To, err)
+	reachable := []*time.Time{&h.Reachable, &h.Reachable4}
+	for i, p := range streams {
+		if _, err := e.WaitReachable(ctx, "cn", p.to.String(), opt.ReachTimeout); err != nil {
+			return dst, h, fmt.Errorf("hop %s -> %s: %w", h.From, h.To, err)
+		}
+		*reachable[i] = time.Now()
 	}
-	h.Reachable = time.Now()
 	waitSettled(ctx, e, opt.To, opt.Tap, home, opt.SettleTimeout)
-	if err := pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
-		return dst, h, fmt.Errorf("hop %s -> %s: after the migration: %w", h.From, h.To, err)
+	for _, p := range streams {
+		if err := p.pings.WaitReplies(ctx, time.Now(), 1, 5*time.Second); err != nil {
+			return dst, h, fmt.Errorf("hop %s -> %s: after the migration: %s: %w", h.From, h.To, p.to, err)
+		}
 	}
-	h.Probes, pinging = pings.Stop(), false
+	results := []*scenario.PingResult{&h.Probes, &h.Probes4}
+	lost := []*[]time.Time{&h.LostProbes, &h.LostProbes4}
+	for i, p := range streams {
+		*results[i] = p.stop()
+	}
 	capture.Stop()
 	captured = true
-	cnCapture.Stop()
-	cnCaptured = true
-	if h.LostProbes, err = lostProbes(ctx, cnCapture); err != nil {
-		return dst, h, err
+	for i, p := range streams {
+		if *lost[i], err = p.lost(ctx); err != nil {
+			return dst, h, err
+		}
 	}
 
 	args := []string{"-Y", mobilityFilter, "-T", "fields", "-E", "separator=/t"}
@@ -451,15 +469,70 @@ func waitSettled(ctx context.Context, e *scenario.Env, host, port string, home b
 	})
 }
 
-// lostProbes returns when cn sent the echo requests of its probe stream
-// that got no reply, not counting those after the last reply (still in
-// flight when the stream stopped). The stream is the identifier with the
-// most requests; WaitReachable's single pings have others.
-func lostProbes(ctx context.Context, c *scenario.Capture) ([]time.Time, error) {
-	out, err := c.Tshark(ctx, "-T", "fields", "-e", "frame.time_epoch", "-e", "icmpv6.type", "-e", "icmpv6.echo.identifier", "-e", "icmpv6.echo.sequence_number")
+// probeStream is cn's probe stream to one of the guest's home addresses,
+// and a capture on cn that times its probes.
+type probeStream struct {
+	to      netip.Addr
+	pings   *scenario.PingStream
+	capture *scenario.Capture
+	result  scenario.PingResult
+	stopped bool
+}
+
+// startProbeStream starts the capture, then the pings to to every
+// interval; name names the capture after the hop's destination VM.
+func startProbeStream(ctx context.Context, e *scenario.Env, to netip.Addr, name string, interval time.Duration) (*probeStream, error) {
+	filter, what := fmt.Sprintf("icmp6 and host %s and (ip6[40] == 128 or ip6[40] == 129)", to), "probes"
+	if to.Is4() {
+		filter, what = fmt.Sprintf("icmp and host %s and (icmp[0] == 8 or icmp[0] == 0)", to), "probes4"
+	}
+	capture, err := e.StartCaptureFilter(ctx, "cn", "eth0", fmt.Sprintf("cn-%s-%s", name, what), filter)
+	if err != nil {
+		return nil, fmt.Errorf("capture on cn: %w", err)
+	}
+	pings, err := e.StartPingStream(ctx, "cn", to.String(), interval)
+	if err != nil {
+		capture.Stop()
+		return nil, err
+	}
+	return &probeStream{to: to, pings: pings, capture: capture}, nil
+}
+
+// stop stops the pings, then the capture, once, and returns the pings'
+// figures.
+func (p *probeStream) stop() scenario.PingResult {
+	if !p.stopped {
+		p.stopped = true
+		p.result = p.pings.Stop()
+		p.capture.Stop()
+	}
+	return p.result
+}
+
+// lost returns when cn sent the echo requests of the stream that got no
+// reply, not counting those after the last reply (still in flight when
+// the stream stopped). The stream is the identifier with the most
+// requests; WaitReachable's single pings have others. Call it after stop.
+func (p *probeStream) lost(ctx context.Context) ([]time.Time, error) {
+	fields, request, reply := []string{"icmpv6.type", "icmpv6.echo.identifier", "icmpv6.echo.sequence_number"}, "128", "129"
+	if p.to.Is4() {
+		fields, request, reply = []string{"icmp.type", "icmp.ident", "icmp.seq"}, "8", "0"
+	}
+	args := []string{"-T", "fields", "-e", "frame.time_epoch"}
+	for _, f := range fields {
+		args = append(args, "-e", f)
+	}
+	out, err := p.capture.Tshark(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
+	return lostEchoes(out, request, reply)
+}
+
+// lostEchoes reads tshark's fields time, type, identifier and sequence
+// number of echo requests (type request) and replies (type reply), one
+// packet a line, and returns probeStream.lost's answer.
+func lostEchoes(out, request, reply string) ([]time.Time, error) {
 	type key struct{ id, seq string }
 	sent := map[key]time.Time{}
 	answered := map[key]bool{}
@@ -475,10 +548,10 @@ func lostProbes(ctx context.Context, c *scenario.Capture) ([]time.Time, error) {
 		}
 		k := key{f[2], f[3]}
 		switch f[1] {
-		case "128":
+		case request:
 			sent[k] = at
 			perID[k.id]++
-		case "129":
+		case reply:
 			answered[k] = true
 		}
 	}

@@ -177,3 +177,37 @@ func TestFormatDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestLostEchoes reads both families' tshark lines alike: only the stream's
+// identifier (the one with the most requests) counts, and requests after its
+// last answered one were still in flight, not lost.
+func TestLostEchoes(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(1700000000, 0).Add(time.Duration(ms) * time.Millisecond) }
+	for _, tc := range []struct {
+		name, request, reply string
+	}{
+		{"ICMPv6", "128", "129"},
+		{"ICMPv4", "8", "0"},
+	} {
+		line := func(ms int, typ, id string, seq int) string {
+			return fmt.Sprintf("%d.%09d\t%s\t%s\t%d\n", at(ms).Unix(), at(ms).Nanosecond(), typ, id, seq)
+		}
+		var out strings.Builder
+		for i := 1; i <= 6; i++ {
+			out.WriteString(line(i*10, tc.request, "0x0011", i))
+			if i != 3 && i != 4 && i != 6 { // 3 and 4 lost, 6 in flight
+				out.WriteString(line(i*10+1, tc.reply, "0x0011", i))
+			}
+		}
+		// WaitReachable's single ping, unanswered, another identifier.
+		out.WriteString(line(35, tc.request, "0x0022", 1))
+		out.WriteString("garbage\n")
+		got, err := lostEchoes(out.String(), tc.request, tc.reply)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if diff := cmp.Diff([]time.Time{at(30), at(40)}, got); diff != "" {
+			t.Errorf("%s: lostEchoes mismatch (-want +got):\n%s", tc.name, diff)
+		}
+	}
+}

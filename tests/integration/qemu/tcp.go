@@ -21,9 +21,14 @@ import (
 type GuestTCP struct {
 	// Started is when cn started sending.
 	Started time.Time
+	port    uint16 // the guest's serve listens there and reports in files named after it
 	client  *exec.Cmd
 	out     bytes.Buffer
 }
+
+// guestTCPPort is the port of a stream started by StartGuestTCP or
+// StartGuestTCPTo.
+const guestTCPPort = 5001
 
 // StartGuestTCP starts tcpcheck serve in vm's guest and tcpcheck send on cn
 // towards the guest's home address: total bytes at rate bytes/s, both
@@ -36,11 +41,19 @@ func StartGuestTCP(ctx context.Context, e *scenario.Env, vm *VM, total, rate int
 // addresses: lab.HoA4 for a stream over IPv4 (tcpcheck serve listens on
 // both families).
 func StartGuestTCPTo(ctx context.Context, e *scenario.Env, vm *VM, to netip.Addr, total, rate int64, timeout time.Duration) (*GuestTCP, error) {
-	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f /tmp/serve.*; tcpcheck serve -listen '[::]:5001' -timeout %s >/tmp/serve.json 2>/tmp/serve.err &", timeout)); err != nil {
+	return StartGuestTCPPort(ctx, e, vm, netip.AddrPortFrom(to, guestTCPPort), total, rate, timeout)
+}
+
+// StartGuestTCPPort is StartGuestTCPTo on to's port: tcpcheck serve takes
+// one connection, so streams that run side by side (one over IPv4, one
+// over IPv6) each need a port of their own.
+func StartGuestTCPPort(ctx context.Context, e *scenario.Env, vm *VM, to netip.AddrPort, total, rate int64, timeout time.Duration) (*GuestTCP, error) {
+	s := &GuestTCP{port: to.Port()}
+	if _, err := vm.Shell(ctx, fmt.Sprintf("rm -f %[1]s.*; tcpcheck serve -listen '[::]:%[2]d' -timeout %[3]s >%[1]s.json 2>%[1]s.err &", s.files(), s.port, timeout)); err != nil {
 		return nil, err
 	}
 	if err := wait.Until(ctx, 10*time.Second, 50*time.Millisecond, func() error {
-		out, err := vm.Shell(ctx, "cat /tmp/serve.err")
+		out, err := vm.Shell(ctx, "cat "+s.files()+".err")
 		if err != nil || !strings.Contains(out, "listening") {
 			return fmt.Errorf("tcpcheck serve in the guest: not listening (%v): %q", err, out)
 		}
@@ -48,8 +61,7 @@ func StartGuestTCPTo(ctx context.Context, e *scenario.Env, vm *VM, to netip.Addr
 	}); err != nil {
 		return nil, err
 	}
-	s := &GuestTCP{}
-	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", netip.AddrPortFrom(to, 5001).String(),
+	s.client = e.Lab.Command(ctx, "cn", e.Bin.TCPCheck, "send", "-to", to.String(),
 		"-bytes", fmt.Sprint(total), "-rate", fmt.Sprint(rate), "-timeout", timeout.String())
 	s.client.Stdout = &s.out
 	s.Started = time.Now()
@@ -67,7 +79,7 @@ func (s *GuestTCP) Wait(ctx context.Context, vm *VM) (client, server scenario.TC
 		return client, server, fmt.Errorf("tcpcheck send on cn (%v): %q", cerr, s.out.String())
 	}
 	err = wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
-		out, err := vm.Shell(ctx, "cat /tmp/serve.json")
+		out, err := vm.Shell(ctx, "cat "+s.files()+".json")
 		if err != nil || !strings.HasPrefix(out, "{") {
 			return fmt.Errorf("tcpcheck serve in the guest: no report (%v): %q", err, out)
 		}
@@ -78,6 +90,10 @@ func (s *GuestTCP) Wait(ctx context.Context, vm *VM) (client, server scenario.TC
 	})
 	return client, server, err
 }
+
+// files is the stem of the guest's files of the stream: its serve's report
+// (.json) and errors (.err).
+func (s *GuestTCP) files() string { return fmt.Sprintf("/tmp/serve-%d", s.port) }
 
 // End is when the stream ended, by cn's report.
 func (s *GuestTCP) End(client scenario.TCPReport) time.Time {

@@ -1,9 +1,10 @@
 // Command demo builds the netns lab, runs kgswitch on a home and a foreign
-// host and live-migrates a real QEMU guest from its home host to the foreign
-// host and back while a correspondent pings it every 10 ms, then shows a
-// person the timeline of each move: QEMU's STOP and RESUME, kgswitch's
-// Binding Update, the Home Agent's Acknowledgement, the first reply and the
-// probes lost. Without QEMU it says so and moves the lab's namespace guest
+// host and live-migrates a real dual-stack QEMU guest from its home host to
+// the foreign host and back while a correspondent pings both its home
+// addresses every 10 ms, then shows a person the timeline of each move:
+// QEMU's STOP and RESUME, kgswitch's Binding Update, the Home Agent's
+// Acknowledgement, the first reply and the probes lost, and that the guest
+// kept its IPv4 home address next to its IPv6 one (RFC 5555). Without QEMU it says so and moves the lab's namespace guest
 // instead. `make demo` runs it. Everything it creates is removed at the end,
 // also on Ctrl-C.
 package main
@@ -11,8 +12,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -23,6 +26,7 @@ import (
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/qemu"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 var start = time.Now()
@@ -82,9 +86,9 @@ func run() error {
 		step("lab removed")
 	}()
 	e := &scenario.Env{Lab: l, Bin: bins}
-	fmt.Printf("           cn %v -- rtr -- home link %v (Home Agent %v, hostA %v)\n", lab.CNAddr, lab.HomePrefix, lab.HAAddr, lab.HostAAddr)
-	fmt.Printf("                        \\-- foreign link %v (hostB, care-of address %v)\n", lab.ForeignPrefix, lab.CareOfAddr)
-	fmt.Printf("           guest: home address %v, MAC %v, port %s on its host's bridge\n", lab.HoA, lab.GuestMAC, lab.GuestPort)
+	fmt.Printf("           cn %v, %v -- rtr -- home link %v, %v (Home Agent %v, hostA %v)\n", lab.CNAddr, lab.CNAddr4, lab.HomePrefix, lab.HomePrefix4, lab.HAAddr, lab.HostAAddr)
+	fmt.Printf("                        \\-- foreign link %v (hostB, care-of address %v; no IPv4 home subnet there)\n", lab.ForeignPrefix, lab.CareOfAddr)
+	fmt.Printf("           guest: home addresses %v and %v (IPv4 from the home DHCP server), MAC %v, port %s on its host's bridge\n", lab.HoA, lab.HoA4, lab.GuestMAC, lab.GuestPort)
 	if why == "" {
 		if err := qemu.DetachLabGuest(ctx, l); err != nil {
 			return err
@@ -93,8 +97,14 @@ func run() error {
 	if err := e.StartHomeAgent(ctx); err != nil {
 		return err
 	}
+	// The IPv4 side: the home subnet with the home DHCP server's values, and
+	// the home router's MAC, which the guest knows as its gateway's.
+	gw, err := e.LinkMAC(ctx, "rtr", "home0")
+	if err != nil {
+		return err
+	}
 	for _, host := range []string{"hostA", "hostB"} {
-		cfg, err := e.WriteConfig(host, true)
+		cfg, err := e.WriteConfigWith(host, scenario.Config{Guests: []lab.Guest{lab.VM}, IPv4: true, GatewayMAC: gw})
 		if err != nil {
 			return err
 		}
@@ -102,7 +112,7 @@ func run() error {
 			return err
 		}
 	}
-	step("Home Agent and kgswitch (on hostA and hostB) running; both know the guest by its port, MAC and home address")
+	step("Home Agent and kgswitch (on hostA and hostB) running; both know the guest by its port, MAC and home addresses (IPv6 and IPv4)")
 	if why != "" {
 		return netnsMove(ctx, e)
 	}
@@ -127,7 +137,8 @@ func guestImage(ctx context.Context, dir string) (qemu.Image, string) {
 }
 
 // qemuMigrations boots the guest at home, migrates it A -> B and back B ->
-// A, and shows each move's timeline.
+// A, and shows each move's timeline and that the guest kept both home
+// addresses.
 func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error {
 	hoa := lab.HoA.String()
 	var vms []*qemu.VM
@@ -136,7 +147,7 @@ func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error 
 			vm.Close()
 		}
 	}()
-	vm, err := qemu.Start(ctx, qemu.Config{Lab: e.Lab, Host: "hostA", Name: "A", Image: img})
+	vm, err := qemu.Start(ctx, qemu.Config{Lab: e.Lab, Host: "hostA", Name: "A", Image: img, DHCP4: true})
 	if err != nil {
 		return err
 	}
@@ -149,20 +160,51 @@ func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error 
 		return err
 	}
 	step("QEMU guest booted on hostA in %.1fs (TCG, no KVM); cn reaches it at %s on its home link", boot.Seconds(), hoa)
-
-	// 64 KiB/s for 16 s: through both migrations.
-	const total = 1 << 20
-	tcp, err := qemu.StartGuestTCP(ctx, e, vm, total, 64<<10, 60*time.Second)
+	var home scenario.GuestIPv4
+	if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		var err error
+		if home, err = vm.IPv4(ctx); err != nil {
+			return wait.Fatal(err)
+		}
+		if len(home.Addrs) == 0 {
+			return errors.New("the guest has no IPv4 address from the home DHCP server yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if _, err := e.WaitReachable(ctx, "cn", lab.HoA4.String(), 10*time.Second); err != nil {
+		return err
+	}
+	addrs, err := guestAddrs(ctx, vm)
 	if err != nil {
 		return err
 	}
-	step("cn opens a TCP echo stream to the guest (1 MiB at 64 KiB/s); each move runs under pings every 10 ms")
+	step("the guest took its IPv4 address from the home DHCP server; cn reaches it at %s too", lab.HoA4)
+	fmt.Printf("           guest's addresses (ip -4 addr; ip -6 addr scope global): %s\n", addrs)
+
+	// 48 KiB/s each for 21 s: through both migrations.
+	const total, rate = 1 << 20, 48 << 10
+	type stream struct {
+		family string
+		tcp    *qemu.GuestTCP
+	}
+	var streams []stream
+	for _, to := range []netip.AddrPort{netip.AddrPortFrom(lab.HoA, 5001), netip.AddrPortFrom(lab.HoA4, 5002)} {
+		tcp, err := qemu.StartGuestTCPPort(ctx, e, vm, to, total, rate, 60*time.Second)
+		if err != nil {
+			return err
+		}
+		streams = append(streams, stream{family(to.Addr()), tcp})
+	}
+	step("cn opens two TCP echo streams to the guest, to %s and to %s (1 MiB each at 48 KiB/s); each move runs under pings of both every 10 ms", lab.HoA, lab.HoA4)
 
 	var hops []qemu.Hop
+	var kept []string
 	for i, to := range []string{"hostB", "hostA"} {
 		fmt.Println()
 		step("MIGRATE %s -> %s: QEMU starts on %s waiting for the guest (-incoming); its tap %s joins %s's bridge", vm.Host, to, to, lab.GuestPort, to)
-		dst, h, err := qemu.RunHop(ctx, vm, qemu.HopOptions{Env: e, Image: img, To: to, Name: fmt.Sprintf("%s%d", strings.TrimPrefix(to, "host"), i+1),
+		dst, h, err := qemu.RunHop(ctx, vm, qemu.HopOptions{Env: e, Image: img, To: to, Name: fmt.Sprintf("%s%d", strings.TrimPrefix(to, "host"), i+1), IPv4: true,
 			Started: func(vm *qemu.VM) { vms = append(vms, vm) }})
 		if err != nil {
 			return err
@@ -173,29 +215,111 @@ func qemuMigrations(ctx context.Context, e *scenario.Env, img qemu.Image) error 
 		timeline(e, h)
 		hops = append(hops, h)
 		vm = dst
+		v, err := checkKept(ctx, e, vm, home, addrs)
+		if err != nil {
+			return err
+		}
+		kept = append(kept, v)
 	}
 
-	client, server, err := tcp.Wait(ctx, vm)
-	if err != nil {
-		return err
+	var broken error
+	fmt.Println()
+	for _, s := range streams {
+		client, server, err := s.tcp.Wait(ctx, vm)
+		if err != nil {
+			return err
+		}
+		intact := scenario.StreamIntact(total, client, server)
+		step("%s TCP stream finished: %d bytes each way in %.1fs, %s", s.family, client.Sent, client.Seconds, streamVerdict(intact))
+		if intact != nil {
+			broken = fmt.Errorf("%s TCP stream did not survive intact: %w", s.family, intact)
+		}
 	}
-	intact := scenario.StreamIntact(total, client, server)
 	fmt.Println()
-	step("TCP stream finished: %d bytes each way in %.1fs, %s", client.Sent, client.Seconds, streamVerdict(intact))
-	fmt.Println()
-	fmt.Println("Both moves (times from QEMU's QMP events, a capture on the destination's uplink and cn's pings):")
+	fmt.Println("Both moves (times from QEMU's QMP events, a capture on the destination's uplink and cn's pings to the IPv6 home address):")
 	fmt.Println("  " + qemu.HopTableHeader)
 	for _, h := range hops {
 		fmt.Println("  " + h.Row())
 	}
 	fmt.Println()
-	fmt.Println("Leaving home, the Home Agent spends ~1 s on DAD before it takes the home address over; kgswitch on")
-	fmt.Println("hostA holds the frames still sent to the guest's old place and releases them to the Home Agent, so")
-	fmt.Println("that second costs a delay, not a loss. Coming home, kgswitch on hostA de-registers the guest.")
-	if intact != nil {
-		return fmt.Errorf("TCP stream did not survive intact: %w", intact)
+	fmt.Println("Pings every 10 ms lost, both home addresses:")
+	for _, h := range hops {
+		fmt.Printf("  %-15s IPv6 %s: %d of %d   IPv4 %s: %d of %d\n", h.From+" -> "+h.To, lab.HoA, h.Probes.Lost, h.Probes.Sent, lab.HoA4, h.Probes4.Lost, h.Probes4.Sent)
 	}
-	return nil
+	fmt.Println()
+	fmt.Println("The guest kept both home addresses, abroad and back:")
+	for _, k := range kept {
+		fmt.Println("  " + k)
+	}
+	fmt.Println()
+	fmt.Println("Leaving home, the Home Agent spends ~1 s on DAD before it takes the home addresses over; kgswitch on")
+	fmt.Println("hostA holds the frames still sent to the guest's old place and releases them to the Home Agent, so")
+	fmt.Println("that second costs a delay, not a loss. The IPv4 home address rides the same binding (RFC 5555): its")
+	fmt.Println("packets travel IPv4-in-IPv6 to the Home Agent, and abroad kgswitch answers the guest's ARP for its")
+	fmt.Println("gateway. Coming home, kgswitch on hostA de-registers the guest.")
+	return broken
+}
+
+// guestAddrs is the guest's `ip -4 addr show dev eth0` and `ip -6 addr
+// show dev eth0 scope global`: its home addresses, side by side.
+func guestAddrs(ctx context.Context, vm *qemu.VM) (string, error) {
+	out, err := vm.Shell(ctx, "ip -4 addr show dev eth0; ip -6 addr show dev eth0 scope global")
+	if err != nil {
+		return "", err
+	}
+	var inet []string
+	for _, line := range strings.Split(out, "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "inet ") || strings.HasPrefix(line, "inet6 ") {
+			inet = append(inet, line)
+		}
+	}
+	return strings.Join(inet, "; "), nil
+}
+
+// checkKept shows, after a move, that cn reaches the guest at both home
+// addresses and that its IPv4 configuration is the one it had at home
+// (home, and addrs its guestAddrs there), and on a foreign host what
+// kgswitch says of the IPv4 home address; it returns the move's one-line
+// verdict.
+func checkKept(ctx context.Context, e *scenario.Env, vm *qemu.VM, home scenario.GuestIPv4, addrs string) (string, error) {
+	var answered []string
+	for _, a := range []netip.Addr{lab.HoA, lab.HoA4} {
+		n, err := e.Ping(ctx, "cn", a.String(), 5)
+		if n != 5 {
+			return "", fmt.Errorf("on %s: cn's pings to %s: %d/5 answered (%v)", vm.Host, a, n, err)
+		}
+		answered = append(answered, fmt.Sprintf("%s 5/5", a))
+	}
+	got, err := vm.IPv4(ctx)
+	if err != nil {
+		return "", err
+	}
+	now, err := guestAddrs(ctx, vm)
+	if err != nil {
+		return "", err
+	}
+	if !got.Equal(home) || now != addrs {
+		return "", fmt.Errorf("on %s the guest's addresses changed: %s (%v), at home %s (%v)", vm.Host, now, got, addrs, home)
+	}
+	where := "back home on " + vm.Host
+	if vm.Host != lab.VM.StartHost {
+		where = "abroad on " + vm.Host
+		st, err := e.Status(ctx, vm.Host, lab.GuestPort)
+		if err != nil {
+			return "", err
+		}
+		step("kgswitch on %s: guest %s, binding %s, IPv4 home address %s", vm.Host, st.Location, st.BindingState, st.IPv4)
+	}
+	step("%s: cn's pings answered: %s; guest's addresses unchanged: %s", where, strings.Join(answered, ", "), now)
+	return fmt.Sprintf("%-20s pings %s; addresses: %s", where+":", strings.Join(answered, ", "), now), nil
+}
+
+// family names addr's IP version.
+func family(addr netip.Addr) string {
+	if addr.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // timeline prints one hop as a person reads it: what happened when,
@@ -239,6 +363,9 @@ func timeline(e *scenario.Env, h qemu.Hop) {
 		fmt.Printf("           %s  %s\n", at(ev.t), ev.text)
 	}
 	fmt.Printf("           probes lost: %d of %d (sent at %s, relative to STOP)\n", h.Probes.Lost, h.Probes.Sent, qemu.LostRanges(h.LostProbes, r.Stop, 50*time.Millisecond))
+	if h.Probes4.Sent > 0 {
+		fmt.Printf("           IPv4 probes lost: %d of %d (sent at %s, relative to STOP)\n", h.Probes4.Lost, h.Probes4.Sent, qemu.LostRanges(h.LostProbes4, r.Stop, 50*time.Millisecond))
+	}
 }
 
 // logLine returns the first line of kgswitch's text log at path, logged at
@@ -298,6 +425,17 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 		return fmt.Errorf("cn cannot reach the guest at home: %d/3 (%v)", n, err)
 	}
 	step("cn pings the guest at %s on its home link: 3/3 answered", hoa)
+	if _, err := e.Lab.StartGuestDHCP4(ctx, lab.VM.Node); err != nil {
+		return err
+	}
+	home, err := e.GuestIPv4Of(ctx, lab.VM.Node)
+	if err != nil {
+		return err
+	}
+	if n, err := e.Ping(ctx, "cn", lab.HoA4.String(), 3); n != 3 {
+		return fmt.Errorf("cn cannot reach the guest at home over IPv4: %d/3 (%v)", n, err)
+	}
+	step("the guest took %v from the home DHCP server; cn pings it there: 3/3 answered", home.Addrs)
 
 	const total = 4 << 20
 	stream, err := e.StartTCPStream(ctx, "cn", total, 192<<10)
@@ -343,6 +481,19 @@ func netnsMove(ctx context.Context, e *scenario.Env) error {
 	loss := pings.Stop()
 	intact := scenario.StreamIntact(total, client, server)
 	step("TCP stream finished: %d bytes each way, %s", client.Sent, streamVerdict(intact))
+	for _, a := range []netip.Addr{lab.HoA, lab.HoA4} {
+		if n, err := e.Ping(ctx, "cn", a.String(), 5); n != 5 {
+			return fmt.Errorf("after the move: cn's pings to %s: %d/5 answered (%v)", a, n, err)
+		}
+	}
+	abroad, err := e.GuestIPv4Of(ctx, lab.VM.Node)
+	if err != nil {
+		return err
+	}
+	if !abroad.Equal(home) {
+		return fmt.Errorf("the guest's IPv4 changed abroad: %v, at home %v", abroad, home)
+	}
+	step("abroad: cn's pings to %s and to %s answered 5/5; the guest's IPv4 is unchanged: %v", lab.HoA, lab.HoA4, abroad.Addrs)
 
 	fmt.Println()
 	out, _ := e.Kgswitch(ctx, "hostB", "status")
