@@ -147,7 +147,7 @@ func (e *Env) Iperf3(ctx context.Context, node string, server netip.Addr, d time
 	// The iperf3 server serves one test at a time and resets connections
 	// while it finishes the last one, longer on a loaded machine: a client
 	// that comes too soon is turned away, and tries again.
-	for try := 0; try < 5 && err != nil && strings.Contains(out, "unable to connect to server"); try++ {
+	for try := 0; try < 5 && strings.Contains(out, "unable to connect to server"); try++ {
 		time.Sleep(300 * time.Millisecond)
 		out, err = e.Lab.Run(ctx, node, argv...)
 	}
