@@ -2,9 +2,11 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,9 +31,19 @@ func startLibvirt(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...s
 	}
 	ds := make(map[string]*libvirt.Daemon)
 	for _, h := range hosts {
+		// The hook finds kgswitch in PATH: a wrapper that notes each
+		// command in hookCalls(e, h), then runs the real one.
+		bin := filepath.Join(e.Lab.Dir, "hookbin-"+h)
+		wrapper := fmt.Sprintf("#!/bin/sh\necho \"$*\" >>'%s'\nexec '%s' \"$@\"\n", hookCalls(e, h), e.Bin.Kgswitch)
+		if err := os.MkdirAll(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, "kgswitch"), []byte(wrapper), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		d, err := libvirt.Start(ctx, libvirt.Options{
 			Lab: e.Lab, Host: h, Hook: hook,
-			ControlSocket: e.ControlSocket(h), Path: filepath.Dir(e.Bin.Kgswitch),
+			ControlSocket: e.ControlSocket(h), Path: bin,
 			Logf: t.Logf,
 		})
 		if err != nil {
@@ -56,6 +68,25 @@ func startLibvirt(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...s
 	return ds
 }
 
+// hookCalls is the file where the kgswitch commands libvirt's hook ran on
+// host are noted (see startLibvirt).
+func hookCalls(e *scenario.Env, host string) string {
+	return filepath.Join(e.Lab.Dir, host+"-hook-kgswitch.log")
+}
+
+// readHookCalls returns the kgswitch commands libvirt's hook ran on host.
+func readHookCalls(t *testing.T, e *scenario.Env, host string) []string {
+	t.Helper()
+	b, err := os.ReadFile(hookCalls(e, host))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
 // libvirtHop is one live migration of TestLibvirtMigrate.
 type libvirtHop struct {
 	from, to  string
@@ -76,7 +107,8 @@ type libvirtHop struct {
 // --p2p` moves the guest home -> foreign -> home under cn's 10 ms probes
 // and a paced TCP echo stream: after each hop cn reaches the guest again,
 // it is the same guest (its heartbeat carries on), kgswitch reports it where
-// it is, and the stream ends with every byte intact. It prints the probes
+// it is, and the stream ends with every byte intact; the hook ran `kgswitch
+// activate` for the boot only, not for the migrations. It prints the probes
 // lost per hop.
 func TestLibvirtMigrate(t *testing.T) {
 	oneQEMUAtATime(t)
@@ -214,11 +246,24 @@ func TestLibvirtMigrate(t *testing.T) {
 	if tap == hops[0].tap {
 		t.Errorf("the guest's tap is %s on hostA and hostB, want different names (vnet0 on hostB is taken)", tap)
 	}
-	// The hook keeps its state in the daemon's /run/kgswitch/incoming: it
-	// ran on both hosts (boot on hostA, incoming migration on both).
+	// The hook ran `kgswitch activate` for the boot on hostA (which
+	// kgswitch refuses there: the guest is home) and for no incoming
+	// migration: the guest's first frame is kgswitch's cue then. It keeps
+	// its state in the daemon's /run/kgswitch/incoming, which it creates
+	// whenever it runs, and leaves nothing there once the guest runs.
+	if got, want := readHookCalls(t, e, "hostA"), []string{"activate " + tap}; !slices.Equal(got, want) {
+		t.Errorf("libvirt's hook on hostA ran kgswitch %q, want %q (the boot only)", got, want)
+	}
+	if got := readHookCalls(t, e, "hostB"); len(got) != 0 {
+		t.Errorf("libvirt's hook on hostB ran kgswitch %q, want nothing (a migration in)", got)
+	}
 	for _, h := range hosts {
-		if _, err := os.Stat(daemons[h].Path("/run/kgswitch/incoming")); err != nil {
+		left, err := os.ReadDir(daemons[h].Path("/run/kgswitch/incoming"))
+		if err != nil {
 			t.Errorf("libvirt's qemu hook did not run on %s: %v", h, err)
+		}
+		for _, f := range left {
+			t.Errorf("libvirt's qemu hook on %s left /run/kgswitch/incoming/%s", h, f.Name())
 		}
 	}
 
