@@ -282,7 +282,8 @@ func TestLibvirtMigrate(t *testing.T) {
 }
 
 // checkLibvirtPort checks the guest's tap on d's host: libvirt plugged it
-// into the bridge with the guest's MAC as attached-mac, and kgswitch there,
+// into the bridge with the guest's MAC as attached-mac, the domain's UUID as
+// vm-id and an iface-id, and kgswitch there,
 // which knows the guest by that MAC only, serves the port as want ("home",
 // or "foreign" and bound). It returns the tap's name.
 func checkLibvirtPort(t *testing.T, ctx context.Context, e *scenario.Env, d *libvirt.Daemon, dom libvirt.Domain, want string) string {
@@ -291,8 +292,21 @@ func checkLibvirtPort(t *testing.T, ctx context.Context, e *scenario.Env, d *lib
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mac, err := e.ExternalID(ctx, d.Host, tap, "attached-mac"); err != nil || mac != lab.GuestMAC.String() {
-		t.Errorf("%s's %s: external_ids:attached-mac = %q (%v), want %s", d.Host, tap, mac, err, lab.GuestMAC)
+	ovs := e.Lab.OVS(d.Host)
+	if br, err := ovs.Vsctl(ctx, "port-to-br", tap); err != nil || strings.TrimSpace(br) != ovs.Bridge {
+		t.Errorf("%s's %s: on bridge %q (%v), want %s", d.Host, tap, strings.TrimSpace(br), err, ovs.Bridge)
+	}
+	uuid, err := d.Virsh(ctx, "domuuid", dom.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]string{"attached-mac": lab.GuestMAC.String(), "vm-id": strings.TrimSpace(uuid)} {
+		if got, err := e.ExternalID(ctx, d.Host, tap, key); err != nil || got != want {
+			t.Errorf("%s's %s: external_ids:%s = %q (%v), want %s", d.Host, tap, key, got, err, want)
+		}
+	}
+	if id, err := e.ExternalID(ctx, d.Host, tap, "iface-id"); err != nil || id == "" {
+		t.Errorf("%s's %s: external_ids:iface-id = %q (%v), want the virtualport's interfaceid", d.Host, tap, id, err)
 	}
 	err = wait.Until(ctx, 10*time.Second, 50*time.Millisecond, func() error {
 		st, err := e.Status(ctx, d.Host, tap)
