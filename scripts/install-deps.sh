@@ -18,6 +18,10 @@ declare -A need=(
 	# The QEMU live-migration tests (tests/integration/qemu); their guest
 	# kernel is fetched with `apt-get download` when they run, not installed.
 	[qemu-system-x86_64]=qemu-system-x86
+	# The libvirt migration test (tests/integration/libvirt) runs one libvirtd
+	# per lab host and drives it with virsh.
+	[libvirtd]=libvirt-daemon-system
+	[virsh]=libvirt-clients
 )
 missing=()
 for cmd in "${!need[@]}"; do
@@ -42,6 +46,18 @@ if ((${#missing[@]})); then
 	apt-get update -q
 	# shellcheck disable=SC2086
 	apt-get install -y -q --no-install-recommends $pkgs
+	# The lab starts a libvirtd of its own in each host's namespace, with its
+	# own /run, /etc/libvirt and /var/lib/libvirt (tests/integration/libvirt).
+	# It needs none of the system-wide daemons the package starts under
+	# systemd, and the system libvirtd would autostart its "default" network
+	# (virbr0, dnsmasq, firewall rules) in the root namespace: stop and disable
+	# them, but only when this script installed libvirt, not a libvirtd the
+	# machine already ran.
+	if [[ " $pkgs " == *" libvirt-daemon-system "* ]] && [ -d /run/systemd/system ]; then
+		systemctl disable --now libvirtd.service libvirtd.socket libvirtd-ro.socket libvirtd-admin.socket \
+			virtlogd.service virtlogd.socket virtlogd-admin.socket virtlockd.service virtlockd.socket virtlockd-admin.socket \
+			libvirt-guests.service 2>/dev/null || true
+	fi
 fi
 
 if ! command -v go >/dev/null 2>&1; then

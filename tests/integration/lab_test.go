@@ -26,8 +26,9 @@ import (
 //     the load of other labs on a 2-core machine adds that much, and they
 //     fail;
 //   - the QEMU migration tests (TestQEMUMigrateWithoutKgswitch,
-//     TestQEMUMigrateWithKgswitch, TestQEMUPingPong, TestQEMUDualStack): an
-//     emulated (TCG) guest migrated while other labs load the machine
+//     TestQEMUMigrateWithKgswitch, TestQEMUPingPong, TestQEMUDualStack,
+//     TestLibvirtMigrate): an emulated (TCG) guest migrated while other labs
+//     load the machine
 //     crashes now and then right after it resumes (slab corruption, invalid
 //     opcode), twice in a row often enough to fail the suite.
 //

@@ -79,6 +79,8 @@ type VM struct {
 	// migratedIn is set once a migration into this (Incoming) VM
 	// completed: its guest runs here.
 	migratedIn atomic.Bool
+	// attached is set for a VM of Attach: another program runs its QEMU.
+	attached bool
 }
 
 type vmTools struct{ qemu, ip, sysctl, ethtool string }
@@ -456,6 +458,10 @@ func (vm *VM) close() error {
 	}
 	if vm.conFile != nil {
 		vm.conFile.Close()
+	}
+	if vm.attached {
+		// Neither the QEMU nor its tap is ours.
+		return nil
 	}
 	cfg := vm.cfg
 	if ovs := cfg.Lab.OVS(cfg.Host); ovs != nil {

@@ -207,7 +207,8 @@ type Config struct {
 	// Homes are the [[home_network]] tables; when empty, those of Guests,
 	// in order of first appearance.
 	Homes []lab.HomeNetwork
-	// Guests are the [[vm]] tables (port, home address, MAC).
+	// Guests are the [[vm]] tables (port, home address, MAC); a guest with
+	// no Port is declared by its MAC only.
 	Guests []lab.Guest
 	// AdvertiseInterval, when not zero, adds a [home_network.advertise]
 	// table with this interval (and kgswitch's default lifetimes) to every
@@ -267,7 +268,13 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 		}
 	}
 	for _, g := range c.Guests {
-		fmt.Fprintf(&b, "\n[[vm]]\nport = %q\nhome_address = %q\nmac = %q\n", g.Port, g.HoA.String(), g.MAC.String())
+		// A guest without a port is found by its MAC alone (OVSDB's
+		// attached-mac), as a libvirt guest whose tap's name differs per host.
+		b.WriteString("\n[[vm]]\n")
+		if g.Port != "" {
+			fmt.Fprintf(&b, "port = %q\n", g.Port)
+		}
+		fmt.Fprintf(&b, "home_address = %q\nmac = %q\n", g.HoA.String(), g.MAC.String())
 		if c.IPv4 && g.HoA4.IsValid() {
 			fmt.Fprintf(&b, "ipv4_address = %q\n", netip.PrefixFrom(g.HoA4, g.Home.Prefix4.Bits()).String())
 		}
