@@ -22,15 +22,16 @@ import (
 //   - the tests that hold kgswitch to a loss or delay of tens of
 //     milliseconds (TestKgswitchKilledAndRestarted, TestOVSRestart,
 //     TestOVSDBOutage, TestDepartureCover, TestMoveBetweenForeignHosts,
-//     TestReturnHome, TestHostileHomeLinkProbe, TestHostileHomeLinkTakeover):
+//     TestReturnHome, TestHostileHomeLinkProbe, TestHostileHomeLinkTakeover,
+//     TestDualStackMove):
 //     the load of other labs on a 2-core machine adds that much, and they
 //     fail;
 //   - the QEMU migration tests (TestQEMUMigrateWithoutKgswitch,
 //     TestQEMUMigrateWithKgswitch, TestQEMUPingPong, TestQEMUDualStack,
 //     TestLibvirtMigrate): an emulated (TCG) guest migrated while other labs
-//     load the machine
-//     crashes now and then right after it resumes (slab corruption, invalid
-//     opcode), twice in a row often enough to fail the suite.
+//     load the machine crashes now and then right after it resumes (slab
+//     corruption, invalid opcode), twice in a row often enough to fail the
+//     suite.
 //
 // The QEMU tests take turns (oneQEMUAtATime), and at most a few labs are
 // built at once (newLabWith).
