@@ -340,8 +340,8 @@ func TestIntegrationDB(t *testing.T) {
 		ev.waitFor(t, "p1 with ifindex", func(e Event) bool {
 			return named("p1", Added, Updated)(e) && e.Iface.IfIndex > 0
 		})
-		if br, ok := d.bridgeOf("p1"); !ok || br != "br0" {
-			t.Errorf("got bridgeOf(p1) = %q, %v, want br0, true", br, ok)
+		if br, ok := d.BridgeOf("p1"); !ok || br != "br0" {
+			t.Errorf("got BridgeOf(p1) = %q, %v, want br0, true", br, ok)
 		}
 		if ifc, ok := d.Interface("p1"); !ok || ifc.OFPort != got.Iface.OFPort {
 			t.Errorf("got Interface(p1) = %+v, %v, want OFPort %d", ifc, ok, got.Iface.OFPort)
@@ -355,8 +355,8 @@ func TestIntegrationDB(t *testing.T) {
 		if _, ok := d.Interface("p1"); ok {
 			t.Errorf("got Interface(p1) ok = true after del-port, want false")
 		}
-		if _, ok := d.bridgeOf("p1"); ok {
-			t.Errorf("got bridgeOf(p1) ok = true after del-port, want false")
+		if _, ok := d.BridgeOf("p1"); ok {
+			t.Errorf("got BridgeOf(p1) ok = true after del-port, want false")
 		}
 	})
 
@@ -413,7 +413,7 @@ func TestIntegrationDB(t *testing.T) {
 		}
 
 		l.vsctl("add-br", "br1", "--", "set", "Bridge", "br1", "datapath_type=netdev")
-		waitUntil(t, "br1 in cache", func() bool { _, ok := d.bridgeOf("br1"); return ok })
+		waitUntil(t, "br1 in cache", func() bool { _, ok := d.BridgeOf("br1"); return ok })
 		if err := d.EnsureInternalPort(ctx, "br1", "kg0"); err == nil {
 			t.Errorf("EnsureInternalPort(br1, kg0) = nil, want error: kg0 is on br0")
 		}
