@@ -5,7 +5,9 @@
 // interface is a port of one host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
 // With Options.ExtraGuests it also has a second guest of the same home
 // network and a second home network with its own Home Agent and guest (see
-// Guest, HomeNetwork).
+// Guest, HomeNetwork). With Options.Layout = LayoutPatch every host is built
+// in OpenStack's layout: the uplink and the host's address on UplinkBridge,
+// joined to Bridge by patch ports (layout.go).
 //
 // The lab is dual-stack except for the hosts and the second home network:
 // the cn link, the home link and the foreign links carry IPv4 too (addr.go),
