@@ -115,6 +115,31 @@ func patchPortsOn(db OVSDB, a, b string) string {
 	return "found " + strings.Join(found, ", ")
 }
 
+// checkCareOf makes sure the care-of address is on the LOCAL port of the
+// bridge of the uplink: the host kernel sends tunnel packets and Binding
+// Updates from it, and what kgswitch hands back to the host goes there. An
+// address on no interface is only warned of: the host's network may come
+// up after kgswitch.
+func (s *Switch) checkCareOf() error {
+	if s.deps.LinkOf == nil {
+		return nil
+	}
+	want := s.cfg.Bridge
+	if s.cfg.UplinkBridge != "" {
+		want = s.cfg.UplinkBridge
+	}
+	link, ok := s.deps.LinkOf(s.cfg.CareOfAddress)
+	switch {
+	case !ok:
+		s.log.Warn("care-of address is on no interface of this host yet; kgswitch needs it on the uplink bridge's own port",
+			"care_of", s.cfg.CareOfAddress, "bridge", want)
+	case link != want:
+		return fmt.Errorf("%w: care-of address %v is on %s, not on %s (the own port of the uplink's bridge); kgswitch needs it there, and serves no uplink outside OVS yet",
+			errLayout, s.cfg.CareOfAddress, link, want)
+	}
+	return nil
+}
+
 // hostPortTo is where the VM bridge sends what is the host kernel's (see
 // globalFlows): its LOCAL port in layout 1, across the patch in layout 2,
 // where uplinkBridgeFlows hand it to the uplink bridge's LOCAL port.

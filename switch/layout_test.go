@@ -3,6 +3,8 @@ package vswitch
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -251,4 +253,59 @@ func TestLayout2Renumbered(t *testing.T) {
 				tc.iface.Name, tc.iface.OFPort, tc.onUp, tc.vm, up.text(), h.flows.text())
 		}
 	}
+}
+
+// The care-of address must be on the LOCAL port of the uplink's bridge: on
+// another interface (an uplink outside OVS, layout 3) kgswitch is refused at
+// start; on none yet it starts and warns.
+func TestCheckCareOf(t *testing.T) {
+	for _, tc := range []struct {
+		name, cfg string
+		link      string // "" : on no interface
+		wantErr   string
+	}{
+		{name: "1: on br0", cfg: testConfig, link: "br0"},
+		{name: "2: on br-ex", cfg: layout2Config, link: "br-ex"},
+		{name: "1: on a NIC", cfg: testConfig, link: "eth1",
+			wantErr: "care-of address 2001:db8:3000::3 is on eth1, not on br0 (the own port of the uplink's bridge)"},
+		{name: "2: on the VM bridge", cfg: layout2Config, link: "br0",
+			wantErr: "care-of address 2001:db8:3000::3 is on br0, not on br-ex"},
+		{name: "nowhere yet", cfg: testConfig},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log := &logBuffer{}
+			s := New(cfg, Deps{Logger: newTestLogger(log), LinkOf: func(a netip.Addr) (string, bool) {
+				if a != coa {
+					t.Errorf("LinkOf(%v), want the care-of address %v", a, coa)
+				}
+				return tc.link, tc.link != ""
+			}})
+			err = s.checkCareOf()
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+			} else if !errors.Is(err, errLayout) || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("got %v, want a layout error saying %q", err, tc.wantErr)
+			}
+			warned := strings.Contains(log.String(), "care-of address is on no interface")
+			if warned != (tc.link == "") {
+				t.Errorf("warned %v, want %v; log:\n%s", warned, tc.link == "", log.String())
+			}
+		})
+	}
+}
+
+func newTestLogger(l *logBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

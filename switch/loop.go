@@ -28,6 +28,9 @@ func (s *Switch) Run(ctx context.Context) error {
 	if _, err := checkLayout(s.cfg, s.deps.DB); err != nil {
 		return err
 	}
+	if err := s.checkCareOf(); err != nil {
+		return err
+	}
 	defer func() {
 		if s.dp != nil {
 			s.dp.Close()

@@ -46,6 +46,9 @@ type Deps struct {
 	Store Store
 	// Ports keeps add-port bindings across restarts; nil keeps none.
 	Ports PortStore
+	// LinkOf names the host's interface that has an address
+	// (hostio.LinkOf); nil: the care-of address's place is not checked.
+	LinkOf func(netip.Addr) (string, bool)
 	// NeighborMAC looks up the host's neighbour table (hostio.HostNeighbor);
 	// nil looks nothing up.
 	NeighborMAC func(netip.Addr) net.HardwareAddr

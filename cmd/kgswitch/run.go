@@ -105,6 +105,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		Store:        store,
 		Ports:        ports,
 		SwitchEvents: flows.WatchSwitch(ctx),
+		LinkOf:       hostio.LinkOf,
 		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return hostio.HostNeighbor(a, cfg.CareOfAddress) },
 		DB:           db,
 		Flows:        flows,
