@@ -425,6 +425,23 @@ func TestIntegrationDB(t *testing.T) {
 		}
 	})
 
+	// kgswitch finds the patch pair joining the VM bridge and the uplink
+	// bridge (host layout 2) by the peers and the bridges of patch ports.
+	t.Run("patch peers", func(t *testing.T) {
+		l.vsctl("--may-exist", "add-br", "br1", "--", "set", "Bridge", "br1", "datapath_type=netdev",
+			"--", "add-port", "br0", "pi", "--", "set", "Interface", "pi", "type=patch", "options:peer=pe",
+			"--", "add-port", "br1", "pe", "--", "set", "Interface", "pe", "type=patch", "options:peer=pi")
+		for name, want := range map[string]struct{ peer, bridge string }{"pi": {"pe", "br0"}, "pe": {"pi", "br1"}} {
+			ev.waitFor(t, name+" with its peer", func(e Event) bool {
+				return named(name, Added, Updated)(e) && e.Iface.Peer == want.peer && e.Iface.Type == "patch"
+			})
+			if br, ok := d.BridgeOf(name); !ok || br != want.bridge {
+				t.Errorf("got BridgeOf(%s) = %q, %v, want %s", name, br, ok, want.bridge)
+			}
+		}
+		l.vsctl("del-port", "br0", "pi", "--", "del-port", "br1", "pe")
+	})
+
 	t.Run("SetExternalIDs", func(t *testing.T) {
 		l.vsctl("set", "Interface", "kg0", "external_ids:other=keep", "external_ids:old=x", "external_ids:gone=1")
 		if err := d.SetExternalIDs(ctx, "kg0", map[string]string{"kg": "1", "old": "y"}, []string{"gone", "absent"}); err != nil {
