@@ -32,8 +32,13 @@ type Config struct {
 	Bridge string
 	// OVSRunDir holds db.sock and <bridge>.mgmt.
 	OVSRunDir string
-	// Uplink is the bridge port facing the host's LAN.
+	// Uplink is the bridge port facing the host's LAN: a port of Bridge,
+	// or of UplinkBridge when that is set.
 	Uplink string
+	// UplinkBridge, when set, is the OVS bridge holding the uplink and the
+	// care-of address (its LOCAL port), joined to Bridge by a patch port
+	// pair (OpenStack's br-ex and br-int); empty: the uplink is on Bridge.
+	UplinkBridge string
 	// CareOfAddress is this host's address on its LAN; Binding Updates are sent from it.
 	CareOfAddress netip.Addr
 	// InternalPort is the OVS internal port kgswitch creates and reads guest frames from.
@@ -143,6 +148,7 @@ type fileConfig struct {
 	Bridge          string            `toml:"bridge"`
 	OVSRunDir       string            `toml:"ovs_rundir"`
 	Uplink          string            `toml:"uplink"`
+	UplinkBridge    string            `toml:"uplink_bridge"`
 	CareOfAddress   string            `toml:"care_of_address"`
 	InternalPort    string            `toml:"internal_port"`
 	ControlSocket   string            `toml:"control_socket"`
@@ -378,6 +384,7 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		Bridge:          or(f.Bridge, DefaultBridge),
 		OVSRunDir:       or(f.OVSRunDir, DefaultOVSRunDir),
 		Uplink:          f.Uplink,
+		UplinkBridge:    f.UplinkBridge,
 		InternalPort:    or(f.InternalPort, DefaultInternalPort),
 		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
 		BindingLifetime: DefaultBindingLifetime,
@@ -413,6 +420,14 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 	}
 	if c.Uplink == "" {
 		return nil, errors.New("uplink: missing (the bridge port facing this host's LAN)")
+	}
+	if c.UplinkBridge == c.Bridge {
+		// Said to be apart but named the same: the operator meant
+		// something; guessing which would steer the wrong frames.
+		return nil, loc.at("", 0, "uplink_bridge", fmt.Errorf("uplink_bridge %q is the bridge itself: leave it out when the uplink is a port of %s", c.UplinkBridge, c.Bridge))
+	}
+	if c.UplinkBridge == c.InternalPort || c.UplinkBridge == c.Uplink {
+		return nil, loc.at("", 0, "uplink_bridge", fmt.Errorf("uplink_bridge %q: names a port, not a bridge", c.UplinkBridge))
 	}
 	if c.CareOfAddress, err = parseAddr("care_of_address", f.CareOfAddress); err != nil {
 		return nil, loc.at("", 0, "care_of_address", err)
@@ -563,6 +578,15 @@ func or(s, def string) string {
 
 // BridgeTarget is the OpenFlow management socket of the bridge.
 func (c *Config) BridgeTarget() string { return "unix:" + c.OVSRunDir + "/" + c.Bridge + ".mgmt" }
+
+// UplinkBridgeTarget is the OpenFlow management socket of the uplink bridge;
+// empty when the uplink is on Bridge.
+func (c *Config) UplinkBridgeTarget() string {
+	if c.UplinkBridge == "" {
+		return ""
+	}
+	return "unix:" + c.OVSRunDir + "/" + c.UplinkBridge + ".mgmt"
+}
 
 // OVSDBEndpoint is the OVSDB socket.
 func (c *Config) OVSDBEndpoint() string { return "unix:" + c.OVSRunDir + "/db.sock" }

@@ -352,3 +352,41 @@ func BenchmarkParseManyVMs(b *testing.B) {
 		}
 	}
 }
+
+// TestUplinkBridge: uplink_bridge names the bridge of the uplink and the
+// care-of address (host layout 2); left out, the uplink is on the VM bridge.
+func TestUplinkBridge(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, wantBridge, wantTarget, wantErr string
+	}{
+		{name: "absent", text: base, wantTarget: ""},
+		{name: "br-ex", text: "bridge = \"br-int\"\nuplink_bridge = \"br-ex\"\n" + base, wantBridge: "br-ex",
+			wantTarget: "unix:/var/run/openvswitch/br-ex.mgmt"},
+		{name: "the bridge itself", text: "uplink_bridge = \"br0\"\n" + base, wantErr: `uplink_bridge "br0" is the bridge itself`},
+		{name: "a port", text: "uplink_bridge = \"eth0\"\n" + base, wantErr: `uplink_bridge "eth0": names a port`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.text)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.UplinkBridge != tc.wantBridge || c.UplinkBridgeTarget() != tc.wantTarget {
+				t.Errorf("got uplink bridge %q target %q, want %q %q", c.UplinkBridge, c.UplinkBridgeTarget(), tc.wantBridge, tc.wantTarget)
+			}
+		})
+	}
+	// Its LOCAL port is no VM either.
+	c, err := Parse("uplink_bridge = \"br-ex\"\n" + base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewVM("br-ex", netip.MustParseAddr("2001:db8:2000::10"), "", "", "", ""); err == nil || !strings.Contains(err.Error(), "never a VM") {
+		t.Errorf("got %v for a VM on br-ex, want it refused", err)
+	}
+}

@@ -43,6 +43,14 @@ func HostNeighbor(addr, via netip.Addr) net.HardwareAddr {
 	return nil
 }
 
+// LinkOf returns the name of the interface that has address a, if any.
+func LinkOf(a netip.Addr) (string, bool) {
+	if l := linkWith(a); l != nil {
+		return l.Attrs().Name, true
+	}
+	return "", false
+}
+
 // linkWith returns the interface that has address a.
 func linkWith(a netip.Addr) netlink.Link {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V6)

@@ -154,7 +154,7 @@ func Dial(ctx context.Context, endpoint string, logger *slog.Logger) (*DB, error
 		client.WithTable(&o, &o.Bridges),
 		client.WithTable(&b, &b.Name, &b.Ports),
 		client.WithTable(&p, &p.Name, &p.Interfaces),
-		client.WithTable(&i, &i.Name, &i.Type, &i.OFPort, &i.MACInUse, &i.ExternalIDs, &i.IfIndex, &i.LinkState),
+		client.WithTable(&i, &i.Name, &i.Type, &i.OFPort, &i.MACInUse, &i.ExternalIDs, &i.IfIndex, &i.LinkState, &i.Options),
 	)
 	if _, err := cli.Monitor(ctx, mon); err != nil {
 		d.Close()
@@ -459,10 +459,10 @@ func (d *DB) portBridge(portUUID string) (string, bool) {
 	return "", false
 }
 
-// bridgeOf returns the name of the bridge that holds the interface iface
+// BridgeOf returns the name of the bridge that holds the interface iface
 // (through the Port that lists it). While disconnected it answers from the
 // contents last known.
-func (d *DB) bridgeOf(iface string) (string, bool) {
+func (d *DB) BridgeOf(iface string) (string, bool) {
 	if s := d.snap.Load(); s != nil {
 		br, ok := s.bridgeOf[iface]
 		return br, ok

@@ -33,6 +33,9 @@ type Interface struct {
 	// libvirt makes them) stays on the bridge when QEMU quits; only its
 	// link goes down.
 	LinkUp bool
+	// Peer is options:peer, the other end of a patch port (Type "patch");
+	// "" for other types.
+	Peer string
 }
 
 // equal reports whether a and b describe the same row contents.
@@ -40,7 +43,7 @@ func (a Interface) equal(b Interface) bool {
 	return a.UUID == b.UUID && a.Name == b.Name && a.Type == b.Type &&
 		a.OFPort == b.OFPort && bytes.Equal(a.MAC, b.MAC) &&
 		maps.Equal(a.ExternalIDs, b.ExternalIDs) &&
-		a.IfIndex == b.IfIndex && a.LinkUp == b.LinkUp
+		a.IfIndex == b.IfIndex && a.LinkUp == b.LinkUp && a.Peer == b.Peer
 }
 
 // interfaceFromRow converts a cached row into an Interface that shares no
@@ -64,6 +67,7 @@ func interfaceFromRow(uuid string, r *ovsInterface) Interface {
 		ifc.IfIndex = *r.IfIndex
 	}
 	ifc.LinkUp = r.LinkState != nil && *r.LinkState == "up"
+	ifc.Peer = r.Options["peer"]
 	return ifc
 }
 
@@ -82,7 +86,7 @@ const (
 	// Removed means the row is gone; Event.Iface holds its last contents.
 	Removed
 	// Disconnected means the connection to ovsdb-server was lost. DB
-	// keeps reconnecting with backoff; meanwhile Interface and bridgeOf
+	// keeps reconnecting with backoff; meanwhile Interface and BridgeOf
 	// answer from the last known contents and writes fail with
 	// ErrNotConnected. Event.Iface is empty.
 	Disconnected

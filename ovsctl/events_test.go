@@ -113,6 +113,17 @@ func TestTracker(t *testing.T) {
 			},
 		},
 		{
+			// A patch port's peer is how kgswitch finds the pair joining
+			// the VM bridge and the uplink bridge.
+			name: "patch peer is read and its change is an update",
+			steps: []step{
+				{"u1", &ovsInterface{Name: "patch-ex", Type: "patch", Options: map[string]string{"peer": "patch-int"}},
+					&Event{Added, Interface{UUID: "u1", Name: "patch-ex", Type: "patch", Peer: "patch-int"}}},
+				{"u1", &ovsInterface{Name: "patch-ex", Type: "patch", Options: map[string]string{"peer": "patch-int2"}},
+					&Event{Updated, Interface{UUID: "u1", Name: "patch-ex", Type: "patch", Peer: "patch-int2"}}},
+			},
+		},
+		{
 			name: "delete of a row never seen",
 			steps: []step{
 				{"u9", nil, nil},

@@ -52,6 +52,7 @@ type ovsInterface struct {
 	ExternalIDs map[string]string `ovsdb:"external_ids"`
 	IfIndex     *int              `ovsdb:"ifindex"`
 	LinkState   *string           `ovsdb:"link_state"`
+	Options     map[string]string `ovsdb:"options"`
 }
 
 // clientDBModel returns the libovsdb client model for the four tables.

@@ -49,8 +49,8 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 	if ifc, ok := d.Interface("p1"); !ok || ifc.UUID != p1.Iface.UUID || ifc.OFPort != p1.Iface.OFPort {
 		t.Errorf("got Interface(p1) while disconnected = %+v, %v, want the last known row %+v", ifc, ok, p1.Iface)
 	}
-	if br, ok := d.bridgeOf("p1"); !ok || br != "br0" {
-		t.Errorf("got bridgeOf(p1) while disconnected = %q, %v, want br0, true", br, ok)
+	if br, ok := d.BridgeOf("p1"); !ok || br != "br0" {
+		t.Errorf("got BridgeOf(p1) while disconnected = %q, %v, want br0, true", br, ok)
 	}
 	start := time.Now()
 	if err := d.EnsureInternalPort(ctx, "br0", "kg0"); !errors.Is(err, ErrNotConnected) {
@@ -94,8 +94,8 @@ func TestIntegrationOVSDBOutage(t *testing.T) {
 	if _, ok := d.Interface("p1"); ok {
 		t.Errorf("got Interface(p1) ok after Reconnected, want false (deleted while disconnected)")
 	}
-	if br, ok := d.bridgeOf("p2"); !ok || br != "br0" {
-		t.Errorf("got bridgeOf(p2) = %q, %v, want br0, true", br, ok)
+	if br, ok := d.BridgeOf("p2"); !ok || br != "br0" {
+		t.Errorf("got BridgeOf(p2) = %q, %v, want br0, true", br, ok)
 	}
 
 	// Normal service: vswitchd (reconnected too) numbers p2, ovs-vsctl

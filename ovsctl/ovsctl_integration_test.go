@@ -340,8 +340,8 @@ func TestIntegrationDB(t *testing.T) {
 		ev.waitFor(t, "p1 with ifindex", func(e Event) bool {
 			return named("p1", Added, Updated)(e) && e.Iface.IfIndex > 0
 		})
-		if br, ok := d.bridgeOf("p1"); !ok || br != "br0" {
-			t.Errorf("got bridgeOf(p1) = %q, %v, want br0, true", br, ok)
+		if br, ok := d.BridgeOf("p1"); !ok || br != "br0" {
+			t.Errorf("got BridgeOf(p1) = %q, %v, want br0, true", br, ok)
 		}
 		if ifc, ok := d.Interface("p1"); !ok || ifc.OFPort != got.Iface.OFPort {
 			t.Errorf("got Interface(p1) = %+v, %v, want OFPort %d", ifc, ok, got.Iface.OFPort)
@@ -355,8 +355,8 @@ func TestIntegrationDB(t *testing.T) {
 		if _, ok := d.Interface("p1"); ok {
 			t.Errorf("got Interface(p1) ok = true after del-port, want false")
 		}
-		if _, ok := d.bridgeOf("p1"); ok {
-			t.Errorf("got bridgeOf(p1) ok = true after del-port, want false")
+		if _, ok := d.BridgeOf("p1"); ok {
+			t.Errorf("got BridgeOf(p1) ok = true after del-port, want false")
 		}
 	})
 
@@ -413,7 +413,7 @@ func TestIntegrationDB(t *testing.T) {
 		}
 
 		l.vsctl("add-br", "br1", "--", "set", "Bridge", "br1", "datapath_type=netdev")
-		waitUntil(t, "br1 in cache", func() bool { _, ok := d.bridgeOf("br1"); return ok })
+		waitUntil(t, "br1 in cache", func() bool { _, ok := d.BridgeOf("br1"); return ok })
 		if err := d.EnsureInternalPort(ctx, "br1", "kg0"); err == nil {
 			t.Errorf("EnsureInternalPort(br1, kg0) = nil, want error: kg0 is on br0")
 		}
@@ -423,6 +423,23 @@ func TestIntegrationDB(t *testing.T) {
 		if ports := strings.Fields(l.vsctl("list-ports", "br1")); len(ports) != 0 {
 			t.Errorf("got list-ports br1 = %v, want none", ports)
 		}
+	})
+
+	// kgswitch finds the patch pair joining the VM bridge and the uplink
+	// bridge (host layout 2) by the peers and the bridges of patch ports.
+	t.Run("patch peers", func(t *testing.T) {
+		l.vsctl("--may-exist", "add-br", "br1", "--", "set", "Bridge", "br1", "datapath_type=netdev",
+			"--", "add-port", "br0", "pi", "--", "set", "Interface", "pi", "type=patch", "options:peer=pe",
+			"--", "add-port", "br1", "pe", "--", "set", "Interface", "pe", "type=patch", "options:peer=pi")
+		for name, want := range map[string]struct{ peer, bridge string }{"pi": {"pe", "br0"}, "pe": {"pi", "br1"}} {
+			ev.waitFor(t, name+" with its peer", func(e Event) bool {
+				return named(name, Added, Updated)(e) && e.Iface.Peer == want.peer && e.Iface.Type == "patch"
+			})
+			if br, ok := d.BridgeOf(name); !ok || br != want.bridge {
+				t.Errorf("got BridgeOf(%s) = %q, %v, want %s", name, br, ok, want.bridge)
+			}
+		}
+		l.vsctl("del-port", "br0", "pi", "--", "del-port", "br1", "pe")
 	})
 
 	t.Run("SetExternalIDs", func(t *testing.T) {

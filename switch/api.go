@@ -191,7 +191,7 @@ func (s *Switch) reload(cfg *config.Config) error {
 		key      string
 		was, now any
 	}{
-		{"bridge", old.Bridge, cfg.Bridge}, {"ovs_rundir", old.OVSRunDir, cfg.OVSRunDir}, {"uplink", old.Uplink, cfg.Uplink},
+		{"bridge", old.Bridge, cfg.Bridge}, {"ovs_rundir", old.OVSRunDir, cfg.OVSRunDir}, {"uplink", old.Uplink, cfg.Uplink}, {"uplink_bridge", old.UplinkBridge, cfg.UplinkBridge},
 		{"care_of_address", old.CareOfAddress, cfg.CareOfAddress}, {"internal_port", old.InternalPort, cfg.InternalPort},
 		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"state_dir", old.StateDir, cfg.StateDir},
 	} {

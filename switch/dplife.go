@@ -24,7 +24,11 @@ type portOpened struct {
 	mac        net.HardwareAddr
 	kgPort     int
 	uplinkPort int
-	err        error
+	// upUplinkPort and upPatchPort: layout 2's ports on the uplink bridge,
+	// joined to the VM bridge by patch.
+	upUplinkPort, upPatchPort int
+	patch                     patchPair
+	err                       error
 }
 
 // ensureDatapath starts opening the internal port the first time something
@@ -36,9 +40,9 @@ func (s *Switch) ensureDatapath() error {
 	if s.opening {
 		return errPortOpening
 	}
-	uplink, ok := s.deps.DB.Interface(s.cfg.Uplink)
-	if !ok || uplink.OFPort <= 0 {
-		return fmt.Errorf("uplink %s is not a port of bridge %s", s.cfg.Uplink, s.cfg.Bridge)
+	ports, pair, err := s.uplinkPorts()
+	if err != nil {
+		return err
 	}
 	s.opening = true
 	if s.dpWait == nil {
@@ -47,7 +51,7 @@ func (s *Switch) ensureDatapath() error {
 	ctx := s.runCtx
 	go func() {
 		r := s.openPort(ctx)
-		r.uplinkPort = uplink.OFPort
+		r.uplinkPort, r.upUplinkPort, r.upPatchPort, r.patch = ports.uplinkPort, ports.upUplinkPort, ports.upPatchPort, pair
 		select {
 		case s.opened <- r:
 		case <-ctx.Done():
@@ -100,6 +104,7 @@ func (s *Switch) portReady(r portOpened) {
 	}
 	s.dpRetryAt = time.Time{}
 	s.routerMAC, s.kgPort, s.uplinkPort = r.mac, r.kgPort, r.uplinkPort
+	s.upUplinkPort, s.upPatchPort, s.patch = r.upUplinkPort, r.upPatchPort, r.patch
 	s.dp = datapath.New(r.conn, s.deps.Uplink, s.clock, &s.dpCounters)
 	dp, ctx := s.dp, s.runCtx
 	go func() {

@@ -159,9 +159,11 @@ func (s *Switch) globalFlows() []*ovs.Flow {
 		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(41)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(4)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
 		{Priority: 200, Protocol: ovs.ProtocolIPv6, InPort: s.uplinkPort, Matches: []ovs.Match{ovs.IPv6Destination(coa), ovs.NetworkProtocol(135)}, Actions: []ovs.Action{ovs.Output(s.kgPort)}},
-		// What kgswitch hands back to the host (see fromUplink) goes to the
-		// bridge's local port, where the care-of address lives.
-		{Priority: 150, Protocol: ovs.ProtocolIPv6, InPort: s.kgPort, Matches: []ovs.Match{ovs.IPv6Destination(coa)}, Actions: []ovs.Action{ovs.Output(ovsLocalPort)}},
+		// What kgswitch hands back to the host (ICMPv6 from a Home Agent
+		// to the host itself) goes to the bridge's local port, where the
+		// care-of address lives; in host layout 2 across the patch to the
+		// uplink bridge's (hostPortTo).
+		{Priority: 150, Protocol: ovs.ProtocolIPv6, InPort: s.kgPort, Matches: []ovs.Match{ovs.IPv6Destination(coa)}, Actions: []ovs.Action{ovs.Output(s.hostPortTo())}},
 		// What kgswitch sends goes only where a port flow says.
 		{Priority: 100, InPort: s.kgPort, Actions: []ovs.Action{ovs.Drop()}},
 	}
@@ -220,7 +222,11 @@ func (s *Switch) installGlobalFlows() {
 	if s.globalInstalled && slices.Equal(has, s.globalHAs) {
 		return
 	}
-	s.ovs.replace(map[uint64][]*ovs.Flow{ovsctl.Cookie: s.globalFlows()})
+	global := s.globalFlows()
+	s.ovs.replace(map[uint64][]*ovs.Flow{ovsctl.Cookie: global})
+	if s.cfg.UplinkBridge != "" {
+		s.ovs.replaceOn(uplinkBridge, map[uint64][]*ovs.Flow{ovsctl.Cookie: s.uplinkBridgeFlows(global)})
+	}
 	s.globalInstalled, s.globalHAs = true, has
 }
 

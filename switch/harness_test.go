@@ -70,7 +70,9 @@ care_of_address = "2001:db8:2000::2"
 type fakeDB struct {
 	mu     sync.Mutex
 	ifaces map[string]ovsctl.Interface
-	events chan ovsctl.Event
+	// bridges are the interfaces' bridges where not br0.
+	bridges map[string]string
+	events  chan ovsctl.Event
 	// stall, when not nil, holds every external_ids write until closed.
 	stall chan struct{}
 }
@@ -81,6 +83,17 @@ func (d *fakeDB) Interface(name string) (ovsctl.Interface, bool) {
 	defer d.mu.Unlock()
 	i, ok := d.ifaces[name]
 	return i, ok
+}
+func (d *fakeDB) BridgeOf(name string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ifaces[name]; !ok {
+		return "", false
+	}
+	if br, ok := d.bridges[name]; ok {
+		return br, true
+	}
+	return config.DefaultBridge, true
 }
 func (d *fakeDB) EnsureInternalPort(_ context.Context, bridge, name string) error {
 	d.mu.Lock()
@@ -197,6 +210,7 @@ type harness struct {
 	uplink   *datapathtest.Uplink
 	db       *fakeDB
 	flows    *fakeFlows
+	upFlows  *fakeFlows // the uplink bridge's, in host layout 2
 	cancel   context.CancelFunc
 	done     chan error
 	log      *logBuffer
@@ -277,6 +291,28 @@ func newHarnessFlows(t *testing.T, cfgText string, flows *fakeFlows, ifaces ...o
 
 func newHarnessAll(t testing.TB, cfgText string, store Store, flows *fakeFlows, ifaces ...ovsctl.Interface) *harness {
 	t.Helper()
+	return startHarness(t, cfgText, harnessHost{store: store, flows: flows}, ifaces...)
+}
+
+// harnessHost is what a harness's host has besides its configuration.
+type harnessHost struct {
+	store Store
+	flows *fakeFlows
+	// upFlows, when not nil, is the uplink bridge's flow table (host
+	// layout 2); bridges are the interfaces not on br0, and extra the
+	// interfaces in the database before kgswitch starts.
+	upFlows *fakeFlows
+	bridges map[string]string
+	extra   []ovsctl.Interface
+}
+
+func newFakeFlows() *fakeFlows {
+	return &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
+}
+
+func startHarness(t testing.TB, cfgText string, host harnessHost, ifaces ...ovsctl.Interface) *harness {
+	t.Helper()
+	store, flows := host.store, host.flows
 	cfg, err := config.Parse(cfgText)
 	if err != nil {
 		t.Fatal(err)
@@ -292,14 +328,22 @@ func newHarnessAll(t testing.TB, cfgText string, store Store, flows *fakeFlows, 
 		log:      &logBuffer{},
 	}
 	if h.flows == nil {
-		h.flows = &fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}
+		h.flows = newFakeFlows()
+	}
+	h.db.bridges = host.bridges
+	for _, i := range host.extra {
+		h.db.ifaces[i.Name] = i
+	}
+	var upFlows FlowTable
+	if host.upFlows != nil {
+		upFlows, h.upFlows = host.upFlows, host.upFlows
 	}
 	var ports PortStore
 	if ms, ok := store.(*memStore); ok {
 		ports = ms
 	}
 	h.sw = New(cfg, Deps{
-		DB: h.db, Flows: h.flows, Uplink: h.uplink, Ports: ports,
+		DB: h.db, Flows: h.flows, UplinkFlows: upFlows, Uplink: h.uplink, Ports: ports,
 		OpenPort: func(context.Context, string) (datapath.FrameConn, net.HardwareAddr, error) {
 			h.opens.Add(1)
 			return h.conn, kgMAC, nil

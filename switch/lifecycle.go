@@ -85,19 +85,17 @@ func (s *Switch) handleEvent(ev ovsctl.Event) {
 	}
 }
 
-// hostPortRenumbered follows a new OpenFlow port number of the internal port
-// or the uplink (an operator re-adding one, or ovs-vswitchd honouring a new
+// hostPortRenumbered follows a new OpenFlow port number of the internal port,
+// the uplink or, in host layout 2, either end of the patch pair (an operator re-adding one, or ovs-vswitchd honouring a new
 // ofport_request): every flow names them by number, so all are reinstalled;
 // left alone, tunnel packets would go to whatever port took the old number.
 // It reports whether ev was about one of the two.
 func (s *Switch) hostPortRenumbered(ev ovsctl.Event) bool {
-	var at *int
-	switch ev.Iface.Name {
-	case s.cfg.InternalPort:
+	at := s.uplinkPortRef(ev.Iface.Name)
+	if ev.Iface.Name == s.cfg.InternalPort {
 		at = &s.kgPort
-	case s.cfg.Uplink:
-		at = &s.uplinkPort
-	default:
+	}
+	if at == nil {
 		return false
 	}
 	if ev.Kind == ovsctl.Removed || s.dp == nil || ev.Iface.OFPort <= 0 || ev.Iface.OFPort == *at {

@@ -3,6 +3,7 @@ package vswitch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -18,6 +19,18 @@ func (s *Switch) Run(ctx context.Context) error {
 	defer cancel()
 	// The datapath outlives any request that happens to create it.
 	s.runCtx, s.dpErr = ctx, make(chan error, 1)
+	// A host whose bridges kgswitch cannot serve is refused at once, with
+	// what was found: flows on the wrong bridge would pass the guests'
+	// frames by, and the host kernel answer the tunnel with errors.
+	if s.cfg.UplinkBridge != "" && s.deps.UplinkFlows == nil {
+		return fmt.Errorf("%w: uplink_bridge %s configured but kgswitch was given no OpenFlow connection to it", errLayout, s.cfg.UplinkBridge)
+	}
+	if _, err := checkLayout(s.cfg, s.deps.DB); err != nil {
+		return err
+	}
+	if err := s.checkCareOf(); err != nil {
+		return err
+	}
 	defer func() {
 		if s.dp != nil {
 			s.dp.Close()

@@ -21,16 +21,18 @@ import (
 // up to a generation, the control loop hears of it on applied, and waiters
 // (wait) are woken.
 type ovsQueue struct {
-	flows FlowTable
-	db    OVSDB
-	log   *slog.Logger
+	// tables are the bridges' flow tables, by side; the uplink bridge's is
+	// nil unless the uplink is on a bridge of its own (host layout 2).
+	tables [numBridges]*tableState
+	db     OVSDB
+	log    *slog.Logger
 	// applied delivers the newest generation applied; an older one not yet
 	// received is replaced.
 	applied chan uint64
 	kick    chan struct{}
 
 	mu        sync.Mutex
-	sets      flowSets
+	sets      [numBridges]flowSets
 	noFlood   map[string]bool
 	ids       map[string]map[string]string // interface -> key -> value ("" deletes)
 	idsFailed map[string]int               // interface -> failed rounds of its write in ids
@@ -39,14 +41,36 @@ type ovsQueue struct {
 	queued    uint64
 	done      uint64
 	doneCh    chan struct{} // closed and replaced when done moves
+}
 
-	// installed is, for the worker alone, every cookie it gave flows to: a
-	// flow of kgswitch's cookie prefix outside it is a previous run's.
+// bridgeSide names a bridge kgswitch keeps flows on. Cookies are per
+// bridge: the same cookie on both names two different sets.
+type bridgeSide int
+
+const (
+	// vmBridge is the bridge of the VM ports and kgs0: every VM's flows.
+	vmBridge bridgeSide = iota
+	// uplinkBridge is the uplink's bridge when it is not vmBridge (host
+	// layout 2): what the care-of address receives that must reach kgs0
+	// crosses to vmBridge there instead of going to the host.
+	uplinkBridge
+	numBridges
+)
+
+// tableState is, for the worker alone, what it knows of one bridge's flows.
+type tableState struct {
+	ft FlowTable
+	// installed is every cookie the worker gave flows to: a flow of
+	// kgswitch's cookie prefix outside it is a previous run's.
 	installed map[uint64]bool
-	// applied sets, for the worker alone: a cookie's flows as last applied
-	// (their text), so that a wish for the same flows costs OVS nothing. A
-	// reload of thousands of VMs mostly repeats what is there.
+	// appliedSets are a cookie's flows as last applied (their text), so
+	// that a wish for the same flows costs OVS nothing. A reload of
+	// thousands of VMs mostly repeats what is there.
 	appliedSets map[uint64]string
+}
+
+func newTableState(ft FlowTable) *tableState {
+	return &tableState{ft: ft, installed: map[uint64]bool{}, appliedSets: map[uint64]string{}}
 }
 
 // maxBundle is the most cookies one bundle replaces: a round of thousands
@@ -54,17 +78,35 @@ type ovsQueue struct {
 // grows without bound and each failure costs one batch.
 const maxBundle = 500
 
-func newOVSQueue(flows FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
-	return &ovsQueue{flows: flows, db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
-		sets: flowSets{}, noFlood: map[string]bool{}, ids: map[string]map[string]string{},
-		idsFailed: map[string]int{}, doneCh: make(chan struct{}), installed: map[uint64]bool{},
-		appliedSets: map[uint64]string{}}
+// newOVSQueue returns a queue for the VM bridge's flows and, when uplink
+// is not nil, the uplink bridge's.
+func newOVSQueue(flows, uplink FlowTable, db OVSDB, log *slog.Logger) *ovsQueue {
+	q := &ovsQueue{db: db, log: log, applied: make(chan uint64, 1), kick: make(chan struct{}, 1),
+		noFlood: map[string]bool{}, ids: map[string]map[string]string{},
+		idsFailed: map[string]int{}, doneCh: make(chan struct{})}
+	q.tables[vmBridge] = newTableState(flows)
+	if uplink != nil {
+		q.tables[uplinkBridge] = newTableState(uplink)
+	}
+	for b := range q.sets {
+		q.sets[b] = flowSets{}
+	}
+	return q
 }
 
-// replace asks for the flows of each cookie in sets to be exactly those.
-func (q *ovsQueue) replace(sets flowSets) {
+// replace asks for the flows of each cookie in sets to be exactly those on
+// the VM bridge.
+func (q *ovsQueue) replace(sets flowSets) { q.replaceOn(vmBridge, sets) }
+
+// replaceOn asks for the flows of each cookie in sets to be exactly those
+// on bridge b; a bridge without a table takes no flows.
+func (q *ovsQueue) replaceOn(b bridgeSide, sets flowSets) {
 	q.mu.Lock()
-	maps.Copy(q.sets, sets)
+	if q.tables[b] == nil {
+		q.mu.Unlock()
+		return
+	}
+	maps.Copy(q.sets[b], sets)
 	q.wishLocked()
 }
 
@@ -155,10 +197,15 @@ func (q *ovsQueue) run(ctx context.Context) {
 		}
 		q.mu.Lock()
 		sets, noFlood, ids, reconcile, gen := q.sets, q.noFlood, q.ids, q.reconcile, q.queued
-		if q.forgetAll {
-			clear(q.appliedSets)
+		for _, t := range q.tables {
+			if t != nil && q.forgetAll {
+				clear(t.appliedSets)
+			}
 		}
-		q.sets, q.noFlood, q.ids, q.reconcile, q.forgetAll = flowSets{}, map[string]bool{}, map[string]map[string]string{}, false, false
+		for b := range q.sets {
+			q.sets[b] = flowSets{}
+		}
+		q.noFlood, q.ids, q.reconcile, q.forgetAll = map[string]bool{}, map[string]map[string]string{}, false, false
 		q.mu.Unlock()
 
 		q.apply(ctx, sets, noFlood, ids, reconcile)
@@ -179,17 +226,26 @@ func (q *ovsQueue) run(ctx context.Context) {
 	}
 }
 
-func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
-	q.applySets(sets)
+func (q *ovsQueue) apply(ctx context.Context, sets [numBridges]flowSets, noFlood map[string]bool, ids map[string]map[string]string, reconcile bool) {
+	for b, t := range q.tables {
+		if t != nil {
+			q.applySets(t, sets[b])
+		}
+	}
 	for port, on := range noFlood {
 		// OpenFlow port state, not flows: ovs-vswitchd forgets it when it
-		// restarts, so it is set again with the flows every time.
-		if err := q.flows.SetNoFlood(port, on); err != nil {
+		// restarts, so it is set again with the flows every time. Only
+		// the VM bridge's ports have it.
+		if err := q.tables[vmBridge].ft.SetNoFlood(port, on); err != nil {
 			q.log.Error("keep LAN floods off a guest's port", "port", port, "err", err)
 		}
 	}
 	if reconcile {
-		q.removeStale()
+		for _, t := range q.tables {
+			if t != nil {
+				q.removeStale(t)
+			}
+		}
 	}
 	for iface, kv := range ids {
 		set, del := map[string]string{}, []string{}
@@ -216,22 +272,22 @@ func (q *ovsQueue) apply(ctx context.Context, sets flowSets, noFlood map[string]
 
 // applySets gives OVS the flow sets that differ from what it was last given,
 // at most maxBundle cookies per bundle.
-func (q *ovsQueue) applySets(sets flowSets) {
+func (q *ovsQueue) applySets(t *tableState, sets flowSets) {
 	changed := make([]uint64, 0, len(sets))
 	texts := make(map[uint64]string, len(sets))
 	for c, fl := range sets {
-		if len(fl) == 0 && !q.installed[c] {
+		if len(fl) == 0 && !t.installed[c] {
 			// Nothing of it in OVS (what a previous run left is
 			// removeStale's): most VMs of a large host have no spoof
 			// flows, and deleting them would double the bundles.
 			continue
 		}
-		t := flowsText(fl)
-		if prev, ok := q.appliedSets[c]; ok && prev == t {
+		text := flowsText(fl)
+		if prev, ok := t.appliedSets[c]; ok && prev == text {
 			continue
 		}
 		changed = append(changed, c)
-		texts[c] = t
+		texts[c] = text
 	}
 	slices.Sort(changed)
 	for start := 0; start < len(changed); start += maxBundle {
@@ -239,16 +295,16 @@ func (q *ovsQueue) applySets(sets flowSets) {
 		for _, c := range changed[start:min(start+maxBundle, len(changed))] {
 			batch[c] = sets[c]
 		}
-		if err := q.flows.ReplaceSets(batch); err != nil {
+		if err := t.ft.ReplaceSets(batch); err != nil {
 			q.log.Error("install flows", "cookies", len(batch), "err", err)
 			for c := range batch {
-				delete(q.appliedSets, c) // unknown now: given again next time
+				delete(t.appliedSets, c) // unknown now: given again next time
 			}
 			continue
 		}
 		for c, fl := range batch {
-			q.installed[c] = len(fl) > 0
-			q.appliedSets[c] = texts[c]
+			t.installed[c] = len(fl) > 0
+			t.appliedSets[c] = texts[c]
 		}
 	}
 }
@@ -274,8 +330,8 @@ func (q *ovsQueue) retryMirror(iface string, kv map[string]string) {
 
 // removeStale removes flows a previous run installed that no VM needs any
 // more. Flows without kgswitch's cookie prefix are never touched.
-func (q *ovsQueue) removeStale() {
-	stale, err := staleCookies(q.flows, q.installed)
+func (q *ovsQueue) removeStale(t *tableState) {
+	stale, err := staleCookies(t.ft, t.installed)
 	if err != nil {
 		q.log.Warn("list kgswitch's flows", "err", err)
 		return
@@ -283,7 +339,7 @@ func (q *ovsQueue) removeStale() {
 	if len(stale) == 0 {
 		return
 	}
-	if err := q.flows.ReplaceSets(stale); err != nil {
+	if err := t.ft.ReplaceSets(stale); err != nil {
 		q.log.Warn("remove stale flows", "err", err)
 		return
 	}

@@ -42,7 +42,7 @@ func round(t *testing.T, q *ovsQueue, sets flowSets) {
 // maxBundle cookies; after a failure or a forget, everything again.
 func TestOVSQueueAppliesChangesOnly(t *testing.T) {
 	ft := &countingFlows{fakeFlows: fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}}
-	q := newOVSQueue(ft, &fakeDB{ifaces: map[string]ovsctl.Interface{}}, slog.New(slog.DiscardHandler))
+	q := newOVSQueue(ft, nil, &fakeDB{ifaces: map[string]ovsctl.Interface{}}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go q.run(ctx)
@@ -88,7 +88,7 @@ func TestOVSQueueAppliesChangesOnly(t *testing.T) {
 // cookies) costs no bundle; one that had flows is emptied once.
 func TestOVSQueueSkipsEmptyingWhatIsEmpty(t *testing.T) {
 	ft := &countingFlows{fakeFlows: fakeFlows{flows: map[uint64][]*ovs.Flow{}, noFlood: map[string]bool{}}}
-	q := newOVSQueue(ft, &fakeDB{ifaces: map[string]ovsctl.Interface{}}, slog.New(slog.DiscardHandler))
+	q := newOVSQueue(ft, nil, &fakeDB{ifaces: map[string]ovsctl.Interface{}}, slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go q.run(ctx)

@@ -22,6 +22,8 @@ type OVSDB interface {
 	Events() <-chan ovsctl.Event
 	Interface(name string) (ovsctl.Interface, bool)
 	Interfaces() []ovsctl.Interface
+	// BridgeOf names the bridge an interface is a port of.
+	BridgeOf(iface string) (string, bool)
 	EnsureInternalPort(ctx context.Context, bridge, name string) error
 	SetExternalIDs(ctx context.Context, iface string, set map[string]string, del []string) error
 }
@@ -32,15 +34,21 @@ type PortOpener func(ctx context.Context, name string) (datapath.FrameConn, net.
 
 // Deps are the Switch's connections to the world.
 type Deps struct {
-	DB       OVSDB
-	Flows    FlowTable
-	OpenPort PortOpener
-	Uplink   datapath.Uplink
-	Logger   *slog.Logger
+	DB    OVSDB
+	Flows FlowTable
+	// UplinkFlows are the uplink bridge's flow tables when the uplink is
+	// on a bridge of its own (config UplinkBridge); nil otherwise.
+	UplinkFlows FlowTable
+	OpenPort    PortOpener
+	Uplink      datapath.Uplink
+	Logger      *slog.Logger
 	// Store keeps bindings across restarts; nil keeps nothing.
 	Store Store
 	// Ports keeps add-port bindings across restarts; nil keeps none.
 	Ports PortStore
+	// LinkOf names the host's interface that has an address
+	// (hostio.LinkOf); nil: the care-of address's place is not checked.
+	LinkOf func(netip.Addr) (string, bool)
 	// NeighborMAC looks up the host's neighbour table (hostio.HostNeighbor);
 	// nil looks nothing up.
 	NeighborMAC func(netip.Addr) net.HardwareAddr
@@ -87,10 +95,17 @@ type Switch struct {
 	clock clock.Clock
 	ovs   *ovsQueue
 
-	dp         *datapath.Datapath
-	routerMAC  net.HardwareAddr
-	kgPort     int // OpenFlow port of the internal port
+	dp        *datapath.Datapath
+	routerMAC net.HardwareAddr
+	kgPort    int // OpenFlow port of the internal port
+	// uplinkPort is where the uplink's frames enter the VM bridge: the
+	// uplink itself, or in host layout 2 the VM bridge's end of the patch
+	// pair (see layout.go).
 	uplinkPort int
+	// In host layout 2: the patch pair joining the two bridges, and the
+	// uplink's and the patch's OpenFlow ports on the uplink bridge.
+	patch                     patchPair
+	upUplinkPort, upPatchPort int
 	// globalHAs are the Home Agents the installed host-wide flows divert.
 	globalHAs       []netip.Addr
 	globalInstalled bool
@@ -184,7 +199,7 @@ func New(cfg *config.Config, deps Deps) *Switch {
 	}
 	s := &Switch{cfg: cfg, deps: deps, log: deps.Logger, clock: deps.Clock, ports: map[string]*vmPort{},
 		byKey: map[string]*vmPort{}, requests: make(chan func()), opened: make(chan portOpened)}
-	s.ovs = newOVSQueue(deps.Flows, deps.DB, deps.Logger)
+	s.ovs = newOVSQueue(deps.Flows, deps.UplinkFlows, deps.DB, deps.Logger)
 	for _, vm := range cfg.VMs {
 		s.addVMPort(vm)
 	}

@@ -94,10 +94,18 @@ func cmdRun(args []string, stderr io.Writer) error {
 		logger.Warn("no state_dir configured: a restart registers every binding from scratch and forgets add-port bindings")
 	}
 	flows := ovsctl.NewFlows(cfg.BridgeTarget(), logger)
+	// ovs-vswitchd serves both bridges: watching the VM bridge tells of its
+	// restarts, after which both bridges' flows are put back.
+	var upFlows vswitch.FlowTable
+	if t := cfg.UplinkBridgeTarget(); t != "" {
+		upFlows = ovsctl.NewFlows(t, logger)
+	}
 	sw := vswitch.New(cfg, vswitch.Deps{
+		UplinkFlows:  upFlows,
 		Store:        store,
 		Ports:        ports,
 		SwitchEvents: flows.WatchSwitch(ctx),
+		LinkOf:       hostio.LinkOf,
 		NeighborMAC:  func(a netip.Addr) net.HardwareAddr { return hostio.HostNeighbor(a, cfg.CareOfAddress) },
 		DB:           db,
 		Flows:        flows,

@@ -24,10 +24,10 @@ type departureLoss struct {
 }
 
 // departureRun moves the guest from its home host under a 10 ms ping stream in
-// each direction, with the home host's departure cover on or off, and returns
-// the pings lost.
-func departureRun(t *testing.T, ctx context.Context, cover bool) (departureLoss, *scenario.Env, *scenario.Capture) {
-	e := newEnv(t, ctx)
+// each direction, with the home host's departure cover on or off and the
+// hosts' bridges arranged as layout says, and returns the pings lost.
+func departureRun(t *testing.T, ctx context.Context, cover bool, layout lab.HostLayout) (departureLoss, *scenario.Env, *scenario.Capture) {
+	e := newEnvWith(t, ctx, lab.Options{Layout: layout})
 	startKgswitch(t, ctx, e, []string{"hostA", "hostB"}, nil, cover)
 	hoa := lab.HoA.String()
 	// The home router must have the VM's MAC cached, as in production.
@@ -95,77 +95,11 @@ func departureRun(t *testing.T, ctx context.Context, cover bool) (departureLoss,
 // the home host does not.
 func TestDepartureCover(t *testing.T) {
 	var on, off departureLoss
-	t.Run("on", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		var e *scenario.Env
-		var capture *scenario.Capture
-		on, e, capture = departureRun(t, ctx, true)
-		st, err := e.Status(ctx, "hostA", lab.GuestPort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
-		if st.Held == 0 || st.Released < st.Held {
-			t.Errorf("got held %d released %d, want frames held and all released", st.Held, st.Released)
-		}
-		// The home host knew the Home Agent's MAC (nothing configured it):
-		// the probe and the takeover were believed because they came from it.
-		if b, err := os.ReadFile(e.KgswitchLog("hostA")); err != nil || !strings.Contains(string(b), "Home Agent's MAC learnt") {
-			t.Errorf("hostA's kgswitch did not learn the Home Agent's MAC (%v)", err)
-		}
-		// The guest's replies and its own probes, sent while the Home Agent
-		// ran DAD, wait on the foreign host and go through the tunnel then.
-		stB, err := e.Status(ctx, "hostB", lab.GuestPort)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("foreign host: %d frames held, %d released through the tunnel, drops %v", stB.Held, stB.Released, stB.Drops)
-		if stB.Held == 0 || stB.Released != stB.Held {
-			t.Errorf("got held %d released %d on the foreign host, want frames held and all released", stB.Held, stB.Released)
-		}
-		// The Home Agent's DAD probe is never answered by the home host: no
-		// Neighbor Advertisement for the home address leaves hostA before the
-		// Home Agent's own.
-		kgsMAC, err := e.Lab.Run(ctx, "hostA", "cat", "/sys/class/net/kgs0/address")
-		if err != nil {
-			t.Fatal(err)
-		}
-		hostMACs := []string{strings.TrimSpace(kgsMAC), lab.GuestMAC.String()}
-		dad, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 135 && ipv6.src == :: && icmpv6.nd.ns.target_address == "+lab.HoA.String(),
-			"-T", "fields", "-e", "frame.time_epoch")
-		if err != nil || len(strings.Fields(dad)) == 0 {
-			t.Fatalf("no DAD probe for the home address on hostA's uplink (%v)", err)
-		}
-		nas, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 136 && icmpv6.nd.na.target_address == "+lab.HoA.String(),
-			"-T", "fields", "-e", "frame.time_epoch", "-e", "eth.src", "-e", "icmpv6.nd.na.flag.o")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sawHA := false
-		for _, line := range strings.Split(strings.TrimSpace(nas), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 3 {
-				continue
-			}
-			fromHost := f[1] == hostMACs[0] || f[1] == hostMACs[1]
-			if fromHost && !sawHA {
-				t.Errorf("home host advertised the home address before the Home Agent took over: %s", line)
-			}
-			if !fromHost {
-				sawHA = true
-			} else if f[2] != "1" && f[2] != "True" {
-				t.Errorf("home host's advertisement lacks the Override flag: %s", line)
-			}
-		}
-		if !sawHA {
-			t.Error("no takeover advertisement from the Home Agent in the capture")
-		}
-	})
+	t.Run("on", func(t *testing.T) { on = departureCoverOn(t, lab.LayoutOneBridge) })
 	t.Run("off", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		off, _, _ = departureRun(t, ctx, false)
+		off, _, _ = departureRun(t, ctx, false, lab.LayoutOneBridge)
 	})
 	for _, r := range []struct {
 		cover string
@@ -179,13 +113,84 @@ func TestDepartureCover(t *testing.T) {
 				r.cover, d.dir, d.p.Lost, d.p.Sent, d.p.LongestGap.Round(time.Millisecond))
 		}
 	}
+	if off.toVM.Lost <= 100 {
+		t.Errorf("without the cover, cn→vm: %d probes lost, want more than 100 (else the test measures nothing)", off.toVM.Lost)
+	}
+}
+
+// departureCoverOn is the first move from home with the home host's cover
+// on and the hosts' bridges arranged as layout says: frames are held on both
+// hosts and all released, the home host never advertises the home address
+// before the Home Agent took over, and each direction loses at most 5 probes.
+func departureCoverOn(t *testing.T, layout lab.HostLayout) departureLoss {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	on, e, capture := departureRun(t, ctx, true, layout)
+	st, err := e.Status(ctx, "hostA", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("home host: %d frames held, %d released to the Home Agent, drops %v", st.Held, st.Released, st.Drops)
+	if st.Held == 0 || st.Released < st.Held {
+		t.Errorf("got held %d released %d, want frames held and all released", st.Held, st.Released)
+	}
+	// The home host knew the Home Agent's MAC (nothing configured it):
+	// the probe and the takeover were believed because they came from it.
+	if b, err := os.ReadFile(e.KgswitchLog("hostA")); err != nil || !strings.Contains(string(b), "Home Agent's MAC learnt") {
+		t.Errorf("hostA's kgswitch did not learn the Home Agent's MAC (%v)", err)
+	}
+	// The guest's replies and its own probes, sent while the Home Agent
+	// ran DAD, wait on the foreign host and go through the tunnel then.
+	stB, err := e.Status(ctx, "hostB", lab.GuestPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("foreign host: %d frames held, %d released through the tunnel, drops %v", stB.Held, stB.Released, stB.Drops)
+	if stB.Held == 0 || stB.Released != stB.Held {
+		t.Errorf("got held %d released %d on the foreign host, want frames held and all released", stB.Held, stB.Released)
+	}
+	// The Home Agent's DAD probe is never answered by the home host: no
+	// Neighbor Advertisement for the home address leaves hostA before the
+	// Home Agent's own.
+	kgsMAC, err := e.Lab.Run(ctx, "hostA", "cat", "/sys/class/net/kgs0/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostMACs := []string{strings.TrimSpace(kgsMAC), lab.GuestMAC.String()}
+	dad, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 135 && ipv6.src == :: && icmpv6.nd.ns.target_address == "+lab.HoA.String(),
+		"-T", "fields", "-e", "frame.time_epoch")
+	if err != nil || len(strings.Fields(dad)) == 0 {
+		t.Fatalf("no DAD probe for the home address on hostA's uplink (%v)", err)
+	}
+	nas, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 136 && icmpv6.nd.na.target_address == "+lab.HoA.String(),
+		"-T", "fields", "-e", "frame.time_epoch", "-e", "eth.src", "-e", "icmpv6.nd.na.flag.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawHA := false
+	for _, line := range strings.Split(strings.TrimSpace(nas), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 {
+			continue
+		}
+		fromHost := f[1] == hostMACs[0] || f[1] == hostMACs[1]
+		if fromHost && !sawHA {
+			t.Errorf("home host advertised the home address before the Home Agent took over: %s", line)
+		}
+		if !fromHost {
+			sawHA = true
+		} else if f[2] != "1" && f[2] != "True" {
+			t.Errorf("home host's advertisement lacks the Override flag: %s", line)
+		}
+	}
+	if !sawHA {
+		t.Error("no takeover advertisement from the Home Agent in the capture")
+	}
 	if on.toVM.Lost > 5 {
 		t.Errorf("with the cover, cn→vm: %d probes lost, want at most 5", on.toVM.Lost)
 	}
 	if on.fromVM.Lost > 5 {
 		t.Errorf("with the cover, vm→cn: %d probes lost, want at most 5", on.fromVM.Lost)
 	}
-	if off.toVM.Lost <= 100 {
-		t.Errorf("without the cover, cn→vm: %d probes lost, want more than 100 (else the test measures nothing)", off.toVM.Lost)
-	}
+	return on
 }

@@ -17,9 +17,16 @@ import (
 // RFC 4443 §2.1) from hostB to the Home Agent.
 func TestNoICMPErrorsToHomeAgent(t *testing.T) {
 	t.Parallel()
+	noICMPErrorsToHomeAgent(t, lab.LayoutOneBridge)
+}
+
+// noICMPErrorsToHomeAgent is TestNoICMPErrorsToHomeAgent with the hosts'
+// bridges arranged as layout says. The capture is on the uplink itself,
+// wherever the layout puts it.
+func noICMPErrorsToHomeAgent(t *testing.T, layout lab.HostLayout) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := newEnv(t, ctx)
+	e := newEnvWith(t, ctx, lab.Options{Layout: layout})
 	startDaemons(t, ctx, e, true)
 	hoa := lab.HoA.String()
 	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {

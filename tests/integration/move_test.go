@@ -141,9 +141,15 @@ const noDepartureCover = "\n[departure]\nenabled = false\n"
 // intact.
 func TestMoveKeepsHomeAddress(t *testing.T) {
 	t.Parallel()
+	moveKeepsHomeAddress(t, lab.LayoutOneBridge)
+}
+
+// moveKeepsHomeAddress is TestMoveKeepsHomeAddress with the hosts' bridges
+// arranged as layout says.
+func moveKeepsHomeAddress(t *testing.T, layout lab.HostLayout) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	e := newEnv(t, ctx)
+	e := newEnvWith(t, ctx, lab.Options{Layout: layout})
 	startDaemons(t, ctx, e, true)
 	hoa := lab.HoA.String()
 

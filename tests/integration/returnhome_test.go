@@ -20,10 +20,14 @@ import (
 // the guest's MAC holds its home address again, so the home router stops
 // sending to the Home Agent at once rather than after its neighbour
 // unreachability detection.
-func TestReturnHome(t *testing.T) {
+func TestReturnHome(t *testing.T) { returnHome(t, lab.LayoutOneBridge) }
+
+// returnHome is TestReturnHome with the hosts' bridges arranged as layout
+// says.
+func returnHome(t *testing.T, layout lab.HostLayout) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	e := newEnv(t, ctx)
+	e := newEnvWith(t, ctx, lab.Options{Layout: layout})
 	startDaemons(t, ctx, e, true)
 	started := time.Now()
 	hoa := lab.HoA.String()

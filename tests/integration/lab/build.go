@@ -278,11 +278,22 @@ func (l *Lab) buildHost(ctx context.Context, node string) error {
 			return err
 		}
 	}
-	if err := l.ovs[node].startSwitch(ctx, ports); err != nil {
+	h := l.ovs[node]
+	if err := h.startSwitch(ctx, ports); err != nil {
 		return err
 	}
 	if err := l.ipn(ctx, node, "link", "set", Bridge, "up"); err != nil {
 		return err
+	}
+	if h.UplinkBridge != "" {
+		// As br-int in OpenStack: the host takes no part in the guests'
+		// bridge; its address is on the uplink bridge.
+		if err := l.sysctl(ctx, node, "net.ipv6.conf."+Bridge+".disable_ipv6=1"); err != nil {
+			return err
+		}
+		if err := l.ipn(ctx, node, "link", "set", h.UplinkBridge, "up"); err != nil {
+			return err
+		}
 	}
 	return l.configureIP(ctx, node)
 }
@@ -410,7 +421,7 @@ func (l *Lab) ethtoolTxOff(ctx context.Context, node, dev string) error {
 // newOVSHost describes host's OVS; start brings it up.
 func (l *Lab) newOVSHost(host string) *OVSHost {
 	dir := filepath.Join(l.Dir, host)
-	return &OVSHost{
+	h := &OVSHost{
 		Host:   host,
 		NS:     l.NS(host),
 		RunDir: dir,
@@ -418,6 +429,10 @@ func (l *Lab) newOVSHost(host string) *OVSHost {
 		Bridge: Bridge,
 		lab:    l,
 	}
+	if l.layout == LayoutPatch {
+		h.UplinkBridge = UplinkBridge
+	}
+	return h
 }
 
 // errMissing formats a Preflight failure.

@@ -5,7 +5,9 @@
 // interface is a port of one host's OVS bridge. See the "Lab addressing" table in DESIGN.md.
 // With Options.ExtraGuests it also has a second guest of the same home
 // network and a second home network with its own Home Agent and guest (see
-// Guest, HomeNetwork).
+// Guest, HomeNetwork). With Options.Layout = LayoutPatch every host is built
+// in OpenStack's layout: the uplink and the host's address on UplinkBridge,
+// joined to Bridge by patch ports (layout.go).
 //
 // The lab is dual-stack except for the hosts and the second home network:
 // the cn link, the home link and the foreign links carry IPv4 too (addr.go),
@@ -78,6 +80,9 @@ type Options struct {
 	// 1.35's udhcpc, as measured, renews a lease of 16 s or 20 s after
 	// 15 s too, so 30 s is the shortest lease with T1 at half.
 	DHCP4Lease time.Duration
+	// Layout is how every host's bridges are arranged: LayoutOneBridge
+	// (the zero value) or LayoutPatch, OpenStack's.
+	Layout HostLayout
 }
 
 // Lab is one instance of the lab. Its methods are safe for concurrent use.
@@ -93,6 +98,8 @@ type Lab struct {
 	topo  topology
 	// dhcp4Lease is Options.DHCP4Lease.
 	dhcp4Lease time.Duration
+	// layout is Options.Layout.
+	layout HostLayout
 
 	// closing is closed by Close; announcers are the background
 	// self-announcements of MoveGuest, which Close waits for.
@@ -130,6 +137,12 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 
 		dhcp4Lease:   opt.DHCP4Lease,
 		dhcp4Clients: make(map[string]*exec.Cmd),
+		layout:       opt.Layout,
+	}
+	if opt.Layout == LayoutPatch {
+		for _, h := range Hosts {
+			l.topo.ipConfig[h] = patchIPConfig(l.topo.ipConfig[h])
+		}
 	}
 	if opt.DHCP4Lease < 0 || opt.DHCP4Lease%time.Second != 0 {
 		return nil, fmt.Errorf("lab: DHCPv4 lease %v: want whole seconds", opt.DHCP4Lease)
@@ -215,6 +228,9 @@ func (l *Lab) Start(ctx context.Context, node string, logPath string, argv ...st
 	l.logf("lab %s: started %s in %s (pid %d), log %s", l.ID, strings.Join(argv, " "), node, cmd.Process.Pid, logPath)
 	return cmd, nil
 }
+
+// Layout returns how the hosts' bridges are arranged (Options.Layout).
+func (l *Lab) Layout() HostLayout { return l.layout }
 
 // OVS returns the Open vSwitch of host (one of Hosts), or nil.
 func (l *Lab) OVS(host string) *OVSHost { return l.ovs[host] }

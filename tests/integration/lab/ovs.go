@@ -27,8 +27,12 @@ type OVSHost struct {
 	// DBSock is the OVSDB remote, "unix:RunDir/db.sock", as ovs-vsctl
 	// --db and libovsdb expect it.
 	DBSock string
-	// Bridge is the bridge's name, "br0" (datapath_type=netdev).
+	// Bridge is the bridge's name, "br0" (datapath_type=netdev): the
+	// guests' ports are on it.
 	Bridge string
+	// UplinkBridge is, in LayoutPatch, the bridge of the uplink and the
+	// host's address, "br-ex"; "" when the uplink is on Bridge.
+	UplinkBridge string
 
 	lab *Lab
 }
@@ -160,11 +164,7 @@ func (h *OVSHost) daemonArgs(name string) []string {
 // only once it has.
 func (h *OVSHost) startSwitch(ctx context.Context, ports []string) error {
 	l := h.lab
-	args := []string{"--no-wait", "init", "--", "add-br", h.Bridge, "--", "set", "bridge", h.Bridge, "datapath_type=netdev"}
-	for _, p := range ports {
-		args = append(args, "--", "add-port", h.Bridge, p)
-	}
-	if _, err := h.Vsctl(ctx, args...); err != nil {
+	if _, err := h.Vsctl(ctx, h.switchArgs(ports)...); err != nil {
 		return err
 	}
 	vswitchd := l.Command(ctx, h.Host, append([]string{l.tools.vswitchd, h.DBSock},
@@ -173,11 +173,14 @@ func (h *OVSHost) startSwitch(ctx context.Context, ports []string) error {
 	if _, err := run(vswitchd, h.Host); err != nil {
 		return h.withLog(err, "ovs-vswitchd")
 	}
-	// The LOCAL port's tap must now exist in the host's namespace, and
+	// The LOCAL ports' taps must now exist in the host's namespace, and
 	// every port must have its OpenFlow port number.
-	if err := l.ipn(ctx, h.Host, "link", "show", h.Bridge); err != nil {
-		return h.withLog(fmt.Errorf("bridge tap missing: %w", err), "ovs-vswitchd")
+	for _, br := range []string{h.Bridge, h.HostBridge()} {
+		if err := l.ipn(ctx, h.Host, "link", "show", br); err != nil {
+			return h.withLog(fmt.Errorf("bridge tap missing: %w", err), "ovs-vswitchd")
+		}
 	}
+	ports = h.numberedPorts(ports)
 	if len(ports) > 0 {
 		var get []string
 		for _, p := range ports {
@@ -194,7 +197,7 @@ func (h *OVSHost) startSwitch(ctx context.Context, ports []string) error {
 			}
 		}
 	}
-	l.logf("lab %s: %s: OVS up, %s datapath_type=netdev, ports %v, run dir %s", l.ID, h.Host, h.Bridge, ports, h.RunDir)
+	l.logf("lab %s: %s: OVS up, %s datapath_type=netdev, uplink bridge %q, ports %v, run dir %s", l.ID, h.Host, h.Bridge, h.UplinkBridge, ports, h.RunDir)
 	return nil
 }
 

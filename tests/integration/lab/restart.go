@@ -79,8 +79,10 @@ func (h *OVSHost) StartDaemon(ctx context.Context, daemon string) error {
 // Interface of the database has an OpenFlow port number.
 func (h *OVSHost) waitPorts(ctx context.Context) error {
 	err := wait.Until(ctx, 5*time.Second, 20*time.Millisecond, func() error {
-		if err := h.lab.ipn(ctx, h.Host, "link", "show", h.Bridge); err != nil {
-			return err
+		for _, br := range []string{h.Bridge, h.HostBridge()} {
+			if err := h.lab.ipn(ctx, h.Host, "link", "show", br); err != nil {
+				return err
+			}
 		}
 		out, err := h.Vsctl(ctx, "--bare", "--columns=name,ofport", "list", "Interface")
 		if err != nil {
@@ -117,18 +119,19 @@ func unnumbered(out string) error {
 // and brings br0 up. It reports whether anything had to be restored.
 func (h *OVSHost) RestoreHostIP(ctx context.Context) (bool, error) {
 	l := h.lab
-	out, err := run(l.Command(ctx, h.Host, l.tools.ip, "-o", "-6", "addr", "show", "dev", h.Bridge, "scope", "global"), h.Host)
+	br := h.HostBridge()
+	out, err := run(l.Command(ctx, h.Host, l.tools.ip, "-o", "-6", "addr", "show", "dev", br, "scope", "global"), h.Host)
 	if err != nil {
 		return false, err
 	}
-	up, err := run(l.Command(ctx, h.Host, l.tools.ip, "-o", "link", "show", h.Bridge), h.Host)
+	up, err := run(l.Command(ctx, h.Host, l.tools.ip, "-o", "link", "show", br), h.Host)
 	if err != nil {
 		return false, err
 	}
 	if strings.TrimSpace(out) != "" && strings.Contains(up, ",UP") {
 		return false, nil
 	}
-	if err := l.ipn(ctx, h.Host, "link", "set", h.Bridge, "up"); err != nil {
+	if err := l.ipn(ctx, h.Host, "link", "set", br, "up"); err != nil {
 		return true, err
 	}
 	if strings.TrimSpace(out) != "" {

@@ -245,6 +245,9 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "bridge = %q\novs_rundir = %q\nuplink = %q\ncare_of_address = %q\ncontrol_socket = %q\n",
 		ovs.Bridge, ovs.RunDir, lab.Uplink, coa.String(), e.ControlSocket(host))
+	if ovs.UplinkBridge != "" {
+		fmt.Fprintf(&b, "uplink_bridge = %q\n", ovs.UplinkBridge)
+	}
 	if e.BindingLifetime != 0 {
 		fmt.Fprintf(&b, "binding_lifetime = %q\n", e.BindingLifetime.String())
 	}
