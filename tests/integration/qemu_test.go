@@ -207,20 +207,7 @@ func TestQEMUBoot(t *testing.T) {
 // and an intact TCP stream, and it renews its lease when told to.
 func checkQEMUHomeIPv4(t *testing.T, ctx context.Context, e *scenario.Env, vm *qemu.VM) {
 	t.Helper()
-	var got scenario.GuestIPv4
-	if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
-		var err error
-		if got, err = vm.IPv4(ctx); err != nil {
-			return wait.Fatal(err)
-		}
-		if !got.Equal(guestHomeIPv4) {
-			return fmt.Errorf("guest's IPv4 after DHCP: got %v, want %v", got, guestHomeIPv4)
-		}
-		return nil
-	}); err != nil {
-		out, _ := vm.Shell(ctx, "cat /tmp/udhcpc.log")
-		t.Fatalf("%v\nudhcpc:\n%s", err, out)
-	}
+	waitGuestIPv4(t, ctx, vm, guestHomeIPv4)
 	evs, err := vm.DHCP4Events(ctx)
 	if err != nil {
 		t.Fatal(err)
