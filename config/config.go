@@ -39,6 +39,12 @@ type Config struct {
 	// care-of address (its LOCAL port), joined to Bridge by a patch port
 	// pair (OpenStack's br-ex and br-int); empty: the uplink is on Bridge.
 	UplinkBridge string
+	// CareOfInterface, when set, is the host's NIC that holds the care-of
+	// address and is in no OVS bridge (host layout 3): kgswitch reads what
+	// is its there with AF_PACKET and keeps the host kernel from answering
+	// it. Uplink stays the VM bridge's own port towards the LAN, which the
+	// guests at home here reach their home link through.
+	CareOfInterface string
 	// CareOfAddress is this host's address on its LAN; Binding Updates are sent from it.
 	CareOfAddress netip.Addr
 	// InternalPort is the OVS internal port kgswitch creates and reads guest frames from.
@@ -149,6 +155,7 @@ type fileConfig struct {
 	OVSRunDir       string            `toml:"ovs_rundir"`
 	Uplink          string            `toml:"uplink"`
 	UplinkBridge    string            `toml:"uplink_bridge"`
+	CareOfInterface string            `toml:"care_of_interface"`
 	CareOfAddress   string            `toml:"care_of_address"`
 	InternalPort    string            `toml:"internal_port"`
 	ControlSocket   string            `toml:"control_socket"`
@@ -385,6 +392,7 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 		OVSRunDir:       or(f.OVSRunDir, DefaultOVSRunDir),
 		Uplink:          f.Uplink,
 		UplinkBridge:    f.UplinkBridge,
+		CareOfInterface: f.CareOfInterface,
 		InternalPort:    or(f.InternalPort, DefaultInternalPort),
 		ControlSocket:   or(f.ControlSocket, DefaultControlSocket),
 		BindingLifetime: DefaultBindingLifetime,
@@ -428,6 +436,9 @@ func parse(f *fileConfig, loc locator) (*Config, error) {
 	}
 	if c.UplinkBridge == c.InternalPort || c.UplinkBridge == c.Uplink {
 		return nil, loc.at("", 0, "uplink_bridge", fmt.Errorf("uplink_bridge %q: names a port, not a bridge", c.UplinkBridge))
+	}
+	if err := c.checkCareOfInterface(); err != nil {
+		return nil, loc.at("", 0, "care_of_interface", err)
 	}
 	if c.CareOfAddress, err = parseAddr("care_of_address", f.CareOfAddress); err != nil {
 		return nil, loc.at("", 0, "care_of_address", err)
@@ -578,6 +589,26 @@ func or(s, def string) string {
 
 // BridgeTarget is the OpenFlow management socket of the bridge.
 func (c *Config) BridgeTarget() string { return "unix:" + c.OVSRunDir + "/" + c.Bridge + ".mgmt" }
+
+// checkCareOfInterface refuses a care_of_interface that names something of
+// OVS's or goes with uplink_bridge: each would be another layout, and
+// guessing which the operator meant would steer the wrong frames.
+func (c *Config) checkCareOfInterface() error {
+	nic := c.CareOfInterface
+	switch {
+	case nic == "":
+		return nil
+	case c.UplinkBridge != "":
+		return fmt.Errorf("care_of_interface %q and uplink_bridge %q: each selects a host layout of its own (a NIC outside OVS, a bridge joined by patch ports); set one", nic, c.UplinkBridge)
+	case nic == c.Uplink:
+		return fmt.Errorf("care_of_interface %q is the uplink: name the NIC outside OVS that holds the care-of address, or leave it out when the care-of address is on %s", nic, c.Bridge)
+	case nic == c.Bridge || nic == c.InternalPort:
+		return fmt.Errorf("care_of_interface %q is a port of OVS: name the NIC outside OVS that holds the care-of address, or leave it out when the care-of address is on %s", nic, c.Bridge)
+	case strings.ContainsAny(nic, " \t/") || len(nic) >= 16:
+		return fmt.Errorf("care_of_interface %q: not a network interface name", nic)
+	}
+	return nil
+}
 
 // UplinkBridgeTarget is the OpenFlow management socket of the uplink bridge;
 // empty when the uplink is on Bridge.

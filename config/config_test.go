@@ -390,3 +390,45 @@ func TestUplinkBridge(t *testing.T) {
 		t.Errorf("got %v for a VM on br-ex, want it refused", err)
 	}
 }
+
+// TestCareOfInterface: care_of_interface names the NIC outside OVS holding
+// the care-of address (host layout 3); what would be another layout, or a
+// port of OVS, is refused with what to do.
+func TestCareOfInterface(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, want, wantErr string
+	}{
+		{name: "absent", text: base},
+		{name: "eth1", text: "care_of_interface = \"eth1\"\n" + base, want: "eth1"},
+		{name: "with uplink_bridge", text: "care_of_interface = \"eth1\"\nuplink_bridge = \"br-ex\"\n" + base,
+			wantErr: `care_of_interface "eth1" and uplink_bridge "br-ex": each selects a host layout of its own`},
+		{name: "the uplink", text: "care_of_interface = \"eth0\"\n" + base, wantErr: `care_of_interface "eth0" is the uplink`},
+		{name: "the bridge", text: "care_of_interface = \"br0\"\n" + base, wantErr: `care_of_interface "br0" is a port of OVS`},
+		{name: "the internal port", text: "care_of_interface = \"kgs0\"\n" + base, wantErr: `care_of_interface "kgs0" is a port of OVS`},
+		{name: "not a name", text: "care_of_interface = \"eth 1\"\n" + base, wantErr: `not a network interface name`},
+		{name: "too long", text: "care_of_interface = \"abcdefghijklmnop\"\n" + base, wantErr: `not a network interface name`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse(tc.text)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.CareOfInterface != tc.want {
+				t.Errorf("got care_of_interface %q, want %q", c.CareOfInterface, tc.want)
+			}
+		})
+	}
+	c, err := Parse("care_of_interface = \"eth1\"\n" + base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.NewVM("eth1", netip.MustParseAddr("2001:db8:2000::10"), "", "", "", ""); err == nil || !strings.Contains(err.Error(), "never a VM") {
+		t.Errorf("got %v for a VM on eth1, want it refused", err)
+	}
+}

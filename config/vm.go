@@ -26,7 +26,7 @@ func (c *Config) NewVM(port string, hoa netip.Addr, mac, homeAgent, prefix, rout
 	}
 	if port != "" {
 		for _, own := range []struct{ name, what string }{
-			{c.Bridge, "the bridge's own (LOCAL) port"}, {c.Uplink, "the uplink"}, {c.UplinkBridge, "the uplink bridge's own (LOCAL) port"}, {c.InternalPort, "kgswitch's internal port"},
+			{c.Bridge, "the bridge's own (LOCAL) port"}, {c.Uplink, "the uplink"}, {c.UplinkBridge, "the uplink bridge's own (LOCAL) port"}, {c.InternalPort, "kgswitch's internal port"}, {c.CareOfInterface, "the host's NIC outside OVS"},
 		} {
 			if port == own.name {
 				return vm, fmt.Errorf("port %s: %s is never a VM", port, own.what)

@@ -2,9 +2,11 @@ package datapath
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/kgswitch/kgswitch/clock"
@@ -268,7 +270,13 @@ type Events struct {
 
 // Datapath moves frames between the internal port and the tunnels.
 type Datapath struct {
-	conn   FrameConn
+	conn FrameConn
+	// nic, when not nil, is the care-of NIC of host layout 3 (ReadAlso).
+	// Its reader and the internal port's take turns with mu: whoever
+	// holds it owns what the comments here call the datapath goroutine's
+	// (the transmit queues, seg, a GuestLink's ownLL).
+	nic    FrameConn
+	mu     sync.Mutex
 	uplink Uplink
 	clock  clock.Clock
 	fib    atomic.Pointer[FIB]
@@ -313,27 +321,56 @@ func (d *Datapath) Publish(f *FIB) { d.fib.Store(f) }
 // frames (Router and Neighbor Advertisements). Any goroutine.
 func (d *Datapath) Send(frame []byte) error { return d.conn.WriteFrame(frame) }
 
-// Close closes the internal port; Run returns.
-func (d *Datapath) Close() error { return d.conn.Close() }
+// ReadAlso makes the datapath read nic besides the internal port: the
+// care-of NIC of host layout 3, where what arrives for the care-of address
+// is kgswitch's. Nothing is written to it. Call it before Run.
+func (d *Datapath) ReadAlso(nic FrameConn) { d.nic = nic }
+
+// Close closes the internal port, and the care-of NIC when read; Run returns.
+func (d *Datapath) Close() error {
+	err := d.conn.Close()
+	if d.nic != nil {
+		err = errors.Join(err, d.nic.Close())
+	}
+	return err
+}
 
 // CollectKernelDrops charges the frames the kernel dropped on the internal
 // port since the last call to the socket-overflow counter. Any goroutine.
 func (d *Datapath) CollectKernelDrops() error {
-	kd, ok := d.conn.(KernelDropper)
-	if !ok {
-		return nil
+	var errs []error
+	for _, c := range []FrameConn{d.conn, d.nic} {
+		kd, ok := c.(KernelDropper)
+		if !ok {
+			continue
+		}
+		n, err := kd.KernelDrops()
+		d.global.Drops[DropSocketOverflow].Add(n)
+		errs = append(errs, err)
 	}
-	n, err := kd.KernelDrops()
-	d.global.Drops[DropSocketOverflow].Add(n)
-	return err
+	return errors.Join(errs...)
 }
 
-// Run processes frames until ctx ends or the conn fails. With a
+// Run processes frames until ctx ends or a conn fails. With a
 // BatchFrameConn it reads up to BatchSize frames per system call and sends
-// what they turn into with one system call per direction.
+// what they turn into with one system call per direction. With a care-of NIC
+// (ReadAlso) it reads that too, on a goroutine of its own, and returns the
+// first failure of either; the other reader ends with Close.
 func (d *Datapath) Run(ctx context.Context) error {
+	if d.nic == nil {
+		return d.serve(ctx, d.conn, false)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- d.serve(ctx, d.nic, true) }()
+	go func() { errc <- d.serve(ctx, d.conn, false) }()
+	return <-errc
+}
+
+// serve reads conn (the care-of NIC when nic) and handles what it reads
+// until ctx ends or conn fails.
+func (d *Datapath) serve(ctx context.Context, conn FrameConn, nic bool) error {
 	n := 1
-	bc, batched := d.conn.(BatchFrameConn)
+	bc, batched := conn.(BatchFrameConn)
 	if batched {
 		n = BatchSize
 	}
@@ -350,7 +387,7 @@ func (d *Datapath) Run(ctx context.Context) error {
 		if batched {
 			k, err = bc.ReadFrames(views, lens)
 		} else {
-			lens[0], err = d.conn.ReadFrame(views[0])
+			lens[0], err = conn.ReadFrame(views[0])
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -358,18 +395,29 @@ func (d *Datapath) Run(ctx context.Context) error {
 			}
 			return err
 		}
+		d.mu.Lock()
 		for i := range k {
-			out = d.handle(bufs[i], lens[i], out[:0])
+			out = d.handleFrom(bufs[i], lens[i], out[:0], nic)
 		}
 		d.flush()
+		d.mu.Unlock()
 	}
 }
 
-// handle processes the frame at buf[headroom:headroom+n]. out is scratch space
-// for replies built from scratch; it is returned for reuse. What handle
-// forwards may wait in the transmit queues, in buf, until the caller's flush:
-// buf must not be reused before.
+// handle processes the frame at buf[headroom:headroom+n], read from the
+// internal port. out is scratch space for replies built from scratch; it is
+// returned for reuse. What handle forwards may wait in the transmit queues,
+// in buf, until the caller's flush: buf must not be reused before.
 func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
+	return d.handleFrom(buf, n, out, false)
+}
+
+// handleFrom is handle for a frame from the internal port, or with nic from
+// the care-of NIC (host layout 3). The NIC's socket filter passes only IPv6
+// for the care-of address: such a frame is never a guest's or the home
+// link's, whatever its MACs say, so it skips straight to what arrives for
+// the care-of address.
+func (d *Datapath) handleFrom(buf []byte, n int, out []byte, nic bool) []byte {
 	frame := buf[headroom : headroom+n]
 	f := d.fib.Load()
 	if len(frame) < netpkt.EthernetLen {
@@ -377,19 +425,21 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		return out
 	}
 	eth := netpkt.Ethernet(frame)
-	if g := f.byMAC[[6]byte(eth.Src())]; g != nil {
-		return d.fromGuest(f, g, buf, n, out)
-	}
-	if dep := f.departedByMAC[[6]byte(eth.Dst())]; dep != nil {
-		d.fromHomeLink(f, dep, frame)
-		return out
-	}
-	if key, ok := f.awaiting[[6]byte(eth.Src())]; ok {
-		d.announced(key)
-		return out
-	}
-	if len(f.departedByHoA4) > 0 && eth.EtherType() == netpkt.EtherTypeARP && d.homeLinkARP(f, eth) {
-		return out
+	if !nic {
+		if g := f.byMAC[[6]byte(eth.Src())]; g != nil {
+			return d.fromGuest(f, g, buf, n, out)
+		}
+		if dep := f.departedByMAC[[6]byte(eth.Dst())]; dep != nil {
+			d.fromHomeLink(f, dep, frame)
+			return out
+		}
+		if key, ok := f.awaiting[[6]byte(eth.Src())]; ok {
+			d.announced(key)
+			return out
+		}
+		if len(f.departedByHoA4) > 0 && eth.EtherType() == netpkt.EtherTypeARP && d.homeLinkARP(f, eth) {
+			return out
+		}
 	}
 	if eth.EtherType() != netpkt.EtherTypeIPv6 {
 		d.global.Drop(DropUnknownSource)
@@ -400,7 +450,7 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 		d.global.Drop(DropMalformed)
 		return out
 	}
-	if (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, eth, ip) {
+	if !nic && (len(f.departedByHoA) > 0 || len(f.atHome) > 0) && d.homeLinkND(f, eth, ip) {
 		return out
 	}
 	if ip.Dst() != f.coa && !f.returning[ip.Dst()] {
@@ -431,6 +481,11 @@ func (d *Datapath) handle(buf []byte, n int, out []byte) []byte {
 			d.hint(g)
 			return out
 		}
+	}
+	if !ok && nic {
+		// The host kernel got this ICMPv6 error too (the NIC's socket
+		// takes a copy of it, not the packet).
+		return out
 	}
 	if !ok {
 		// ICMPv6 from a Home Agent to the host itself: OpenFlow diverted it

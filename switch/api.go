@@ -192,7 +192,7 @@ func (s *Switch) reload(cfg *config.Config) error {
 		was, now any
 	}{
 		{"bridge", old.Bridge, cfg.Bridge}, {"ovs_rundir", old.OVSRunDir, cfg.OVSRunDir}, {"uplink", old.Uplink, cfg.Uplink}, {"uplink_bridge", old.UplinkBridge, cfg.UplinkBridge},
-		{"care_of_address", old.CareOfAddress, cfg.CareOfAddress}, {"internal_port", old.InternalPort, cfg.InternalPort},
+		{"care_of_address", old.CareOfAddress, cfg.CareOfAddress}, {"care_of_interface", old.CareOfInterface, cfg.CareOfInterface}, {"internal_port", old.InternalPort, cfg.InternalPort},
 		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"state_dir", old.StateDir, cfg.StateDir},
 	} {
 		if c.was != c.now {

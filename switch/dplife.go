@@ -20,7 +20,9 @@ var errPortOpening = errors.New("internal port is being opened")
 
 // portOpened is the result of opening the internal port.
 type portOpened struct {
-	conn       datapath.FrameConn
+	conn datapath.FrameConn
+	// nic is the care-of NIC in host layout 3, nil otherwise.
+	nic        datapath.FrameConn
 	mac        net.HardwareAddr
 	kgPort     int
 	uplinkPort int
@@ -58,6 +60,9 @@ func (s *Switch) ensureDatapath() error {
 			if r.conn != nil {
 				r.conn.Close()
 			}
+			if r.nic != nil {
+				r.nic.Close()
+			}
 		}
 	}()
 	return errPortOpening
@@ -89,6 +94,16 @@ func (s *Switch) openPort(ctx context.Context) portOpened {
 	if err != nil {
 		return portOpened{err: fmt.Errorf("open internal port %s: %w", s.cfg.InternalPort, err)}
 	}
+	if s.nicLayout() {
+		// Opened with the internal port, and again with it after either
+		// failed: the datapath reads both (datapath.ReadAlso).
+		nic, err := s.deps.OpenCareOf(s.cfg.CareOfInterface, s.cfg.CareOfAddress)
+		if err != nil {
+			conn.Close()
+			return portOpened{err: fmt.Errorf("open care_of_interface %s: %w", s.cfg.CareOfInterface, err)}
+		}
+		r.nic = nic
+	}
 	r.conn, r.mac = conn, mac
 	return r
 }
@@ -106,6 +121,9 @@ func (s *Switch) portReady(r portOpened) {
 	s.routerMAC, s.kgPort, s.uplinkPort = r.mac, r.kgPort, r.uplinkPort
 	s.upUplinkPort, s.upPatchPort, s.patch = r.upUplinkPort, r.upPatchPort, r.patch
 	s.dp = datapath.New(r.conn, s.deps.Uplink, s.clock, &s.dpCounters)
+	if r.nic != nil {
+		s.dp.ReadAlso(r.nic)
+	}
 	dp, ctx := s.dp, s.runCtx
 	go func() {
 		if err := dp.Run(ctx); err != nil {

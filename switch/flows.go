@@ -150,6 +150,13 @@ const spoofBit = 1 << 47
 func spoofCookie(port string) uint64 { return portCookie(port) | spoofBit }
 
 func (s *Switch) globalFlows() []*ovs.Flow {
+	if s.nicLayout() {
+		// Host layout 3: the care-of address is on no bridge. What
+		// arrives for it is read from its NIC (nic.go), and nothing goes
+		// back to the host through the bridge: the host kernel keeps what
+		// the NIC's socket only copies.
+		return []*ovs.Flow{{Priority: 100, InPort: s.kgPort, Actions: []ovs.Action{ovs.Drop()}}}
+	}
 	coa := s.cfg.CareOfAddress.String()
 	flows := []*ovs.Flow{
 		// Tunnel and Mobility Header packets for the care-of address bypass the host
@@ -215,6 +222,9 @@ func (s *Switch) homeAgents() []netip.Addr {
 // installGlobalFlows asks for the host-wide flows when their set changed:
 // it depends on which Home Agents the served guests use.
 func (s *Switch) installGlobalFlows() {
+	if err := s.applyHostFilter(); err != nil {
+		s.log.Error("host filter not updated; the host kernel may answer the tunnel with errors", "err", err)
+	}
 	if s.dp == nil {
 		return
 	}

@@ -304,6 +304,10 @@ type harnessHost struct {
 	upFlows *fakeFlows
 	bridges map[string]string
 	extra   []ovsctl.Interface
+	// nic and filter, when not nil, are the care-of NIC and the nftables
+	// of host layout 3.
+	nic    *datapathtest.Conn
+	filter *fakeFilter
 }
 
 func newFakeFlows() *fakeFlows {
@@ -342,7 +346,20 @@ func startHarness(t testing.TB, cfgText string, host harnessHost, ifaces ...ovsc
 	if ms, ok := store.(*memStore); ok {
 		ports = ms
 	}
+	deps := Deps{}
+	if host.nic != nil {
+		deps.OpenCareOf = func(nic string, a netip.Addr) (datapath.FrameConn, error) {
+			if nic != cfg.CareOfInterface || a != cfg.CareOfAddress {
+				t.Errorf("OpenCareOf(%s, %v), want care_of_interface and care_of_address", nic, a)
+			}
+			return host.nic, nil
+		}
+	}
+	if host.filter != nil {
+		deps.HostFilter = host.filter
+	}
 	h.sw = New(cfg, Deps{
+		OpenCareOf: deps.OpenCareOf, HostFilter: deps.HostFilter,
 		DB: h.db, Flows: h.flows, UplinkFlows: upFlows, Uplink: h.uplink, Ports: ports,
 		OpenPort: func(context.Context, string) (datapath.FrameConn, net.HardwareAddr, error) {
 			h.opens.Add(1)

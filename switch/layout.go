@@ -21,6 +21,9 @@ import (
 //     uplink's place; the uplink bridge gets the few flows that send what
 //     the care-of address receives for kgswitch across the patch instead
 //     of to the host kernel (uplinkBridgeFlows).
+//  3. The care-of address is on a NIC outside OVS (CareOfInterface), the
+//     uplink the VM bridge's own port to the LAN: the flows of layout 1
+//     for the guests, none for the care-of address (nic.go).
 //
 // Frames kgswitch sends through the host's stack (tunnel packets, Binding
 // Updates) need nothing: the host routes them out of the bridge its address
@@ -39,6 +42,12 @@ var errLayout = errors.New("host layout")
 // says so); a layout kgswitch cannot serve is, with what was found and what
 // is needed.
 func checkLayout(cfg *config.Config, db OVSDB) (patchPair, error) {
+	if nic := cfg.CareOfInterface; nic != "" {
+		if br, ok := db.BridgeOf(nic); ok {
+			return patchPair{}, fmt.Errorf("%w: care_of_interface %s is a port of bridge %s; kgswitch needs it outside OVS, holding the care-of address, with uplink %s the VM bridge's own port to the LAN: take %s out of %s, or leave care_of_interface out and put the care-of address on the own port of the uplink's bridge",
+				errLayout, nic, br, cfg.Uplink, nic, br)
+		}
+	}
 	br, ok := db.BridgeOf(cfg.Uplink)
 	if cfg.UplinkBridge == "" {
 		if !ok || br == cfg.Bridge {
@@ -129,12 +138,23 @@ func (s *Switch) checkCareOf() error {
 		want = s.cfg.UplinkBridge
 	}
 	link, ok := s.deps.LinkOf(s.cfg.CareOfAddress)
+	if nic := s.cfg.CareOfInterface; nic != "" {
+		switch {
+		case !ok:
+			s.log.Warn("care-of address is on no interface of this host yet; kgswitch needs it on care_of_interface",
+				"care_of", s.cfg.CareOfAddress, "care_of_interface", nic)
+		case link != nic:
+			return fmt.Errorf("%w: care-of address %v is on %s, not on care_of_interface %s; kgswitch reads what arrives for it there",
+				errLayout, s.cfg.CareOfAddress, link, nic)
+		}
+		return nil
+	}
 	switch {
 	case !ok:
 		s.log.Warn("care-of address is on no interface of this host yet; kgswitch needs it on the uplink bridge's own port",
 			"care_of", s.cfg.CareOfAddress, "bridge", want)
 	case link != want:
-		return fmt.Errorf("%w: care-of address %v is on %s, not on %s (the own port of the uplink's bridge); kgswitch needs it there, and serves no uplink outside OVS yet",
+		return fmt.Errorf("%w: care-of address %v is on %s, not on %s (the own port of the uplink's bridge); kgswitch needs it there, or, on a NIC outside OVS, that NIC named in care_of_interface",
 			errLayout, s.cfg.CareOfAddress, link, want)
 	}
 	return nil

@@ -255,9 +255,9 @@ func TestLayout2Renumbered(t *testing.T) {
 	}
 }
 
-// The care-of address must be on the LOCAL port of the uplink's bridge: on
-// another interface (an uplink outside OVS, layout 3) kgswitch is refused at
-// start; on none yet it starts and warns.
+// The care-of address must be on the LOCAL port of the uplink's bridge, or
+// on care_of_interface in layout 3: on another interface kgswitch is
+// refused at start; on none yet it starts and warns.
 func TestCheckCareOf(t *testing.T) {
 	for _, tc := range []struct {
 		name, cfg string
@@ -270,6 +270,9 @@ func TestCheckCareOf(t *testing.T) {
 			wantErr: "care-of address 2001:db8:3000::3 is on eth1, not on br0 (the own port of the uplink's bridge)"},
 		{name: "2: on the VM bridge", cfg: layout2Config, link: "br0",
 			wantErr: "care-of address 2001:db8:3000::3 is on br0, not on br-ex"},
+		{name: "3: on the NIC", cfg: layout3Config, link: "eth1"},
+		{name: "3: on br0", cfg: layout3Config, link: "br0",
+			wantErr: "care-of address 2001:db8:3000::3 is on br0, not on care_of_interface eth1"},
 		{name: "nowhere yet", cfg: testConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

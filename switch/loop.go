@@ -14,6 +14,7 @@ import (
 
 // Run runs the control loop until ctx ends. On return, flows and bindings stay
 // as they are: the VMs are still there and a restarted daemon takes over.
+// Host layout 3's nftables table goes (see removeHostFilter).
 func (s *Switch) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -25,11 +26,22 @@ func (s *Switch) Run(ctx context.Context) error {
 	if s.cfg.UplinkBridge != "" && s.deps.UplinkFlows == nil {
 		return fmt.Errorf("%w: uplink_bridge %s configured but kgswitch was given no OpenFlow connection to it", errLayout, s.cfg.UplinkBridge)
 	}
+	if s.nicLayout() && (s.deps.OpenCareOf == nil || s.deps.HostFilter == nil) {
+		return fmt.Errorf("%w: care_of_interface %s configured but kgswitch was given no way to read it or to filter the host's packets", errLayout, s.cfg.CareOfInterface)
+	}
 	if _, err := checkLayout(s.cfg, s.deps.DB); err != nil {
 		return err
 	}
 	if err := s.checkCareOf(); err != nil {
 		return err
+	}
+	if s.nicLayout() {
+		// Removed last, once the datapath stopped reading (defers run
+		// in reverse).
+		if err := s.applyHostFilter(); err != nil {
+			return err
+		}
+		defer s.removeHostFilter()
 	}
 	defer func() {
 		if s.dp != nil {

@@ -40,8 +40,12 @@ type Deps struct {
 	// on a bridge of its own (config UplinkBridge); nil otherwise.
 	UplinkFlows FlowTable
 	OpenPort    PortOpener
-	Uplink      datapath.Uplink
-	Logger      *slog.Logger
+	// OpenCareOf and HostFilter serve host layout 3 (config
+	// CareOfInterface; see nic.go); unused otherwise.
+	OpenCareOf CareOfOpener
+	HostFilter HostFilter
+	Uplink     datapath.Uplink
+	Logger     *slog.Logger
 	// Store keeps bindings across restarts; nil keeps nothing.
 	Store Store
 	// Ports keeps add-port bindings across restarts; nil keeps none.
@@ -106,6 +110,9 @@ type Switch struct {
 	// uplink's and the patch's OpenFlow ports on the uplink bridge.
 	patch                     patchPair
 	upUplinkPort, upPatchPort int
+	// filterApplied is the nftables ruleset last applied in host layout 3
+	// (nic.go); empty when none.
+	filterApplied string
 	// globalHAs are the Home Agents the installed host-wide flows divert.
 	globalHAs       []netip.Addr
 	globalInstalled bool

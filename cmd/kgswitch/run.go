@@ -110,6 +110,8 @@ func cmdRun(args []string, stderr io.Writer) error {
 		DB:           db,
 		Flows:        flows,
 		OpenPort:     hostio.OpenInternalPort,
+		OpenCareOf:   hostio.OpenCareOfNIC,
+		HostFilter:   hostio.NFTables{},
 		Uplink:       uplink,
 		Logger:       logger,
 	})
@@ -128,7 +130,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		}
 		defer ms.Close()
 	}
-	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
+	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "care_of_interface", cfg.CareOfInterface, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
 	go reloadOnHangup(ctx, *cfgPath, len(cfg.VMs), sw, logger)
 	err = sw.Run(ctx)
 	logger.Info("kgswitch stopped; flows and bindings stay in place for the next start")

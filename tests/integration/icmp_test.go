@@ -21,8 +21,9 @@ func TestNoICMPErrorsToHomeAgent(t *testing.T) {
 }
 
 // noICMPErrorsToHomeAgent is TestNoICMPErrorsToHomeAgent with the hosts'
-// bridges arranged as layout says. The capture is on the uplink itself,
-// wherever the layout puts it.
+// bridges arranged as layout says. The capture is where the host's own
+// packets meet the LAN: the uplink itself, wherever the layout puts it, or
+// the host's NIC outside OVS.
 func noICMPErrorsToHomeAgent(t *testing.T, layout lab.HostLayout) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -32,7 +33,7 @@ func noICMPErrorsToHomeAgent(t *testing.T, layout lab.HostLayout) {
 	if _, err := e.WaitReachable(ctx, "cn", hoa, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	capture, err := e.StartCaptureFilter(ctx, "hostB", lab.Uplink, "hostB-icmp", "ip6")
+	capture, err := e.StartCaptureFilter(ctx, "hostB", layout.HostLink(), "hostB-icmp", "ip6")
 	if err != nil {
 		t.Fatal(err)
 	}

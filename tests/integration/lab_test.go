@@ -23,7 +23,7 @@ import (
 //     milliseconds (TestKgswitchKilledAndRestarted, TestOVSRestart,
 //     TestOVSDBOutage, TestDepartureCover, TestMoveBetweenForeignHosts,
 //     TestReturnHome, TestHostileHomeLinkProbe, TestHostileHomeLinkTakeover,
-//     TestDualStackMove, TestPatchLayoutCoverAndReturn):
+//     TestDualStackMove, TestLayoutsCoverAndReturn):
 //     the load of other labs on a 2-core machine adds that much, and they
 //     fail;
 //   - the QEMU migration tests (TestQEMUMigrateWithoutKgswitch,

@@ -7,47 +7,100 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
+	"github.com/kgswitch/kgswitch/tests/integration/scenario"
 )
 
-// TestPatchLayout runs the move tests with every host in OpenStack's layout
-// (lab.LayoutPatch): the guests' ports on br0, the uplink and the host's
-// address on br-ex, the two joined by patch ports. The guest stays reachable
-// at its home address with its TCP stream intact, the Home Agent gets no
-// ICMPv6 error from the foreign host, the home host covers the departure,
-// and the guest comes home, as in the one-bridge layout.
-func TestPatchLayout(t *testing.T) {
+// TestLayouts runs the move tests with every host in each layout besides
+// the one-bridge layout, where the other tests run: OpenStack's
+// (lab.LayoutPatch: the guests' ports on br0, the uplink and the host's
+// address on br-ex, the two joined by patch ports) and the host's address
+// on a NIC outside OVS (lab.LayoutNIC: eth1, with br0's own uplink eth0 to
+// the same LAN). The guest stays reachable at its home address with its TCP
+// stream intact and the Home Agent gets no ICMPv6 error from the foreign
+// host, as in the one-bridge layout; TestLayoutsCoverAndReturn does the
+// rest. Run one layout with -run 'TestLayouts/nic'.
+func TestLayouts(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, lab.HostLayout)
-	}{
-		{"move", moveKeepsHomeAddress},
-		{"no-icmp-errors", noICMPErrorsToHomeAgent},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
+	for _, layout := range layouts {
+		t.Run(layout.String(), func(t *testing.T) {
 			t.Parallel()
-			tc.run(t, lab.LayoutPatch)
+			for _, tc := range []struct {
+				name string
+				run  func(*testing.T, lab.HostLayout)
+			}{
+				{"move", moveKeepsHomeAddress},
+				{"no-icmp-errors", noICMPErrorsToHomeAgent},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					t.Parallel()
+					tc.run(t, layout)
+				})
+			}
 		})
 	}
 }
 
-// TestPatchLayoutCoverAndReturn is TestPatchLayout's departure cover and
-// return home. It runs alone, as their one-bridge tests do (see
-// lab_test.go): both are held to a loss of a few probes, which the load of
-// other labs on a 2-core machine exceeds.
-func TestPatchLayoutCoverAndReturn(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		run  func(*testing.T, lab.HostLayout)
-	}{
-		{"departure-cover", func(t *testing.T, l lab.HostLayout) { departureCoverOn(t, l) }},
-		{"return-home", returnHome},
-	} {
-		t.Run(tc.name, func(t *testing.T) { tc.run(t, lab.LayoutPatch) })
+// layouts are the host layouts besides the one-bridge layout.
+var layouts = []lab.HostLayout{lab.LayoutPatch, lab.LayoutNIC}
+
+// TestLayoutsCoverAndReturn is TestLayouts' departure cover and return
+// home: the home host covers the departure, and the guest comes home. It
+// runs alone, as their one-bridge tests do (see lab_test.go): both are held
+// to a loss of a few probes, which the load of other labs on a 2-core
+// machine exceeds.
+func TestLayoutsCoverAndReturn(t *testing.T) {
+	for _, layout := range layouts {
+		t.Run(layout.String(), func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				run  func(*testing.T, lab.HostLayout)
+			}{
+				{"departure-cover", func(t *testing.T, l lab.HostLayout) { departureCoverOn(t, l) }},
+				{"return-home", returnHome},
+			} {
+				t.Run(tc.name, func(t *testing.T) { tc.run(t, layout) })
+			}
+		})
+	}
+}
+
+// TestNICLayoutFilter: in layout 3 kgswitch keeps the host kernel from the
+// care-of NIC's tunnel packets with an nftables table of its own while it
+// runs, and removes it when stopped with SIGTERM: a table left behind would
+// swallow the host's tunnel packets for good.
+func TestNICLayoutFilter(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnvWith(t, ctx, lab.Options{Layout: lab.LayoutNIC})
+	cfg, err := e.WriteConfig("hostB", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := e.RunKgswitch(ctx, "hostB", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := e.Lab.Run(ctx, "hostB", "nft", "list", "table", "inet", "kgswitch")
+	if err != nil {
+		_, _ = scenario.StopKgswitch(cmd, syscall.SIGKILL, 5*time.Second)
+		t.Fatalf("no nftables table while kgswitch runs: %v\n%s", err, table)
+	}
+	for _, want := range []string{`iifname "eth1" ip6 daddr ` + lab.CareOfAddr.String(), "rt type 2", "drop"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if _, err := scenario.StopKgswitch(cmd, syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := e.Lab.Run(ctx, "hostB", "nft", "list", "tables"); err != nil || strings.Contains(out, "kgswitch") {
+		t.Errorf("after SIGTERM: nft list tables = %q, %v; want no kgswitch table", out, err)
 	}
 }
 
@@ -76,6 +129,12 @@ func TestLayoutRefused(t *testing.T) {
 				return err
 			},
 			want: []string{`no patch port joins br0 and br-ex (found phy-br-ex on br-ex with peer "int-br-ex")`}},
+		{name: "one-bridge configuration on a NIC host", layout: lab.LayoutNIC,
+			edit: func(cfg string) string { return strings.Replace(cfg, "care_of_interface = \"eth1\"\n", "", 1) },
+			want: []string{"care-of address " + lab.CareOfAddr.String() + " is on eth1, not on br0", "that NIC named in care_of_interface"}},
+		{name: "NIC configuration on a one-bridge host", layout: lab.LayoutOneBridge,
+			edit: func(cfg string) string { return "care_of_interface = \"eth1\"\n" + cfg },
+			want: []string{"care-of address " + lab.CareOfAddr.String() + " is on br0, not on care_of_interface eth1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -126,6 +185,9 @@ func TestLayoutRefused(t *testing.T) {
 				if strings.Contains(flows, "cookie=0x6b67") {
 					t.Errorf("refused kgswitch left flows on %s:\n%s", br, flows)
 				}
+			}
+			if out, err := e.Lab.Run(ctx, "hostB", "nft", "list", "tables"); err != nil || strings.Contains(out, "kgswitch") {
+				t.Errorf("refused kgswitch: nft list tables = %q, %v; want no kgswitch table", out, err)
 			}
 		})
 	}

@@ -161,7 +161,7 @@ func moveKeepsHomeAddress(t *testing.T, layout lab.HostLayout) {
 		t.Fatalf("hostA status before the move: %+v (%v), want at home with no binding", st, err)
 	}
 
-	capture, err := e.StartCapture(ctx, "hostB", lab.Uplink, "hostB-uplink")
+	capture, err := e.StartCapture(ctx, "hostB", layout.HostLink(), "hostB-uplink")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -272,13 +273,13 @@ func (l *Lab) buildPlainNode(ctx context.Context, node string) error {
 // br0 (userspace datapath) holding the uplink and the ports of the guests
 // that start there, and gives br0 the host's address.
 func (l *Lab) buildHost(ctx context.Context, node string) error {
-	ports := l.vethEnds(node)
+	h := l.ovs[node]
+	ports := slices.DeleteFunc(l.vethEnds(node), func(dev string) bool { return dev == h.CareOfNIC })
 	for _, dev := range ports {
 		if err := l.preparePort(ctx, node, dev); err != nil {
 			return err
 		}
 	}
-	h := l.ovs[node]
 	if err := h.startSwitch(ctx, ports); err != nil {
 		return err
 	}
@@ -292,6 +293,19 @@ func (l *Lab) buildHost(ctx context.Context, node string) error {
 			return err
 		}
 		if err := l.ipn(ctx, node, "link", "set", h.UplinkBridge, "up"); err != nil {
+			return err
+		}
+	}
+	if h.CareOfNIC != "" {
+		// The host's address is on a NIC of its own, in no bridge; it
+		// takes no part in the guests' bridge.
+		if err := l.sysctl(ctx, node, "net.ipv6.conf."+Bridge+".disable_ipv6=1"); err != nil {
+			return err
+		}
+		if err := l.ethtoolTxOff(ctx, node, h.CareOfNIC); err != nil {
+			return err
+		}
+		if err := l.ipn(ctx, node, "link", "set", h.CareOfNIC, "up"); err != nil {
 			return err
 		}
 	}
@@ -429,8 +443,11 @@ func (l *Lab) newOVSHost(host string) *OVSHost {
 		Bridge: Bridge,
 		lab:    l,
 	}
-	if l.layout == LayoutPatch {
+	switch l.layout {
+	case LayoutPatch:
 		h.UplinkBridge = UplinkBridge
+	case LayoutNIC:
+		h.CareOfNIC = HostNIC
 	}
 	return h
 }

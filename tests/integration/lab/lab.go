@@ -139,10 +139,13 @@ func New(ctx context.Context, opt Options) (*Lab, error) {
 		dhcp4Clients: make(map[string]*exec.Cmd),
 		layout:       opt.Layout,
 	}
-	if opt.Layout == LayoutPatch {
+	switch opt.Layout {
+	case LayoutPatch:
 		for _, h := range Hosts {
-			l.topo.ipConfig[h] = patchIPConfig(l.topo.ipConfig[h])
+			l.topo.ipConfig[h] = moveIPConfig(l.topo.ipConfig[h], UplinkBridge)
 		}
+	case LayoutNIC:
+		nicTopology(&l.topo, Hosts)
 	}
 	if opt.DHCP4Lease < 0 || opt.DHCP4Lease%time.Second != 0 {
 		return nil, fmt.Errorf("lab: DHCPv4 lease %v: want whole seconds", opt.DHCP4Lease)

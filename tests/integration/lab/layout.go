@@ -15,7 +15,15 @@ const (
 	// address on its LOCAL port, the two bridges joined by the patch ports
 	// PatchVM and PatchUplink.
 	LayoutPatch
+	// LayoutNIC is host layout 3: the host's address on HostNIC, a plain
+	// veth in no bridge, into the same LAN as Bridge's uplink, which stays
+	// Bridge's own way to the guests' home link.
+	LayoutNIC
 )
+
+// HostNIC is, in LayoutNIC, each host's NIC outside OVS, holding its
+// address.
+const HostNIC = "eth1"
 
 // Names of LayoutPatch, as Neutron names a provider bridge's patch pair.
 const (
@@ -28,10 +36,22 @@ const (
 )
 
 func (hl HostLayout) String() string {
-	if hl == LayoutPatch {
+	switch hl {
+	case LayoutPatch:
 		return "patch"
+	case LayoutNIC:
+		return "nic"
 	}
 	return "one-bridge"
+}
+
+// HostLink is the interface where a host's own packets (its tunnel packets
+// and signalling) meet the LAN: the uplink, or in LayoutNIC the host's NIC.
+func (hl HostLayout) HostLink() string {
+	if hl == LayoutNIC {
+		return HostNIC
+	}
+	return Uplink
 }
 
 // HostBridge returns the bridge whose LOCAL port carries the host's address.
@@ -70,18 +90,28 @@ func (h *OVSHost) numberedPorts(ports []string) []string {
 	return append(slices.Clone(ports), PatchVM, PatchUplink)
 }
 
-// patchIPConfig moves a host's address and routes from Bridge to
-// UplinkBridge.
-func patchIPConfig(cmds [][]string) [][]string {
+// moveIPConfig moves a host's address and routes from Bridge to dev:
+// UplinkBridge in LayoutPatch, HostNIC in LayoutNIC.
+func moveIPConfig(cmds [][]string, dev string) [][]string {
 	out := make([][]string, len(cmds))
 	for i, c := range cmds {
 		c = slices.Clone(c)
 		for j := 1; j < len(c); j++ {
 			if c[j-1] == "dev" && c[j] == Bridge {
-				c[j] = UplinkBridge
+				c[j] = dev
 			}
 		}
 		out[i] = c
 	}
 	return out
+}
+
+// nicTopology adds to t, for LayoutNIC, each host's HostNIC: a veth into
+// the switch's bridge of the host's uplink, named <host>-nic there.
+func nicTopology(t *topology, hosts []string) {
+	for _, h := range hosts {
+		t.veths = append(t.veths, veth{node1: h, name1: HostNIC, node2: "sw", name2: h + "-nic"})
+		t.bridgePorts[h+"-nic"] = t.bridgePorts[h]
+		t.ipConfig[h] = moveIPConfig(t.ipConfig[h], HostNIC)
+	}
 }

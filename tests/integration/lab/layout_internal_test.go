@@ -51,7 +51,7 @@ func TestPatchIPConfig(t *testing.T) {
 		{"route", "add", "default", "via", "fe80::1", "dev", "br-ex"},
 		{"route", "add", "br0", "dev", "eth0"},
 	}
-	if diff := cmp.Diff(want, patchIPConfig(in)); diff != "" {
+	if diff := cmp.Diff(want, moveIPConfig(in, UplinkBridge)); diff != "" {
 		t.Errorf("patchIPConfig (-want +got):\n%s", diff)
 	}
 	if in[0][4] != "br0" {

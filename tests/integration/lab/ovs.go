@@ -33,6 +33,9 @@ type OVSHost struct {
 	// UplinkBridge is, in LayoutPatch, the bridge of the uplink and the
 	// host's address, "br-ex"; "" when the uplink is on Bridge.
 	UplinkBridge string
+	// CareOfNIC is, in LayoutNIC, the host's NIC outside OVS holding its
+	// address (HostNIC); "" otherwise.
+	CareOfNIC string
 
 	lab *Lab
 }

@@ -118,6 +118,10 @@ func unnumbered(out string) error {
 // host had on them, as the host's network configuration would restore them),
 // and brings br0 up. It reports whether anything had to be restored.
 func (h *OVSHost) RestoreHostIP(ctx context.Context) (bool, error) {
+	if h.CareOfNIC != "" {
+		// In no bridge: ovs-vswitchd never touches it.
+		return false, nil
+	}
 	l := h.lab
 	br := h.HostBridge()
 	out, err := run(l.Command(ctx, h.Host, l.tools.ip, "-o", "-6", "addr", "show", "dev", br, "scope", "global"), h.Host)

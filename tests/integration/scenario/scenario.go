@@ -248,6 +248,9 @@ func (e *Env) WriteConfigWith(host string, c Config) (string, error) {
 	if ovs.UplinkBridge != "" {
 		fmt.Fprintf(&b, "uplink_bridge = %q\n", ovs.UplinkBridge)
 	}
+	if ovs.CareOfNIC != "" {
+		fmt.Fprintf(&b, "care_of_interface = %q\n", ovs.CareOfNIC)
+	}
 	if e.BindingLifetime != 0 {
 		fmt.Fprintf(&b, "binding_lifetime = %q\n", e.BindingLifetime.String())
 	}
