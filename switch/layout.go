@@ -83,6 +83,23 @@ func checkLayout(cfg *config.Config, db OVSDB) (patchPair, error) {
 		errLayout, cfg.Bridge, cfg.UplinkBridge, patchPortsOn(db, cfg.Bridge, cfg.UplinkBridge), cfg.Bridge)
 }
 
+// DetectUplinkBridge names the uplink's bridge on a host in layout 2 whose
+// configuration leaves uplink_bridge out, where that is unambiguous: the
+// uplink on another bridge, joined to the VM bridge by exactly one pair of
+// patch ports. It returns "" when there is nothing to detect (layout 1 or
+// 3, uplink_bridge given, the uplink not in OVSDB yet) or nothing certain;
+// checkLayout then says what it found.
+func DetectUplinkBridge(cfg *config.Config, db OVSDB) string {
+	if cfg.UplinkBridge != "" || cfg.CareOfInterface != "" {
+		return ""
+	}
+	br, ok := db.BridgeOf(cfg.Uplink)
+	if !ok || br == cfg.Bridge || len(patchPairs(db, cfg.Bridge, br)) != 1 {
+		return ""
+	}
+	return br
+}
+
 // patchPairs lists, sorted, the patch port pairs joining bridges a and b:
 // a patch port of a whose peer is a patch port of b naming it back.
 func patchPairs(db OVSDB, a, b string) []patchPair {

@@ -42,11 +42,12 @@ func TestCheckLayout(t *testing.T) {
 		bridges map[string]string
 		want    patchPair
 		wantErr []string // substrings of the error; none: no error
+		detect  string   // DetectUplinkBridge's answer
 	}{
 		{name: "1: uplink on the VM bridge", ifaces: []ovsctl.Interface{eth0}},
 		{name: "1: uplink not there yet", ifaces: nil},
 		{name: "1: uplink on a bridge joined by patch", ifaces: []ovsctl.Interface{eth0, patchInt, patchEx}, bridges: onEx,
-			wantErr: []string{"uplink eth0 is on bridge br-ex, not br0", "patch ports patch-int and patch-ex", `set uplink_bridge = "br-ex"`}},
+			wantErr: []string{"uplink eth0 is on bridge br-ex, not br0", "patch ports patch-int and patch-ex", `set uplink_bridge = "br-ex"`}, detect: "br-ex"},
 		{name: "1: uplink on an unjoined bridge", ifaces: []ovsctl.Interface{eth0}, bridges: onEx,
 			wantErr: []string{"uplink eth0 is on bridge br-ex, not br0", "kgswitch needs the uplink on br0, or on a bridge joined to br0 by one pair of patch ports"}},
 		{name: "2: one patch pair", layout2: true, ifaces: []ovsctl.Interface{eth0, patchInt, patchEx}, bridges: onEx,
@@ -75,6 +76,9 @@ func TestCheckLayout(t *testing.T) {
 			db := &fakeDB{ifaces: map[string]ovsctl.Interface{}, bridges: tc.bridges}
 			for _, i := range tc.ifaces {
 				db.ifaces[i.Name] = i
+			}
+			if got := DetectUplinkBridge(cfg, db); got != tc.detect {
+				t.Errorf("DetectUplinkBridge = %q, want %q", got, tc.detect)
 			}
 			got, err := checkLayout(cfg, db)
 			if len(tc.wantErr) == 0 {

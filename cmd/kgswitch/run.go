@@ -77,6 +77,13 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fmt.Errorf("connect to OVSDB at %s: %w", cfg.OVSDBEndpoint(), err)
 	}
 	defer db.Close()
+	// OpenStack's layout needs no uplink_bridge where OVSDB leaves no doubt.
+	detected := vswitch.DetectUplinkBridge(cfg, db)
+	if detected != "" {
+		cfg.UplinkBridge = detected
+		logger.Info("host layout detected: the uplink's bridge is joined to the VM bridge by patch ports",
+			"bridge", cfg.Bridge, "uplink", cfg.Uplink, "uplink_bridge", detected)
+	}
 	uplink, err := hostio.OpenUplink()
 	if err != nil {
 		return err
@@ -131,7 +138,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 		defer ms.Close()
 	}
 	logger.Info("kgswitch running", "bridge", cfg.Bridge, "care_of", cfg.CareOfAddress, "care_of_interface", cfg.CareOfInterface, "vms", len(cfg.VMs), "control", cfg.ControlSocket)
-	go reloadOnHangup(ctx, *cfgPath, len(cfg.VMs), sw, logger)
+	go reloadOnHangup(ctx, *cfgPath, len(cfg.VMs), detected, sw, logger)
 	err = sw.Run(ctx)
 	logger.Info("kgswitch stopped; flows and bindings stay in place for the next start")
 	return err
@@ -140,7 +147,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 // reloadOnHangup re-reads the configuration on each SIGHUP. A file that does
 // not validate is refused with its file:line reason and the running
 // configuration, of running VMs, stays.
-func reloadOnHangup(ctx context.Context, path string, running int, sw *vswitch.Switch, log *slog.Logger) {
+// A detected uplink bridge (detected) stands for the uplink_bridge the
+// reloaded file still leaves out.
+func reloadOnHangup(ctx context.Context, path string, running int, detected string, sw *vswitch.Switch, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -154,6 +163,9 @@ func reloadOnHangup(ctx context.Context, path string, running int, sw *vswitch.S
 		if err != nil {
 			log.Error("reload refused; keeping the running configuration", "err", err)
 			continue
+		}
+		if cfg.UplinkBridge == "" && cfg.CareOfInterface == "" {
+			cfg.UplinkBridge = detected
 		}
 		// Both configurations live during the reload.
 		setMemoryLimit(running + len(cfg.VMs))

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kgswitch/kgswitch/tests/integration/lab"
 	"github.com/kgswitch/kgswitch/tests/integration/scenario"
+	"github.com/kgswitch/kgswitch/tests/integration/wait"
 )
 
 // TestLayouts runs the move tests with every host in each layout besides
@@ -117,9 +119,6 @@ func TestLayoutRefused(t *testing.T) {
 		setup func(ctx context.Context, h *lab.OVSHost) error
 		want  []string
 	}{
-		{name: "one-bridge configuration on a patch host", layout: lab.LayoutPatch,
-			edit: func(cfg string) string { return strings.Replace(cfg, "uplink_bridge = \"br-ex\"\n", "", 1) },
-			want: []string{"uplink eth0 is on bridge br-ex, not br0", "patch ports int-br-ex and phy-br-ex", `set uplink_bridge = "br-ex"`}},
 		{name: "patch configuration on a one-bridge host", layout: lab.LayoutOneBridge,
 			edit: func(cfg string) string { return "uplink_bridge = \"br-ex\"\n" + cfg },
 			want: []string{"uplink eth0 is on bridge br0, not on uplink_bridge br-ex"}},
@@ -190,5 +189,49 @@ func TestLayoutRefused(t *testing.T) {
 				t.Errorf("refused kgswitch: nft list tables = %q, %v; want no kgswitch table", out, err)
 			}
 		})
+	}
+}
+
+// TestPatchLayoutDetected: a configuration that leaves uplink_bridge out on a
+// host in OpenStack's layout, where OVSDB leaves no doubt (the uplink on
+// br-ex, one patch pair to br0), runs as if it named br-ex: kgswitch says
+// what it detected and puts its flows on both bridges.
+func TestPatchLayoutDetected(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newEnvWith(t, ctx, lab.Options{Layout: lab.LayoutPatch})
+	cfg, err := e.WriteConfig("hostB", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), "uplink_bridge = \"br-ex\"\n", "", 1)
+	if text == string(b) {
+		t.Fatalf("no uplink_bridge to leave out in:\n%s", b)
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.StartKgswitch(ctx, "hostB", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.WaitLogLine(ctx, "hostB", 0, `msg="host layout detected`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
+		flows, err := e.Lab.Run(ctx, "hostB", "ovs-ofctl", "dump-flows", "unix:"+filepath.Join(e.Lab.OVS("hostB").RunDir, lab.UplinkBridge+".mgmt"))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(flows, "cookie=0x6b67") {
+			return fmt.Errorf("no kgswitch flow on %s yet:\n%s", lab.UplinkBridge, flows)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }
