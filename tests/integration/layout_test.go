@@ -140,23 +140,7 @@ func TestLayoutRefused(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			e := newEnvWith(t, ctx, lab.Options{Layout: tc.layout})
-			cfg, err := e.WriteConfig("hostB", true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := os.ReadFile(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.edit != nil {
-				text := tc.edit(string(b))
-				if text == string(b) {
-					t.Fatalf("the edit changed nothing in:\n%s", b)
-				}
-				if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
+			cfg := writeEditedConfig(t, e, "hostB", tc.edit)
 			if tc.setup != nil {
 				if err := tc.setup(ctx, e.Lab.OVS("hostB")); err != nil {
 					t.Fatal(err)
@@ -201,21 +185,7 @@ func TestPatchLayoutDetected(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	e := newEnvWith(t, ctx, lab.Options{Layout: lab.LayoutPatch})
-	cfg, err := e.WriteConfig("hostB", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := strings.Replace(string(b), "uplink_bridge = \"br-ex\"\n", "", 1)
-	if text == string(b) {
-		t.Fatalf("no uplink_bridge to leave out in:\n%s", b)
-	}
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeEditedConfig(t, e, "hostB", func(cfg string) string { return strings.Replace(cfg, "uplink_bridge = \"br-ex\"\n", "", 1) })
 	if err := e.StartKgswitch(ctx, "hostB", cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -234,4 +204,29 @@ func TestPatchLayoutDetected(t *testing.T) {
 	}); err != nil {
 		t.Error(err)
 	}
+}
+
+// writeEditedConfig writes host's configuration with the guest declared,
+// changed by edit (when not nil), which must change something.
+func writeEditedConfig(t *testing.T, e *scenario.Env, host string, edit func(string) string) string {
+	t.Helper()
+	cfg, err := e.WriteConfig(host, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit == nil {
+		return cfg
+	}
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := edit(string(b))
+	if text == string(b) {
+		t.Fatalf("the edit changed nothing in:\n%s", b)
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
