@@ -3,6 +3,7 @@ package vswitch
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -98,6 +99,28 @@ func DetectUplinkBridge(cfg *config.Config, db OVSDB) string {
 		return ""
 	}
 	return br
+}
+
+// DetectCareOfInterface names the NIC holding the care-of address on a host
+// in layout 3 whose configuration leaves care_of_interface out, where that
+// is unambiguous: the uplink a port of the VM bridge, the care-of address on
+// an interface OVS does not know. It returns "" otherwise; checkCareOf then
+// says what it found.
+func DetectCareOfInterface(cfg *config.Config, db OVSDB, linkOf func(netip.Addr) (string, bool)) string {
+	if cfg.UplinkBridge != "" || cfg.CareOfInterface != "" || linkOf == nil {
+		return ""
+	}
+	if br, ok := db.BridgeOf(cfg.Uplink); !ok || br != cfg.Bridge {
+		return ""
+	}
+	link, ok := linkOf(cfg.CareOfAddress)
+	if !ok || link == cfg.Bridge {
+		return ""
+	}
+	if _, inOVS := db.Interface(link); inOVS {
+		return ""
+	}
+	return link
 }
 
 // patchPairs lists, sorted, the patch port pairs joining bridges a and b:

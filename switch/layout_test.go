@@ -316,3 +316,41 @@ func (l *logBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.buf.String()
 }
+
+// A NIC outside OVS holding the care-of address, with the uplink on the VM
+// bridge, is layout 3 whatever the file says; anything less certain is left
+// to the checks.
+func TestDetectCareOfInterface(t *testing.T) {
+	eth0 := ovsctl.Interface{Name: "eth0", OFPort: 1}
+	br0 := ovsctl.Interface{Name: "br0", OFPort: 65534}
+	for _, tc := range []struct {
+		name   string
+		cfg    string
+		ifaces []ovsctl.Interface
+		link   string // where the care-of address is; "" nowhere
+		want   string
+	}{
+		{name: "on a NIC outside OVS", cfg: testConfig, ifaces: []ovsctl.Interface{eth0, br0}, link: "eth1", want: "eth1"},
+		{name: "on the VM bridge", cfg: testConfig, ifaces: []ovsctl.Interface{eth0, br0}, link: "br0"},
+		{name: "on another OVS port", cfg: testConfig, ifaces: []ovsctl.Interface{eth0, br0, {Name: "eth1", OFPort: 2}}, link: "eth1"},
+		{name: "on no interface yet", cfg: testConfig, ifaces: []ovsctl.Interface{eth0, br0}},
+		{name: "uplink not in OVSDB yet", cfg: testConfig, ifaces: []ovsctl.Interface{br0}, link: "eth1"},
+		{name: "given", cfg: layout3Config, ifaces: []ovsctl.Interface{eth0, br0}, link: "eth1"},
+		{name: "layout 2 given", cfg: layout2Config, ifaces: []ovsctl.Interface{eth0, br0}, link: "eth1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db := &fakeDB{ifaces: map[string]ovsctl.Interface{}}
+			for _, i := range tc.ifaces {
+				db.ifaces[i.Name] = i
+			}
+			linkOf := func(netip.Addr) (string, bool) { return tc.link, tc.link != "" }
+			if got := DetectCareOfInterface(cfg, db, linkOf); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

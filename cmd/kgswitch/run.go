@@ -77,12 +77,20 @@ func cmdRun(args []string, stderr io.Writer) error {
 		return fmt.Errorf("connect to OVSDB at %s: %w", cfg.OVSDBEndpoint(), err)
 	}
 	defer db.Close()
-	// OpenStack's layout needs no uplink_bridge where OVSDB leaves no doubt.
-	detected := vswitch.DetectUplinkBridge(cfg, db)
-	if detected != "" {
-		cfg.UplinkBridge = detected
+	// OpenStack's layout needs no uplink_bridge, nor a NIC outside OVS its
+	// care_of_interface, where OVSDB and the host's addresses leave no doubt.
+	detected := layout{uplinkBridge: vswitch.DetectUplinkBridge(cfg, db)}
+	if detected.uplinkBridge == "" {
+		detected.careOfInterface = vswitch.DetectCareOfInterface(cfg, db, hostio.LinkOf)
+	}
+	detected.apply(cfg)
+	switch {
+	case detected.uplinkBridge != "":
 		logger.Info("host layout detected: the uplink's bridge is joined to the VM bridge by patch ports",
-			"bridge", cfg.Bridge, "uplink", cfg.Uplink, "uplink_bridge", detected)
+			"bridge", cfg.Bridge, "uplink", cfg.Uplink, "uplink_bridge", detected.uplinkBridge)
+	case detected.careOfInterface != "":
+		logger.Info("host layout detected: the care-of address is on a NIC outside OVS",
+			"bridge", cfg.Bridge, "uplink", cfg.Uplink, "care_of_interface", detected.careOfInterface)
 	}
 	uplink, err := hostio.OpenUplink()
 	if err != nil {
@@ -147,9 +155,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 // reloadOnHangup re-reads the configuration on each SIGHUP. A file that does
 // not validate is refused with its file:line reason and the running
 // configuration, of running VMs, stays.
-// A detected uplink bridge (detected) stands for the uplink_bridge the
-// reloaded file still leaves out.
-func reloadOnHangup(ctx context.Context, path string, running int, detected string, sw *vswitch.Switch, log *slog.Logger) {
+// The layout detected at start stands for what the reloaded file still
+// leaves out.
+func reloadOnHangup(ctx context.Context, path string, running int, detected layout, sw *vswitch.Switch, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -164,9 +172,7 @@ func reloadOnHangup(ctx context.Context, path string, running int, detected stri
 			log.Error("reload refused; keeping the running configuration", "err", err)
 			continue
 		}
-		if cfg.UplinkBridge == "" && cfg.CareOfInterface == "" {
-			cfg.UplinkBridge = detected
-		}
+		detected.apply(cfg)
 		// Both configurations live during the reload.
 		setMemoryLimit(running + len(cfg.VMs))
 		if err := sw.Reload(ctx, cfg); err != nil {
@@ -217,4 +223,16 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// layout is what kgswitch detected of the host's layout at start, where the
+// configuration left it out (see vswitch.DetectUplinkBridge).
+type layout struct{ uplinkBridge, careOfInterface string }
+
+// apply fills in what cfg leaves out of the layout, as detected.
+func (l layout) apply(cfg *config.Config) {
+	if cfg.UplinkBridge != "" || cfg.CareOfInterface != "" {
+		return
+	}
+	cfg.UplinkBridge, cfg.CareOfInterface = l.uplinkBridge, l.careOfInterface
 }

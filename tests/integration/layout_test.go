@@ -128,9 +128,6 @@ func TestLayoutRefused(t *testing.T) {
 				return err
 			},
 			want: []string{`no patch port joins br0 and br-ex (found phy-br-ex on br-ex with peer "int-br-ex")`}},
-		{name: "one-bridge configuration on a NIC host", layout: lab.LayoutNIC,
-			edit: func(cfg string) string { return strings.Replace(cfg, "care_of_interface = \"eth1\"\n", "", 1) },
-			want: []string{"care-of address " + lab.CareOfAddr.String() + " is on eth1, not on br0", "that NIC named in care_of_interface"}},
 		{name: "NIC configuration on a one-bridge host", layout: lab.LayoutOneBridge,
 			edit: func(cfg string) string { return "care_of_interface = \"eth1\"\n" + cfg },
 			want: []string{"care-of address " + lab.CareOfAddr.String() + " is on br0, not on care_of_interface eth1"}},
@@ -176,33 +173,49 @@ func TestLayoutRefused(t *testing.T) {
 	}
 }
 
-// TestPatchLayoutDetected: a configuration that leaves uplink_bridge out on a
-// host in OpenStack's layout, where OVSDB leaves no doubt (the uplink on
-// br-ex, one patch pair to br0), runs as if it named br-ex: kgswitch says
-// what it detected and puts its flows on both bridges.
-func TestPatchLayoutDetected(t *testing.T) {
+// TestLayoutDetected: a configuration that leaves the layout out on a host
+// where it is unambiguous runs as if it named it, and kgswitch says what it
+// detected: OpenStack's layout (the uplink on br-ex, one patch pair to br0:
+// its flows go on br-ex too) and a care-of address on a NIC outside OVS (its
+// nftables table keeps the host kernel from the tunnel packets).
+func TestLayoutDetected(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	e := newEnvWith(t, ctx, lab.Options{Layout: lab.LayoutPatch})
-	cfg := writeEditedConfig(t, e, "hostB", func(cfg string) string { return strings.Replace(cfg, "uplink_bridge = \"br-ex\"\n", "", 1) })
-	if err := e.StartKgswitch(ctx, "hostB", cfg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.WaitLogLine(ctx, "hostB", 0, `msg="host layout detected`, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error {
-		flows, err := e.Lab.Run(ctx, "hostB", "ovs-ofctl", "dump-flows", "unix:"+filepath.Join(e.Lab.OVS("hostB").RunDir, lab.UplinkBridge+".mgmt"))
-		if err != nil {
+	for _, tc := range []struct {
+		layout lab.HostLayout
+		key    string
+		on     func(ctx context.Context, e *scenario.Env) error
+	}{
+		{lab.LayoutPatch, "uplink_bridge = \"br-ex\"\n", func(ctx context.Context, e *scenario.Env) error {
+			flows, err := e.Lab.Run(ctx, "hostB", "ovs-ofctl", "dump-flows", "unix:"+filepath.Join(e.Lab.OVS("hostB").RunDir, lab.UplinkBridge+".mgmt"))
+			if err == nil && !strings.Contains(flows, "cookie=0x6b67") {
+				err = fmt.Errorf("no kgswitch flow on %s yet:\n%s", lab.UplinkBridge, flows)
+			}
 			return err
-		}
-		if !strings.Contains(flows, "cookie=0x6b67") {
-			return fmt.Errorf("no kgswitch flow on %s yet:\n%s", lab.UplinkBridge, flows)
-		}
-		return nil
-	}); err != nil {
-		t.Error(err)
+		}},
+		{lab.LayoutNIC, "care_of_interface = \"eth1\"\n", func(ctx context.Context, e *scenario.Env) error {
+			out, err := e.Lab.Run(ctx, "hostB", "nft", "list", "tables")
+			if err == nil && !strings.Contains(out, "kgswitch") {
+				err = fmt.Errorf("no kgswitch table yet: %q", out)
+			}
+			return err
+		}},
+	} {
+		t.Run(tc.layout.String(), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			e := newEnvWith(t, ctx, lab.Options{Layout: tc.layout})
+			cfg := writeEditedConfig(t, e, "hostB", func(cfg string) string { return strings.Replace(cfg, tc.key, "", 1) })
+			if err := e.StartKgswitch(ctx, "hostB", cfg); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.WaitLogLine(ctx, "hostB", 0, `msg="host layout detected`, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err := wait.Until(ctx, 10*time.Second, 100*time.Millisecond, func() error { return tc.on(ctx, e) }); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
 
