@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,8 +30,8 @@ func startLibvirt(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...s
 	if err != nil {
 		t.Fatal(err)
 	}
-	ds := make(map[string]*libvirt.Daemon)
-	for _, h := range hosts {
+	opts := make([]libvirt.Options, len(hosts))
+	for i, h := range hosts {
 		// The hook finds kgswitch in PATH: a wrapper that notes each
 		// command in hookCalls(e, h), then runs the real one.
 		bin := filepath.Join(e.Lab.Dir, "hookbin-"+h)
@@ -41,13 +42,26 @@ func startLibvirt(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...s
 		if err := os.WriteFile(filepath.Join(bin, "kgswitch"), []byte(wrapper), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		d, err := libvirt.Start(ctx, libvirt.Options{
-			Lab: e.Lab, Host: h, Hook: hook,
-			ControlSocket: e.ControlSocket(h), Path: bin,
-			Logf: t.Logf,
-		})
-		if err != nil {
-			t.Fatal(err)
+		opts[i] = libvirt.Options{Lab: e.Lab, Host: h, Hook: hook, ControlSocket: e.ControlSocket(h), Path: bin, Logf: t.Logf}
+	}
+	// Each daemon spends seconds probing QEMU's capabilities at start:
+	// together, not one after the other.
+	started := make([]*libvirt.Daemon, len(hosts))
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			started[i], errs[i] = libvirt.Start(ctx, opts[i])
+		}()
+	}
+	wg.Wait()
+	ds := make(map[string]*libvirt.Daemon)
+	for i, h := range hosts {
+		d := started[i]
+		if d == nil {
+			continue
 		}
 		ds[h] = d
 		t.Cleanup(func() {
@@ -64,6 +78,9 @@ func startLibvirt(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...s
 				}
 			}
 		})
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 	return ds
 }
