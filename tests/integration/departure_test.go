@@ -152,11 +152,7 @@ func departureCoverOn(t *testing.T, layout lab.HostLayout) departureLoss {
 	// The Home Agent's DAD probe is never answered by the home host: no
 	// Neighbor Advertisement for the home address leaves hostA before the
 	// Home Agent's own.
-	kgsMAC, err := e.Lab.Run(ctx, "hostA", "cat", "/sys/class/net/kgs0/address")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hostMACs := []string{strings.TrimSpace(kgsMAC), lab.GuestMAC.String()}
+	hostMACs := []string{linkMAC(t, ctx, e.Lab, "hostA", "kgs0"), lab.GuestMAC.String()}
 	dad, err := capture.Tshark(ctx, "-Y", "icmpv6.type == 135 && ipv6.src == :: && icmpv6.nd.ns.target_address == "+lab.HoA.String(),
 		"-T", "fields", "-e", "frame.time_epoch")
 	if err != nil || len(strings.Fields(dad)) == 0 {

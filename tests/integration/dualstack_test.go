@@ -24,7 +24,7 @@ import (
 // It returns the lease the guest got there. haArgs go to the lab Home Agent.
 func startDualStack(t *testing.T, ctx context.Context, e *scenario.Env, haArgs ...string) lab.DHCP4Event {
 	t.Helper()
-	gwMAC, err := e.LinkMAC(ctx, "rtr", "home0")
+	gwMAC, err := e.Lab.LinkMAC(ctx, "rtr", "home0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,18 +99,11 @@ func startGuestDaemons(t *testing.T, ctx context.Context, e *scenario.Env) {
 // linkMAC returns the MAC address of dev in node.
 func linkMAC(t *testing.T, ctx context.Context, l *lab.Lab, node, dev string) string {
 	t.Helper()
-	out, err := l.Run(ctx, node, "ip", "-o", "link", "show", dev)
+	mac, err := l.LinkMAC(ctx, node, dev)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: MAC address of %s: %v", node, dev, err)
 	}
-	f := strings.Fields(out)
-	for i := range f {
-		if f[i] == "link/ether" && i+1 < len(f) {
-			return f[i+1]
-		}
-	}
-	t.Fatalf("%s: no MAC address for %s in %q", node, dev, out)
-	return ""
+	return mac.String()
 }
 
 // count returns how many frames of the capture match the display filter.

@@ -105,7 +105,7 @@ func homeHostReady(t *testing.T, ctx context.Context, e *scenario.Env, hosts ...
 	waitLogLine(t, ctx, e, "hostA", 0, "Home Agent's MAC learnt", 15*time.Second)
 	// The home router has the VM's MAC cached, as in production.
 	ping(t, ctx, e.Lab, "cn", lab.HoA.String(), 3)
-	return macOf(t, ctx, e, "ha", "eth0")
+	return linkMAC(t, ctx, e.Lab, "ha", "eth0")
 }
 
 // dadProbe is a scapy program that sends one DAD probe (RFC 4862 §5.4.2) for
@@ -253,7 +253,7 @@ func TestHostileHomeLinkTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 	hoa := lab.HoA.String()
-	hostAMAC := macOf(t, ctx, e, "hostA", lab.Bridge)
+	hostAMAC := linkMAC(t, ctx, e.Lab, "hostA", lab.Bridge)
 	received := captureReceived(t, ctx, e, "sw", scenario.IntruderDev, "intruder-received")
 	uplink := startCapture(t, ctx, e, "hostA", lab.Uplink, "hostA-uplink")
 	toVM, err := e.StartPingStream(ctx, "cn", hoa, 10*time.Millisecond)
@@ -467,7 +467,7 @@ func TestHostileTunnel(t *testing.T) {
 	if _, err := e.WaitBinding(ctx, "hostB", "vnet9", "waiting-for-guest", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	fixed := []string{lab.HAAddr.String(), lab.CareOfAddr.String(), macOf(t, ctx, e, "rtr", "cn0"),
+	fixed := []string{lab.HAAddr.String(), lab.CareOfAddr.String(), linkMAC(t, ctx, e.Lab, "rtr", "cn0"),
 		lab.RouterLinkLocal.String(), lab.RouterHomeAddr.String(), lab.CNAddr.String(), evilMAC}
 	forge := func(args ...string) {
 		argv := append(slices.Clone(fixed), args...)

@@ -107,7 +107,7 @@ func startKgswitchWith(t *testing.T, ctx context.Context, e *scenario.Env, hosts
 	var gw net.HardwareAddr
 	if ipv4 {
 		var err error
-		if gw, err = e.LinkMAC(ctx, "rtr", "home0"); err != nil {
+		if gw, err = e.Lab.LinkMAC(ctx, "rtr", "home0"); err != nil {
 			t.Fatal(err)
 		}
 	}

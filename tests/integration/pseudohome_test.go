@@ -82,16 +82,6 @@ func tsharkFields(t *testing.T, ctx context.Context, c *scenario.Capture, filter
 	return rows
 }
 
-// macOf returns dev's MAC address in node.
-func macOf(t *testing.T, ctx context.Context, e *scenario.Env, node, dev string) string {
-	t.Helper()
-	out, err := e.Lab.Run(ctx, node, "cat", "/sys/class/net/"+dev+"/address")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(out)
-}
-
 // TestSLAACGuestKeepsAddress: a guest that configured its address and default
 // route by SLAAC from the home router's advertisements (lifetimes 30 s) stays
 // on a foreign host for three lifetimes. Only kgswitch's repetition of the
@@ -133,7 +123,7 @@ func TestSLAACGuestKeepsAddress(t *testing.T) {
 	if n, err := e.Ping(ctx, "cn", slaac.String(), 3); err != nil || n != 3 {
 		t.Fatalf("guest at home: %d/3 pings to its SLAAC address answered (%v)", n, err)
 	}
-	rtrMAC := macOf(t, ctx, e, "rtr", "home0")
+	rtrMAC := linkMAC(t, ctx, e.Lab, "rtr", "home0")
 
 	capture, err := e.StartCapture(ctx, "vm", lab.Uplink, "vm-eth0")
 	if err != nil {

@@ -32,7 +32,7 @@ func returnHome(t *testing.T, layout lab.HostLayout) {
 	started := time.Now()
 	hoa := lab.HoA.String()
 	guestMAC := lab.GuestMAC.String()
-	haMAC := macOf(t, ctx, e, "ha", "eth0")
+	haMAC := linkMAC(t, ctx, e.Lab, "ha", "eth0")
 
 	capture, err := e.StartCapture(ctx, "hostA", lab.Uplink, "hostA-uplink")
 	if err != nil {
@@ -321,7 +321,7 @@ func TestReturnHomeRouterResolvedAbroad(t *testing.T) {
 	e := newEnv(t, ctx)
 	startDaemons(t, ctx, e, true)
 	hoa := lab.HoA.String()
-	rtrMAC := macOf(t, ctx, e, "rtr", "home0")
+	rtrMAC := linkMAC(t, ctx, e.Lab, "rtr", "home0")
 	if n, err := e.Ping(ctx, "vm", lab.CNAddr.String(), 3); err != nil || n != 3 {
 		t.Fatalf("guest at home: %d/3 pings to cn answered (%v)", n, err)
 	}

@@ -52,6 +52,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,6 +194,15 @@ func (l *Lab) Command(ctx context.Context, node string, argv ...string) *exec.Cm
 		cmd.Err = errors.New("lab: empty command")
 	}
 	return cmd
+}
+
+// LinkMAC is the MAC of interface dev in node.
+func (l *Lab) LinkMAC(ctx context.Context, node, dev string) (net.HardwareAddr, error) {
+	out, err := l.Run(ctx, node, "cat", "/sys/class/net/"+dev+"/address")
+	if err != nil {
+		return nil, err
+	}
+	return net.ParseMAC(strings.TrimSpace(out))
 }
 
 // Run runs argv inside node's namespace and returns its combined output. The

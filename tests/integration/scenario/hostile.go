@@ -29,11 +29,11 @@ func (e *Env) AddHomeLinkIntruder(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("home link intruder: %v: %v: %s", argv, err, out)
 		}
 	}
-	out, err := e.Lab.Run(ctx, "sw", "cat", "/sys/class/net/"+IntruderDev+"/address")
+	mac, err := e.Lab.LinkMAC(ctx, "sw", IntruderDev)
 	if err != nil {
 		return "", fmt.Errorf("home link intruder's MAC: %v", err)
 	}
-	return strings.TrimSpace(out), nil
+	return mac.String(), nil
 }
 
 // SolicitedNode returns a's solicited-node multicast address and its MAC

@@ -2,7 +2,6 @@ package scenario
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 )
@@ -77,14 +76,4 @@ func (e *Env) GuestIPv4Of(ctx context.Context, node string) (GuestIPv4, error) {
 		return GuestIPv4{}, err
 	}
 	return ParseGuestIPv4(out), nil
-}
-
-// LinkMAC is the MAC of interface dev in node, e.g. the home router's on the
-// home link, which an operator would give kgswitch as gateway_mac.
-func (e *Env) LinkMAC(ctx context.Context, node, dev string) (net.HardwareAddr, error) {
-	out, err := e.Lab.Run(ctx, node, "cat", "/sys/class/net/"+dev+"/address")
-	if err != nil {
-		return nil, err
-	}
-	return net.ParseMAC(strings.TrimSpace(out))
 }

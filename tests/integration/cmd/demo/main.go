@@ -99,7 +99,7 @@ func run() error {
 	}
 	// The IPv4 side: the home subnet with the home DHCP server's values, and
 	// the home router's MAC, which the guest knows as its gateway's.
-	gw, err := e.LinkMAC(ctx, "rtr", "home0")
+	gw, err := e.Lab.LinkMAC(ctx, "rtr", "home0")
 	if err != nil {
 		return err
 	}
